@@ -1,0 +1,26 @@
+// The `tsgc` command line: one commander program; each verb lives in its own module under src/cli/.
+import { Command, CommanderError } from "commander";
+
+export function buildProgram(): Command {
+  const program = new Command()
+    .name("tsgc")
+    .description("Compile transformer models declared as typed IR graphs into fused CUDA kernels, and run them.")
+    .version("0.1.0")
+    .showHelpAfterError();
+  return program;
+}
+
+/** Runs the CLI on `argv` (process.argv form). Errors print one clear line and set a non-zero exit code. */
+export async function run(argv: readonly string[]): Promise<void> {
+  const program = buildProgram().exitOverride();
+  try {
+    await program.parseAsync([...argv]);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode;
+      return;
+    }
+    process.stderr.write(`tsgc: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  }
+}
