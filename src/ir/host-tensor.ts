@@ -1,0 +1,56 @@
+// Host-side tensors: what the CPU interpreter computes on and what tests and loaders exchange.
+// Values are kept as f64 but always hold exactly what their dtype can represent (see roundTo).
+
+import { type DType, roundTo } from "./dtype.js";
+import { formatShape, numElements } from "./shape.js";
+
+export interface HostTensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly data: Float64Array;
+}
+
+/** A host tensor of `dtype` whose values are rounded to what that dtype holds. */
+export function hostTensor(dtype: DType, shape: readonly number[], values: ArrayLike<number>): HostTensor {
+  const n = numElements(shape);
+  if (values.length !== n) throw new Error(`a ${dtype}${formatShape(shape)} tensor needs ${n} values, got ${values.length}`);
+  const data = new Float64Array(n);
+  for (let i = 0; i < n; i++) data[i] = roundTo(dtype, values[i]!);
+  return { dtype, shape: [...shape], data };
+}
+
+export function zerosTensor(dtype: DType, shape: readonly number[]): HostTensor {
+  return { dtype, shape: [...shape], data: new Float64Array(numElements(shape)) };
+}
+
+/** Row-major strides of a shape. */
+export function stridesOf(shape: readonly number[]): number[] {
+  const s = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    s[i] = acc;
+    acc *= shape[i]!;
+  }
+  return s;
+}
+
+/** A small deterministic PRNG (mulberry32) so tests and random weights are reproducible from a seed. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Uniform random values in [lo, hi) rounded to dtype (integers: lo..hi-1). */
+export function randomTensor(dtype: DType, shape: readonly number[], rand: () => number, lo = -1, hi = 1): HostTensor {
+  const n = numElements(shape);
+  const v = new Float64Array(n);
+  const integral = dtype === "i32" || dtype === "i64" || dtype === "u8" || dtype === "bool" || dtype === "fp4e2m1x2" || dtype === "e8m0";
+  for (let i = 0; i < n; i++) v[i] = integral ? Math.floor(lo + rand() * (hi - lo)) : lo + rand() * (hi - lo);
+  return hostTensor(dtype, shape, v);
+}
