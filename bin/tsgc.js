@@ -7,5 +7,10 @@ if (!existsSync(main)) {
   process.stderr.write("tsgc: the CLI is not built; run `npm run build` (npm install does this) first.\n");
   process.exit(1);
 }
+// A closed pipe (`tsgc ir | head`) ends the command quietly instead of throwing EPIPE.
+process.stdout.on("error", (err) => {
+  if (err.code === "EPIPE") process.exit(0);
+  throw err;
+});
 const { run } = await import(main);
 await run(process.argv);

@@ -1,5 +1,6 @@
 // The `tsgc` command line: one commander program; each verb lives in its own module under src/cli/.
 import { Command, CommanderError } from "commander";
+import { registerModelCommands } from "./model-commands.js";
 
 export function buildProgram(): Command {
   const program = new Command()
@@ -7,6 +8,7 @@ export function buildProgram(): Command {
     .description("Compile transformer models declared as typed IR graphs into fused CUDA kernels, and run them.")
     .version("0.1.0")
     .showHelpAfterError();
+  registerModelCommands(program);
   return program;
 }
 

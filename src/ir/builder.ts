@@ -5,7 +5,7 @@
 // from here, so a model reads as the math it computes and the compiler finds the kernels.
 // Every node records the user's call site; a shape or dtype error names the op, operands and that line.
 
-import { dirname, relative, sep } from "node:path";
+import { dirname, join, relative, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type DType, MXFP4_BLOCK } from "./dtype.js";
 import { type Dim, type Shape, canonicalDim, formatShape, isSymbolName, normalizeAxis } from "./shape.js";
@@ -42,6 +42,10 @@ type Operand = Tensor | Scalar;
 // ---- call sites -------------------------------------------------------------------------------
 
 const IR_DIR = dirname(fileURLToPath(import.meta.url));
+// Frames inside tsgc's IR code are skipped, whether the stack names the built file (dist/src/ir/x.js)
+// or, through source maps, its source (src/ir/x.ts).
+const PACKAGE_ROOT = IR_DIR.replace(/([\\/]dist)?[\\/]src[\\/]ir$/, "");
+const INTERNAL_DIRS = [join(PACKAGE_ROOT, "src", "ir"), join(PACKAGE_ROOT, "dist", "src", "ir")];
 
 /** The first stack frame outside tsgc's IR code: the line of the user's model that built the node. */
 export function captureSite(): SourceSite | undefined {
@@ -54,7 +58,7 @@ export function captureSite(): SourceSite | undefined {
     if (!m) continue;
     let file = m[1]!;
     if (file.startsWith("file://")) file = fileURLToPath(file);
-    if (file.startsWith("node:") || file.includes(`${sep}node_modules${sep}`) || dirname(file) === IR_DIR) continue;
+    if (file.startsWith("node:") || file.includes(`${sep}node_modules${sep}`) || INTERNAL_DIRS.includes(dirname(file))) continue;
     const rel = relative(process.cwd(), file);
     return { file: rel.startsWith("..") ? file : rel, line: Number(m[2]), column: Number(m[3]) };
   }

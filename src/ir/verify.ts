@@ -1,0 +1,102 @@
+// The verifier: re-derives every node's type from its operands and checks the graph's structure
+// (declared symbols, parameters and inputs, unique names). Passes run it after they rewrite.
+
+import type { EntryPoint, Graph } from "./graph.js";
+import { entryNodes } from "./graph.js";
+import { type Node, type NodeOf, formatSite } from "./node.js";
+import { type Op, type OpAttrs, type TensorType, TYPE_RULES, TypeRuleError } from "./ops.js";
+import { type Shape, dimSymbols, formatShape, shapesEqual } from "./shape.js";
+
+type StructureCheck<K extends Op> = (n: NodeOf<K>, g: Graph, entry: EntryPoint) => string | undefined;
+
+const noStructure = () => undefined;
+
+function declaredAs(what: string, decl: { dtype: string; shape: Shape } | undefined, n: Node): string | undefined {
+  if (!decl) return `${what} is not declared`;
+  if (decl.dtype !== n.dtype || !shapesEqual(decl.shape, n.shape)) {
+    return `${what} is used as ${n.dtype}${formatShape(n.shape)} but declared ${decl.dtype}${formatShape(decl.shape)}`;
+  }
+  return undefined;
+}
+
+/** Per-op structural checks beyond the type rule (leaves must be declared where they are used). */
+const STRUCTURE_CHECKS: { readonly [K in Op]: StructureCheck<K> } = {
+  input: (n, _g, e) => declaredAs(`input ${n.attrs.name} of entry ${e.name}`, e.inputs.find((i) => i.name === n.attrs.name), n),
+  param: (n, g) => declaredAs(`param ${n.attrs.name}`, g.params.find((p) => p.name === n.attrs.name), n),
+  constant: noStructure,
+  literal: noStructure,
+  iota: noStructure,
+  unary: noStructure,
+  binary: noStructure,
+  ternary: noStructure,
+  compare: noStructure,
+  cast: noStructure,
+  reduce: noStructure,
+  matmul: noStructure,
+  reshape: noStructure,
+  transpose: noStructure,
+  slice: noStructure,
+  concat: noStructure,
+  gather: noStructure,
+  scatter: noStructure,
+  broadcast: noStructure,
+  topk: noStructure,
+  dequantMxfp4: noStructure,
+  fusedRmsNorm: noStructure,
+  sinkAttention: noStructure,
+  moeExperts: noStructure,
+  mxfp4Matmul: noStructure,
+  fusedElementwise: noStructure,
+};
+
+/** All problems found in the graph (empty when it is well formed). */
+export function verifyGraph(g: Graph): string[] {
+  const problems: string[] = [];
+  const names = new Set<string>();
+  for (const e of g.entries) {
+    if (names.has(e.name)) problems.push(`entry point ${e.name} is declared twice`);
+    names.add(e.name);
+    const outs = new Set<string>();
+    for (const o of e.outputs) {
+      if (outs.has(o.name)) problems.push(`entry ${e.name}: output ${o.name} is declared twice`);
+      outs.add(o.name);
+    }
+    if (e.outputs.length === 0) problems.push(`entry ${e.name} has no outputs`);
+  }
+  const paramNames = new Set<string>();
+  for (const p of g.params) {
+    if (paramNames.has(p.name)) problems.push(`param ${p.name} is declared twice`);
+    paramNames.add(p.name);
+    problems.push(...undeclaredSymbols(g, p.shape, `param ${p.name}`));
+  }
+  for (const e of g.entries) {
+    for (const i of e.inputs) problems.push(...undeclaredSymbols(g, i.shape, `input ${i.name} of entry ${e.name}`));
+    for (const n of entryNodes(e)) {
+      const at = `${n.op} at ${formatSite(n.site)}`;
+      let type: TensorType | undefined;
+      try {
+        type = (TYPE_RULES[n.op] as (a: OpAttrs[Op], i: readonly TensorType[]) => TensorType)(n.attrs, n.inputs);
+      } catch (err) {
+        if (!(err instanceof TypeRuleError)) throw err;
+        problems.push(`${at}: ${err.message}`);
+      }
+      if (type && (type.dtype !== n.dtype || !shapesEqual(type.shape, n.shape))) {
+        problems.push(`${at}: recorded type ${n.dtype}${formatShape(n.shape)} differs from the derived ${type.dtype}${formatShape(type.shape)}`);
+      }
+      problems.push(...undeclaredSymbols(g, n.shape, at));
+      const structural = (STRUCTURE_CHECKS[n.op] as StructureCheck<Op>)(n as NodeOf<Op>, g, e);
+      if (structural) problems.push(`${at}: ${structural}`);
+    }
+  }
+  return [...new Set(problems)];
+}
+
+function undeclaredSymbols(g: Graph, shape: Shape, what: string): string[] {
+  return shape.flatMap(dimSymbols).filter((s) => g.symbols[s] === undefined).map((s) => `${what} uses undeclared symbol ${s}`);
+}
+
+/** Throws one error listing every problem. */
+export function assertValidGraph(g: Graph): void {
+  const problems = verifyGraph(g);
+  if (problems.length > 0) throw new Error(`graph ${g.name} is invalid:\n  ${problems.join("\n  ")}`);
+}
