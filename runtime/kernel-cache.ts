@@ -1,0 +1,719 @@
+// The compiled-kernel cache: content-addressed CUBIN/PTX on disk, so nothing is compiled twice.
+//
+// Key = sha256(source, NVRTC options, target arch, output kind, NVRTC version, CODEGEN_VERSION).
+// Layout: <cache dir>/kernels/nvrtc-<major.minor>/<key>.tsgck, one self-checking file per kernel.
+// Writes go to a temp file that is renamed into place, so readers (other processes too) see a
+// whole entry or none; a damaged entry fails its checksum, is reported, recompiled and replaced.
+// On top sits an in-process memo; misses compile in parallel on worker threads.
+//
+// Entry file format (all integers little-endian):
+//   0   "TSGCKRN1"                       magic, 8 bytes
+//   8   sha256 of every byte from 40 on  32 bytes
+//   40  u32 header length H
+//   44  header JSON (EntryHeader), H bytes
+//   ..  source, image, log               sizes given in the header
+import { createHash, randomBytes } from "node:crypto";
+import {
+  existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync,
+} from "node:fs";
+import { homedir } from "node:os";
+import { isAbsolute, join, relative, resolve } from "node:path";
+import { threadId } from "node:worker_threads";
+import { compileInWorkers, defaultParallelism, type CompileJob } from "./compile-pool.js";
+import type { CudaModule, Device, Kernel } from "./cuda.js";
+import { native, type NativeCompileResult } from "./native.js";
+import { imageOrThrow, nvrtcOptions, nvrtcVersion, parseArch, type OutputKind } from "./nvrtc.js";
+
+/** Bump when code generation changes in a way the source text alone would not show. */
+export const CODEGEN_VERSION = "1";
+
+const ENTRY_MAGIC = Buffer.from("TSGCKRN1", "latin1");
+const ENTRY_PREFIX_BYTES = 44;
+const MAX_HEADER_BYTES = 1 << 20;
+const KERNELS_DIR = "kernels";
+const VERSION_DIR_PATTERN = /^nvrtc-(\d+)\.(\d+)$/;
+const ENTRY_NAME_PATTERN = /^[0-9a-f]{64}\.tsgck$/;
+const TEMP_MARKER = ".tmp-";
+
+/** Where the cache lives: TSGC_CACHE_DIR, else $XDG_CACHE_HOME/tsgc, else ~/.cache/tsgc. */
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  const override = env["TSGC_CACHE_DIR"];
+  if (override !== undefined && override !== "") return resolve(override);
+  const xdg = env["XDG_CACHE_HOME"];
+  if (xdg !== undefined && xdg !== "") return join(resolve(xdg), "tsgc");
+  return join(homedir(), ".cache", "tsgc");
+}
+
+/** Everything that determines a compiled image. */
+export interface CacheKeyInputs {
+  source: string;
+  /** The caller's NVRTC options (the architecture option is implied by `arch`). */
+  options: readonly string[];
+  arch: string;
+  output: OutputKind;
+  nvrtcVersion: string;
+  codegenVersion: string;
+}
+
+export function cacheKey(inputs: CacheKeyInputs): string {
+  const hash = createHash("sha256");
+  // Length-prefixed fields: no two different inputs can serialise to the same bytes.
+  const fields = [
+    "tsgc-kernel-v1", inputs.codegenVersion, inputs.nvrtcVersion, inputs.arch, inputs.output,
+    String(inputs.options.length), ...inputs.options, inputs.source,
+  ];
+  for (const field of fields) {
+    const bytes = Buffer.from(field, "utf8");
+    hash.update(`${bytes.length}:`);
+    hash.update(bytes);
+  }
+  return hash.digest("hex");
+}
+
+export interface EntryHeader {
+  key: string;
+  name: string;
+  entry: string;
+  arch: string;
+  output: OutputKind;
+  nvrtcVersion: string;
+  codegenVersion: string;
+  options: string[];
+  createdAt: string;
+  sourceBytes: number;
+  imageBytes: number;
+  logBytes: number;
+}
+
+export interface CacheEntry {
+  header: EntryHeader;
+  source: string;
+  image: Uint8Array;
+  log: string;
+}
+
+/** A cache file that is damaged, truncated, or not what its name says. */
+export class CacheEntryError extends Error {
+  override readonly name = "CacheEntryError";
+}
+
+export function encodeEntry(entry: CacheEntry): Buffer {
+  const source = Buffer.from(entry.source, "utf8");
+  const log = Buffer.from(entry.log, "utf8");
+  const header: EntryHeader = { ...entry.header, sourceBytes: source.length, imageBytes: entry.image.byteLength, logBytes: log.length };
+  const headerBytes = Buffer.from(JSON.stringify(header), "utf8");
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(headerBytes.length);
+  const body = Buffer.concat([length, headerBytes, source, entry.image, log]);
+  const checksum = createHash("sha256").update(body).digest();
+  return Buffer.concat([ENTRY_MAGIC, checksum, body]);
+}
+
+function isStringArray(value: unknown): value is string[] {
+  return Array.isArray(value) && value.every((v) => typeof v === "string");
+}
+
+function parseHeader(json: string): EntryHeader {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(json);
+  } catch {
+    throw new CacheEntryError("header is not valid JSON");
+  }
+  if (typeof raw !== "object" || raw === null) throw new CacheEntryError("header is not an object");
+  const h = raw as Record<string, unknown>;
+  const strings = ["key", "name", "entry", "arch", "nvrtcVersion", "codegenVersion", "createdAt"] as const;
+  for (const field of strings) if (typeof h[field] !== "string") throw new CacheEntryError(`header field '${field}' is missing`);
+  const counts = ["sourceBytes", "imageBytes", "logBytes"] as const;
+  for (const field of counts) {
+    const value = h[field];
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) throw new CacheEntryError(`header field '${field}' is not a size`);
+  }
+  if (h["output"] !== "cubin" && h["output"] !== "ptx") throw new CacheEntryError("header field 'output' is not cubin or ptx");
+  if (!isStringArray(h["options"])) throw new CacheEntryError("header field 'options' is not a list of strings");
+  return h as unknown as EntryHeader;
+}
+
+/**
+ * Parses and checks an entry file: magic, checksum, sizes, and that its key is the hash of the
+ * inputs it records (and equals `expectedKey`, the name it was found under). Throws CacheEntryError.
+ */
+export function decodeEntry(bytes: Uint8Array, expectedKey?: string): CacheEntry {
+  const data = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (data.length < ENTRY_PREFIX_BYTES) throw new CacheEntryError(`truncated: ${data.length} bytes is shorter than an entry header`);
+  if (!data.subarray(0, 8).equals(ENTRY_MAGIC)) throw new CacheEntryError("not a tsgc kernel entry (bad magic)");
+  const body = data.subarray(40);
+  const checksum = createHash("sha256").update(body).digest();
+  if (!checksum.equals(data.subarray(8, 40))) throw new CacheEntryError("checksum mismatch (truncated or corrupted)");
+  const headerLength = data.readUInt32LE(40);
+  if (headerLength > MAX_HEADER_BYTES || ENTRY_PREFIX_BYTES + headerLength > data.length) throw new CacheEntryError("header length out of range");
+  const header = parseHeader(data.toString("utf8", ENTRY_PREFIX_BYTES, ENTRY_PREFIX_BYTES + headerLength));
+  const sourceStart = ENTRY_PREFIX_BYTES + headerLength;
+  const imageStart = sourceStart + header.sourceBytes;
+  const logStart = imageStart + header.imageBytes;
+  const end = logStart + header.logBytes;
+  if (end !== data.length) throw new CacheEntryError(`size mismatch: header describes ${end} bytes, file has ${data.length}`);
+  const source = data.toString("utf8", sourceStart, imageStart);
+  const recomputed = cacheKey({
+    source, options: header.options, arch: header.arch, output: header.output,
+    nvrtcVersion: header.nvrtcVersion, codegenVersion: header.codegenVersion,
+  });
+  if (recomputed !== header.key) throw new CacheEntryError(`content hashes to ${recomputed.slice(0, 12)}… but the entry claims key ${header.key.slice(0, 12)}…`);
+  if (expectedKey !== undefined && expectedKey !== header.key) {
+    throw new CacheEntryError(`stored under ${expectedKey.slice(0, 12)}… but holds ${header.key.slice(0, 12)}…`);
+  }
+  // Copy the image out so the memo does not pin the whole file buffer.
+  const image = new Uint8Array(data.subarray(imageStart, logStart));
+  return { header, source, image, log: data.toString("utf8", logStart, end) };
+}
+
+export interface CacheListing {
+  /** Path relative to the cache directory, e.g. "kernels/nvrtc-11.8/<key>.tsgck". */
+  relativePath: string;
+  path: string;
+  bytes: number;
+  header?: EntryHeader;
+  /** Why the file is not a usable entry (absent for good entries). */
+  problem?: string;
+}
+
+export interface CacheProblem {
+  path: string;
+  problem: string;
+}
+
+function isInside(dir: string, candidate: string): boolean {
+  const rel = relative(dir, candidate);
+  return rel !== "" && !rel.startsWith("..") && !isAbsolute(rel);
+}
+
+/** One cache directory. All methods are synchronous and safe against concurrent writers. */
+export class KernelCache {
+  readonly dir: string;
+
+  constructor(dir: string = defaultCacheDir()) {
+    this.dir = resolve(dir);
+  }
+
+  get kernelsDir(): string {
+    return join(this.dir, KERNELS_DIR);
+  }
+
+  relativePathFor(key: string, nvrtcVersion: string): string {
+    return `${KERNELS_DIR}/nvrtc-${nvrtcVersion}/${key}.tsgck`;
+  }
+
+  pathFor(key: string, nvrtcVersion: string): string {
+    return join(this.dir, ...this.relativePathFor(key, nvrtcVersion).split("/"));
+  }
+
+  /** NVRTC versions that have entries here, newest first. */
+  nvrtcVersions(): string[] {
+    if (!existsSync(this.kernelsDir)) return [];
+    const versions: [number, number, string][] = [];
+    for (const name of readdirSync(this.kernelsDir)) {
+      const match = VERSION_DIR_PATTERN.exec(name);
+      if (match !== null) versions.push([Number(match[1]), Number(match[2]), `${match[1]}.${match[2]}`]);
+    }
+    versions.sort((a, b) => b[0] - a[0] || b[1] - a[1]);
+    return versions.map((v) => v[2]);
+  }
+
+  /** The entry for `key`, undefined when absent; throws CacheEntryError when the file is damaged. */
+  read(key: string, nvrtcVersion: string): CacheEntry | undefined {
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(this.pathFor(key, nvrtcVersion));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+    return decodeEntry(bytes, key);
+  }
+
+  /** Writes an entry atomically: a temp file in the same directory, renamed over the final name. */
+  write(entry: CacheEntry): string {
+    return this.writeRaw(this.relativePathFor(entry.header.key, entry.header.nvrtcVersion), encodeEntry(entry));
+  }
+
+  private writeRaw(relativePath: string, bytes: Uint8Array): string {
+    const path = join(this.dir, ...relativePath.split("/"));
+    mkdirSync(join(path, ".."), { recursive: true });
+    const temp = `${path}${TEMP_MARKER}${process.pid}-${threadId}-${randomBytes(4).toString("hex")}`;
+    try {
+      writeFileSync(temp, bytes);
+      renameSync(temp, path);
+    } catch (err) {
+      rmSync(temp, { force: true });
+      throw err;
+    }
+    return path;
+  }
+
+  remove(relativePath: string): void {
+    rmSync(join(this.dir, ...relativePath.split("/")), { force: true });
+  }
+
+  /** Every file under kernels/, each checked; `problem` says what is wrong with a bad one. */
+  list(): CacheListing[] {
+    const out: CacheListing[] = [];
+    if (!existsSync(this.kernelsDir)) return out;
+    for (const dirName of readdirSync(this.kernelsDir).sort()) {
+      const dirPath = join(this.kernelsDir, dirName);
+      const versionMatch = VERSION_DIR_PATTERN.exec(dirName);
+      if (!statSync(dirPath).isDirectory()) {
+        out.push({ relativePath: `${KERNELS_DIR}/${dirName}`, path: dirPath, bytes: statSync(dirPath).size, problem: "unexpected file" });
+        continue;
+      }
+      for (const fileName of readdirSync(dirPath).sort()) {
+        const path = join(dirPath, fileName);
+        const relativePath = `${KERNELS_DIR}/${dirName}/${fileName}`;
+        const bytes = statSync(path).size;
+        if (fileName.includes(TEMP_MARKER)) {
+          out.push({ relativePath, path, bytes, problem: "unfinished temp file (a writer died or is still writing)" });
+          continue;
+        }
+        if (versionMatch === null || !ENTRY_NAME_PATTERN.test(fileName)) {
+          out.push({ relativePath, path, bytes, problem: "not a cache entry name" });
+          continue;
+        }
+        try {
+          const entry = decodeEntry(readFileSync(path), fileName.slice(0, 64));
+          if (`${versionMatch[1]}.${versionMatch[2]}` !== entry.header.nvrtcVersion) {
+            out.push({ relativePath, path, bytes, header: entry.header, problem: `compiled by NVRTC ${entry.header.nvrtcVersion} but filed under ${dirName}` });
+          } else {
+            out.push({ relativePath, path, bytes, header: entry.header });
+          }
+        } catch (err) {
+          out.push({ relativePath, path, bytes, problem: err instanceof Error ? err.message : String(err) });
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Removes every entry and temp file (only files this cache writes; nothing else in the directory). */
+  clear(): number {
+    let removed = 0;
+    if (!existsSync(this.kernelsDir)) return 0;
+    for (const dirName of readdirSync(this.kernelsDir)) {
+      if (!VERSION_DIR_PATTERN.test(dirName)) continue;
+      const dirPath = join(this.kernelsDir, dirName);
+      for (const fileName of readdirSync(dirPath)) {
+        if (ENTRY_NAME_PATTERN.test(fileName) || (fileName.includes(TEMP_MARKER) && fileName.includes(".tsgck"))) {
+          unlinkSync(join(dirPath, fileName));
+          removed++;
+        }
+      }
+      try {
+        rmdirSync(dirPath);
+      } catch {
+        // not empty: someone else's file, or a writer racing us; leave it
+      }
+    }
+    return removed;
+  }
+
+  /** Packs the good entries (optionally of one arch) into an archive file. */
+  exportTo(file: string, filter: { arch?: string } = {}): { entries: number; bytes: number } {
+    const files: PackFile[] = [];
+    for (const listing of this.list()) {
+      if (listing.problem !== undefined || listing.header === undefined) continue;
+      if (filter.arch !== undefined && listing.header.arch !== filter.arch) continue;
+      files.push({ path: listing.relativePath, data: readFileSync(listing.path) });
+    }
+    const pack = encodePack(files);
+    mkdirSync(join(resolve(file), ".."), { recursive: true });
+    const temp = `${resolve(file)}${TEMP_MARKER}${process.pid}`;
+    writeFileSync(temp, pack);
+    renameSync(temp, resolve(file));
+    return { entries: files.length, bytes: pack.length };
+  }
+
+  /**
+   * Unpacks an archive. Every entry is checked before anything is written: a path that would land
+   * outside the cache directory, a name that is not an entry, or an entry whose content does not
+   * hash to its key rejects the whole archive (CacheArchiveError).
+   */
+  importFrom(file: string): { imported: number; alreadyPresent: number } {
+    const files = decodePack(readFileSync(file));
+    const problems: string[] = [];
+    for (const { path, data } of files) {
+      const target = resolve(this.dir, path);
+      if (path.includes("\\") || path.includes("\0") || isAbsolute(path) || !isInside(this.dir, target) || path.split("/").includes("..")) {
+        problems.push(`${JSON.stringify(path)}: escapes the cache directory`);
+        continue;
+      }
+      const parts = path.split("/");
+      const versionMatch = VERSION_DIR_PATTERN.exec(parts[1] ?? "");
+      if (parts.length !== 3 || parts[0] !== KERNELS_DIR || versionMatch === null || !ENTRY_NAME_PATTERN.test(parts[2] ?? "")) {
+        problems.push(`${JSON.stringify(path)}: not a kernel cache entry path (kernels/nvrtc-X.Y/<sha256>.tsgck)`);
+        continue;
+      }
+      try {
+        const entry = decodeEntry(data, (parts[2] ?? "").slice(0, 64));
+        if (entry.header.nvrtcVersion !== `${versionMatch[1]}.${versionMatch[2]}`) {
+          problems.push(`${path}: compiled by NVRTC ${entry.header.nvrtcVersion}, filed under ${parts[1] ?? ""}`);
+        }
+      } catch (err) {
+        problems.push(`${path}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+    if (problems.length > 0) {
+      throw new CacheArchiveError(`tsgc: rejected archive ${file} (nothing imported):\n  ${problems.join("\n  ")}`);
+    }
+    let imported = 0;
+    let alreadyPresent = 0;
+    for (const { path, data } of files) {
+      const target = join(this.dir, ...path.split("/"));
+      if (existsSync(target) && readFileSync(target).equals(data)) {
+        alreadyPresent++;
+        continue;
+      }
+      this.writeRaw(path, data);
+      imported++;
+    }
+    return { imported, alreadyPresent };
+  }
+}
+
+// ---- Archive ("pack") format -------------------------------------------------------------------
+//   "TSGCPACK" | u32 version (1) | u32 file count
+//   per file: u32 path length | path (UTF-8, '/'-separated, relative to the cache dir) | u32 data length | data
+//   sha256 of everything above, 32 bytes
+
+const PACK_MAGIC = Buffer.from("TSGCPACK", "latin1");
+
+export interface PackFile {
+  path: string;
+  data: Uint8Array;
+}
+
+export class CacheArchiveError extends Error {
+  override readonly name = "CacheArchiveError";
+}
+
+export function encodePack(files: readonly PackFile[]): Buffer {
+  const parts: Buffer[] = [PACK_MAGIC];
+  const u32 = (n: number): Buffer => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(n);
+    return b;
+  };
+  parts.push(u32(1), u32(files.length));
+  for (const file of files) {
+    const path = Buffer.from(file.path, "utf8");
+    parts.push(u32(path.length), path, u32(file.data.byteLength), Buffer.from(file.data));
+  }
+  const body = Buffer.concat(parts);
+  return Buffer.concat([body, createHash("sha256").update(body).digest()]);
+}
+
+export function decodePack(bytes: Uint8Array): PackFile[] {
+  const data = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (data.length < 16 + 32 || !data.subarray(0, 8).equals(PACK_MAGIC)) throw new CacheArchiveError("tsgc: not a tsgc cache archive (bad magic or too short)");
+  const body = data.subarray(0, data.length - 32);
+  if (!createHash("sha256").update(body).digest().equals(data.subarray(data.length - 32))) {
+    throw new CacheArchiveError("tsgc: cache archive checksum mismatch (truncated or corrupted)");
+  }
+  const version = body.readUInt32LE(8);
+  if (version !== 1) throw new CacheArchiveError(`tsgc: cache archive version ${version} is not supported`);
+  const count = body.readUInt32LE(12);
+  const files: PackFile[] = [];
+  let at = 16;
+  const need = (n: number): void => {
+    if (at + n > body.length) throw new CacheArchiveError("tsgc: cache archive is malformed (an entry runs past the end)");
+  };
+  for (let i = 0; i < count; i++) {
+    need(4);
+    const pathLength = body.readUInt32LE(at);
+    at += 4;
+    need(pathLength);
+    const path = body.toString("utf8", at, at + pathLength);
+    at += pathLength;
+    need(4);
+    const dataLength = body.readUInt32LE(at);
+    at += 4;
+    need(dataLength);
+    files.push({ path, data: body.subarray(at, at + dataLength) });
+    at += dataLength;
+  }
+  if (at !== body.length) throw new CacheArchiveError("tsgc: cache archive has trailing bytes after its last entry");
+  return files;
+}
+
+// ---- compileKernels ----------------------------------------------------------------------------
+
+/** What the compiler hands the cache: one generated kernel. */
+export interface KernelSource {
+  /** Human-readable name, for logs and progress. */
+  name: string;
+  /** Complete CUDA C++ source (self-contained: no headers beyond NVRTC's built-ins). */
+  source: string;
+  /** The extern "C" __global__ function to launch. */
+  entry: string;
+  /** Extra NVRTC options for this kernel. */
+  options?: readonly string[];
+}
+
+export type KernelOrigin = "memo" | "disk" | "nvrtc";
+
+export interface CompiledKernel {
+  name: string;
+  entry: string;
+  key: string;
+  arch: string;
+  output: OutputKind;
+  nvrtcVersion: string;
+  image: Uint8Array;
+  log: string;
+  origin: KernelOrigin;
+}
+
+export interface CompileProgress {
+  done: number;
+  total: number;
+  name: string;
+  origin: KernelOrigin;
+}
+
+export interface CompileKernelsOptions {
+  /** Target GPU, e.g. "sm_90". */
+  arch: string;
+  output?: OutputKind;
+  /** A cache directory, a KernelCache, or false for no disk cache (memo only). Default: defaultCacheDir(). */
+  cache?: string | KernelCache | false;
+  /** Worker threads for misses; default: the machine's available parallelism. */
+  parallelism?: number;
+  codegenVersion?: string;
+  /**
+   * Use entries compiled by this NVRTC version ("12.8"). Default: the loaded NVRTC's version; where
+   * NVRTC cannot be loaded (a run-only machine fed by `tsgc cache import`), any version in the cache.
+   */
+  nvrtcVersion?: string;
+  onProgress?: (progress: CompileProgress) => void;
+  /** Called for each damaged entry found (it is then recompiled). Default: process.emitWarning. */
+  onCacheProblem?: (problem: CacheProblem) => void;
+}
+
+export interface CompileKernelsResult {
+  /** One per spec, in the order given. */
+  kernels: CompiledKernel[];
+  /** Specs served from the memo or the disk cache. */
+  hits: number;
+  /** Specs that needed NVRTC. */
+  misses: number;
+  /** NVRTC compiles actually run (specs with identical inputs share one). */
+  compiles: number;
+  problems: CacheProblem[];
+  wallMs: number;
+}
+
+const memo = new Map<string, CompiledKernel>();
+let totalCompiles = 0;
+
+/** Forgets the in-process memo (tests use it to exercise the disk cache). */
+export function clearKernelMemo(): void {
+  memo.clear();
+}
+
+/** NVRTC compiles this process has run through compileKernels. */
+export function compileCount(): number {
+  return totalCompiles;
+}
+
+interface VersionPlan {
+  /** NVRTC versions whose entries may serve a hit, in order of preference. */
+  lookup: string[];
+  /** The loaded NVRTC's version, if it may compile misses. */
+  compileWith: string | undefined;
+  /** Why misses cannot be compiled, when compileWith is undefined. */
+  cannotCompile: unknown;
+}
+
+function planVersions(options: CompileKernelsOptions, cache: KernelCache | undefined): VersionPlan {
+  let loaded: string | undefined;
+  let loadError: unknown;
+  try {
+    loaded = nvrtcVersion().text;
+  } catch (err) {
+    loadError = err;
+  }
+  if (options.nvrtcVersion !== undefined) {
+    const pinned = options.nvrtcVersion;
+    return {
+      lookup: [pinned],
+      compileWith: loaded === pinned ? loaded : undefined,
+      cannotCompile: loadError ?? new Error(`tsgc: entries were pinned to NVRTC ${pinned} but the loaded NVRTC is ${String(loaded)}`),
+    };
+  }
+  if (loaded !== undefined) return { lookup: [loaded], compileWith: loaded, cannotCompile: undefined };
+  return { lookup: cache?.nvrtcVersions() ?? [], compileWith: undefined, cannotCompile: loadError };
+}
+
+function describeProblem(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Compiles every spec for `options.arch`, serving what it can from the memo and the disk cache and
+ * compiling the rest with NVRTC in parallel. A compile error throws NvrtcCompileError (with the log
+ * and the offending line) after all other kernels have finished and been cached.
+ */
+export async function compileKernels(specs: readonly KernelSource[], options: CompileKernelsOptions): Promise<CompileKernelsResult> {
+  const started = performance.now();
+  parseArch(options.arch);
+  const output = options.output ?? "cubin";
+  const codegenVersion = options.codegenVersion ?? CODEGEN_VERSION;
+  const cache = options.cache === false ? undefined : options.cache instanceof KernelCache ? options.cache : new KernelCache(options.cache);
+  const plan = planVersions(options, cache);
+  const reportProblem = options.onCacheProblem ?? ((p: CacheProblem) => process.emitWarning(`${p.problem} (${p.path}); recompiling`, { code: "TSGC_CACHE_CORRUPT" }));
+  const problems: CacheProblem[] = [];
+
+  const kernels: (CompiledKernel | undefined)[] = new Array<CompiledKernel | undefined>(specs.length);
+  let done = 0;
+  let hits = 0;
+  const finish = (index: number, kernel: CompiledKernel): void => {
+    const spec = specs[index];
+    if (spec === undefined) return;
+    kernels[index] = { ...kernel, name: spec.name, entry: spec.entry };
+    done++;
+    options.onProgress?.({ done, total: specs.length, name: spec.name, origin: kernel.origin });
+  };
+
+  // Look every spec up; group misses by key so identical kernels compile once.
+  const misses = new Map<string, { indices: number[]; spec: KernelSource; nvrtcOptions: string[] }>();
+  specs.forEach((spec, index) => {
+    const specOptions = [...(spec.options ?? [])];
+    for (const version of plan.lookup) {
+      const key = cacheKey({ source: spec.source, options: specOptions, arch: options.arch, output, nvrtcVersion: version, codegenVersion });
+      const remembered = memo.get(key);
+      if (remembered !== undefined) {
+        hits++;
+        return finish(index, { ...remembered, origin: "memo" });
+      }
+      if (cache === undefined) continue;
+      try {
+        const entry = cache.read(key, version);
+        if (entry !== undefined) {
+          const kernel: CompiledKernel = {
+            name: spec.name, entry: spec.entry, key, arch: options.arch, output, nvrtcVersion: version,
+            image: entry.image, log: entry.log, origin: "disk",
+          };
+          memo.set(key, kernel);
+          hits++;
+          return finish(index, kernel);
+        }
+      } catch (err) {
+        const problem = { path: cache.pathFor(key, version), problem: describeProblem(err) };
+        problems.push(problem);
+        reportProblem(problem);
+      }
+    }
+    if (plan.compileWith === undefined) return;
+    const key = cacheKey({ source: spec.source, options: specOptions, arch: options.arch, output, nvrtcVersion: plan.compileWith, codegenVersion });
+    const group = misses.get(key);
+    if (group !== undefined) group.indices.push(index);
+    else misses.set(key, { indices: [index], spec, nvrtcOptions: nvrtcOptions(options.arch, output, specOptions) });
+  });
+
+  const missCount = specs.length - hits;
+  if (missCount > 0 && plan.compileWith === undefined) {
+    const reason = describeProblem(plan.cannotCompile);
+    const err = new Error(`tsgc: ${missCount} of ${specs.length} kernels are not in the cache for ${options.arch} and cannot be compiled here:\n${reason}`);
+    throw Object.assign(err, { code: (plan.cannotCompile as { code?: string } | undefined)?.code ?? "TSGC_NVRTC_UNAVAILABLE" });
+  }
+
+  const groups = [...misses.entries()];
+  const jobs: CompileJob[] = groups.map(([, g]) => ({ source: g.spec.source, programName: `${g.spec.name}.cu`, options: g.nvrtcOptions, output }));
+  const firstFailure: { error?: unknown } = {};
+  const onCompiled = (groupIndex: number, raw: NativeCompileResult): void => {
+    const group = groups[groupIndex];
+    if (group === undefined || plan.compileWith === undefined) return;
+    const [key, { indices, spec }] = group;
+    totalCompiles++;
+    let image;
+    try {
+      image = imageOrThrow(raw, spec.source, spec.name, options.arch, output);
+    } catch (err) {
+      firstFailure.error ??= err;
+      return;
+    }
+    const kernel: CompiledKernel = {
+      name: spec.name, entry: spec.entry, key, arch: options.arch, output, nvrtcVersion: plan.compileWith,
+      image: image.image, log: image.log, origin: "nvrtc",
+    };
+    cache?.write({
+      header: {
+        key, name: spec.name, entry: spec.entry, arch: options.arch, output, nvrtcVersion: plan.compileWith,
+        codegenVersion, options: [...(spec.options ?? [])], createdAt: new Date().toISOString(),
+        sourceBytes: 0, imageBytes: 0, logBytes: 0,
+      },
+      source: spec.source, image: image.image, log: image.log,
+    });
+    memo.set(key, kernel);
+    for (const index of indices) finish(index, kernel);
+  };
+
+  const parallelism = options.parallelism ?? defaultParallelism();
+  if (jobs.length === 1 || parallelism <= 1) {
+    // One compile (or no parallelism asked): a worker would only add its start-up time.
+    const addon = native();
+    jobs.forEach((job, i) => onCompiled(i, addon.nvrtcCompile(job.source, job.programName, job.options, job.output)));
+  } else if (jobs.length > 1) {
+    await compileInWorkers(jobs, parallelism, onCompiled);
+  }
+  if (firstFailure.error !== undefined) throw firstFailure.error;
+
+  return {
+    kernels: kernels.map((k, i) => {
+      if (k === undefined) throw new Error(`tsgc: kernel ${i} was neither found nor compiled`);
+      return k;
+    }),
+    hits,
+    misses: missCount,
+    compiles: jobs.length,
+    problems,
+    wallMs: performance.now() - started,
+  };
+}
+
+export interface LoadedKernels {
+  /** One per spec, in the order given. */
+  kernels: Kernel[];
+  byName: Map<string, Kernel>;
+  compileResult: CompileKernelsResult;
+}
+
+const modulesByDevice = new WeakMap<Device, Map<string, CudaModule>>();
+
+/**
+ * compileKernels for the device's own architecture, then loads each distinct image once per device
+ * and looks up each spec's entry.
+ */
+export async function loadKernels(
+  device: Device,
+  specs: readonly KernelSource[],
+  options: Omit<CompileKernelsOptions, "arch"> & { arch?: string } = {},
+): Promise<LoadedKernels> {
+  const compileResult = await compileKernels(specs, { ...options, arch: options.arch ?? device.info.arch });
+  let modules = modulesByDevice.get(device);
+  if (modules === undefined) {
+    modules = new Map();
+    modulesByDevice.set(device, modules);
+  }
+  const kernels = compileResult.kernels.map((compiled) => {
+    let module = modules.get(compiled.key);
+    if (module === undefined) {
+      module = device.loadModule(compiled.image);
+      modules.set(compiled.key, module);
+    }
+    return module.kernel(compiled.entry);
+  });
+  const byName = new Map<string, Kernel>();
+  compileResult.kernels.forEach((compiled, i) => {
+    const kernel = kernels[i];
+    if (kernel !== undefined) byName.set(compiled.name, kernel);
+  });
+  return { kernels, byName, compileResult };
+}
