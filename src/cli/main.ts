@@ -1,6 +1,7 @@
 // The `tsgc` command line: one commander program; each verb lives in its own module under src/cli/.
 import { Command, CommanderError } from "commander";
 import { registerModelCommands } from "./model-commands.js";
+import { registerCacheCommand } from "./cache.js";
 
 export function buildProgram(): Command {
   const program = new Command()
@@ -9,6 +10,7 @@ export function buildProgram(): Command {
     .version("0.1.0")
     .showHelpAfterError();
   registerModelCommands(program);
+  registerCacheCommand(program);
   return program;
 }
 
