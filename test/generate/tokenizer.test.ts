@@ -1,0 +1,105 @@
+import { describe, expect, it } from "vitest";
+import { HARMONY_STOP_TOKENS, HARMONY_TOKENS, HarmonyTokenizer, StreamingDecoder, o200kHarmonySpecialTokens } from "../../src/generate/tokenizer.js";
+
+const tok = HarmonyTokenizer.instance();
+
+describe("o200k_harmony tokenizer", () => {
+  it("encodes text to the ids OpenAI's harmony guide shows", () => {
+    // From the openai-cookbook harmony article (StreamableParser example) and openai/harmony's test data.
+    expect(tok.encode('User asks: "What is 2 + 2?" Simple arithmetic. Provide answer.')).toEqual([
+      1844, 31064, 25, 392, 4827, 382, 220, 17, 659, 220, 17, 16842, 12295, 81645, 13, 51441, 6052, 13,
+    ]);
+    expect(tok.encode("2 + 2 = 4.")).toEqual([17, 659, 220, 17, 314, 220, 19, 13]);
+    expect(tok.encode("analysis")).toEqual([35644]);
+    expect(tok.encode("assistant")).toEqual([173781]);
+    expect(tok.encode("final")).toEqual([17196]);
+  });
+
+  it("decodes a whole harmony completion, specials included, and encodes it back", () => {
+    const ids = [
+      200005, 35644, 200008, 1844, 31064, 25, 392, 4827, 382, 220, 17, 659, 220, 17, 16842, 12295, 81645, 13, 51441, 6052, 13, 200007,
+      200006, 173781, 200005, 17196, 200008, 17, 659, 220, 17, 314, 220, 19, 13, 200002,
+    ];
+    const text =
+      '<|channel|>analysis<|message|>User asks: "What is 2 + 2?" Simple arithmetic. Provide answer.<|end|>' +
+      "<|start|>assistant<|channel|>final<|message|>2 + 2 = 4.<|return|>";
+    expect(tok.decode(ids)).toBe(text);
+    expect(tok.encodeWithSpecials(text)).toEqual(ids);
+  });
+
+  it("maps every harmony special token to its id", () => {
+    const named: [string, number][] = [
+      ["<|startoftext|>", 199998],
+      ["<|endoftext|>", 199999],
+      ["<|return|>", 200002],
+      ["<|constrain|>", 200003],
+      ["<|channel|>", 200005],
+      ["<|start|>", 200006],
+      ["<|end|>", 200007],
+      ["<|message|>", 200008],
+      ["<|call|>", 200012],
+      ["<|endofprompt|>", 200018],
+      ["<|reserved_200000|>", 200000],
+      ["<|reserved_200013|>", 200013],
+      ["<|reserved_200018|>", 200018],
+      ["<|reserved_201087|>", 201087],
+    ];
+    for (const [text, id] of named) {
+      expect(tok.encodeWithSpecials(text)).toEqual([id]);
+      expect(tok.specialTokenId(text)).toBe(id);
+    }
+    expect(tok.specialTokenName(200018)).toBe("<|endofprompt|>");
+    expect(tok.decode([200006, 200013, 201087])).toBe("<|start|><|reserved_200013|><|reserved_201087|>");
+    expect(HARMONY_TOKENS).toMatchObject({ start: 200006, end: 200007, message: 200008, channel: 200005, return: 200002, call: 200012 });
+    expect(HARMONY_STOP_TOKENS).toEqual([200002, 200012]);
+    // Every id from 199998 to 201087 is a special token; nothing above.
+    const ids = new Set(Object.values(o200kHarmonySpecialTokens()));
+    for (let id = 199998; id < 201088; id++) expect(ids.has(id)).toBe(true);
+    expect(Math.max(...ids)).toBe(201087);
+    expect(tok.encodeWithSpecials("<|reserved_201088|>").length).toBeGreaterThan(1);
+  });
+
+  it("treats special-token strings in ordinary text as text", () => {
+    const ids = tok.encode("<|end|>");
+    expect(ids).not.toContain(200007);
+    expect(ids.every((id) => id < 199998)).toBe(true);
+    expect(tok.decode(ids)).toBe("<|end|>");
+  });
+
+  it("round-trips varied Unicode exactly", () => {
+    const samples = [
+      "",
+      "Hello, world!",
+      "  leading and trailing spaces  \n\n\ttabs\r\nCRLF",
+      "naïve café — “quotes” … ½ ° €",
+      "日本語のテキストと中文字符，한국어 텍스트",
+      "emoji 👋🏽 👩‍👩‍👧‍👦 🇫🇷 and ZWJ sequences",
+      "Ελληνικά, русский, עברית, العربية, हिन्दी, ไทย",
+      "math ∑_{i=1}^{n} x² ≤ ∞; code: const x = a?.b ?? `t${1}`;",
+      "combining e\u0301 vs é, lone surrogate-free astral 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𓀀",
+      "12345678901234567890 3.14159 1e-9 0xdeadbeef",
+      "I'm we're they'LL DON'T",
+    ];
+    for (const s of samples) expect(tok.decode(tok.encode(s))).toBe(s);
+  });
+
+  it("rejects ids outside the vocabulary", () => {
+    expect(() => tok.decode([201088])).toThrow("token id 201088 is outside the o200k_harmony vocabulary (0‥201087)");
+    expect(() => tok.decode([-1])).toThrow(/outside/);
+    expect(tok.vocabSize).toBe(201088);
+    expect(tok.isSpecial(199997)).toBe(false);
+    expect(tok.isSpecial(199998)).toBe(true);
+  });
+
+  it("streams text without splitting multi-byte characters", () => {
+    const text = "héllo 👋🏽 世界 👩‍👩‍👧‍👦!";
+    const ids = tok.encode(text);
+    // At least one character spans several tokens, or this test would not test the hold-back.
+    expect(ids.some((id) => tok.decode([id]).includes("\uFFFD"))).toBe(true);
+    const decoder = new StreamingDecoder(tok);
+    const pieces = ids.map((id) => decoder.push(id));
+    pieces.push(decoder.flush());
+    expect(pieces.join("")).toBe(text);
+    expect(pieces.some((p) => p.includes("\uFFFD"))).toBe(false);
+  });
+});
