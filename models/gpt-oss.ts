@@ -32,12 +32,15 @@ export interface GptOssBuildOptions {
 export const GPT_OSS_DEFAULT_MAX_PREFILL = 4096;
 export const GPT_OSS_DEFAULT_MAX_CONTEXT = 4096;
 
+/** A projection's weight [out, in] and, when the config has attention biases, its bias [out]. */
+type Linear = readonly [Tensor] | readonly [Tensor, Tensor];
+
 interface LayerWeights {
   readonly inputNorm: Tensor;
-  readonly q: readonly [Tensor, Tensor];
-  readonly k: readonly [Tensor, Tensor];
-  readonly v: readonly [Tensor, Tensor];
-  readonly o: readonly [Tensor, Tensor];
+  readonly q: Linear;
+  readonly k: Linear;
+  readonly v: Linear;
+  readonly o: Linear;
   readonly sinks: Tensor;
   readonly postNorm: Tensor;
   readonly routerWeight: Tensor;
@@ -51,8 +54,10 @@ interface LayerWeights {
 function declareLayer(b: ModelBuilder, c: GptOssConfig, i: number, dtype: "bf16" | "f32", experts: "mxfp4" | "dense"): LayerWeights {
   const p = `model.layers.${i}`;
   const [d, h, kvh, hd, e, inter] = [c.hiddenSize, c.numHeads, c.numKvHeads, c.headDim, c.numExperts, c.intermediateSize];
-  const linear = (name: string, out: number, inp: number) =>
-    [b.param(`${p}.${name}.weight`, dtype, [out, inp]), b.param(`${p}.${name}.bias`, dtype, [out])] as const;
+  const linear = (name: string, out: number, inp: number): Linear => {
+    const weight = b.param(`${p}.${name}.weight`, dtype, [out, inp]);
+    return c.attentionBias ? [weight, b.param(`${p}.${name}.bias`, dtype, [out])] : [weight];
+  };
   const expert = (name: string, dense: readonly number[], outMajor: readonly number[]): ExpertWeight =>
     experts === "mxfp4" ? b.mxfp4Param(`${p}.mlp.experts.${name}`, outMajor) : { weight: b.param(`${p}.mlp.experts.${name}`, dtype, dense) };
   return {
@@ -70,6 +75,10 @@ function declareLayer(b: ModelBuilder, c: GptOssConfig, i: number, dtype: "bf16"
     down: expert("down_proj", [e, inter, d], [e, d, inter]),
     downBias: b.param(`${p}.mlp.experts.down_proj_bias`, dtype, [e, d]),
   };
+}
+
+function project(b: ModelBuilder, x: Tensor, [weight, bias]: Linear): Tensor {
+  return b.linear(x, weight, bias);
 }
 
 function ropeOptions(c: GptOssConfig): RopeOptions {
@@ -97,9 +106,9 @@ function decoderStep(b: ModelBuilder, e: EntryBuilder, c: GptOssConfig, layers: 
     const sliding = c.layerTypes[i] === "sliding_attention";
     const cache = sliding ? "windowPast" : "past";
     const normed = b.rmsNorm(x, w.inputNorm, c.rmsNormEps);
-    const q = b.rope(b.reshape(b.linear(normed, ...w.q), [tokens, h, hd]), positions, rope);
-    const k = b.rope(b.reshape(b.linear(normed, ...w.k), [tokens, kvh, hd]), positions, rope);
-    const v = b.reshape(b.linear(normed, ...w.v), [tokens, kvh, hd]);
+    const q = b.rope(b.reshape(project(b, normed, w.q), [tokens, h, hd]), positions, rope);
+    const k = b.rope(b.reshape(project(b, normed, w.k), [tokens, kvh, hd]), positions, rope);
+    const v = b.reshape(project(b, normed, w.v), [tokens, kvh, hd]);
     e.output(`layers.${i}.k`, k);
     e.output(`layers.${i}.v`, v);
     const keys = b.concat([e.input(`layers.${i}.k_cache`, dtype, [cache, kvh, hd]), k], 0);
@@ -112,7 +121,7 @@ function decoderStep(b: ModelBuilder, e: EntryBuilder, c: GptOssConfig, layers: 
       scale: 1 / Math.sqrt(hd),
       ...(sliding ? { window: c.slidingWindow } : {}),
     });
-    x = b.add(x, b.linear(b.reshape(attn, [tokens, h * hd]), ...w.o));
+    x = b.add(x, project(b, b.reshape(attn, [tokens, h * hd]), w.o));
     const moeIn = b.rmsNorm(x, w.postNorm, c.rmsNormEps);
     x = b.add(
       x,

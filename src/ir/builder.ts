@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { type DType, MXFP4_BLOCK } from "./dtype.js";
 import { type Dim, type Shape, canonicalDim, formatShape, isSymbolName, normalizeAxis } from "./shape.js";
 import { type BinaryFn, type CompareFn, type Op, type OpAttrs, type ReduceFn, type UnaryFn, broadcastShapes } from "./ops.js";
-import { type Node, type NodeOf, type SourceSite, IRError, NodeTable } from "./node.js";
+import { type Node, type SourceSite, IRError, NodeTable, topoOrder } from "./node.js";
 import type { EntryOutput, EntryPoint, Graph, InputDecl, ParamDecl, QuantDesc } from "./graph.js";
 
 /** A handle on one IR value: what builder methods take and return. */
@@ -47,12 +47,19 @@ const IR_DIR = dirname(fileURLToPath(import.meta.url));
 const PACKAGE_ROOT = IR_DIR.replace(/([\\/]dist)?[\\/]src[\\/]ir$/, "");
 const INTERNAL_DIRS = [join(PACKAGE_ROOT, "src", "ir"), join(PACKAGE_ROOT, "dist", "src", "ir")];
 
-/** The first stack frame outside tsgc's IR code: the line of the user's model that built the node. */
-export function captureSite(): SourceSite | undefined {
+/**
+ * The user's call site, resolved lazily: capturing a stack is cheap, formatting it is not, and most
+ * nodes never need their site. Resolves to the first frame outside tsgc's IR code.
+ */
+export function captureSite(): () => SourceSite | undefined {
   const savedLimit = Error.stackTraceLimit;
   Error.stackTraceLimit = 64;
-  const stack = new Error().stack ?? "";
+  const holder = new Error();
   Error.stackTraceLimit = savedLimit;
+  return () => siteFromStack(holder.stack ?? "");
+}
+
+function siteFromStack(stack: string): SourceSite | undefined {
   for (const raw of stack.split("\n").slice(1)) {
     const m = /(?:\(|at )((?:file:\/\/)?[^\s()]+?):(\d+):(\d+)\)?\s*$/.exec(raw.trim());
     if (!m) continue;
@@ -156,7 +163,7 @@ export class ModelBuilder {
   }
 
   private error(message: string): never {
-    const site = captureSite();
+    const site = captureSite()();
     throw new IRError(`${message} at ${site ? `${site.file}:${site.line}:${site.column}` : "<unknown site>"}`, site);
   }
 
@@ -222,7 +229,9 @@ export class ModelBuilder {
   finish(): Graph {
     if (this.entryPoints.length === 0) this.error(`model ${this.name} declares no entry point`);
     const used = new Set<string>();
-    for (const e of this.entryPoints) for (const o of e.outputs) collectParams(o.node, used);
+    for (const n of topoOrder(this.entryPoints.flatMap((e) => e.outputs.map((o) => o.node)))) {
+      if (n.op === "param") used.add(n.attrs.name);
+    }
     return {
       name: this.name,
       symbols: { ...this.symbolBounds },
@@ -528,32 +537,20 @@ export class EntryBuilder {
   ) {}
 
   input(name: string, dtype: DType, shape: Shape): Tensor {
-    if (this.inputs.some((i) => i.name === name)) throw new IRError(`entry ${this.name}: input ${name} is declared twice`, captureSite());
+    if (this.inputs.some((i) => i.name === name)) throw new IRError(`entry ${this.name}: input ${name} is declared twice`, captureSite()());
     const t = this.model.inputNode(name, dtype, shape);
     this.inputs.push({ name, dtype, shape: t.shape });
     return t;
   }
 
   output(name: string, value: Tensor): void {
-    if (this.outputs.some((o) => o.name === name)) throw new IRError(`entry ${this.name}: output ${name} is declared twice`, captureSite());
+    if (this.outputs.some((o) => o.name === name)) throw new IRError(`entry ${this.name}: output ${name} is declared twice`, captureSite()());
     this.outputs.push({ name, node: value.node });
   }
 
   finish(): EntryPoint {
     if (this.outputs.length === 0) throw new IRError(`entry ${this.name} has no outputs`);
     return { name: this.name, inputs: [...this.inputs], outputs: [...this.outputs] };
-  }
-}
-
-function collectParams(root: Node, used: Set<string>): void {
-  const seen = new Set<Node>();
-  const stack = [root];
-  while (stack.length > 0) {
-    const n = stack.pop()!;
-    if (seen.has(n)) continue;
-    seen.add(n);
-    if (n.op === "param") used.add((n as NodeOf<"param">).attrs.name);
-    stack.push(...n.inputs);
   }
 }
 

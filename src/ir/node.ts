@@ -17,6 +17,15 @@ export interface SourceSite {
   readonly column: number;
 }
 
+/** A call site, or a thunk that resolves it on first use (formatting a stack trace is costly). */
+export type SiteSource = SourceSite | (() => SourceSite | undefined) | undefined;
+
+function lazySite(source: SiteSource): () => SourceSite | undefined {
+  if (typeof source !== "function") return () => source;
+  let resolved: { site: SourceSite | undefined } | undefined;
+  return () => (resolved ??= { site: source() }).site;
+}
+
 export function formatSite(site: SourceSite | undefined): string {
   return site ? `${site.file}:${site.line}:${site.column}` : "<unknown site>";
 }
@@ -91,20 +100,22 @@ export class NodeTable {
   }
 
   /** Builds (or finds) a node; type errors become IRErrors naming op, operands and site. */
-  make<K extends Op>(op: K, attrs: OpAttrs[K], inputs: readonly Node[], site?: SourceSite): NodeOf<K> {
+  make<K extends Op>(op: K, attrs: OpAttrs[K], inputs: readonly Node[], site?: SiteSource): NodeOf<K> {
+    const siteOf = lazySite(site);
     let type: TensorType;
     try {
       type = (TYPE_RULES[op] as (a: OpAttrs[K], i: readonly TensorType[]) => TensorType)(attrs, inputs);
     } catch (err) {
       if (err instanceof TypeRuleError) {
-        throw new IRError(`${op}: ${err.message} (operands: ${describeOperands(inputs)}) at ${formatSite(site)}`, site);
+        throw new IRError(`${op}: ${err.message} (operands: ${describeOperands(inputs)}) at ${formatSite(siteOf())}`, siteOf());
       }
       throw err;
     }
     const hash = hashNode(op, attrs, type, inputs);
     const existing = this.nodes.get(hash);
     if (existing) return existing as NodeOf<K>;
-    const node = Object.freeze({ op, attrs: freezeDeep(attrs), inputs: Object.freeze([...inputs]), dtype: type.dtype, shape: Object.freeze([...type.shape]), hash, site }) as unknown as NodeOf<K>;
+    const fields = { op, attrs: freezeDeep(attrs), inputs: Object.freeze([...inputs]), dtype: type.dtype, shape: Object.freeze([...type.shape]), hash };
+    const node = Object.freeze(Object.defineProperty(fields, "site", { get: siteOf, enumerable: true })) as unknown as NodeOf<K>;
     this.nodes.set(hash, node);
     return node;
   }
@@ -112,7 +123,7 @@ export class NodeTable {
   /** Rebuilds `node` with new inputs; returns the same node when nothing changed. */
   withInputs(node: Node, inputs: readonly Node[]): Node {
     if (inputs.length === node.inputs.length && inputs.every((x, i) => x === node.inputs[i])) return node;
-    return this.make(node.op, node.attrs as never, inputs, node.site);
+    return this.make(node.op, node.attrs as never, inputs, () => node.site);
   }
 }
 
