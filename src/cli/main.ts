@@ -2,6 +2,8 @@
 import { Command, CommanderError } from "commander";
 import { registerModelCommands } from "./model-commands.js";
 import { registerCacheCommand } from "./cache.js";
+import { registerInspectCommand } from "./inspect.js";
+import { registerQuantizeCommand } from "./quantize.js";
 
 export function buildProgram(): Command {
   const program = new Command()
@@ -11,6 +13,8 @@ export function buildProgram(): Command {
     .showHelpAfterError();
   registerModelCommands(program);
   registerCacheCommand(program);
+  registerInspectCommand(program);
+  registerQuantizeCommand(program);
   return program;
 }
 

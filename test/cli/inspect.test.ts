@@ -111,3 +111,12 @@ describe("tsgc inspect", () => {
     expect([formatBytes(999), formatBytes(16384), formatBytes(1.27e9), formatBytes(65.4e9)]).toEqual(["999 B", "16.4 kB", "1.27 GB", "65.4 GB"]);
   });
 });
+
+describe("tsgc program", () => {
+  it("registers inspect and quantize", async () => {
+    const { buildProgram } = await import("../../src/cli/main.js");
+    const names = buildProgram().commands.map((c) => c.name());
+    expect(names).toContain("inspect");
+    expect(names).toContain("quantize");
+  });
+});
