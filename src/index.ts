@@ -1,0 +1,34 @@
+// The public API of tsgc: `import { defineModel, interpret, … } from "tsgc"`.
+
+// IR and the model-definition API
+export { defineModel, ModelBuilder, EntryBuilder, Tensor, ropeInverseFrequencies, yarnConcentration } from "./ir/builder.js";
+export type { AttentionOptions, ExpertWeight, MoeOptions, RopeOptions, Scalar, YarnScaling } from "./ir/builder.js";
+export { DTYPES, dtypeBytes, roundBf16, roundF16, roundTo, decodeE2m1, decodeE8m0, E2M1_VALUES, MXFP4_BLOCK } from "./ir/dtype.js";
+export type { DType } from "./ir/dtype.js";
+export type { Dim, Shape, SymbolBounds, SymbolValues } from "./ir/shape.js";
+export { ALL_OPS, FUSED_OPS, PRIMITIVE_OPS, TYPE_RULES } from "./ir/ops.js";
+export type { Op, OpAttrs, FusedInstr, TensorType, UnaryFn, BinaryFn, CompareFn, TernaryFn, ReduceFn } from "./ir/ops.js";
+export { IRError, NodeTable, topoOrder } from "./ir/node.js";
+export type { Node, NodeOf, SourceSite } from "./ir/node.js";
+export { findEntry, graphNodes, entryNodes } from "./ir/graph.js";
+export type { Graph, EntryPoint, EntryOutput, InputDecl, ParamDecl, QuantDesc } from "./ir/graph.js";
+export { verifyGraph, assertValidGraph } from "./ir/verify.js";
+export { printGraph } from "./ir/print.js";
+export { graphToJson, graphToJsonText, graphFromJson, graphFromJsonText } from "./ir/json.js";
+export type { GraphJson } from "./ir/json.js";
+
+// the CPU reference interpreter and host tensors
+export { interpret, evaluateNodes, bindSymbols } from "./ir/interpret.js";
+export { hostTensor, zerosTensor, randomTensor, seededRandom } from "./ir/host-tensor.js";
+export type { HostTensor } from "./ir/host-tensor.js";
+
+// models
+export { gptOssModel } from "../models/gpt-oss.js";
+export type { GptOssBuildOptions } from "../models/gpt-oss.js";
+export { GPT_OSS_20B, GPT_OSS_120B, GPT_OSS_TINY, parseGptOssConfig, loadGptOssConfig } from "../models/gpt-oss-config.js";
+export type { GptOssConfig } from "../models/gpt-oss-config.js";
+export { BUILTIN_MODELS, DEFAULT_MODEL, findBuiltinModel } from "../models/index.js";
+
+// weights and generation
+export { randomParams } from "./loader/random-params.js";
+export { referenceGenerate, argmax } from "./generate/reference.js";
