@@ -13,6 +13,8 @@ describe("o200k_harmony tokenizer", () => {
     expect(tok.encode("analysis")).toEqual([35644]);
     expect(tok.encode("assistant")).toEqual([173781]);
     expect(tok.encode("final")).toEqual([17196]);
+    expect(tok.encode("hello world")).toEqual([24912, 2375]); // openai/harmony tests/test_harmony.py
+    expect(tok.encode("<|start|>")).toEqual([27, 91, 5236, 91, 29]); // same test, special disallowed → plain text
   });
 
   it("decodes a whole harmony completion, specials included, and encodes it back", () => {
