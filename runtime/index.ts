@@ -19,3 +19,4 @@ export {
   type CompileKernelsResult, type CompileProgress, type EntryHeader, type KernelOrigin, type KernelSource, type LoadedKernels,
   type PackFile,
 } from "./kernel-cache.js";
+export { type PoolKind } from "./compile-pool.js";

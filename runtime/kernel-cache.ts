@@ -19,7 +19,7 @@ import {
 import { homedir } from "node:os";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { threadId } from "node:worker_threads";
-import { compileInWorkers, defaultParallelism, type CompileJob } from "./compile-pool.js";
+import { compileInWorkers, defaultParallelism, type CompileJob, type PoolKind } from "./compile-pool.js";
 import type { CudaModule, Device, Kernel } from "./cuda.js";
 import { native, type NativeCompileResult } from "./native.js";
 import { imageOrThrow, nvrtcOptions, nvrtcVersion, parseArch, type OutputKind } from "./nvrtc.js";
@@ -483,8 +483,10 @@ export interface CompileKernelsOptions {
   output?: OutputKind;
   /** A cache directory, a KernelCache, or false for no disk cache (memo only). Default: defaultCacheDir(). */
   cache?: string | KernelCache | false;
-  /** Worker threads for misses; default: the machine's available parallelism. */
+  /** Concurrent compiles for misses; default: the machine's available parallelism. */
   parallelism?: number;
+  /** Where parallel compiles run: worker threads (default) or child processes (see compile-pool.ts). */
+  pool?: PoolKind;
   codegenVersion?: string;
   /**
    * Use entries compiled by this NVRTC version ("12.8"). Default: the loaded NVRTC's version; where
@@ -661,7 +663,7 @@ export async function compileKernels(specs: readonly KernelSource[], options: Co
     const addon = native();
     jobs.forEach((job, i) => onCompiled(i, addon.nvrtcCompile(job.source, job.programName, job.options, job.output)));
   } else if (jobs.length > 1) {
-    await compileInWorkers(jobs, parallelism, onCompiled);
+    await compileInWorkers(jobs, parallelism, onCompiled, options.pool ?? "threads");
   }
   if (firstFailure.error !== undefined) throw firstFailure.error;
 

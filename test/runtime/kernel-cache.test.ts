@@ -196,6 +196,15 @@ describeNvrtc("compileKernels", () => {
     expect(new KernelCache(dir).list().filter((l) => l.problem === undefined)).toHaveLength(6);
   });
 
+  it("compiles in child processes too, with the same results as in-process compiles", async () => {
+    const specs = [40, 41, 42].map(saxpyVariant);
+    const viaProcesses = await compileKernels(specs, { arch: "sm_80", cache: false, parallelism: 2, pool: "processes" });
+    expect(viaProcesses).toMatchObject({ misses: 3, compiles: 3 });
+    clearKernelMemo();
+    const inline = await compileKernels(specs, { arch: "sm_80", cache: false, parallelism: 1 });
+    expect(viaProcesses.kernels.map((k) => Buffer.from(k.image).toString("hex"))).toEqual(inline.kernels.map((k) => Buffer.from(k.image).toString("hex")));
+  });
+
   it("detects a truncated and a bit-flipped entry, reports them, recompiles and repairs the file", async () => {
     const specs = [saxpyVariant(7), saxpyVariant(8)];
     const first = await compileKernels(specs, { arch: "sm_80", cache: dir });
