@@ -1,7 +1,7 @@
 // Host-side tensors: what the CPU interpreter computes on and what tests and loaders exchange.
 // Values are kept as f64 but always hold exactly what their dtype can represent (see roundTo).
 
-import { type DType, roundTo } from "./dtype.js";
+import { type DType, bf16Bits, bf16FromBits, dtypeBytes, f16Bits, f16FromBits, roundTo } from "./dtype.js";
 import { formatShape, numElements } from "./shape.js";
 
 export interface HostTensor {
@@ -53,4 +53,45 @@ export function randomTensor(dtype: DType, shape: readonly number[], rand: () =>
   const integral = dtype === "i32" || dtype === "i64" || dtype === "u8" || dtype === "bool" || dtype === "fp4e2m1x2" || dtype === "e8m0";
   for (let i = 0; i < n; i++) v[i] = integral ? Math.floor(lo + rand() * (hi - lo)) : lo + rand() * (hi - lo);
   return hostTensor(dtype, shape, v);
+}
+
+// ---- raw bytes (device buffers, safetensors) -------------------------------------------------
+
+/** The little-endian bytes of a tensor in its dtype's storage format (bf16/f16 as bit patterns). */
+export function tensorToBytes(t: HostTensor): Uint8Array {
+  const n = t.data.length;
+  const bytes = new Uint8Array(n * dtypeBytes(t.dtype));
+  const view = new DataView(bytes.buffer);
+  for (let i = 0; i < n; i++) {
+    const v = t.data[i]!;
+    switch (t.dtype) {
+      case "f32": view.setFloat32(4 * i, v, true); break;
+      case "bf16": view.setUint16(2 * i, bf16Bits(v), true); break;
+      case "f16": view.setUint16(2 * i, f16Bits(v), true); break;
+      case "i32": view.setInt32(4 * i, v, true); break;
+      case "i64": view.setBigInt64(8 * i, BigInt(v), true); break;
+      case "u8": case "bool": case "fp4e2m1x2": case "e8m0": bytes[i] = v; break;
+    }
+  }
+  return bytes;
+}
+
+/** A tensor read back from its storage bytes. */
+export function tensorFromBytes(dtype: DType, shape: readonly number[], bytes: Uint8Array): HostTensor {
+  const n = numElements(shape);
+  const size = dtypeBytes(dtype);
+  if (bytes.byteLength !== n * size) throw new Error(`a ${dtype}${formatShape(shape)} tensor is ${n * size} bytes, got ${bytes.byteLength}`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const data = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    switch (dtype) {
+      case "f32": data[i] = view.getFloat32(4 * i, true); break;
+      case "bf16": data[i] = bf16FromBits(view.getUint16(2 * i, true)); break;
+      case "f16": data[i] = f16FromBits(view.getUint16(2 * i, true)); break;
+      case "i32": data[i] = view.getInt32(4 * i, true); break;
+      case "i64": data[i] = Number(view.getBigInt64(8 * i, true)); break;
+      case "u8": case "bool": case "fp4e2m1x2": case "e8m0": data[i] = bytes[i]!; break;
+    }
+  }
+  return { dtype, shape: [...shape], data };
 }

@@ -1,0 +1,77 @@
+// What code generation produces for one IR node: kernels (CUDA source plus launch geometry) and how
+// each launch binds its parameters to the node's buffers and to symbol values.
+//
+// Sources are specialized on static dims (baked in as constants) and take symbolic dims as kernel
+// arguments, so one compiled kernel serves every value of `tokens`; geometry that depends on
+// symbols is a SizeExpr evaluated at launch time. Everything here is plain data: a plan stores it
+// as JSON and the executor replays it without the compiler.
+
+import { createHash } from "node:crypto";
+import type { Dim, SymbolValues } from "../ir/shape.js";
+import { evalDim } from "../ir/shape.js";
+
+/** ceil(scale · Π dims / divisor): a launch dimension or integer argument computed from symbol values. */
+export interface SizeExpr {
+  readonly dims: readonly Dim[];
+  readonly scale: number;
+  readonly divisor: number;
+}
+
+export function sizeExpr(dims: readonly Dim[], scale = 1, divisor = 1): SizeExpr {
+  return { dims: [...dims], scale, divisor };
+}
+
+/** A constant size. */
+export function constSize(n: number): SizeExpr {
+  return { dims: [], scale: n, divisor: 1 };
+}
+
+export function evalSize(e: SizeExpr, symbols: SymbolValues): number {
+  let n = e.scale;
+  for (const d of e.dims) n *= evalDim(d, symbols);
+  return Math.ceil(n / e.divisor);
+}
+
+/** How one kernel parameter is bound at launch. Buffers are the node's operands, result or scratch. */
+export type ArgBinding =
+  | { readonly kind: "input"; readonly index: number }
+  | { readonly kind: "output" }
+  | { readonly kind: "scratch"; readonly index: number }
+  | { readonly kind: "i32"; readonly value: SizeExpr }
+  | { readonly kind: "f32"; readonly value: number };
+
+/** A compiled-once unit: source and entry point. Identical sources are compiled once (cache key). */
+export interface KernelSource {
+  /** Readable unique-ish name: family plus specialization, e.g. `rmsnorm_bf16_2880`. */
+  readonly name: string;
+  /** Template family (one `.cu.njk` per family). */
+  readonly family: string;
+  /** Complete CUDA C++ source: self-contained, no system headers. */
+  readonly source: string;
+  /** The extern "C" __global__ function. */
+  readonly entry: string;
+}
+
+export interface KernelLaunch {
+  readonly kernel: KernelSource;
+  readonly grid: readonly [SizeExpr, SizeExpr, SizeExpr];
+  readonly block: readonly [number, number, number];
+  readonly sharedBytes: number;
+  readonly args: readonly ArgBinding[];
+}
+
+/** Everything one node runs: its launches in order, and scratch buffers (bytes at the symbols' bounds). */
+export interface NodeKernels {
+  readonly launches: readonly KernelLaunch[];
+  readonly scratchBytes: readonly SizeExpr[];
+}
+
+/** Identity of a kernel source (the runtime's cache key adds options, arch and NVRTC version). */
+export function sourceHash(k: KernelSource): string {
+  return createHash("sha256").update(k.entry).update("\0").update(k.source).digest("hex").slice(0, 16);
+}
+
+/** 1-D launch over `count` items with `block` threads each. */
+export function linearGrid(count: SizeExpr, block: number): readonly [SizeExpr, SizeExpr, SizeExpr] {
+  return [{ dims: count.dims, scale: count.scale, divisor: count.divisor * block }, constSize(1), constSize(1)];
+}
