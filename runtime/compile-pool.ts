@@ -1,8 +1,10 @@
 // Runs NVRTC compiles in parallel, on worker threads or in child processes. Each worker loads the
 // addon itself and compiles one job at a time; the pool hands out jobs as workers free up.
 //
-// Why both: some NVRTC builds serialise compiles behind a process-wide lock (11.8 measured here:
-// two threads ran no faster than one), and separate processes sidestep that at ~50 ms start-up each.
+// Threads are the default: NVRTC compiles concurrently across threads (bench/NOTES.md: 1.85x on 2
+// cores with NVRTC 11.8, 4.8x on 32 with 13.0, where processes reached 2.9x). Processes are there for
+// isolation: a crash inside NVRTC then ends one worker (and compileKernels rejects) instead of the
+// whole compiler process.
 //
 // The worker's code is a small CommonJS string rather than a module file, because the runtime runs
 // both from TypeScript sources (tests) and from dist/ (CLI), and neither a worker thread nor a
