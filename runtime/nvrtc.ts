@@ -58,6 +58,10 @@ export function parseArch(arch: string): { capability: number; specific: boolean
 /** The full NVRTC option list for a compile: the architecture first, then the caller's options. */
 export function nvrtcOptions(arch: string, output: OutputKind, options: readonly string[] = []): string[] {
   parseArch(arch);
+  const conflicting = options.find((o) => /^(-arch|--gpu-architecture)\b/.test(o));
+  if (conflicting !== undefined) {
+    throw new Error(`tsgc: NVRTC option '${conflicting}' conflicts with the target architecture; pass it as { arch } instead`);
+  }
   const target = output === "cubin" ? arch : arch.replace(/^sm_/, "compute_");
   return [`--gpu-architecture=${target}`, ...options];
 }

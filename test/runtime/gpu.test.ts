@@ -13,13 +13,13 @@ import { NcclComm, ncclGroup, ncclUniqueId, ncclVersion } from "../../runtime/nc
 import { errorCode } from "../../runtime/native.js";
 import { builtModuleUrl, describeGpu, REPO_ROOT } from "../tiers.js";
 import {
-  BF16_AXPY, bf16ToF32, f32ToBf16, MMA_BF16, randomFloats, SAXPY, SCALE_SHIFT, toBf16, WARP_ROW_SUM,
+  BF16_AXPY, bf16ToF32, f32ToBf16, MMA_BF16, randomFloats, REVERSE_IN_SHARED, SAXPY, SCALE_SHIFT, toBf16, WARP_ROW_SUM,
 } from "./kernels.js";
 
 describeGpu("CUDA runtime on a GPU", () => {
   let device: Device;
   let cacheDir: string;
-  let k: Record<"saxpy" | "scale_shift" | "bf16_axpy" | "warp_row_sum" | "mma", Kernel>;
+  let k: Record<"saxpy" | "scale_shift" | "bf16_axpy" | "warp_row_sum" | "mma" | "reverse", Kernel>;
   let arena: Arena;
   let seed = 1;
 
@@ -32,13 +32,14 @@ describeGpu("CUDA runtime on a GPU", () => {
       { name: "bf16_axpy", source: BF16_AXPY, entry: "bf16_axpy" },
       { name: "warp_row_sum", source: WARP_ROW_SUM, entry: "warp_row_sum" },
       { name: "mma", source: MMA_BF16, entry: "mma_bf16_m16n8k16" },
+      { name: "reverse", source: REVERSE_IN_SHARED, entry: "reverse_in_shared" },
     ], { cache: cacheDir });
     const get = (name: string): Kernel => {
       const kernel = loaded.byName.get(name);
       if (kernel === undefined) throw new Error(`kernel ${name} missing`);
       return kernel;
     };
-    k = { saxpy: get("saxpy"), scale_shift: get("scale_shift"), bf16_axpy: get("bf16_axpy"), warp_row_sum: get("warp_row_sum"), mma: get("mma") };
+    k = { saxpy: get("saxpy"), scale_shift: get("scale_shift"), bf16_axpy: get("bf16_axpy"), warp_row_sum: get("warp_row_sum"), mma: get("mma"), reverse: get("reverse") };
     arena = Arena.allocate(device, 64 << 20);
   });
 
@@ -131,6 +132,23 @@ describeGpu("CUDA runtime on a GPU", () => {
       }
     }
     expect(Math.sqrt(errSq / refSq)).toBeLessThan(1e-5);
+  });
+
+  it("uses dynamic shared memory, past 48 KiB once the kernel opts in", () => {
+    for (const n of [3, 783]) {
+      const x = randomFloats(n, seed++);
+      const xd = upload(x), yd = scratch(n);
+      k.reverse.launch({ grid: 1, block: 256, sharedBytes: n * 4, args: [yd, xd, { u32: n }] });
+      expect(Array.from(yd.copyToHost(new Float32Array(n)))).toEqual(Array.from(x).reverse());
+    }
+    const n = 20_000; // 80,000 bytes of shared memory: more than the default 48 KiB limit
+    const x = randomFloats(n, seed++);
+    const xd = upload(x), yd = scratch(n);
+    expect(() => k.reverse.launch({ grid: 1, block: 1024, sharedBytes: n * 4, args: [yd, xd, { u32: n }] })).toThrow(/CUDA_ERROR_INVALID_VALUE: cuLaunchKernel/);
+    k.reverse.setMaxDynamicSharedBytes(n * 4);
+    expect(k.reverse.attributes().maxDynamicSharedBytes).toBe(n * 4);
+    k.reverse.launch({ grid: 1, block: 1024, sharedBytes: n * 4, args: [yd, xd, { u32: n }] });
+    expect(Array.from(yd.copyToHost(new Float32Array(n)))).toEqual(Array.from(x).reverse());
   });
 
   it("checks arena views: bounds, alignment, sizes, and use after free", () => {

@@ -84,6 +84,16 @@ extern "C" __global__ void scale_shift(float* y, float s, long long k, int n) {
 }
 `;
 
+/** y = reverse(x) through dynamic shared memory (n floats of it); one block. */
+export const REVERSE_IN_SHARED = String.raw`
+extern "C" __global__ void reverse_in_shared(float* y, const float* x, unsigned n) {
+  extern __shared__ float tile[];
+  for (unsigned j = threadIdx.x; j < n; j += blockDim.x) tile[j] = x[j];
+  __syncthreads();
+  for (unsigned j = threadIdx.x; j < n; j += blockDim.x) y[j] = tile[n - 1 - j];
+}
+`;
+
 /** Does nothing: for launch-overhead measurements. */
 export const EMPTY_KERNEL = String.raw`extern "C" __global__ void empty_kernel(int n) {}`;
 

@@ -20,6 +20,10 @@ describe("architecture names", () => {
     expect(nvrtcOptions("sm_90", "cubin", ["-lineinfo"])).toEqual(["--gpu-architecture=sm_90", "-lineinfo"]);
     expect(nvrtcOptions("sm_80", "ptx")).toEqual(["--gpu-architecture=compute_80"]);
   });
+  it("refuses an architecture option that would contradict the cache key's arch", () => {
+    expect(() => nvrtcOptions("sm_90", "cubin", ["-arch=sm_80"])).toThrow(/'-arch=sm_80' conflicts with the target architecture/);
+    expect(() => nvrtcOptions("sm_90", "cubin", ["--gpu-architecture", "sm_80"])).toThrow(/conflicts/);
+  });
 });
 
 describeNvrtc("NVRTC", () => {
