@@ -1,0 +1,94 @@
+// The compiler's pass pipeline, as one readable list grouped by phase.
+// Each pass rewrites the graph to a fixpoint; the verifier runs after every pass, and the graph can
+// be dumped after each one (`tsgc compile --dump-ir DIR`).
+
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Graph } from "../ir/graph.js";
+import { graphNodes } from "../ir/graph.js";
+import { printGraph } from "../ir/print.js";
+import { verifyGraph } from "../ir/verify.js";
+import { canonicalize, pruneParams } from "./canonicalize.js";
+import { fuseElementwise } from "./fuse-elementwise.js";
+import { fuseMxfp4Matmul } from "./fuse-mxfp4-matmul.js";
+import { fuseResidualRmsNorm } from "./fuse-residual-rmsnorm.js";
+import { fuseRmsNorm } from "./fuse-rmsnorm.js";
+import { type Pass, applyRulePass } from "./rewrite.js";
+
+export interface Phase {
+  readonly phase: string;
+  readonly passes: readonly Pass[];
+}
+
+export const PIPELINE: readonly Phase[] = [
+  // CSE is structural (interning); constant folding; view, transpose and cast simplification
+  { phase: "canonicalize", passes: [canonicalize] },
+  // whole patterns into fused ops, largest first
+  { phase: "pattern fusion", passes: [fuseRmsNorm, fuseResidualRmsNorm, fuseMxfp4Matmul] },
+  // what is left of elementwise math into one kernel per chain
+  { phase: "elementwise fusion", passes: [canonicalize, fuseElementwise] },
+  // drop declarations the fusions orphaned
+  { phase: "cleanup", passes: [pruneParams] },
+];
+
+export interface PassReport {
+  readonly phase: string;
+  readonly pass: string;
+  readonly ms: number;
+  readonly nodesBefore: number;
+  readonly nodesAfter: number;
+  readonly rewrites: Readonly<Record<string, number>>;
+}
+
+export interface PipelineOptions {
+  /** Write the graph's text form after every pass into this directory. */
+  readonly dumpDir?: string;
+  /** Called after each pass (progress display). */
+  readonly onPass?: (report: PassReport) => void;
+  /** Run only these phases (tests); default: all. */
+  readonly phases?: readonly Phase[];
+}
+
+export interface PipelineResult {
+  readonly graph: Graph;
+  readonly reports: readonly PassReport[];
+}
+
+export function runPipeline(input: Graph, opts: PipelineOptions = {}): PipelineResult {
+  let graph = input;
+  const reports: PassReport[] = [];
+  let step = 0;
+  if (opts.dumpDir) {
+    mkdirSync(opts.dumpDir, { recursive: true });
+    writeFileSync(join(opts.dumpDir, `00-input.ir`), printGraph(graph, { sites: true }));
+  }
+  for (const phase of opts.phases ?? PIPELINE) {
+    for (const pass of phase.passes) {
+      const started = performance.now();
+      const nodesBefore = graphNodes(graph).length;
+      let rewrites: Readonly<Record<string, number>> = {};
+      if (pass.kind === "rules") {
+        const r = applyRulePass(graph, pass);
+        graph = r.graph;
+        rewrites = r.rewrites;
+      } else {
+        graph = pass.run(graph);
+      }
+      const problems = verifyGraph(graph);
+      if (problems.length) throw new Error(`pass ${pass.name} produced an invalid graph:\n  ${problems.slice(0, 10).join("\n  ")}`);
+      const report: PassReport = { phase: phase.phase, pass: pass.name, ms: performance.now() - started, nodesBefore, nodesAfter: graphNodes(graph).length, rewrites };
+      reports.push(report);
+      opts.onPass?.(report);
+      step++;
+      if (opts.dumpDir) writeFileSync(join(opts.dumpDir, `${String(step).padStart(2, "0")}-${pass.name}.ir`), printGraph(graph, { sites: true }));
+    }
+  }
+  return { graph, reports };
+}
+
+/** Node counts by op, for reports and tests. */
+export function opCounts(g: Graph): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const n of graphNodes(g)) counts[n.op] = (counts[n.op] ?? 0) + 1;
+  return counts;
+}

@@ -1,0 +1,179 @@
+// Each fusion fires on its pattern (builder form and hand-written variants), declines near misses,
+// and leaves the interpreter's outputs unchanged.
+import { describe, expect, it } from "vitest";
+import { type ModelBuilder, type Tensor, defineModel } from "../../src/ir/builder.js";
+import type { Graph } from "../../src/ir/graph.js";
+import { type HostTensor, randomTensor, seededRandom } from "../../src/ir/host-tensor.js";
+import { interpret } from "../../src/ir/interpret.js";
+import { evalShape } from "../../src/ir/shape.js";
+import { canonicalize } from "../../src/passes/canonicalize.js";
+import { fuseElementwise } from "../../src/passes/fuse-elementwise.js";
+import { fuseMxfp4Matmul } from "../../src/passes/fuse-mxfp4-matmul.js";
+import { fuseResidualRmsNorm } from "../../src/passes/fuse-residual-rmsnorm.js";
+import { fuseRmsNorm } from "../../src/passes/fuse-rmsnorm.js";
+import { opCounts, runPipeline } from "../../src/passes/pipeline.js";
+import { type Pass, applyRulePass } from "../../src/passes/rewrite.js";
+
+type Dt = "f32" | "bf16";
+
+/** A one-entry model `main(x: dtype[tokens, d]) -> y` with params declared by `body`. */
+function model(dtype: Dt, d: number, body: (b: ModelBuilder, x: Tensor) => Tensor): Graph {
+  return defineModel("m", (b) => {
+    const t = b.sym("tokens", 64);
+    b.entry("main", (e) => e.output("y", body(b, e.input("x", dtype, [t, d]))));
+  });
+}
+
+function randomLeaves(g: Graph, tokens: number, seed: number): { inputs: Record<string, HostTensor>; params: Record<string, HostTensor> } {
+  const rand = seededRandom(seed);
+  const symbols = { ...g.symbols, tokens };
+  const inputs: Record<string, HostTensor> = {};
+  for (const i of g.entries[0]!.inputs) inputs[i.name] = randomTensor(i.dtype, evalShape(i.shape, symbols), rand, -2, 2);
+  const params: Record<string, HostTensor> = {};
+  for (const p of g.params) {
+    params[p.name] = p.dtype === "e8m0" ? randomTensor(p.dtype, evalShape(p.shape, symbols), rand, 120, 130) : randomTensor(p.dtype, evalShape(p.shape, symbols), rand, p.dtype === "fp4e2m1x2" ? 0 : -1, p.dtype === "fp4e2m1x2" ? 256 : 1);
+  }
+  return { inputs, params };
+}
+
+/** Runs `passes` and checks the outputs on random data at several token counts: bit-exact, or within `tol`. */
+function expectSameOutputs(before: Graph, after: Graph, tol = 0): void {
+  for (const tokens of [1, 3, 50]) {
+    const { inputs, params } = randomLeaves(before, tokens, tokens);
+    const a = interpret(before, "main", inputs, params);
+    const b = interpret(after, "main", inputs, params);
+    for (const name of Object.keys(a)) {
+      const x = a[name]!.data;
+      const y = b[name]!.data;
+      if (tol === 0) expect(Array.from(y)).toEqual(Array.from(x));
+      else {
+        let err = 0;
+        let ref = 0;
+        x.forEach((v, i) => ((err = Math.max(err, Math.abs(v - y[i]!))), (ref = Math.max(ref, Math.abs(v)))));
+        expect(err / ref).toBeLessThanOrEqual(tol);
+      }
+    }
+  }
+}
+
+function run(g: Graph, ...passes: Pass[]): Graph {
+  return passes.reduce((acc, p) => (p.kind === "rules" ? applyRulePass(acc, p).graph : p.run(acc)), g);
+}
+
+describe("rmsnorm fusion", () => {
+  for (const dtype of ["f32", "bf16"] as const) {
+    it(`fuses the builder's rmsNorm (${dtype}) bit-exactly`, () => {
+      const g = model(dtype, 24, (b, x) => b.rmsNorm(x, b.param("w", dtype, [24]), 1e-5));
+      const fused = run(g, fuseRmsNorm);
+      expect(opCounts(fused)).toEqual({ input: 1, param: 1, fusedRmsNorm: 1 });
+      expectSameOutputs(g, fused);
+    });
+  }
+
+  it("fuses hand-written variants: sum·(1/n), operands commuted", () => {
+    const g = model("f32", 16, (b, x) => {
+      const ms = b.mul(b.sum(b.mul(x, x), -1, true), 1 / 16);
+      const normed = b.mul(b.rsqrt(b.add(1e-6, ms)), x);
+      return b.mul(normed, b.param("w", "f32", [16]));
+    });
+    const fused = run(g, fuseRmsNorm);
+    expect(opCounts(fused)["fusedRmsNorm"]).toBe(1);
+    expectSameOutputs(g, fused, 1e-6);
+  });
+
+  it("declines near misses: eps outside the rsqrt, wrong length, not cast back", () => {
+    const epsOutside = model("f32", 16, (b, x) => b.mul(b.param("w", "f32", [16]), b.mul(x, b.add(b.rsqrt(b.mean(b.mul(x, x), -1, true)), 1e-5))));
+    const wrongLength = model("f32", 16, (b, x) => b.mul(b.param("w", "f32", [16]), b.mul(x, b.rsqrt(b.add(b.mul(b.sum(b.mul(x, x), -1, true), 1 / 8), 1e-5)))));
+    const staysF32 = model("bf16", 16, (b, x) => {
+      const xf = b.cast(x, "f32");
+      return b.mul(b.cast(b.param("w", "bf16", [16]), "f32"), b.mul(xf, b.rsqrt(b.add(b.mean(b.mul(xf, xf), -1, true), 1e-5))));
+    });
+    for (const g of [epsOutside, wrongLength, staysF32]) expect(opCounts(run(g, fuseRmsNorm))["fusedRmsNorm"]).toBeUndefined();
+  });
+});
+
+describe("residual + rmsnorm fusion", () => {
+  it("fuses the add into the norm and keeps the sum for its other users", () => {
+    const g = model("bf16", 32, (b, x) => {
+      const h = b.add(x, b.linear(x, b.param("proj", "bf16", [32, 32])));
+      return b.add(h, b.rmsNorm(h, b.param("w", "bf16", [32]), 1e-5));
+    });
+    const fused = run(g, fuseRmsNorm, fuseResidualRmsNorm);
+    const counts = opCounts(fused);
+    expect(counts["fusedRmsNorm"]).toBe(2); // the "sum" and "normed" siblings
+    expect(counts["binary"]).toBe(1); // only the final add remains
+    expectSameOutputs(g, fused);
+  });
+});
+
+describe("mxfp4 matmul fusion", () => {
+  it("reads the packed weight directly and computes the same values", () => {
+    const g = model("bf16", 64, (b, x) => {
+      const w = b.mxfp4Param("proj", [48, 64]);
+      return b.matmul(x, b.dequantMxfp4(w.blocks, w.scales, "bf16"), { transposeB: true });
+    });
+    const fused = run(g, fuseMxfp4Matmul);
+    expect(opCounts(fused)).toEqual({ input: 1, param: 2, mxfp4Matmul: 1 });
+    expectSameOutputs(g, fused);
+  });
+
+  it("declines a weight used untransposed", () => {
+    const g = model("f32", 64, (b, x) => {
+      const w = b.mxfp4Param("proj", [64, 64]);
+      return b.matmul(x, b.dequantMxfp4(w.blocks, w.scales, "f32"));
+    });
+    expect(opCounts(run(g, fuseMxfp4Matmul))["mxfp4Matmul"]).toBeUndefined();
+  });
+});
+
+describe("elementwise fusion", () => {
+  it("fuses a chain with broadcasts and constants into one kernel, bit-exactly", () => {
+    const g = model("bf16", 8, (b, x) => {
+      const bias = b.param("bias", "bf16", [8]);
+      const gate = b.min(b.add(x, bias), 7);
+      return b.cast(b.mul(gate, b.sigmoid(b.mul(gate, 1.702))), "f32");
+    });
+    const fused = run(g, canonicalize, fuseElementwise);
+    expect(opCounts(fused)).toEqual({ input: 1, param: 1, fusedElementwise: 1 });
+    expectSameOutputs(g, fused);
+  });
+
+  it("keeps a value with several users materialized", () => {
+    const g = model("f32", 8, (b, x) => {
+      const e = b.exp(b.neg(x));
+      return b.add(b.matmul(e, b.param("w", "f32", [8, 8])), b.mul(e, 2));
+    });
+    const fused = run(g, canonicalize, fuseElementwise);
+    const counts = opCounts(fused);
+    expect(counts["fusedElementwise"]).toBe(2); // exp(neg(x)) and add(matmul, mul(e, 2))
+    expect(counts["unary"]).toBeUndefined();
+    expectSameOutputs(g, fused);
+  });
+});
+
+describe("canonicalization", () => {
+  it("folds constants and simplifies views and casts", () => {
+    const g = model("bf16", 4, (b, x) => {
+      const folded = b.exp(b.literal([0, 1, 2, 3], "f32", [4]));
+      const roundTrip = b.cast(b.cast(x, "f32"), "bf16");
+      const reshaped = b.reshape(b.reshape(roundTrip, [x.shape[0]!, 2, 2]), [x.shape[0]!, 4]);
+      return b.add(b.cast(reshaped, "f32"), folded);
+    });
+    const c = run(g, canonicalize);
+    const counts = opCounts(c);
+    expect(counts["literal"]).toBe(1);
+    expect(counts["unary"]).toBeUndefined();
+    expect(counts["reshape"]).toBeUndefined();
+    expect(counts["cast"]).toBe(1);
+    expectSameOutputs(g, c);
+  });
+});
+
+describe("the whole pipeline", () => {
+  it("is a fixpoint: running it twice changes nothing", () => {
+    const g = model("bf16", 32, (b, x) => b.rmsNorm(b.add(x, b.exp(x)), b.param("w", "bf16", [32]), 1e-5));
+    const once = runPipeline(g).graph;
+    const twice = runPipeline(once).graph;
+    expect(twice.entries[0]!.outputs[0]!.node).toBe(once.entries[0]!.outputs[0]!.node);
+  });
+});
