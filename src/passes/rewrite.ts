@@ -162,10 +162,17 @@ function tryRule(rule: Rule, node: Node, ctx: RewriteContext, claimed: ReadonlyS
   return undefined;
 }
 
+/**
+ * What a fused kernel applies while loading its operands costs nothing to duplicate, so it may be
+ * shared with other users: views and conversions (a parameter reshaped once for every layer) and
+ * MXFP4 dequantization (a packed weight read by both entry points' kernels).
+ */
+const FREE_TO_DUPLICATE = new Set(["reshape", "broadcast", "cast", "constant", "dequantMxfp4"]);
+
 /** Every replaced node other than the root feeds only nodes inside the match, and is no entry output. */
 function interiorIsPrivate(m: Match, ctx: RewriteContext): boolean {
   for (const n of m.interior) {
-    if (n === m.root) continue;
+    if (n === m.root || FREE_TO_DUPLICATE.has(n.op)) continue;
     if (ctx.isOutput(n)) return false;
     if (ctx.users(n).some((u) => !m.interior.has(u))) return false;
   }

@@ -3,7 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { type ModelBuilder, type Tensor, defineModel } from "../../src/ir/builder.js";
 import type { Graph } from "../../src/ir/graph.js";
-import { type HostTensor, randomTensor, seededRandom } from "../../src/ir/host-tensor.js";
+import { type HostTensor, hostTensor, randomTensor, seededRandom } from "../../src/ir/host-tensor.js";
 import { interpret } from "../../src/ir/interpret.js";
 import { evalShape } from "../../src/ir/shape.js";
 import { canonicalize } from "../../src/passes/canonicalize.js";
@@ -13,6 +13,10 @@ import { fuseResidualRmsNorm } from "../../src/passes/fuse-residual-rmsnorm.js";
 import { fuseRmsNorm } from "../../src/passes/fuse-rmsnorm.js";
 import { opCounts, runPipeline } from "../../src/passes/pipeline.js";
 import { type Pass, applyRulePass } from "../../src/passes/rewrite.js";
+import { gptOssModel } from "../../models/gpt-oss.js";
+import { GPT_OSS_20B, GPT_OSS_TINY } from "../../models/gpt-oss-config.js";
+import { referenceGenerate } from "../../src/generate/reference.js";
+import { randomParams } from "../../src/loader/random-params.js";
 
 type Dt = "f32" | "bf16";
 
@@ -175,5 +179,101 @@ describe("the whole pipeline", () => {
     const once = runPipeline(g).graph;
     const twice = runPipeline(once).graph;
     expect(twice.entries[0]!.outputs[0]!.node).toBe(once.entries[0]!.outputs[0]!.node);
+  });
+});
+
+describe("sink attention fusion", () => {
+  /** q [T, 4, 8], k/v [keys, 2, 8] with positions; returns attention as the builder writes it. */
+  function attentionModel(opts: { window?: number; sinks?: boolean; strictCausal?: boolean }): Graph {
+    return defineModel("attn", (b) => {
+      const t = b.sym("tokens", 64);
+      b.sym("keys", 80);
+      b.entry("main", (e) => {
+        const q = e.input("q", "bf16", [t, 4, 8]);
+        const k = e.input("k", "bf16", ["keys", 2, 8]);
+        const v = e.input("v", "bf16", ["keys", 2, 8]);
+        const qpos = e.input("qpos", "i32", [t]);
+        const kpos = e.input("kpos", "i32", ["keys"]);
+        const sinks = opts.sinks ? b.param("sinks", "f32", [4]) : undefined;
+        if (opts.strictCausal) {
+          // a near miss: a query may not see itself (kpos < qpos); must not fuse
+          const full = [4, t, "keys"];
+          const qp = b.broadcast(b.reshape(qpos, [1, t, 1]), full);
+          const kp = b.broadcast(b.reshape(kpos, [1, 1, "keys"]), full);
+          const visible = b.and(b.ge(kp, 0), b.lt(kp, qp));
+          const qf = b.transpose(b.reshape(b.cast(q, "f32"), [t, 2, 2, 8]), [1, 2, 0, 3]);
+          const kg = b.broadcast(b.reshape(b.transpose(b.cast(k, "f32"), [1, 0, 2]), [2, 1, "keys", 8]), [2, 2, "keys", 8]);
+          const scores = b.mul(b.reshape(b.matmul(qf, kg, { transposeB: true }), full), 0.25);
+          const probs = b.softmax(b.where(visible, scores, -Infinity));
+          const vg = b.broadcast(b.reshape(b.transpose(b.cast(v, "f32"), [1, 0, 2]), [2, 1, "keys", 8]), [2, 2, "keys", 8]);
+          e.output("y", b.cast(b.transpose(b.reshape(b.matmul(b.reshape(probs, [2, 2, t, "keys"]), vg), [4, t, 8]), [1, 0, 2]), "bf16"));
+          return;
+        }
+        e.output("y", b.attention(q, k, v, { qpos, kpos, ...(opts.window ? { window: opts.window } : {}), ...(sinks ? { sinks } : {}) }));
+      });
+    });
+  }
+
+  function attentionLeaves(g: Graph, tokens: number, past: number, seed: number) {
+    const rand = seededRandom(seed);
+    const s = past + tokens;
+    // cache slots: positions 0..past-1 with one empty slot (−1), then the new tokens
+    const kpos = [...Array.from({ length: past }, (_, i) => (i === 1 ? -1 : i)), ...Array.from({ length: tokens }, (_, i) => past + i)];
+    return {
+      inputs: {
+        q: randomTensor("bf16", [tokens, 4, 8], rand),
+        k: randomTensor("bf16", [s, 2, 8], rand),
+        v: randomTensor("bf16", [s, 2, 8], rand),
+        qpos: hostTensor("i32", [tokens], Array.from({ length: tokens }, (_, i) => past + i)),
+        kpos: hostTensor("i32", [s], kpos),
+      },
+      params: g.params.length ? { sinks: randomTensor("f32", [4], rand) } : {},
+    };
+  }
+
+  for (const variant of [{ sinks: true }, { sinks: true, window: 3 }, { window: 5 }, {}]) {
+    it(`fuses ${JSON.stringify(variant)} bit-exactly`, () => {
+      const g = attentionModel(variant);
+      const fused = runPipeline(g).graph;
+      expect(opCounts(fused)["sinkAttention"]).toBe(1);
+      expect(opCounts(fused)["matmul"]).toBeUndefined();
+      for (const [tokens, past] of [[1, 4], [3, 0], [7, 5]] as const) {
+        const { inputs, params } = attentionLeaves(g, tokens, past, tokens * 10 + past);
+        expect(Array.from(interpret(fused, "main", inputs, params)["y"]!.data)).toEqual(Array.from(interpret(g, "main", inputs, params)["y"]!.data));
+      }
+    });
+  }
+
+  it("declines a mask that is not the causal position rule", () => {
+    expect(opCounts(runPipeline(attentionModel({ strictCausal: true })).graph)["sinkAttention"]).toBeUndefined();
+  });
+});
+
+describe("the gpt-oss pipeline", () => {
+  for (const [dtype, experts] of [["f32", "dense"], ["bf16", "mxfp4"]] as const) {
+    it(`fuses every layer of the tiny model (${dtype}, ${experts}) and keeps its logits bit-exact`, () => {
+      const g = gptOssModel({ ...GPT_OSS_TINY, intermediateSize: 32, hiddenSize: 64 }, { dtype, experts, maxPrefillTokens: 32, maxContext: 32 });
+      const fused = runPipeline(g).graph;
+      const counts = opCounts(fused);
+      expect(counts["sinkAttention"]).toBe(4); // 2 layers × 2 entry points
+      expect(counts["moeExperts"]).toBe(4);
+      expect(counts["fusedRmsNorm"]).toBeGreaterThanOrEqual(8);
+      expect(counts["dequantMxfp4"]).toBeUndefined();
+      const params = randomParams(g, 5);
+      const prompt = [4, 8, 15, 16, 23, 42];
+      const before = referenceGenerate(g, params, prompt, { maxNewTokens: 3 });
+      const after = referenceGenerate(fused, params, prompt, { maxNewTokens: 3 });
+      expect(after.tokens).toEqual(before.tokens);
+      after.logits.forEach((l, i) => expect(Array.from(l)).toEqual(Array.from(before.logits[i]!)));
+    });
+  }
+
+  it("fuses the 20b graph: one attention, MoE and two norms per layer, no dequantMxfp4 left", () => {
+    const g = gptOssModel(GPT_OSS_20B, { dtype: "bf16" });
+    const counts = opCounts(runPipeline(g).graph);
+    expect(counts["sinkAttention"]).toBe(48);
+    expect(counts["moeExperts"]).toBe(48);
+    expect(counts["fusedRmsNorm"]).toBe(192);
+    expect(counts["dequantMxfp4"]).toBeUndefined();
   });
 });
