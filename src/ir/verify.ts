@@ -72,20 +72,20 @@ export function verifyGraph(g: Graph): string[] {
   for (const e of g.entries) {
     for (const i of e.inputs) problems.push(...undeclaredSymbols(g, i.shape, `input ${i.name} of entry ${e.name}`));
     for (const n of entryNodes(e)) {
-      const at = `${n.op} at ${formatSite(n.site)}`;
+      const at = (): string => `${n.op} at ${formatSite(n.site)}`; // formatting a site is costly: only on a problem
       let type: TensorType | undefined;
       try {
         type = (TYPE_RULES[n.op] as (a: OpAttrs[Op], i: readonly TensorType[]) => TensorType)(n.attrs, n.inputs);
       } catch (err) {
         if (!(err instanceof TypeRuleError)) throw err;
-        problems.push(`${at}: ${err.message}`);
+        problems.push(`${at()}: ${err.message}`);
       }
       if (type && (type.dtype !== n.dtype || !shapesEqual(type.shape, n.shape))) {
-        problems.push(`${at}: recorded type ${n.dtype}${formatShape(n.shape)} differs from the derived ${type.dtype}${formatShape(type.shape)}`);
+        problems.push(`${at()}: recorded type ${n.dtype}${formatShape(n.shape)} differs from the derived ${type.dtype}${formatShape(type.shape)}`);
       }
-      problems.push(...undeclaredSymbols(g, n.shape, at));
+      if (n.shape.some((d) => typeof d === "string")) problems.push(...undeclaredSymbols(g, n.shape, n.op));
       const structural = (STRUCTURE_CHECKS[n.op] as StructureCheck<Op>)(n as NodeOf<Op>, g, e);
-      if (structural) problems.push(`${at}: ${structural}`);
+      if (structural) problems.push(`${at()}: ${structural}`);
     }
   }
   return [...new Set(problems)];

@@ -76,9 +76,11 @@ export interface Match {
   readonly interior: ReadonlySet<Node>;
 }
 
+/** Match state, mutated while matching and restored on backtracking. */
 interface State {
-  captures: Map<string, Node>;
-  interior: Set<Node>;
+  readonly captures: Map<string, Node>;
+  /** Interior nodes with how many pattern positions matched them (a node can be matched twice, e.g. x · x). */
+  readonly interior: Map<Node, number>;
 }
 
 function attrsMatch(n: Node, attrs: Readonly<Record<string, unknown>> | undefined): boolean {
@@ -87,65 +89,114 @@ function attrsMatch(n: Node, attrs: Readonly<Record<string, unknown>> | undefine
   return Object.entries(attrs).every(([k, v]) => JSON.stringify(actual[k]) === JSON.stringify(v));
 }
 
-function clone(s: State): State {
-  return { captures: new Map(s.captures), interior: new Set(s.interior) };
-}
-
-function bind(s: State, name: string | undefined, n: Node): boolean {
-  if (name === undefined) return true;
+/** Binds `name` to `n` (or checks an existing binding); returns an undo function, or undefined on conflict. */
+function bind(s: State, name: string | undefined, n: Node): (() => void) | undefined {
+  if (name === undefined) return () => {};
   const prev = s.captures.get(name);
-  if (prev !== undefined) return prev === n;
+  if (prev !== undefined) return prev === n ? () => {} : undefined;
   s.captures.set(name, n);
-  return true;
+  return () => s.captures.delete(name);
 }
 
-/** All states in which `p` matches `n`, extending `s` (several when commutative or oneOf branches both match). */
-function matchAll(p: Pattern, n: Node, s: State): State[] {
+function enter(s: State, n: Node): () => void {
+  s.interior.set(n, (s.interior.get(n) ?? 0) + 1);
+  return () => {
+    const c = s.interior.get(n)! - 1;
+    if (c === 0) s.interior.delete(n);
+    else s.interior.set(n, c);
+  };
+}
+
+/**
+ * Yields once for every way `p` matches `n`, with `s` holding that match's bindings; the bindings
+ * are undone before the generator moves on (backtracking), so states are never copied.
+ */
+function* matchAll(p: Pattern, n: Node, s: State): Generator<void> {
   switch (p.kind) {
     case "capture": {
-      if (p.where && !p.where(n)) return [];
-      const next = clone(s);
-      return bind(next, p.name, n) ? [next] : [];
+      if (p.where && !p.where(n)) return;
+      const undo = bind(s, p.name, n);
+      if (!undo) return;
+      yield;
+      undo();
+      return;
     }
     case "oneOf":
-      return p.options.flatMap((o) => matchAll(o, n, s));
+      for (const o of p.options) yield* matchAll(o, n, s);
+      return;
     case "maybe": {
-      const direct = matchAll(p.inner, n, s);
-      if (n.op !== p.op || !attrsMatch(n, p.attrs) || n.inputs.length !== 1) return direct;
-      const through = matchAll(p.inner, n.inputs[0]!, s).map((st) => (st.interior.add(n), st));
-      return [...through, ...direct]; // prefer consuming the optional wrapper
+      // prefer consuming the optional wrapper
+      if (n.op === p.op && attrsMatch(n, p.attrs) && n.inputs.length === 1) {
+        const leave = enter(s, n);
+        yield* matchAll(p.inner, n.inputs[0]!, s);
+        leave();
+      }
+      yield* matchAll(p.inner, n, s);
+      return;
     }
     case "op": {
-      if (n.op !== p.op || !attrsMatch(n, p.attrs) || (p.where && !p.where(n))) return [];
-      const start = clone(s);
-      if (!bind(start, p.name, n)) return [];
-      start.interior.add(n);
-      if (!p.inputs) return [start];
-      if (p.inputs.length !== n.inputs.length) return [];
-      const orders = p.commutative && n.inputs.length === 2 ? [[0, 1], [1, 0]] : [n.inputs.map((_, i) => i)];
-      const results: State[] = [];
-      for (const order of orders) {
-        let states = [start];
-        p.inputs.forEach((sub, i) => {
-          states = states.flatMap((st) => matchAll(sub, n.inputs[order[i]!]!, st));
-        });
-        results.push(...states);
+      if (n.op !== p.op || !attrsMatch(n, p.attrs) || (p.where && !p.where(n))) return;
+      const undo = bind(s, p.name, n);
+      if (!undo) return;
+      const leave = enter(s, n);
+      if (!p.inputs) yield;
+      else if (p.inputs.length === n.inputs.length) {
+        const orders = p.commutative && n.inputs.length === 2 ? [[0, 1], [1, 0]] : [n.inputs.map((_, i) => i)];
+        for (const order of orders) yield* matchInputs(p.inputs, n, order, 0, s);
       }
-      return results;
+      leave();
+      undo();
+      return;
+    }
+  }
+}
+
+function* matchInputs(patterns: readonly Pattern[], n: Node, order: readonly number[], i: number, s: State): Generator<void> {
+  if (i === patterns.length) {
+    yield;
+    return;
+  }
+  for (const _ of matchAll(patterns[i]!, n.inputs[order[i]!]!, s)) yield* matchInputs(patterns, n, order, i + 1, s);
+}
+
+function snapshot(root: Node, s: State): Match {
+  return { root, captures: new Map(s.captures), interior: new Set(s.interior.keys()) };
+}
+
+/** The ops a node must have for `pattern` to match it there, or "any". Lets the driver skip rules cheaply. */
+export function rootOps(pattern: Pattern): ReadonlySet<Op> | "any" {
+  switch (pattern.kind) {
+    case "capture":
+      return "any";
+    case "op":
+      return new Set([pattern.op]);
+    case "maybe": {
+      const inner = rootOps(pattern.inner);
+      return inner === "any" ? "any" : new Set([pattern.op, ...inner]);
+    }
+    case "oneOf": {
+      const all = new Set<Op>();
+      for (const o of pattern.options) {
+        const r = rootOps(o);
+        if (r === "any") return "any";
+        for (const x of r) all.add(x);
+      }
+      return all;
     }
   }
 }
 
 /** Matches `pattern` at `node`; undefined when it does not match. */
 export function match(pattern: Pattern, node: Node): Match | undefined {
-  const states = matchAll(pattern, node, { captures: new Map(), interior: new Set() });
-  const first = states[0];
-  return first ? { root: node, captures: first.captures, interior: first.interior } : undefined;
+  const s: State = { captures: new Map(), interior: new Map() };
+  for (const _ of matchAll(pattern, node, s)) return snapshot(node, s);
+  return undefined;
 }
 
-/** Every way `pattern` matches `node` (for rules whose legality picks among alternatives). */
-export function matches(pattern: Pattern, node: Node): Match[] {
-  return matchAll(pattern, node, { captures: new Map(), interior: new Set() }).map((s) => ({ root: node, captures: s.captures, interior: s.interior }));
+/** Every way `pattern` matches `node`, lazily (rules take the first one their legality accepts). */
+export function* matches(pattern: Pattern, node: Node): Generator<Match> {
+  const s: State = { captures: new Map(), interior: new Map() };
+  for (const _ of matchAll(pattern, node, s)) yield snapshot(node, s);
 }
 
 /** A captured node, typed by op; throws if the rule's pattern did not bind it (a rule bug). */

@@ -1,6 +1,6 @@
 // The compiler's pass pipeline, as one readable list grouped by phase.
-// Each pass rewrites the graph to a fixpoint; the verifier runs after every pass, and the graph can
-// be dumped after each one (`tsgc compile --dump-ir DIR`).
+// Each pass rewrites the graph to a fixpoint; the verifier checks the result (after every pass when
+// asked, or when dumping), and the graph can be dumped after each pass (`tsgc compile --dump-ir DIR`).
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -49,6 +49,13 @@ export interface PipelineOptions {
   readonly onPass?: (report: PassReport) => void;
   /** Run only these phases (tests); default: all. */
   readonly phases?: readonly Phase[];
+  /** Verify after every pass, not only the result (pinpoints a pass that breaks the graph; slower). */
+  readonly verifyEachPass?: boolean;
+}
+
+function verifyAfter(g: Graph, what: string): void {
+  const problems = verifyGraph(g);
+  if (problems.length) throw new Error(`${what} produced an invalid graph:\n  ${problems.slice(0, 10).join("\n  ")}`);
 }
 
 export interface PipelineResult {
@@ -76,8 +83,7 @@ export function runPipeline(input: Graph, opts: PipelineOptions = {}): PipelineR
       } else {
         graph = pass.run(graph);
       }
-      const problems = verifyGraph(graph);
-      if (problems.length) throw new Error(`pass ${pass.name} produced an invalid graph:\n  ${problems.slice(0, 10).join("\n  ")}`);
+      if (opts.verifyEachPass || opts.dumpDir) verifyAfter(graph, `pass ${pass.name}`);
       const report: PassReport = { phase: phase.phase, pass: pass.name, ms: performance.now() - started, nodesBefore, nodesAfter: graphNodes(graph).length, rewrites };
       reports.push(report);
       opts.onPass?.(report);
@@ -85,6 +91,7 @@ export function runPipeline(input: Graph, opts: PipelineOptions = {}): PipelineR
       if (opts.dumpDir) writeFileSync(join(opts.dumpDir, `${String(step).padStart(2, "0")}-${pass.name}.ir`), printGraph(graph, { sites: true }));
     }
   }
+  verifyAfter(graph, "the pass pipeline");
   return { graph, reports };
 }
 

@@ -10,7 +10,7 @@
 import type { EntryPoint, Graph } from "../ir/graph.js";
 import { graphNodes, withEntryOutputs } from "../ir/graph.js";
 import type { Node, NodeTable } from "../ir/node.js";
-import { type Match, type Pattern, matches } from "./pattern.js";
+import { type Match, type Pattern, matches, rootOps } from "./pattern.js";
 
 export interface RewriteContext {
   readonly table: NodeTable;
@@ -122,6 +122,8 @@ export function applyRulePass(g: Graph, pass: RulePass, maxSweeps = 32): PassRes
       const node = nodes[i]!;
       if (claimed.has(node)) continue;
       for (const rule of pass.rules) {
+        const ops = rootOpsOf(rule);
+        if (ops !== "any" && !ops.has(node.op)) continue;
         const applied = tryRule(rule, node, ctx, claimed);
         if (!applied) continue;
         for (const [from, to] of applied.replacements) replacements.set(from, to);
@@ -134,6 +136,13 @@ export function applyRulePass(g: Graph, pass: RulePass, maxSweeps = 32): PassRes
     graph = substitute(graph, replacements);
   }
   throw new RewriteError(`pass ${pass.name} did not reach a fixpoint in ${maxSweeps} sweeps (rules keep rewriting each other's results)`);
+}
+
+const rootOpsCache = new WeakMap<Rule, ReadonlySet<string> | "any">();
+function rootOpsOf(rule: Rule): ReadonlySet<string> | "any" {
+  let ops = rootOpsCache.get(rule);
+  if (ops === undefined) rootOpsCache.set(rule, (ops = rootOps(rule.pattern)));
+  return ops;
 }
 
 function tryRule(rule: Rule, node: Node, ctx: RewriteContext, claimed: ReadonlySet<Node>): { replacements: Map<Node, Node>; interior: ReadonlySet<Node> } | undefined {
