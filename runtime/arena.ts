@@ -1,18 +1,13 @@
 // The arena: one cuMemAlloc per device, sized by the memory plan; every tensor is a view at an
 // offset inside it. Views are bounds- and alignment-checked when made, so a bad plan fails here
 // with the offsets in the message rather than as a corrupted neighbour on the GPU.
+import { type DType, dtypeBytes } from "../src/ir/dtype.js";
+import { ARENA_ALIGNMENT } from "../src/passes/memory-plan.js";
 import { native } from "./native.js";
 import type { Device, DevicePointer, PinnedBuffer, Stream } from "./cuda.js";
 
-/** Storage types the runtime moves around (the IR's dtypes; fp4e2m1x2 and e8m0 are byte-sized storage). */
-export type Dtype = "f32" | "f16" | "bf16" | "i32" | "i64" | "u8" | "bool" | "fp4e2m1x2" | "e8m0";
-
-export const DTYPE_BYTES: Readonly<Record<Dtype, number>> = {
-  f32: 4, f16: 2, bf16: 2, i32: 4, i64: 8, u8: 1, bool: 1, fp4e2m1x2: 1, e8m0: 1,
-};
-
 /** Offsets the memory planner hands out are multiples of this; the arena base is at least this aligned. */
-export const ARENA_ALIGNMENT = 256;
+export { ARENA_ALIGNMENT };
 
 export class Arena {
   private freed = false;
@@ -36,15 +31,15 @@ export class Arena {
   }
 
   /** A view of `bytes` bytes at `offset`, holding `dtype` elements. */
-  view(offset: number, bytes: number, dtype: Dtype = "u8"): DeviceView {
+  view(offset: number, bytes: number, dtype: DType = "u8"): DeviceView {
     this.checkLive();
     checkRange(offset, bytes, dtype, this.bytes, "arena");
     return new DeviceView(this, offset, bytes, dtype);
   }
 
   /** A view of `elements` elements of `dtype` at `offset`. */
-  tensor(offset: number, dtype: Dtype, elements: number): DeviceView {
-    return this.view(offset, elements * DTYPE_BYTES[dtype], dtype);
+  tensor(offset: number, dtype: DType, elements: number): DeviceView {
+    return this.view(offset, elements * dtypeBytes(dtype), dtype);
   }
 
   /** The whole arena as bytes. */
@@ -65,8 +60,8 @@ export class Arena {
   }
 }
 
-function checkRange(offset: number, bytes: number, dtype: Dtype, limit: number, what: string): void {
-  const size = DTYPE_BYTES[dtype];
+function checkRange(offset: number, bytes: number, dtype: DType, limit: number, what: string): void {
+  const size = dtypeBytes(dtype);
   if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(bytes) || offset < 0 || bytes < 0) {
     throw new RangeError(`tsgc: bad view: offset ${offset} and size ${bytes} must be non-negative integers`);
   }
@@ -90,13 +85,13 @@ export class DeviceView implements DevicePointer {
     /** Offset from the arena's start. */
     readonly offset: number,
     readonly bytes: number,
-    readonly dtype: Dtype,
+    readonly dtype: DType,
   ) {
     this.pointer = arena.pointer + BigInt(offset);
   }
 
   get elements(): number {
-    return this.bytes / DTYPE_BYTES[this.dtype];
+    return this.bytes / dtypeBytes(this.dtype);
   }
 
   private get device(): Device {
@@ -104,7 +99,7 @@ export class DeviceView implements DevicePointer {
   }
 
   /** A view inside this one; `offset` is relative to this view. */
-  subview(offset: number, bytes: number, dtype: Dtype = this.dtype): DeviceView {
+  subview(offset: number, bytes: number, dtype: DType = this.dtype): DeviceView {
     this.arena.checkLive();
     checkRange(offset, bytes, dtype, this.bytes, `view at arena offset ${this.offset}`);
     return new DeviceView(this.arena, this.offset + offset, bytes, dtype);

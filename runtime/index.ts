@@ -10,7 +10,7 @@ export {
   packArgs, PinnedBuffer, Stream,
   type DeviceInfo, type DevicePointer, type Dim3, type GraphKernelNode, type KernelArg, type KernelNodeUpdate, type LaunchConfig,
 } from "./cuda.js";
-export { Arena, ARENA_ALIGNMENT, DeviceView, DTYPE_BYTES, type Dtype } from "./arena.js";
+export { Arena, ARENA_ALIGNMENT, DeviceView } from "./arena.js";
 export { NcclComm, ncclGroup, ncclUniqueId, ncclVersion, NCCL_UNIQUE_ID_BYTES, type ReduceOp } from "./nccl.js";
 export {
   cacheKey, CacheArchiveError, CacheEntryError, clearKernelMemo, CODEGEN_VERSION, compileCount, compileKernels,

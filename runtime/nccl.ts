@@ -2,13 +2,14 @@
 // collectives overlap with compute on other streams. Buffers are arena views; counts come from them.
 import { native } from "./native.js";
 import type { Device, Stream } from "./cuda.js";
-import type { DeviceView, Dtype } from "./arena.js";
+import type { DType } from "../src/ir/dtype.js";
+import type { DeviceView } from "./arena.js";
 
 export type ReduceOp = "sum" | "prod" | "max" | "min" | "avg";
 
 const NCCL_OPS: Readonly<Record<ReduceOp, number>> = { sum: 0, prod: 1, max: 2, min: 3, avg: 4 };
 // ncclDataType_t values; bf16 needs NCCL 2.10 or later.
-const NCCL_TYPES: Partial<Readonly<Record<Dtype, number>>> = { u8: 1, i32: 2, i64: 4, f16: 6, f32: 7, bf16: 9 };
+const NCCL_TYPES: Partial<Readonly<Record<DType, number>>> = { u8: 1, i32: 2, i64: 4, f16: 6, f32: 7, bf16: 9 };
 
 export const NCCL_UNIQUE_ID_BYTES = 128;
 

@@ -7,18 +7,7 @@ import { gptOssCheckpointTensors, type ExpectedTensor } from "../../models/gpt-o
 import { gptOssConfigToJson, type GptOssConfig } from "../../models/gpt-oss-config.js";
 import { writeCheckpointTensors, type ShardPlan, type WriteCheckpointOptions } from "./checkpoint.js";
 import { encodeFloats, type SafetensorsDType } from "./safetensors.js";
-
-/** mulberry32: a small, fast, seedable PRNG giving uniform values in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from "../ir/host-tensor.js";
 
 /** Standard normal samples (Box–Muller) from a uniform source. */
 export function gaussian(random: () => number): () => number {

@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import { E2M1_VALUES } from "../../src/ir/dtype.js";
 import { E8M0_NAN, dequantizeMxfp4, encodeE2m1, mxfp4ScaleCode, mxfp4Shapes, quantizeMxfp4 } from "../../src/loader/mxfp4.js";
 import { dequantizeExpertWeight, quantizeExpertWeight } from "../../src/loader/quantize-checkpoint.js";
-import { gaussian, seededRandom } from "../../src/loader/random-checkpoint.js";
+import { seededRandom } from "../../src/ir/host-tensor.js";
+import { gaussian } from "../../src/loader/random-checkpoint.js";
 
 /** Non-negative E2M1 magnitudes, by code. */
 const GRID = [0, 0.5, 1, 1.5, 2, 3, 4, 6];

@@ -1,0 +1,150 @@
+// The scheduler: turns each entry point of a fused graph into kernel launches in execution order,
+// with the buffers they read and write, ready for the memory planner.
+//
+// Every node is lowered by code generation (injected, so this stays GPU- and codegen-free to test):
+//   leaf    — params and entry inputs: the caller fills them
+//   view    — reshape of a contiguous tensor: the same storage under another shape
+//   kernels — one or more launches writing the node's result (and scratch buffers)
+// Launch order is a topological order of the nodes (operands first, outputs in declaration order).
+// Parameters get the same buffer id in every entry point, so they share one weights region.
+
+import { dtypeBytes } from "../ir/dtype.js";
+import type { EntryPoint, Graph } from "../ir/graph.js";
+import { entryNodes } from "../ir/graph.js";
+import type { Node, NodeOf } from "../ir/node.js";
+import { evalShape, numElements } from "../ir/shape.js";
+import type { KernelLaunch, NodeKernels } from "../codegen/kernel.js";
+import { evalSize } from "../codegen/kernel.js";
+import type { BufferKind, BufferRequest, EntrySchedule, Step } from "./memory-plan.js";
+
+export type NodeLowering = { readonly kind: "leaf" } | { readonly kind: "view" } | { readonly kind: "kernels"; readonly kernels: NodeKernels };
+
+export type LowerNode = (node: Node) => NodeLowering;
+
+/** What a buffer holds, for the plan and for error messages. */
+export interface BufferInfo {
+  readonly id: number;
+  readonly kind: BufferKind;
+  readonly bytes: number;
+  /** Param or input name, entry output name, or the producing op. */
+  readonly label: string;
+  readonly node: Node | undefined;
+}
+
+export interface ScheduledLaunch {
+  readonly node: Node;
+  readonly launch: KernelLaunch;
+  /** Buffer ids of the node's operands, its result, and its scratch buffers. */
+  readonly operands: readonly number[];
+  readonly result: number;
+  readonly scratch: readonly number[];
+}
+
+export interface ScheduledEntry {
+  readonly name: string;
+  readonly launches: readonly ScheduledLaunch[];
+  readonly buffers: readonly BufferInfo[];
+  readonly aliases: ReadonlyMap<number, number>;
+  /** Entry inputs and outputs by name → buffer id. */
+  readonly inputs: ReadonlyMap<string, number>;
+  readonly outputs: ReadonlyMap<string, number>;
+  /** The memory planner's view of this entry. */
+  readonly planInput: EntrySchedule;
+}
+
+function bytesAtBound(n: Node, bounds: Readonly<Record<string, number>>): number {
+  return numElements(evalShape(n.shape, bounds)) * dtypeBytes(n.dtype);
+}
+
+/** Schedules every entry point of `g` with `lower`. */
+export function scheduleGraph(g: Graph, lower: LowerNode): ScheduledEntry[] {
+  const paramIds = new Map<string, number>();
+  g.params.forEach((p, i) => paramIds.set(p.name, i));
+  const lowered = new Map<Node, NodeLowering>();
+  const lowerOnce = (n: Node): NodeLowering => {
+    let l = lowered.get(n);
+    if (!l) lowered.set(n, (l = lower(n)));
+    return l;
+  };
+  return g.entries.map((e) => scheduleEntry(g, e, paramIds, lowerOnce));
+}
+
+function scheduleEntry(g: Graph, e: EntryPoint, paramIds: ReadonlyMap<string, number>, lower: LowerNode): ScheduledEntry {
+  const bounds = g.symbols;
+  const buffers: BufferInfo[] = [];
+  const aliases = new Map<number, number>();
+  const bufferOf = new Map<Node, number>();
+  const launches: ScheduledLaunch[] = [];
+  const steps: Step[] = [];
+  const inputs = new Map<string, number>();
+  let nextId = paramIds.size;
+  const add = (kind: BufferKind, bytes: number, label: string, node: Node | undefined, id = nextId++): number => {
+    buffers.push({ id, kind, bytes, label, node });
+    return id;
+  };
+  const outputNodes = new Set(e.outputs.map((o) => o.node));
+
+  for (const n of entryNodes(e)) {
+    const lowering = lower(n);
+    switch (lowering.kind) {
+      case "leaf": {
+        if (n.op === "param") {
+          const name = (n as NodeOf<"param">).attrs.name;
+          const id = paramIds.get(name);
+          if (id === undefined) throw new Error(`schedule: param ${name} is used by entry ${e.name} but not declared`);
+          bufferOf.set(n, add("param", bytesAtBound(n, bounds), name, n, id));
+        } else if (n.op === "input") {
+          const name = (n as NodeOf<"input">).attrs.name;
+          const id = add("input", bytesAtBound(n, bounds), name, n);
+          inputs.set(name, id);
+          bufferOf.set(n, id);
+        } else {
+          throw new Error(`schedule: code generation calls ${n.op} a leaf; only params and inputs are`);
+        }
+        break;
+      }
+      case "view": {
+        const target = bufferOf.get(n.inputs[0]!);
+        if (target === undefined) throw new Error(`schedule: ${n.op} views an operand that has no buffer`);
+        const id = add(outputNodes.has(n) ? "output" : "intermediate", bytesAtBound(n, bounds), n.op, n);
+        aliases.set(id, target);
+        bufferOf.set(n, id);
+        break;
+      }
+      case "kernels": {
+        const operands = n.inputs.map((i) => {
+          const b = bufferOf.get(i);
+          if (b === undefined) throw new Error(`schedule: an operand of ${n.op} has no buffer`);
+          return b;
+        });
+        const result = add(outputNodes.has(n) ? "output" : "intermediate", bytesAtBound(n, bounds), n.op, n);
+        const scratch = lowering.kernels.scratchBytes.map((s, i) => add("scratch", evalSize(s, bounds), `${n.op} scratch ${i}`, n));
+        bufferOf.set(n, result);
+        for (const launch of lowering.kernels.launches) {
+          launches.push({ node: n, launch, operands, result, scratch });
+          const reads = launch.args.flatMap((a) => (a.kind === "input" ? [operands[a.index]!] : a.kind === "scratch" ? [scratch[a.index]!] : []));
+          const writes = launch.args.flatMap((a) => (a.kind === "output" ? [result] : a.kind === "scratch" ? [scratch[a.index]!] : []));
+          steps.push({ reads, writes });
+        }
+        break;
+      }
+    }
+  }
+  const outputs = new Map<string, number>();
+  for (const o of e.outputs) {
+    const id = bufferOf.get(o.node);
+    if (id === undefined) throw new Error(`schedule: output ${o.name} of entry ${e.name} has no buffer`);
+    const info = buffers.find((b) => b.id === id)!;
+    if (info.kind !== "output") {
+      // an output that is an input, a param or shared with another output: give it its own view-free copy slot
+      throw new Error(`schedule: output ${o.name} of entry ${e.name} is a ${info.kind} (${info.label}); an entry must compute its outputs`);
+    }
+    outputs.set(o.name, id);
+  }
+  const planInput: EntrySchedule = {
+    name: e.name,
+    buffers: buffers.map((b): BufferRequest => (aliases.has(b.id) ? { id: b.id, bytes: b.bytes, kind: b.kind, aliasOf: aliases.get(b.id)! } : { id: b.id, bytes: b.bytes, kind: b.kind })),
+    steps,
+  };
+  return { name: e.name, launches, buffers, aliases, inputs, outputs, planInput };
+}
