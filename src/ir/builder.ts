@@ -145,7 +145,7 @@ export function ropeInverseFrequencies(headDim: number, opts: RopeOptions): numb
 
 /** YaRN's attention concentration: cos and sin are both scaled by 0.1·ln(factor) + 1. */
 export function yarnConcentration(yarn: YarnScaling | undefined): number {
-  return yarn ? 0.1 * Math.log(yarn.factor) + 1 : 1;
+  return yarn && yarn.factor > 1 ? 0.1 * Math.log(yarn.factor) + 1 : 1; // HF's get_mscale: 1 when not stretching
 }
 
 // ---- the builder --------------------------------------------------------------------------------

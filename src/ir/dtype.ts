@@ -137,7 +137,7 @@ export function roundTo(d: DType, x: number): number {
     case "e8m0":
       return Number.isFinite(x) ? Math.trunc(x) & 0xff : 0;
     case "bool":
-      return x !== 0 && !Number.isNaN(x) ? 1 : 0;
+      return x !== 0 ? 1 : 0; // as C's (x != 0): NaN is true
   }
 }
 

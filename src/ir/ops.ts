@@ -11,7 +11,11 @@
 // - Positions drive attention masks: a key j is visible to query i when
 //   kpos[j] >= 0 && kpos[j] <= qpos[i] && (window == 0 || qpos[i] - kpos[j] < window).
 //   Empty cache slots carry position -1. This one rule covers prefill, decode, ring-buffer sliding
-//   caches and paged layouts.
+//   caches and paged layouts. A query that sees no key gets 0 from sinkAttention with sinks (the sink
+//   takes all the mass) and NaN without (0/0), as the primitive expansion does.
+// - Edge semantics (interpreter and kernels agree): integer division truncates toward zero and by
+//   zero gives 0; float→int casts truncate; a cast to bool is (x != 0), so NaN is true; min/max
+//   propagate NaN; topk ranks NaN highest.
 
 import { type DType, isFloat, isInteger, isNumeric, MXFP4_BLOCK } from "./dtype.js";
 import {
