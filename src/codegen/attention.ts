@@ -16,7 +16,7 @@
 //   bf16/f16 use mma.sync m16n8k16 tensor-core tiles for QKᵀ and PV (P rounded to the input dtype);
 //   f32 runs the same fragment layout with SIMT FMAs.
 // - decode (attention-decode.cu.njk), chosen when T is static and T·G ≤ 16: split-KV. Each block
-//   takes SPLIT keys of one kv head for all T·G rows and writes an unnormalized partial (O, max, sum)
+//   takes SPLIT (64) keys of one kv head for all T·G rows and writes an unnormalized partial (O, max, sum)
 //   to scratch; a combine launch merges the splits (the sink counts once, in split 0). With a single
 //   split the first kernel writes the output itself and the combine launch returns at once.
 //
@@ -36,7 +36,7 @@ export const PREFILL_KEYS_SIMT = 32;
 /** Largest T·G the decode kernel takes; larger static T goes to the prefill kernel. */
 export const DECODE_MAX_ROWS = 16;
 /** Keys per decode block (one split), processed in tiles of decodeTile(D) keys (shared memory stays under 48 KiB). */
-export const DECODE_SPLIT = 128;
+export const DECODE_SPLIT = 64;
 export const decodeTile = (headDim: number): number => (headDim > 64 ? 32 : 64);
 const THREADS = 128;
 
@@ -200,8 +200,8 @@ function decodeKernels(a: AttnSpec): NodeKernels {
   };
   const combine: KernelLaunch = {
     kernel: { name: combineEntry, family: "attention", source: combineSource, entry: combineEntry },
-    grid: [constSize(a.kvh), batch, constSize(1)],
-    block: [THREADS, 1, 1],
+    grid: [constSize(rows), constSize(a.kvh), batch],
+    block: [a.d, 1, 1],
     sharedBytes: 0,
     args: [{ kind: "output" }, ...scratch, nkArg],
   };

@@ -134,10 +134,14 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">): NodeKernels {
   const input = (index: number): ArgBinding => ({ kind: "input", index });
   const scratch = (index: number): ArgBinding => ({ kind: "scratch", index });
 
+  // one warp per expert row (up to 1024 threads), 16-byte router-weight loads when rows allow
+  const routeThreads = Math.min(1024, Math.max(THREADS, 32 * s.e));
+  const rwBytes = ins[1]!.dtype === "f32" ? 4 : 2;
+  const routeVec = s.d % (16 / rwBytes) === 0 ? 16 / rwBytes : 1;
   const route: KernelLaunch = {
-    kernel: { name: routeEntry, family: "moe", source: renderTemplate("moe-route.cu.njk", { ...ctx, entry: routeEntry }), entry: routeEntry },
+    kernel: { name: routeEntry, family: "moe", source: renderTemplate("moe-route.cu.njk", { ...ctx, entry: routeEntry, routeThreads, routeVec }), entry: routeEntry },
     grid: [tokens, constSize(1), constSize(1)],
-    block: [THREADS, 1, 1],
+    block: [routeThreads, 1, 1],
     sharedBytes: 0,
     args: [input(0), input(1), input(2), scratch(0), scratch(1)],
   };

@@ -50,7 +50,8 @@ describe("sinkAttention codegen (pure)", () => {
     expect(src).toContain("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32");
     expect(src).toContain("#define ATT_WINDOW 128");
     expect(src).toContain("#define ATT_G 8");
-    expect(src).toContain("__syncthreads_or");
+    expect(src).toContain("__reduce_or_sync"); // masked key tiles are skipped from a per-chunk bitmask
+    expect(src).toContain("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16");
     expect(src).toContain(`extern "C" __global__`);
     expect(src).not.toMatch(/#include\s*</);
     expect(bf.launches[0]!.sharedBytes).toBe(0);
@@ -72,7 +73,7 @@ describe("sinkAttention codegen (pure)", () => {
     expect(k.scratchBytes).toEqual([]);
   });
 
-  it("decode: split-KV over ceil(S/128) blocks per kv head plus a combine launch; scratch covers every split", () => {
+  it("decode: split-KV over ceil(S/64) blocks per kv head plus a combine launch per (row, kv head); scratch covers every split", () => {
     const node = attentionNode({ dtype: "bf16", t: 1, s: "past+1", ...GPT_OSS_20B, window: 0, sinks: "bf16" });
     expect(usesDecodeKernel(node)).toBe(true);
     const k = emitSinkAttention(node);
@@ -85,6 +86,8 @@ describe("sinkAttention codegen (pure)", () => {
       expect(evalSize(k.scratchBytes[0]!, sym)).toBeGreaterThanOrEqual(splits * 8 * 8 * 64 * 4);
       expect(evalSize(k.scratchBytes[1]!, sym)).toBeGreaterThanOrEqual(splits * 8 * 8 * 2 * 4);
     }
+    expect(k.launches[1]!.grid.map((g) => evalSize(g, { past: 5 }))).toEqual([8, 8, 1]);
+    expect(k.launches[1]!.block).toEqual([64, 1, 1]);
     expect(k.launches[1]!.args).toEqual([{ kind: "output" }, { kind: "scratch", index: 0 }, { kind: "scratch", index: 1 }, expect.objectContaining({ kind: "i32" })]);
     // T·G above 16 rows goes to the prefill kernel even when T is static
     expect(usesDecodeKernel(attentionNode({ dtype: "bf16", t: 3, s: "past", ...GPT_OSS_20B, window: 0 }))).toBe(false);
