@@ -201,7 +201,7 @@ function decodeKernels(a: AttnSpec): NodeKernels {
   const combine: KernelLaunch = {
     kernel: { name: combineEntry, family: "attention", source: combineSource, entry: combineEntry },
     grid: [constSize(rows), constSize(a.kvh), batch],
-    block: [a.d, 1, 1],
+    block: [THREADS, 1, 1],
     sharedBytes: 0,
     args: [{ kind: "output" }, ...scratch, nkArg],
   };
