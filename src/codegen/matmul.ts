@@ -1,0 +1,225 @@
+// Code generation for `matmul` (templates/gemv.cu.njk and templates/gemm.cu.njk).
+//
+//   a [...batch, M, K] · b [...batch, K, N]  (b [...batch, N, K] with transposeB)  → [...batch, M, N]
+//   b of rank 2 is shared across a's batch: then a's leading dims all fold into the rows (M).
+//
+// Paths, chosen from M (its static value, or its bound when the caller passes symbol bounds):
+// - M ≤ 8, GEMV (decode; weight-bandwidth bound, the weight is read once per 8 rows):
+//   "gemv-mma"  bf16/f16 with transposeB and K % 8 == 0 (x·Wᵀ, gpt-oss's linear layers): tensor cores;
+//   "gemv-rows" other transposed cases (f32, odd K): a warp per weight row;
+//   "gemv-cols" b [K, N]: a thread per 8 (bf16) or 4 (f32) columns, K split over warps.
+// - otherwise GEMM (prefill):
+//   "gemm-mma"  bf16/f16 with K % 8 == 0 (and N % 8 == 0 when b is [K, N]): mma.sync tiles (default
+//               128×128×32, 4-stage cp.async pipeline, 64 KiB of dynamic shared memory);
+//   "gemm-simt" everything else (f32): 64×64 tiles in f32.
+// Kernel parameters: (a, b, out, M, N, K); N and K are also baked in when static. Grid z is the batch
+// (at most 65535). Integer matmuls are rejected.
+
+import { dtypeBytes, type DType } from "../ir/dtype.js";
+import type { NodeOf } from "../ir/node.js";
+import { type Dim, evalDim, formatShape, type SymbolBounds } from "../ir/shape.js";
+import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, type SizeExpr, sizeExpr } from "./kernel.js";
+import { CUDA_STORAGE_TYPE, renderTemplate } from "./templates.js";
+
+export type MatmulPath = "gemv-mma" | "gemv-rows" | "gemv-cols" | "gemm-mma" | "gemm-simt";
+
+export interface MatmulOptions {
+  /** Upper bounds of symbolic dims: a symbolic M whose bound is ≤ 8 gets a GEMV kernel. */
+  readonly symbolBounds?: SymbolBounds;
+  /** Tile of the tensor-core GEMM (dense weights); default DEFAULT_GEMM_TILE. A tuning hook. */
+  readonly gemmTile?: GemmTile;
+}
+
+/** Tensor-core GEMM tile: 128 rows × 4·warpN columns × k, in `stages` pipeline stages (8 warps, 2 × 4). */
+export interface GemmTile {
+  readonly warpN: 32 | 64;
+  readonly k: 32 | 64;
+  readonly stages: number;
+}
+export const DEFAULT_GEMM_TILE: GemmTile = { warpN: 32, k: 32, stages: 4 };
+
+/** Dynamic shared memory of the tensor-core GEMM: `stages` × (A tile + B tile) in 16-bit elements. */
+export function gemmSharedBytes(t: GemmTile): number {
+  return t.stages * (128 + 4 * t.warpN) * t.k * 2;
+}
+
+/** Largest M that takes a GEMV path. */
+export const GEMV_MAX_M = 8;
+/** Warps per block of the tensor-core GEMV kernels (they split K). */
+export const GEMV_KSPLIT = 8;
+export const GEMM_SIMT_TILE = { m: 64, n: 64, k: 16 } as const;
+/** Dynamic shared memory of the default tensor-core GEMM: 4 stages of a 128×32 A tile and a 128×32 B tile. */
+export const GEMM_MMA_SHARED_BYTES = gemmSharedBytes(DEFAULT_GEMM_TILE);
+
+const DT_CODES: Partial<Record<DType, number>> = { f32: 0, bf16: 1, f16: 2 };
+
+/** The dims of a contraction as the kernels see it. */
+export interface MatmulShape {
+  readonly dtype: DType;
+  /** Rows of a (all leading dims when b is shared). */
+  readonly rows: readonly Dim[];
+  /** Batch dims launched on grid z (empty when b is shared). */
+  readonly batch: readonly Dim[];
+  readonly n: Dim;
+  readonly k: Dim;
+  readonly transposeB: boolean;
+  readonly bShared: boolean;
+  readonly bFormat: "dense" | "mxfp4";
+}
+
+/** The bound of a product of dims (a symbolic dim without a bound counts as unbounded). */
+export function rowsBound(rows: readonly Dim[], bounds: SymbolBounds | undefined): number {
+  let n = 1;
+  for (const d of rows) {
+    if (typeof d === "number") n *= d;
+    else {
+      try {
+        n *= evalDim(d, bounds ?? {});
+      } catch {
+        return Infinity;
+      }
+    }
+  }
+  return n;
+}
+
+const isStatic = (d: Dim): d is number => typeof d === "number";
+
+/** Picks the kernel path for a contraction shape (see the header comment). */
+export function choosePath(s: MatmulShape, bounds: SymbolBounds | undefined): MatmulPath {
+  const tensor = s.dtype === "bf16" || s.dtype === "f16";
+  const kAligned = isStatic(s.k) && s.k % 8 === 0;
+  if (rowsBound(s.rows, bounds) <= GEMV_MAX_M) {
+    if (!s.transposeB) return "gemv-cols";
+    return tensor && kAligned ? "gemv-mma" : "gemv-rows";
+  }
+  const nAligned = s.transposeB || (isStatic(s.n) && s.n % 8 === 0);
+  return tensor && kAligned && nAligned ? "gemm-mma" : "gemm-simt";
+}
+
+/** Widest vector (elements, at most 16 bytes) that divides a static dim; 1 for a symbolic one. */
+export function vectorWidth(dim: Dim, dtype: DType): number {
+  if (!isStatic(dim)) return 1;
+  let vec = 16 / dtypeBytes(dtype);
+  while (vec > 1 && dim % vec !== 0) vec /= 2;
+  return vec;
+}
+
+const ceilDiv = (d: Dim, by: number): SizeExpr => (isStatic(d) ? constSize(Math.ceil(d / by)) : sizeExpr([d], 1, by));
+
+/** One launch of a matmul-family kernel: template, path, context, geometry. Shared with mxfp4-matmul. */
+export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string, family: string, extra: Record<string, unknown> = {}, tile: GemmTile = DEFAULT_GEMM_TILE): KernelLaunch {
+  const tileValid = [32, 64].includes(tile.warpN) && [32, 64].includes(tile.k) && Number.isInteger(tile.stages) && tile.stages >= 2;
+  if (!tileValid) throw new Error(`tsgc codegen: bad GEMM tile ${JSON.stringify(tile)}`);
+  const defaultTile = tile.warpN === DEFAULT_GEMM_TILE.warpN && tile.k === DEFAULT_GEMM_TILE.k && tile.stages === DEFAULT_GEMM_TILE.stages;
+  if (s.bFormat === "mxfp4" && !defaultTile) throw new Error(`tsgc codegen: the MXFP4 GEMM takes only the default tile`);
+  const dtCode = DT_CODES[s.dtype];
+  if (dtCode === undefined) throw new Error(`tsgc codegen: no matmul kernel for ${s.dtype}`);
+  const [kind, variant] = path.split("-") as ["gemv" | "gemm", "mma" | "rows" | "cols" | "simt"];
+  const vec = variant === "rows" ? (s.bFormat === "mxfp4" ? 32 : vectorWidth(s.k, s.dtype)) : variant === "cols" ? vectorWidth(s.n, s.dtype) : 0;
+  const name = [
+    family === "mxfp4-matmul" ? `mxfp4_${kind}` : kind,
+    variant,
+    s.dtype,
+    s.bFormat === "mxfp4" ? "" : s.transposeB ? "nt" : "nn",
+    s.bShared ? "" : "batched",
+    `n${isStatic(s.n) ? s.n : "x"}`,
+    `k${isStatic(s.k) ? s.k : "x"}`,
+    vec > 0 && vec !== 32 ? `v${vec}` : "",
+    path === "gemm-mma" && !defaultTile ? `t${4 * tile.warpN}x${tile.k}s${tile.stages}` : "",
+  ]
+    .filter((p) => p !== "")
+    .join("_");
+  const source = renderTemplate(template, {
+    entry: name,
+    included: false,
+    variant,
+    path,
+    bFormat: s.bFormat,
+    transposeB: s.transposeB,
+    bShared: s.bShared,
+    dtCode,
+    tType: CUDA_STORAGE_TYPE[s.dtype],
+    mmaType: s.dtype === "f16" ? "f16" : "bf16",
+    nExpr: isStatic(s.n) ? String(s.n) : "N_",
+    kExpr: isStatic(s.k) ? String(s.k) : "K_",
+    ksplit: GEMV_KSPLIT,
+    vec,
+    tileWn: tile.warpN,
+    tileK: tile.k,
+    tileStages: tile.stages,
+    ...extra,
+  });
+  const m = sizeExpr(s.rows);
+  const batch = sizeExpr(s.batch);
+  let grid: readonly [SizeExpr, SizeExpr, SizeExpr];
+  let block: readonly [number, number, number];
+  let sharedBytes = 0;
+  const mTiles = (tile: number) => sizeExpr(s.rows, 1, tile);
+  switch (path) {
+    case "gemv-mma":
+      grid = [ceilDiv(s.n, 16), mTiles(GEMV_MAX_M), batch];
+      block = [32 * GEMV_KSPLIT, 1, 1];
+      break;
+    case "gemv-rows":
+      grid = [ceilDiv(s.n, 8), mTiles(GEMV_MAX_M), batch];
+      block = [256, 1, 1];
+      break;
+    case "gemv-cols":
+      grid = [ceilDiv(s.n, 32 * vec), mTiles(GEMV_MAX_M), batch];
+      block = [256, 1, 1];
+      break;
+    case "gemm-mma":
+      grid = [ceilDiv(s.n, 4 * tile.warpN), mTiles(128), batch];
+      block = [256, 1, 1];
+      sharedBytes = gemmSharedBytes(tile);
+      break;
+    case "gemm-simt":
+      grid = [ceilDiv(s.n, GEMM_SIMT_TILE.n), mTiles(GEMM_SIMT_TILE.m), batch];
+      block = [256, 1, 1];
+      break;
+  }
+  const inputs: ArgBinding[] = (s.bFormat === "mxfp4" ? [0, 1, 2] : [0, 1]).map((index) => ({ kind: "input", index }));
+  const args: ArgBinding[] = [...inputs, { kind: "output" }, { kind: "i32", value: m }, { kind: "i32", value: sizeExpr([s.n]) }, { kind: "i32", value: sizeExpr([s.k]) }];
+  return { kernel: { name, family, source, entry: name }, grid, block, sharedBytes, args };
+}
+
+type MatmulNode = NodeOf<"matmul">;
+
+function fail(node: MatmulNode, msg: string): never {
+  const [a, b] = [node.inputs[0]!, node.inputs[1]!];
+  throw new Error(`tsgc codegen: matmul (a ${a.dtype}${formatShape(a.shape)}, b ${b.dtype}${formatShape(b.shape)}, transposeB ${node.attrs.transposeB}): ${msg}`);
+}
+
+/** The contraction shape of a matmul node. */
+export function matmulShape(node: MatmulNode): MatmulShape {
+  const [a, b] = [node.inputs[0]!, node.inputs[1]!];
+  if (DT_CODES[node.dtype] === undefined) fail(node, `only f32, bf16 and f16 matmuls have kernels, got ${node.dtype}`);
+  const ar = a.shape.length;
+  const br = b.shape.length;
+  const bShared = br === 2;
+  const transposeB = node.attrs.transposeB;
+  return {
+    dtype: node.dtype,
+    rows: bShared ? a.shape.slice(0, -1) : [a.shape[ar - 2]!],
+    batch: bShared ? [] : a.shape.slice(0, -2),
+    n: transposeB ? b.shape[br - 2]! : b.shape[br - 1]!,
+    k: a.shape[ar - 1]!,
+    transposeB,
+    bShared,
+    bFormat: "dense",
+  };
+}
+
+/** The path emitMatmul takes for `node`. */
+export function matmulPath(node: MatmulNode, opts: MatmulOptions = {}): MatmulPath {
+  return choosePath(matmulShape(node), opts.symbolBounds);
+}
+
+/** Emits a matmul node: one launch of the GEMV or GEMM kernel its shape calls for. */
+export function emitMatmul(node: MatmulNode, opts: MatmulOptions = {}): NodeKernels {
+  const shape = matmulShape(node);
+  const path = choosePath(shape, opts.symbolBounds);
+  const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
+  return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", {}, opts.gemmTile)], scratchBytes: [] };
+}
