@@ -304,6 +304,26 @@ const EVALUATORS: { readonly [K in Op]: Evaluator<K> } = {
     const k = nb * MXFP4_BLOCK;
     return matmulCore(x!.data, w, x!.data.length / k, 1, k, rowsN, true, true, n.dtype);
   },
+  fusedRope: (n, [x, cos, sin]) => {
+    const d = x!.shape[x!.shape.length - 1]!;
+    const h = x!.shape[x!.shape.length - 2]!;
+    const half = d / 2;
+    const rows = x!.data.length / d; // (..., T, H) rows; cos/sin are per (..., T)
+    const dt = n.dtype;
+    const out = new Float64Array(x!.data.length);
+    for (let r = 0; r < rows; r++) {
+      const cs = Math.floor(r / h) * half;
+      for (let i = 0; i < half; i++) {
+        const a = x!.data[r * d + i]!;
+        const b = x!.data[r * d + half + i]!;
+        const c = cos!.data[cs + i]!;
+        const s = sin!.data[cs + i]!;
+        out[r * d + i] = roundTo(dt, roundTo(dt, a * c) - roundTo(dt, b * s));
+        out[r * d + half + i] = roundTo(dt, roundTo(dt, b * c) + roundTo(dt, a * s));
+      }
+    }
+    return out;
+  },
   fusedElementwise: (n, ins, _ctx, shape) => {
     const size = numElements(shape);
     const maps = ins.map((t) => broadcastIndexMap(t.shape, shape));

@@ -107,6 +107,12 @@ export interface OpAttrs {
   moeExperts: { readonly topK: number; readonly limit: number; readonly alpha: number; readonly weightFormat: "dense" | "mxfp4" };
   /** x [..., M, K] · dequantMxfp4(blocks [N, K/32, 16], scales [N, K/32])ᵀ → [..., M, N]. */
   mxfp4Matmul: Record<string, never>;
+  /**
+   * Half-split rotary embedding: x [..., T, H, D], cos and sin [..., T, 1, D/2] in x's dtype; for i < D/2,
+   * out[i] = x[i]·cos[i] − x[i+D/2]·sin[i] and out[i+D/2] = x[i+D/2]·cos[i] + x[i]·sin[i], each product
+   * and sum rounded to x's dtype (as the builder's `rope` computes it).
+   */
+  fusedRope: Record<string, never>;
   /** One kernel for a chain of elementwise instructions; inputs broadcast (numpy rules) to `shape`. */
   fusedElementwise: { readonly body: readonly FusedInstr[]; readonly shape: Shape };
 }
@@ -117,7 +123,7 @@ export const PRIMITIVE_OPS = [
   "input", "param", "constant", "literal", "iota", "unary", "binary", "ternary", "compare", "cast", "reduce",
   "matmul", "reshape", "transpose", "slice", "concat", "gather", "scatter", "broadcast", "topk", "dequantMxfp4",
 ] as const satisfies readonly Op[];
-export const FUSED_OPS = ["fusedRmsNorm", "sinkAttention", "moeExperts", "mxfp4Matmul", "fusedElementwise"] as const satisfies readonly Op[];
+export const FUSED_OPS = ["fusedRmsNorm", "sinkAttention", "moeExperts", "mxfp4Matmul", "fusedRope", "fusedElementwise"] as const satisfies readonly Op[];
 export const ALL_OPS: readonly Op[] = [...PRIMITIVE_OPS, ...FUSED_OPS];
 
 export interface TensorType {
@@ -474,6 +480,20 @@ export const TYPE_RULES: { readonly [K in Op]: TypeRule<K> } = {
     if (!isStaticDim(nb)) fail(`block count must be static`);
     requireDim(x.shape[x.shape.length - 1]!, nb * MXFP4_BLOCK, "contraction dims differ");
     return { dtype: x.dtype, shape: [...x.shape.slice(0, -1), blocks.shape[0]!] };
+  },
+  fusedRope: (_a, ins) => {
+    expectArity(ins, [3]);
+    const [x, cos, sin] = [ins[0]!, ins[1]!, ins[2]!];
+    requireFloat(x, "x");
+    if (x.shape.length < 3) fail(`x must be [..., T, H, D]`);
+    const d = x.shape[x.shape.length - 1]!;
+    if (!isStaticDim(d) || d % 2 !== 0) fail(`head dim must be static and even, got ${d}`);
+    const expected = [...x.shape.slice(0, -2), 1, d / 2];
+    for (const [name, t] of [["cos", cos], ["sin", sin]] as const) {
+      if (t.dtype !== x.dtype) fail(`${name} must be ${x.dtype}, got ${t.dtype}`);
+      if (!shapesEqual(t.shape, expected)) fail(`${name} must be ${formatShape(expected)}, got ${formatShape(t.shape)}`);
+    }
+    return { dtype: x.dtype, shape: x.shape };
   },
   fusedElementwise: (a, ins) => {
     const shape = validShape(a.shape, "output shape");

@@ -14,6 +14,7 @@ import { fuseMoe } from "./fuse-moe.js";
 import { fuseMxfp4Matmul } from "./fuse-mxfp4-matmul.js";
 import { fuseResidualRmsNorm } from "./fuse-residual-rmsnorm.js";
 import { fuseRmsNorm } from "./fuse-rmsnorm.js";
+import { fuseRope } from "./fuse-rope.js";
 import { fuseSinkAttention } from "./fuse-sink-attention.js";
 import { type Pass, applyRulePass } from "./rewrite.js";
 
@@ -26,7 +27,7 @@ export const PIPELINE: readonly Phase[] = [
   // CSE is structural (interning); constant folding; view, transpose and cast simplification
   { phase: "canonicalize", passes: [canonicalize] },
   // whole patterns into fused ops, largest first
-  { phase: "pattern fusion", passes: [fuseMoe, fuseSinkAttention, fuseRmsNorm, fuseResidualRmsNorm, fuseMxfp4Matmul] },
+  { phase: "pattern fusion", passes: [fuseMoe, fuseSinkAttention, fuseRmsNorm, fuseResidualRmsNorm, fuseMxfp4Matmul, fuseRope] },
   // what is left of elementwise math into one kernel per chain
   { phase: "elementwise fusion", passes: [canonicalize, fuseElementwise] },
   // drop declarations the fusions orphaned

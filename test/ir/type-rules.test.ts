@@ -199,6 +199,18 @@ const CASES: { [K in Op]: OpCase } = {
       expectIRError(() => b.table.make("mxfp4Matmul", {}, [x34(b).node, w.blocks.node, w.scales.node], { file: "test/ir/type-rules.test.ts", line: 4, column: 1 }), "mxfp4Matmul", "contraction dims differ");
     },
   },
+  fusedRope: {
+    valid: (b) => {
+      const x = b.constant(1, "bf16", ["tokens", 4, 16]);
+      const cs = b.constant(0.5, "bf16", ["tokens", 1, 8]);
+      expect(typeOf(new Tensor(b.table.make("fusedRope", {}, [x.node, cs.node, cs.node])))).toBe("bf16[tokens, 4, 16]");
+    },
+    invalid: (b) => {
+      const x = b.constant(1, "bf16", ["tokens", 4, 16]);
+      const wrong = b.constant(0.5, "bf16", ["tokens", 1, 16]);
+      expectIRError(() => b.table.make("fusedRope", {}, [x.node, wrong.node, wrong.node], { file: "test/ir/type-rules.test.ts", line: 6, column: 1 }), "fusedRope", "cos must be [tokens, 1, 8]");
+    },
+  },
   fusedElementwise: {
     valid: (b) => {
       const body = [{ op: "input", index: 0 }, { op: "input", index: 1 }, { op: "binary", fn: "mul", a: 0, b: 1 }, { op: "cast", to: "bf16", a: 2 }] as const;

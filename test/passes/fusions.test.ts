@@ -277,3 +277,46 @@ describe("the gpt-oss pipeline", () => {
     expect(counts["dequantMxfp4"]).toBeUndefined();
   });
 });
+
+describe("rope fusion", () => {
+  function ropeModel(dtype: Dt, swapHalves = false): Graph {
+    return defineModel("rope", (b) => {
+      const t = b.sym("tokens", 64);
+      b.entry("main", (e) => {
+        const x = e.input("x", dtype, [t, 4, 16]);
+        const pos = e.input("pos", "i32", [t]);
+        if (!swapHalves) {
+          e.output("y", b.rope(x, pos, { theta: 150000, yarn: { factor: 32, originalContext: 4096, betaFast: 32, betaSlow: 1 } }));
+          return;
+        }
+        // a near miss: the second half rotates with the wrong sign (x2·cos − x1·sin)
+        const angles = b.mul(b.reshape(b.cast(pos, "f32"), [t, 1]), b.literal([1, 0.5, 0.25, 0.125, 0.1, 0.05, 0.02, 0.01], "f32", [1, 8]));
+        const cos = b.cast(b.reshape(b.cos(angles), [t, 1, 8]), dtype);
+        const sin = b.cast(b.reshape(b.sin(angles), [t, 1, 8]), dtype);
+        const first = b.slice(x, -1, 0, 8);
+        const second = b.slice(x, -1, 8, 16);
+        e.output("y", b.concat([b.sub(b.mul(first, cos), b.mul(second, sin)), b.sub(b.mul(second, cos), b.mul(first, sin))], -1));
+      });
+    });
+  }
+
+  for (const dtype of ["f32", "bf16"] as const) {
+    it(`turns the builder's rope (${dtype}) into one fused op, bit-exactly`, () => {
+      const g = ropeModel(dtype);
+      const fused = runPipeline(g).graph;
+      const counts = opCounts(fused);
+      expect(counts["fusedRope"]).toBe(1);
+      expect(counts["slice"]).toBeUndefined();
+      expect(counts["concat"]).toBeUndefined();
+      for (const tokens of [1, 3, 50]) {
+        const rand = seededRandom(tokens);
+        const inputs = { x: randomTensor(dtype, [tokens, 4, 16], rand), pos: hostTensor("i32", [tokens], Array.from({ length: tokens }, (_, i) => 1000 + 37 * i)) };
+        expect(Array.from(interpret(fused, "main", inputs, {})["y"]!.data)).toEqual(Array.from(interpret(g, "main", inputs, {})["y"]!.data));
+      }
+    });
+  }
+
+  it("declines a rotation that is not the half-split one", () => {
+    expect(opCounts(runPipeline(ropeModel("f32", true)).graph)["fusedRope"]).toBeUndefined();
+  });
+});
