@@ -20,3 +20,4 @@ export {
   type PackFile,
 } from "./kernel-cache.js";
 export { type PoolKind } from "./compile-pool.js";
+export { PlanExecutor, type ExecutorOptions } from "./executor.js";

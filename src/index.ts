@@ -32,3 +32,11 @@ export { BUILTIN_MODELS, DEFAULT_MODEL, findBuiltinModel } from "../models/index
 // weights and generation
 export { randomParams } from "./loader/random-params.js";
 export { referenceGenerate, argmax } from "./generate/reference.js";
+
+// the compiler
+export { compile, buildPlan, graphHash } from "./compile.js";
+export type { CompileOptions, CompileResult, CompileStats, CompileEvent } from "./compile.js";
+export { runPipeline, PIPELINE, opCounts } from "./passes/pipeline.js";
+export { parsePlan, planSchema } from "./codegen/plan.js";
+export type { Plan } from "./codegen/plan.js";
+export { PlanExecutor } from "../runtime/executor.js";

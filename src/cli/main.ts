@@ -1,5 +1,6 @@
 // The `tsgc` command line: one commander program; each verb lives in its own module under src/cli/.
 import { Command, CommanderError } from "commander";
+import { registerCompileCommand } from "./compile.js";
 import { registerModelCommands } from "./model-commands.js";
 import { registerCacheCommand } from "./cache.js";
 import { registerInspectCommand } from "./inspect.js";
@@ -12,6 +13,7 @@ export function buildProgram(): Command {
     .version("0.1.0")
     .showHelpAfterError();
   registerModelCommands(program);
+  registerCompileCommand(program);
   registerCacheCommand(program);
   registerInspectCommand(program);
   registerQuantizeCommand(program);
@@ -28,7 +30,8 @@ export async function run(argv: readonly string[]): Promise<void> {
       process.exitCode = err.exitCode;
       return;
     }
-    process.stderr.write(`tsgc: ${err instanceof Error ? err.message : String(err)}\n`);
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`${message.startsWith("tsgc: ") ? "" : "tsgc: "}${message}\n`);
     process.exitCode = 1;
   }
 }

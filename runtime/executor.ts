@@ -1,0 +1,106 @@
+// The executor: runs a Plan on one device out of one arena.
+//   load    — kernels from the cache (compiling misses), one cuMemAlloc of the plan's arena size
+//   setParams — weights copied straight into their offsets
+//   run     — symbol values bound from the inputs' shapes, inputs copied in, launches replayed with
+//             their sizes evaluated, outputs copied back
+// No allocation happens after load: every tensor lives at the offset the memory planner gave it.
+
+import type { Plan } from "../src/codegen/plan.js";
+import { evalSize } from "../src/codegen/kernel.js";
+import { type HostTensor, tensorFromBytes, tensorToBytes } from "../src/ir/host-tensor.js";
+import { dtypeBytes } from "../src/ir/dtype.js";
+import { bindShape, evalShape, formatShape, numElements } from "../src/ir/shape.js";
+import { Arena } from "./arena.js";
+import type { Device, Kernel, KernelArg } from "./cuda.js";
+import { loadKernels } from "./kernel-cache.js";
+
+export interface ExecutorOptions {
+  /** Kernel cache directory, or false for none. Default: the standard cache. */
+  readonly cacheDir?: string | false;
+}
+
+export class PlanExecutor {
+  private constructor(
+    readonly plan: Plan,
+    readonly device: Device,
+    readonly arena: Arena,
+    private readonly kernels: readonly Kernel[],
+    /** How the kernels were obtained: cache hits and NVRTC compiles. */
+    readonly kernelStats: { readonly hits: number; readonly misses: number },
+  ) {}
+
+  static async load(plan: Plan, device: Device, opts: ExecutorOptions = {}): Promise<PlanExecutor> {
+    if (plan.arch !== device.info.arch) throw new Error(`the plan was compiled for ${plan.arch} but device ${device.ordinal} is ${device.info.arch}; recompile with --arch ${device.info.arch}`);
+    const loaded = await loadKernels(
+      device,
+      plan.kernels.map((k) => ({ name: k.name, source: k.source, entry: k.entry })),
+      opts.cacheDir === undefined ? {} : { cache: opts.cacheDir },
+    );
+    for (const e of plan.entries) {
+      for (const l of e.launches) if (l.sharedBytes > 48 * 1024) loaded.kernels[l.kernel]!.setMaxDynamicSharedBytes(l.sharedBytes);
+    }
+    const arena = Arena.allocate(device, Math.max(plan.arena.bytes, 256));
+    return new PlanExecutor(plan, device, arena, loaded.kernels, { hits: loaded.compileResult.hits, misses: loaded.compileResult.misses });
+  }
+
+  /** Copies every parameter into its place in the arena; each must match the plan's dtype and shape. */
+  setParams(params: Readonly<Record<string, HostTensor>>): void {
+    for (const p of this.plan.params) {
+      const t = params[p.name];
+      if (!t) throw new Error(`parameter ${p.name} (${p.dtype}${formatShape(p.shape)}) was not provided`);
+      const expected = evalShape(p.shape, this.plan.symbols);
+      if (t.dtype !== p.dtype || formatShape(t.shape) !== formatShape(expected)) {
+        throw new Error(`parameter ${p.name} is ${t.dtype}${formatShape(t.shape)}, the plan needs ${p.dtype}${formatShape(expected)}`);
+      }
+      const bytes = tensorToBytes(t);
+      if (bytes.byteLength > 0) this.arena.view(p.offset, bytes.byteLength).copyFromHost(bytes);
+    }
+  }
+
+  /** Runs one entry point; returns its outputs at their actual sizes. */
+  run(entryName: string, inputs: Readonly<Record<string, HostTensor>>): Record<string, HostTensor> {
+    const entry = this.plan.entries.find((e) => e.name === entryName);
+    if (!entry) throw new Error(`the plan has no entry point "${entryName}" (it has: ${this.plan.entries.map((e) => e.name).join(", ")})`);
+    const symbols: Record<string, number> = {};
+    for (const slot of entry.inputs) {
+      const t = inputs[slot.name];
+      if (!t) throw new Error(`entry ${entryName}: input ${slot.name} (${slot.dtype}${formatShape(slot.shape)}) was not provided`);
+      if (t.dtype !== slot.dtype) throw new Error(`entry ${entryName}: input ${slot.name} is ${t.dtype}, expected ${slot.dtype}`);
+      const err = bindShape(slot.shape, t.shape, symbols);
+      if (err) throw new Error(`entry ${entryName}: input ${slot.name} ${formatShape(t.shape)}: ${err}`);
+    }
+    for (const [name, value] of Object.entries(symbols)) {
+      const bound = this.plan.symbols[name];
+      if (bound !== undefined && value > bound) throw new Error(`entry ${entryName}: ${name} = ${value} exceeds the bound ${bound} the plan was compiled for`);
+    }
+    for (const slot of entry.inputs) {
+      const bytes = tensorToBytes(inputs[slot.name]!);
+      if (bytes.byteLength > 0) this.arena.view(slot.offset, bytes.byteLength).copyFromHost(bytes);
+    }
+    const base = this.arena.pointer;
+    for (const l of entry.launches) {
+      const grid = l.grid.map((g) => evalSize(g, symbols)) as [number, number, number];
+      if (grid.some((g) => g === 0)) continue; // an empty tensor: nothing to compute
+      const args: KernelArg[] = l.args.map((a) => {
+        switch (a.kind) {
+          case "buffer": return { ptr: base + BigInt(a.offset) };
+          case "i32": return { i32: evalSize(a.value, symbols) };
+          case "f32": return { f32: a.value };
+        }
+      });
+      this.kernels[l.kernel]!.launch({ grid, block: l.block, sharedBytes: l.sharedBytes, args });
+    }
+    const outputs: Record<string, HostTensor> = {};
+    for (const slot of entry.outputs) {
+      const shape = evalShape(slot.shape, symbols);
+      const bytes = new Uint8Array(numElements(shape) * dtypeBytes(slot.dtype));
+      if (bytes.byteLength > 0) this.arena.view(slot.offset, bytes.byteLength).copyToHost(bytes);
+      outputs[slot.name] = tensorFromBytes(slot.dtype, shape, bytes);
+    }
+    return outputs;
+  }
+
+  dispose(): void {
+    this.arena.free();
+  }
+}

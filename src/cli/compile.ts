@@ -1,0 +1,120 @@
+// `tsgc compile <model>`: runs the compiler on a built-in model or a model file and writes the plan.
+
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Command } from "commander";
+import { gptOssModel } from "../../models/gpt-oss.js";
+import { parseGptOssConfig } from "../../models/gpt-oss-config.js";
+import { type CompileEvent, compile } from "../compile.js";
+import type { Graph } from "../ir/graph.js";
+import { formatBytes } from "../passes/memory-plan.js";
+import { deviceCount, deviceInfo } from "../../runtime/index.js";
+import { loadModel } from "./load-model.js";
+
+interface CompileFlags {
+  config?: string;
+  arch?: string;
+  dtype: "bf16" | "f32";
+  out?: string;
+  dumpIr?: string;
+  emitCuda?: string;
+  json?: boolean;
+  cache: boolean;
+}
+
+/** The local GPU's architecture, or sm_90 (H100) when there is none. */
+function defaultArch(): string {
+  try {
+    if (deviceCount() > 0) return deviceInfo(0).arch;
+  } catch {
+    // no driver: compile for the reference card
+  }
+  return "sm_90";
+}
+
+async function graphFor(model: string, flags: CompileFlags): Promise<Graph> {
+  if (!flags.config) return loadModel(model, { dtype: flags.dtype });
+  if (!model.startsWith("gpt-oss")) throw new Error(`--config applies to gpt-oss models; ${model} is not one`);
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(flags.config, "utf8"));
+  } catch (err) {
+    throw new Error(`cannot read ${flags.config}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  return gptOssModel(parseGptOssConfig(json, flags.config), { dtype: flags.dtype }, model);
+}
+
+/** One line per phase on stderr; a live counter while kernels compile on a terminal. */
+function progressReporter(quiet: boolean): (e: CompileEvent) => void {
+  const tty = process.stderr.isTTY === true;
+  return (e) => {
+    if (quiet) return;
+    switch (e.kind) {
+      case "plan-cache":
+        if (e.hit) process.stderr.write(`plan: from cache (${e.path})\n`);
+        return;
+      case "pass": {
+        const fired = Object.entries(e.report.rewrites).map(([rule, n]) => `${rule} ×${n}`).join(", ");
+        process.stderr.write(`pass ${e.report.pass.padEnd(22)} ${e.report.nodesBefore} → ${e.report.nodesAfter} nodes  ${e.report.ms.toFixed(0)} ms${fired ? `  (${fired})` : ""}\n`);
+        return;
+      }
+      case "kernel": {
+        const { done, total, origin } = e.progress;
+        const line = `kernels ${done}/${total} (${origin === "nvrtc" ? "compiled" : "cached"}: ${e.progress.name})`;
+        if (tty) process.stderr.write(`\r\x1b[K${line}${done === total ? "\n" : ""}`);
+        else if (done === total) process.stderr.write(`kernels ${total} ready\n`);
+        return;
+      }
+      case "nvrtc-missing":
+        process.stderr.write(`NVRTC was not found, so no kernel was compiled: ${e.reason.split("\n")[0]}\n`);
+        return;
+    }
+  };
+}
+
+export function registerCompileCommand(program: Command): void {
+  program
+    .command("compile")
+    .description("compile a model (built-in name or .ts/.js model file) into fused CUDA kernels and a plan")
+    .argument("<model>", "built-in model name (see `tsgc models`) or a model file")
+    .option("--config <config.json>", "a Hugging Face gpt-oss config.json to build the model from")
+    .option("--arch <sm_XX>", "target GPU architecture (default: the local GPU's, else sm_90)")
+    .option("--dtype <dtype>", "bf16 or f32", (v: string) => {
+      if (v !== "bf16" && v !== "f32") throw new Error(`--dtype must be bf16 or f32, got "${v}"`);
+      return v;
+    }, "bf16" as const)
+    .option("--out <dir>", "write plan.json into this directory")
+    .option("--dump-ir <dir>", "write the IR after every pass into this directory")
+    .option("--emit-cuda <dir>", "write every generated kernel's CUDA source into this directory (works without NVRTC)")
+    .option("--no-cache", "neither read nor write the plan and kernel caches")
+    .option("--json", "print one JSON object with the compile's statistics")
+    .action(async (model: string, flags: CompileFlags) => {
+      const arch = flags.arch ?? defaultArch();
+      if (!/^sm_\d+$/.test(arch)) throw new Error(`--arch must look like sm_90, got "${arch}"`);
+      const graph = await graphFor(model, flags);
+      const { plan, stats } = await compile(graph, {
+        arch,
+        ...(flags.cache ? {} : { cacheDir: false as const }),
+        ...(flags.dumpIr ? { dumpIrDir: flags.dumpIr } : {}),
+        ...(flags.emitCuda ? { emitCudaDir: flags.emitCuda, nvrtc: "auto" as const } : {}),
+        onEvent: progressReporter(flags.json === true),
+      });
+      if (flags.out) {
+        mkdirSync(flags.out, { recursive: true });
+        writeFileSync(join(flags.out, "plan.json"), JSON.stringify(plan));
+      }
+      if (flags.json) {
+        process.stdout.write(`${JSON.stringify({ ...stats, arch })}\n`);
+        return;
+      }
+      const fused = Object.entries(stats.fusedOps).map(([op, n]) => `${op} ${n}`).join(", ");
+      process.stdout.write(
+        [
+          `${stats.model} for ${arch}: ${stats.opsBefore} ops → ${stats.opsAfter} (${fused})`,
+          `kernels: ${stats.kernels} distinct, launches ${Object.entries(stats.launches).map(([e, n]) => `${e} ${n}`).join(", ")}; ${stats.kernelsCompiled ? `${stats.cacheHits} from cache, ${stats.cacheMisses} compiled` : "not compiled"}`,
+          `arena: ${formatBytes(stats.arenaBytes)} = weights ${formatBytes(stats.weightBytes)} + activations ${formatBytes(stats.activationBytes)}`,
+          `${stats.compileMs} ms${stats.planCacheHit ? " (plan from cache)" : ""}${flags.out ? `; plan written to ${join(flags.out, "plan.json")}` : ""}`,
+        ].join("\n") + "\n",
+      );
+    });
+}

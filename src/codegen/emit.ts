@@ -1,0 +1,68 @@
+// Lowering of every IR op to kernels: the per-op table code generation is driven by.
+// A mapped type over Op, so an op without a lowering does not compile. Params and inputs are
+// leaves (the caller fills them); reshape is a view (tensors are contiguous row-major).
+
+import type { Node, NodeOf } from "../ir/node.js";
+import type { Op } from "../ir/ops.js";
+import type { NodeLowering } from "../passes/schedule.js";
+import { emitSinkAttention } from "./attention.js";
+import { emitDequantMxfp4 } from "./dequant.js";
+import {
+  emitBinary, emitBroadcast, emitCast, emitCompare, emitConstant, emitFusedElementwise, emitIota, emitLiteral, emitTernary, emitUnary,
+} from "./elementwise.js";
+import type { NodeKernels } from "./kernel.js";
+import { emitMatmul } from "./matmul.js";
+import { emitMoeExperts } from "./moe.js";
+import { emitConcat, emitGather, emitScatter, emitSlice, emitTranspose } from "./movement.js";
+import { emitMxfp4Matmul } from "./mxfp4-matmul.js";
+import { emitReduce } from "./reduce.js";
+import { emitFusedRmsNorm } from "./rmsnorm.js";
+import { emitFusedRope } from "./rope.js";
+import { emitTopk } from "./topk.js";
+
+/** Symbol bounds let an emitter pick a kernel for small symbolic sizes (a GEMV when rows ≤ 8). */
+type Lowering<K extends Op> = (n: NodeOf<K>, bounds: Readonly<Record<string, number>>) => NodeLowering;
+
+const LEAF: NodeLowering = { kind: "leaf" };
+const VIEW: NodeLowering = { kind: "view" };
+const kernels = <K extends Op>(emit: (n: NodeOf<K>, bounds: Readonly<Record<string, number>>) => NodeKernels): Lowering<K> => (n, bounds) => ({ kind: "kernels", kernels: emit(n, bounds) });
+
+export const LOWERINGS: { readonly [K in Op]: Lowering<K> } = {
+  input: () => LEAF,
+  param: () => LEAF,
+  constant: kernels(emitConstant),
+  literal: kernels(emitLiteral),
+  iota: kernels(emitIota),
+  unary: kernels(emitUnary),
+  binary: kernels(emitBinary),
+  ternary: kernels(emitTernary),
+  compare: kernels(emitCompare),
+  cast: kernels(emitCast),
+  reduce: kernels(emitReduce),
+  matmul: kernels((n, bounds) => emitMatmul(n, { symbolBounds: bounds })),
+  reshape: () => VIEW,
+  transpose: kernels(emitTranspose),
+  slice: kernels(emitSlice),
+  concat: kernels(emitConcat),
+  gather: kernels(emitGather),
+  scatter: kernels(emitScatter),
+  broadcast: kernels(emitBroadcast),
+  topk: kernels(emitTopk),
+  dequantMxfp4: kernels(emitDequantMxfp4),
+  fusedRmsNorm: kernels(emitFusedRmsNorm),
+  sinkAttention: kernels(emitSinkAttention),
+  moeExperts: kernels(emitMoeExperts),
+  mxfp4Matmul: kernels((n, bounds) => emitMxfp4Matmul(n, { symbolBounds: bounds })),
+  fusedRope: kernels(emitFusedRope),
+  fusedElementwise: kernels(emitFusedElementwise),
+};
+
+/** How code generation lowers `node` given the graph's symbol bounds; errors name the op and its call site. */
+export function lowerNode(node: Node, bounds: Readonly<Record<string, number>>): NodeLowering {
+  try {
+    return (LOWERINGS[node.op] as Lowering<Op>)(node as NodeOf<Op>, bounds);
+  } catch (err) {
+    const site = node.site ? ` (built at ${node.site.file}:${node.site.line})` : "";
+    throw new Error(`code generation for ${node.op} ${node.dtype}[${node.shape.join(", ")}]${site}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}

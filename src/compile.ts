@@ -1,0 +1,251 @@
+// compile(graph, options) → Plan: passes, scheduling, memory planning, code generation and NVRTC.
+//
+//   graph ─passes─▶ fused graph ─schedule─▶ launches ─memory plan─▶ offsets ─▶ Plan
+//                                    │
+//                                    └─ codegen (one KernelSource per distinct kernel) ─▶ NVRTC / kernel cache
+//
+// Plans are cached on disk next to the kernels, keyed by the input graph's structural hash and the
+// options, so compiling the same model twice runs no pass and no NVRTC compile.
+
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { lowerNode } from "./codegen/emit.js";
+import type { KernelSource, SizeExpr } from "./codegen/kernel.js";
+import { evalSize, sourceHash } from "./codegen/kernel.js";
+import { type Plan, type PlanArg, PLAN_FORMAT, PLAN_VERSION, parsePlan } from "./codegen/plan.js";
+import type { Graph } from "./ir/graph.js";
+import { graphNodes } from "./ir/graph.js";
+import { dtypeBytes } from "./ir/dtype.js";
+import { FUSED_OPS } from "./ir/ops.js";
+import { evalShape, numElements } from "./ir/shape.js";
+import { type EntriesMemoryPlan, planEntries } from "./passes/memory-plan.js";
+import { type PassReport, opCounts, runPipeline } from "./passes/pipeline.js";
+import { scheduleGraph } from "./passes/schedule.js";
+import { CODEGEN_VERSION, compileKernels, defaultCacheDir, type CompileProgress } from "../runtime/index.js";
+
+export type CompileEvent =
+  | { readonly kind: "pass"; readonly report: PassReport }
+  | { readonly kind: "plan-cache"; readonly hit: boolean; readonly path: string }
+  | { readonly kind: "kernel"; readonly progress: CompileProgress }
+  | { readonly kind: "nvrtc-missing"; readonly reason: string };
+
+export interface CompileOptions {
+  /** Target GPU architecture, e.g. "sm_90". */
+  readonly arch: string;
+  /** Cache directory for kernels and plans; false disables both caches. Default: defaultCacheDir(). */
+  readonly cacheDir?: string | false;
+  /** Write the IR after every pass here. */
+  readonly dumpIrDir?: string;
+  /** Write every generated kernel's CUDA source here. */
+  readonly emitCudaDir?: string;
+  /**
+   * Compile kernels with NVRTC ("require", the default), skip NVRTC ("skip": sources only), or
+   * compile when NVRTC can be loaded ("auto").
+   */
+  readonly nvrtc?: "require" | "skip" | "auto";
+  readonly onEvent?: (e: CompileEvent) => void;
+}
+
+export interface CompileStats {
+  readonly model: string;
+  readonly entryPoints: readonly string[];
+  readonly opsBefore: number;
+  readonly opsAfter: number;
+  readonly opsAfterByKind: Readonly<Record<string, number>>;
+  readonly fusedOps: Readonly<Record<string, number>>;
+  readonly kernels: number;
+  readonly launches: Readonly<Record<string, number>>;
+  readonly cacheHits: number;
+  readonly cacheMisses: number;
+  readonly planCacheHit: boolean;
+  readonly kernelsCompiled: boolean;
+  readonly arenaBytes: number;
+  readonly weightBytes: number;
+  readonly activationBytes: number;
+  readonly compileMs: number;
+}
+
+export interface CompileResult {
+  readonly plan: Plan;
+  readonly stats: CompileStats;
+}
+
+const FUSED = new Set<string>(FUSED_OPS);
+
+/** Structural identity of a graph: its name, symbols, params and every entry output's hash. */
+export function graphHash(g: Graph): string {
+  const h = createHash("sha256");
+  h.update(JSON.stringify({ name: g.name, symbols: g.symbols, params: g.params }));
+  for (const e of g.entries) {
+    h.update(`\0${e.name}`);
+    for (const o of e.outputs) h.update(`\0${o.name}=${o.node.hash}`);
+  }
+  return h.digest("hex");
+}
+
+function planCachePath(cacheDir: string, key: string): string {
+  return join(cacheDir, "plans", `${key}.json`);
+}
+
+function readCachedPlan(path: string): Plan | undefined {
+  if (!existsSync(path)) return undefined;
+  try {
+    return parsePlan(JSON.parse(readFileSync(path, "utf8")), path);
+  } catch (err) {
+    process.emitWarning(`ignoring a damaged cached plan (${err instanceof Error ? err.message : String(err)}); recompiling`, { code: "TSGC_PLAN_CACHE" });
+    return undefined;
+  }
+}
+
+function writeAtomically(path: string, text: string): void {
+  mkdirSync(join(path, ".."), { recursive: true });
+  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
+}
+
+const sizeJson = (e: SizeExpr) => ({ dims: [...e.dims], scale: e.scale, divisor: e.divisor });
+
+/** Builds the plan from a fused graph: schedule, memory plan, kernel table, resolved arguments. */
+export function buildPlan(fused: Graph, input: Graph, arch: string): { plan: Plan; memory: EntriesMemoryPlan } {
+  const schedules = scheduleGraph(fused, (n) => lowerNode(n, fused.symbols));
+  const memory = planEntries(schedules.map((s) => s.planInput));
+  const kernelIndex = new Map<string, number>();
+  const kernels: Plan["kernels"] = [];
+  const kernelOf = (k: KernelSource): number => {
+    const hash = sourceHash(k);
+    let i = kernelIndex.get(hash);
+    if (i === undefined) {
+      i = kernels.length;
+      kernelIndex.set(hash, i);
+      kernels.push({ name: k.name, family: k.family, entry: k.entry, source: k.source, sourceHash: hash });
+    }
+    return i;
+  };
+  const offsetIn = (entry: number, id: number): number => {
+    const placement = memory.entries[entry]!.buffers.find((b) => b.id === id);
+    if (!placement) throw new Error(`compile: buffer ${id} has no placement`);
+    return placement.offset;
+  };
+  const slot = (entry: number, name: string, id: number) => {
+    const info = schedules[entry]!.buffers.find((b) => b.id === id)!;
+    const node = info.node!;
+    return { name, dtype: node.dtype, shape: [...node.shape], offset: offsetIn(entry, id), bytes: info.bytes };
+  };
+  const entries: Plan["entries"] = schedules.map((s, ei) => ({
+    name: s.name,
+    inputs: [...s.inputs].map(([name, id]) => slot(ei, name, id)),
+    outputs: [...s.outputs].map(([name, id]) => slot(ei, name, id)),
+    launches: s.launches.map((l) => ({
+      kernel: kernelOf(l.launch.kernel),
+      op: l.node.op,
+      grid: [sizeJson(l.launch.grid[0]), sizeJson(l.launch.grid[1]), sizeJson(l.launch.grid[2])],
+      block: [l.launch.block[0], l.launch.block[1], l.launch.block[2]],
+      sharedBytes: l.launch.sharedBytes,
+      args: l.launch.args.map((a): PlanArg => {
+        switch (a.kind) {
+          case "input": return { kind: "buffer", offset: offsetIn(ei, l.operands[a.index]!) };
+          case "output": return { kind: "buffer", offset: offsetIn(ei, l.result) };
+          case "scratch": return { kind: "buffer", offset: offsetIn(ei, l.scratch[a.index]!) };
+          case "i32": return { kind: "i32", value: sizeJson(a.value) };
+          case "f32": return { kind: "f32", value: a.value };
+        }
+      }),
+    })),
+    activationBytes: memory.entries[ei]!.activationBytes,
+    peakLiveBytes: memory.entries[ei]!.peakLiveBytes,
+    naiveBytes: memory.entries[ei]!.naiveBytes,
+  }));
+  const params: Plan["params"] = fused.params.map((p, id) => {
+    const placement = memory.weights.find((w) => w.id === id);
+    const bytes = numElements(evalShape(p.shape, fused.symbols)) * dtypeBytes(p.dtype);
+    return { name: p.name, dtype: p.dtype, shape: [...p.shape], offset: placement?.offset ?? 0, bytes, ...(p.quant ? { quant: { ...p.quant } } : {}) };
+  });
+  const plan: Plan = {
+    format: PLAN_FORMAT,
+    version: PLAN_VERSION,
+    model: input.name,
+    graphHash: graphHash(input),
+    arch,
+    codegenVersion: CODEGEN_VERSION,
+    symbols: { ...fused.symbols },
+    opCounts: opCounts(fused),
+    kernels,
+    arena: { bytes: memory.arenaBytes, weightBytes: memory.weightBytes, activationOffset: memory.activationOffset, activationBytes: memory.activationBytes },
+    params,
+    entries,
+  };
+  // a launch grid must be computable at the symbols' bounds: catches a malformed size early
+  for (const e of entries) for (const l of e.launches) for (const g of l.grid) evalSize(g, fused.symbols);
+  return { plan, memory };
+}
+
+/** Compiles a graph into a plan, using (and filling) the plan and kernel caches. */
+export async function compile(graph: Graph, options: CompileOptions): Promise<CompileResult> {
+  const started = performance.now();
+  const emit = options.onEvent ?? (() => {});
+  const cacheDir = options.cacheDir === false ? undefined : options.cacheDir ?? defaultCacheDir();
+  const opsBefore = graphNodes(graph).length;
+  const key = createHash("sha256").update(`${graphHash(graph)}\0${options.arch}\0${CODEGEN_VERSION}`).digest("hex");
+  const cachePath = cacheDir ? planCachePath(cacheDir, key) : undefined;
+  let plan = cachePath && !options.dumpIrDir ? readCachedPlan(cachePath) : undefined;
+  const planCacheHit = plan !== undefined;
+  if (cachePath) emit({ kind: "plan-cache", hit: planCacheHit, path: cachePath });
+  if (!plan) {
+    const { graph: fused } = runPipeline(graph, {
+      ...(options.dumpIrDir ? { dumpDir: options.dumpIrDir } : {}),
+      onPass: (report) => emit({ kind: "pass", report }),
+    });
+    plan = buildPlan(fused, graph, options.arch).plan;
+  }
+  if (options.emitCudaDir) {
+    mkdirSync(options.emitCudaDir, { recursive: true });
+    for (const k of plan.kernels) writeFileSync(join(options.emitCudaDir, `${k.name}.cu`), k.source);
+  }
+  let hits = 0;
+  let misses = 0;
+  let kernelsCompiled = false;
+  const mode = options.nvrtc ?? "require";
+  if (mode !== "skip") {
+    try {
+      const result = await compileKernels(
+        plan.kernels.map((k) => ({ name: k.name, source: k.source, entry: k.entry })),
+        { arch: options.arch, cache: cacheDir ?? false, onProgress: (progress) => emit({ kind: "kernel", progress }) },
+      );
+      hits = result.hits;
+      misses = result.misses;
+      kernelsCompiled = true;
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      const missingLibrary = /libnvrtc|NVRTC library|TSGC_NVRTC_LIBRARY/i.test(reason);
+      if (mode === "auto" && missingLibrary) emit({ kind: "nvrtc-missing", reason });
+      else throw err;
+    }
+  }
+  if (cachePath && !planCacheHit && kernelsCompiled) writeAtomically(cachePath, JSON.stringify(plan));
+  const counts = plan.opCounts;
+  const launches: Record<string, number> = {};
+  for (const e of plan.entries) launches[e.name] = e.launches.length;
+  return {
+    plan,
+    stats: {
+      model: plan.model,
+      entryPoints: plan.entries.map((e) => e.name),
+      opsBefore,
+      opsAfter: Object.values(counts).reduce((a, b) => a + b, 0),
+      opsAfterByKind: counts,
+      fusedOps: Object.fromEntries(Object.entries(counts).filter(([op]) => FUSED.has(op))),
+      kernels: plan.kernels.length,
+      launches,
+      cacheHits: hits,
+      cacheMisses: misses,
+      planCacheHit,
+      kernelsCompiled,
+      arenaBytes: plan.arena.bytes,
+      weightBytes: plan.arena.weightBytes,
+      activationBytes: plan.arena.activationBytes,
+      compileMs: Math.round(performance.now() - started),
+    },
+  };
+}

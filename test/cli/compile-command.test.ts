@@ -1,0 +1,55 @@
+// `tsgc compile` as a user runs it: a child process on the built CLI.
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { REPO_ROOT } from "../tiers.js";
+
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const temp = () => {
+  const d = mkdtempSync(join(tmpdir(), "tsgc-cli-compile-"));
+  dirs.push(d);
+  return d;
+};
+
+function tsgc(args: string[], env: Record<string, string> = {}) {
+  const r = spawnSync(process.execPath, [join(REPO_ROOT, "bin/tsgc.js"), ...args], { cwd: REPO_ROOT, encoding: "utf8", env: { ...process.env, ...env }, timeout: 300_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe("tsgc compile", () => {
+  it("writes CUDA sources and says so when NVRTC is missing", () => {
+    const dir = temp();
+    const r = tsgc(["compile", "gpt-oss-tiny", "--json", "--no-cache", "--arch", "sm_80", "--emit-cuda", join(dir, "cuda")], { TSGC_NVRTC_LIBRARY: "/nonexistent/libnvrtc.so" });
+    expect(r.code, r.stderr).toBe(0);
+    const stats = JSON.parse(r.stdout);
+    expect(stats.kernelsCompiled).toBe(false);
+    expect(stats.fusedOps.sinkAttention).toBe(4);
+    expect(readdirSync(join(dir, "cuda")).filter((f) => f.endsWith(".cu"))).toHaveLength(stats.kernels);
+  });
+
+  it("fails with one clear line when NVRTC is missing and no sources were asked for", () => {
+    const r = tsgc(["compile", "gpt-oss-tiny", "--no-cache", "--arch", "sm_80"], { TSGC_NVRTC_LIBRARY: "/nonexistent/libnvrtc.so" });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/^tsgc: \d+ of \d+ kernels are not in the cache for sm_80 and cannot be compiled here:\nlibnvrtc/m);
+    expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+  });
+
+  it("loads a TypeScript model file that imports tsgc and a sibling .ts module", () => {
+    const dir = temp();
+    const r = tsgc(["compile", "test/fixtures/user-model.ts", "--dtype", "f32", "--no-cache", "--arch", "sm_80", "--emit-cuda", dir, "--out", dir, "--json"], { TSGC_NVRTC_LIBRARY: "/nonexistent/libnvrtc.so" });
+    expect(r.code, r.stderr).toBe(0);
+    const stats = JSON.parse(r.stdout);
+    expect(stats.model).toBe("user-mlp");
+    expect(stats.fusedOps.fusedRmsNorm).toBe(1);
+    expect(existsSync(join(dir, "plan.json"))).toBe(true);
+  });
+
+  it("names a bad model argument", () => {
+    expect(tsgc(["compile", "no-such-model"]).stderr).toContain('unknown model "no-such-model"');
+    expect(tsgc(["compile", "missing.ts"]).stderr).toContain("model file missing.ts does not exist");
+    expect(tsgc(["compile", "gpt-oss-tiny", "--arch", "hopper"]).stderr).toContain('--arch must look like sm_90, got "hopper"');
+  });
+});

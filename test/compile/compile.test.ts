@@ -1,0 +1,136 @@
+// The compiler end to end: passes → schedule → memory plan → codegen → NVRTC → plan, its caches,
+// and (GPU tier) the tiny model's compiled plan against the reference interpreter.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { findBuiltinModel } from "../../models/index.js";
+import { compile } from "../../src/compile.js";
+import { parsePlan } from "../../src/codegen/plan.js";
+import { hostTensor } from "../../src/ir/host-tensor.js";
+import { interpret } from "../../src/ir/interpret.js";
+import { randomParams } from "../../src/loader/random-params.js";
+import { clearKernelMemo, Device } from "../../runtime/index.js";
+import { PlanExecutor } from "../../runtime/executor.js";
+import { describeGpu, describeNvrtc } from "../tiers.js";
+
+const dirs: string[] = [];
+const tempDir = () => {
+  const d = mkdtempSync(join(tmpdir(), "tsgc-compile-"));
+  dirs.push(d);
+  return d;
+};
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+describe("compile (no NVRTC)", () => {
+  it("fuses, schedules and plans the tiny model into a valid plan", async () => {
+    const graph = findBuiltinModel("gpt-oss-tiny").build({ dtype: "bf16" });
+    const emitDir = tempDir();
+    const { plan, stats } = await compile(graph, { arch: "sm_80", cacheDir: false, nvrtc: "skip", emitCudaDir: emitDir });
+    expect(stats.fusedOps["sinkAttention"]).toBe(4);
+    expect(stats.fusedOps["moeExperts"]).toBe(4);
+    expect(stats.fusedOps["fusedRmsNorm"]).toBeGreaterThanOrEqual(8);
+    expect(stats.opsAfterByKind["dequantMxfp4"]).toBeUndefined();
+    expect(stats.kernelsCompiled).toBe(false);
+    // the plan survives JSON and its offsets stay in the arena
+    const back = parsePlan(JSON.parse(JSON.stringify(plan)));
+    expect(back).toEqual(plan);
+    for (const e of plan.entries) {
+      expect(e.launches.length).toBeGreaterThan(10);
+      expect(e.activationBytes).toBeGreaterThanOrEqual(e.peakLiveBytes);
+      expect(e.activationBytes).toBeLessThanOrEqual(e.naiveBytes);
+      for (const slot of [...e.inputs, ...e.outputs]) expect(slot.offset + slot.bytes).toBeLessThanOrEqual(plan.arena.bytes);
+    }
+    for (const p of plan.params) expect(p.offset + p.bytes).toBeLessThanOrEqual(plan.arena.weightBytes);
+    // --emit-cuda wrote every kernel
+    for (const k of plan.kernels) expect(readFileSync(join(emitDir, `${k.name}.cu`), "utf8")).toBe(k.source);
+  });
+
+  it("rejects a damaged plan with the path of the problem", () => {
+    expect(() => parsePlan({ format: "tsgc-plan", version: 1 })).toThrow(/not a valid tsgc plan: \$\.model/);
+  });
+});
+
+describeNvrtc("compile with NVRTC", () => {
+  for (const name of ["gpt-oss-tiny", "gpt-oss-20b"]) {
+    it(`compiles every kernel of ${name}, then serves the second compile from the caches`, async () => {
+      const cacheDir = tempDir();
+      const graph = findBuiltinModel(name).build({ dtype: "bf16" });
+      clearKernelMemo(); // kernels an earlier test compiled in this process would be memo hits
+      const cold = await compile(graph, { arch: "sm_80", cacheDir });
+      expect(cold.stats.kernelsCompiled).toBe(true);
+      expect(cold.stats.cacheMisses).toBe(cold.stats.kernels);
+      const warm = await compile(findBuiltinModel(name).build({ dtype: "bf16" }), { arch: "sm_80", cacheDir });
+      expect(warm.stats.planCacheHit).toBe(true);
+      expect(warm.stats.cacheMisses).toBe(0);
+      expect(warm.stats.cacheHits).toBe(cold.stats.kernels);
+      expect(warm.plan).toEqual(cold.plan);
+    }, 600_000);
+  }
+});
+
+function expectNear(gpu: Record<string, { data: Float64Array }>, ref: Record<string, { data: Float64Array }>, dtype: "f32" | "bf16", what: string): void {
+  for (const name of Object.keys(ref)) {
+    const r = ref[name]!.data;
+    const g = gpu[name]!.data;
+    let err = 0;
+    let mag = 0;
+    r.forEach((v, i) => ((err = Math.max(err, Math.abs(v - g[i]!))), (mag = Math.max(mag, Math.abs(v)))));
+    expect(err / mag, `${what}: ${name}`).toBeLessThan(dtype === "f32" ? 1e-4 : 3e-2);
+  }
+}
+
+describeGpu("the tiny model's compiled plan on the GPU", () => {
+  for (const dtype of ["f32", "bf16"] as const) {
+    it(`matches the interpreter (${dtype}) in prefill and decode`, async () => {
+      const device = Device.open(0);
+      const graph = findBuiltinModel("gpt-oss-tiny").build({ dtype });
+      const cacheDir = tempDir();
+      const { plan } = await compile(graph, { arch: device.info.arch, cacheDir });
+      // a saved plan runs without the compiler and without NVRTC compiles: its kernels come from the cache
+      const planFile = join(cacheDir, "plan.json");
+      writeFileSync(planFile, JSON.stringify(plan));
+      clearKernelMemo();
+      const exec = await PlanExecutor.load(parsePlan(JSON.parse(readFileSync(planFile, "utf8"))), device, { cacheDir });
+      expect(exec.kernelStats).toEqual({ hits: plan.kernels.length, misses: 0 });
+      try {
+        const params = randomParams(graph, 11);
+        exec.setParams(params);
+        const kvh = 2;
+        const hd = 16;
+        for (const tokens of [1, 3, 50]) {
+          const ids = Array.from({ length: tokens }, (_, i) => (i * 37 + 5) % 128);
+          const inputs = {
+            ids: hostTensor("i32", [tokens], ids),
+            positions: hostTensor("i32", [tokens], ids.map((_, i) => i)),
+            logit_rows: hostTensor("i32", [1], [tokens - 1]),
+            "cache_positions.full": hostTensor("i32", [0], []),
+            "cache_positions.sliding": hostTensor("i32", [0], []),
+            "layers.0.k_cache": hostTensor(dtype, [0, kvh, hd], []),
+            "layers.0.v_cache": hostTensor(dtype, [0, kvh, hd], []),
+            "layers.1.k_cache": hostTensor(dtype, [0, kvh, hd], []),
+            "layers.1.v_cache": hostTensor(dtype, [0, kvh, hd], []),
+          };
+          const ref = interpret(graph, "prefill", inputs, params);
+          expectNear(exec.run("prefill", inputs), ref, dtype, `prefill of ${tokens}`);
+          // one decode step against the cache the reference prefill produced (the sliding layer keeps its last 3)
+          const keep = (t: { data: Float64Array }, rows: number) => hostTensor(dtype, [rows, kvh, hd], t.data.slice((tokens - rows) * kvh * hd));
+          const slide = Math.min(tokens, 3);
+          const decode = {
+            ids: hostTensor("i32", [1], [7]),
+            positions: hostTensor("i32", [1], [tokens]),
+            "cache_positions.full": hostTensor("i32", [tokens], ids.map((_, i) => i)),
+            "cache_positions.sliding": hostTensor("i32", [slide], Array.from({ length: slide }, (_, i) => tokens - slide + i)),
+            "layers.0.k_cache": keep(ref["layers.0.k"]!, slide),
+            "layers.0.v_cache": keep(ref["layers.0.v"]!, slide),
+            "layers.1.k_cache": keep(ref["layers.1.k"]!, tokens),
+            "layers.1.v_cache": keep(ref["layers.1.v"]!, tokens),
+          };
+          expectNear(exec.run("decode", decode), interpret(graph, "decode", decode, params), dtype, `decode after ${tokens}`);
+        }
+      } finally {
+        exec.dispose();
+      }
+    }, 300_000);
+  }
+});
