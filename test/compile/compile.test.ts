@@ -86,6 +86,7 @@ describeGpu("the tiny model's compiled plan on the GPU", () => {
       const device = Device.open(0);
       const graph = findBuiltinModel("gpt-oss-tiny").build({ dtype });
       const cacheDir = tempDir();
+      clearKernelMemo(); // so every kernel of this plan lands in this test's cache directory
       const { plan } = await compile(graph, { arch: device.info.arch, cacheDir });
       // a saved plan runs without the compiler and without NVRTC compiles: its kernels come from the cache
       const planFile = join(cacheDir, "plan.json");
