@@ -1,24 +1,12 @@
 // `tsgc cache ls | verify | clear | export <file> | import <file>`: inspect and move the
 // compiled-kernel cache (runtime/kernel-cache.ts). The directory is --dir, else TSGC_CACHE_DIR,
 // else $XDG_CACHE_HOME/tsgc, else ~/.cache/tsgc.
+import { formatBytes } from "../format.js";
+import { type CliIo, processIo } from "./io.js";
 import type { Command } from "commander";
 import { defaultCacheDir, KernelCache, type CacheListing } from "../../runtime/kernel-cache.js";
 
-export interface CacheCliIo {
-  stdout: (text: string) => void;
-  stderr: (text: string) => void;
-}
 
-const processIo: CacheCliIo = {
-  stdout: (text) => void process.stdout.write(text),
-  stderr: (text) => void process.stderr.write(text),
-};
-
-function formatSize(bytes: number): string {
-  if (bytes >= 1024 * 1024) return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
-  if (bytes >= 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
-  return `${bytes} B`;
-}
 
 function openCache(command: Command): KernelCache {
   const { dir } = command.optsWithGlobals<{ dir?: string }>();
@@ -27,14 +15,14 @@ function openCache(command: Command): KernelCache {
 
 function describeEntry(listing: CacheListing): string {
   const h = listing.header;
-  if (h === undefined) return `${listing.relativePath}  ${formatSize(listing.bytes)}`;
+  if (h === undefined) return `${listing.relativePath}  ${formatBytes(listing.bytes)}`;
   return [
     h.key.slice(0, 16), `nvrtc ${h.nvrtcVersion}`.padEnd(12), h.arch.padEnd(7), h.output.padEnd(5),
-    formatSize(listing.bytes).padStart(10), ` ${h.name}`,
+    formatBytes(listing.bytes).padStart(10), ` ${h.name}`,
   ].join(" ");
 }
 
-export function registerCacheCommand(program: Command, io: CacheCliIo = processIo): void {
+export function registerCacheCommand(program: Command, io: CliIo = processIo): void {
   const cache = program
     .command("cache")
     .description("inspect, check, clear, export and import the compiled-kernel cache")
@@ -55,7 +43,7 @@ export function registerCacheCommand(program: Command, io: CacheCliIo = processI
       for (const l of good) io.stdout(`${describeEntry(l)}\n`);
       const bad = listings.length - good.length;
       const total = listings.reduce((sum, l) => sum + l.bytes, 0);
-      io.stdout(`${good.length} kernels, ${formatSize(total)} in ${kernelCache.dir}${bad > 0 ? `; ${bad} damaged (run \`tsgc cache verify\`)` : ""}\n`);
+      io.stdout(`${good.length} kernels, ${formatBytes(total)} in ${kernelCache.dir}${bad > 0 ? `; ${bad} damaged (run \`tsgc cache verify\`)` : ""}\n`);
     });
 
   cache
@@ -92,7 +80,7 @@ export function registerCacheCommand(program: Command, io: CacheCliIo = processI
     .action((file: string, opts: { arch?: string }, command: Command) => {
       const kernelCache = openCache(command);
       const { entries, bytes } = kernelCache.exportTo(file, opts.arch !== undefined ? { arch: opts.arch } : {});
-      io.stdout(`exported ${entries} kernels (${formatSize(bytes)}) to ${file}\n`);
+      io.stdout(`exported ${entries} kernels (${formatBytes(bytes)}) to ${file}\n`);
     });
 
   cache

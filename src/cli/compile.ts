@@ -7,7 +7,7 @@ import { gptOssModel } from "../../models/gpt-oss.js";
 import { parseGptOssConfig } from "../../models/gpt-oss-config.js";
 import { type CompileEvent, compile } from "../compile.js";
 import type { Graph } from "../ir/graph.js";
-import { formatBytes } from "../passes/memory-plan.js";
+import { formatBytes } from "../format.js";
 import { deviceCount, deviceInfo } from "../../runtime/index.js";
 import { loadModel } from "./load-model.js";
 

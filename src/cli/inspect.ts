@@ -1,6 +1,8 @@
 // `tsgc inspect <checkpoint-dir>`: the tensors of a checkpoint (dtype, shape, bytes, file), totals, and whether they
 // are exactly what its config.json implies. A malformed checkpoint or config is a precise error and a non-zero exit;
 // a well-formed checkpoint that does not fit its config is reported tensor by tensor, also with a non-zero exit.
+import { formatBytes } from "../format.js";
+import { type CliIo, processIo } from "./io.js";
 import { basename } from "node:path";
 import type { Command } from "commander";
 import { gptOssCheckpointTensors, configExpertFormat } from "../../models/gpt-oss-checkpoint.js";
@@ -8,16 +10,7 @@ import { loadGptOssConfig, type GptOssConfig } from "../../models/gpt-oss-config
 import { openCheckpoint } from "../loader/checkpoint.js";
 import { compareTensors, type CheckpointIssue } from "../loader/validate.js";
 
-/** Where a command writes; tests pass their own. */
-export interface CliIo {
-  stdout(text: string): void;
-  stderr(text: string): void;
-}
 
-export const processIo: CliIo = {
-  stdout: (text) => void process.stdout.write(text),
-  stderr: (text) => void process.stderr.write(text),
-};
 
 export interface InspectReport {
   readonly dir: string;
@@ -90,18 +83,6 @@ export async function inspectCheckpoint(dir: string): Promise<InspectReport> {
   }
 }
 
-export function formatBytes(bytes: number): string {
-  if (bytes < 1000) return `${bytes} B`;
-  const units = ["kB", "MB", "GB", "TB"];
-  let value = bytes;
-  let unit = "B";
-  for (const u of units) {
-    if (value < 1000) break;
-    value /= 1000;
-    unit = u;
-  }
-  return `${value.toFixed(value < 10 ? 2 : 1)} ${unit}`;
-}
 
 function formatReport(r: InspectReport): string {
   const lines: string[] = [];

@@ -1,7 +1,8 @@
 // `tsgc quantize <in-dir> <out-dir>`: a bf16/f32 gpt-oss checkpoint → the official MXFP4 layout (experts only).
 import type { Command } from "commander";
 import { quantizeCheckpoint } from "../loader/quantize-checkpoint.js";
-import { formatBytes, processIo, type CliIo } from "./inspect.js";
+import { formatBytes } from "../format.js";
+import { type CliIo, processIo } from "./io.js";
 
 /** Parses "5GB", "500MB", "2.5 GiB", "1048576" into bytes. */
 export function parseByteSize(text: string): number {

@@ -22,6 +22,7 @@
 //
 // Symbolic T and S are kernel arguments; H, KVH, D, the window, the scale and the dtypes are baked in.
 
+import { loadExpr, storeExpr } from "./elementwise.js";
 import type { DType } from "../ir/dtype.js";
 import type { NodeOf } from "../ir/node.js";
 import { type Dim, dimAdd, formatShape, isStaticDim } from "../ir/shape.js";
@@ -46,26 +47,6 @@ const FLOAT_DTYPES: readonly DType[] = ["f32", "bf16", "f16"];
 function fail(node: NodeOf<"sinkAttention">, msg: string): never {
   const [q, k] = [node.inputs[0]!, node.inputs[1]!];
   throw new Error(`tsgc codegen: sinkAttention (q ${q.dtype}${formatShape(q.shape)}, k ${k.dtype}${formatShape(k.shape)}): ${msg}`);
-}
-
-/** C expression converting element `p[i]` of a float dtype to f32. */
-export function loadExpr(dtype: DType, ptr: string, index: string): string {
-  switch (dtype) {
-    case "f32": return `${ptr}[${index}]`;
-    case "bf16": return `bf16_to_f32(${ptr}[${index}])`;
-    case "f16": return `f16_to_f32(${ptr}[${index}])`;
-    default: throw new Error(`tsgc codegen: no float load for ${dtype}`);
-  }
-}
-
-/** C expression converting an f32 value to a float dtype's storage (round to nearest even). */
-export function storeExpr(dtype: DType, value: string): string {
-  switch (dtype) {
-    case "f32": return value;
-    case "bf16": return `f32_to_bf16(${value})`;
-    case "f16": return `f32_to_f16(${value})`;
-    default: throw new Error(`tsgc codegen: no float store for ${dtype}`);
-  }
 }
 
 /** Exact C spelling of an f32 constant (its bit pattern), so sources never depend on decimal printing. */
@@ -130,11 +111,11 @@ function templateContext(a: AttnSpec, entry: string): Record<string, unknown> {
     entry,
     dtype: a.dtype,
     elemType: CUDA_STORAGE_TYPE[a.dtype as "f32" | "bf16" | "f16"],
-    loadElem: loadExpr(a.dtype, "p", "i"),
+    loadElem: loadExpr(a.dtype, "p[i]"),
     storeElem: storeExpr(a.dtype, "x"),
     hasSinks: a.sinkDtype !== undefined,
     sinkType: a.sinkDtype ? CUDA_STORAGE_TYPE[a.sinkDtype as "f32" | "bf16" | "f16"] : "float",
-    loadSink: a.sinkDtype ? loadExpr(a.sinkDtype, "p", "i") : "0.f",
+    loadSink: a.sinkDtype ? loadExpr(a.sinkDtype, "p[i]") : "0.f",
     H: a.h,
     KVH: a.kvh,
     D: a.d,

@@ -21,7 +21,8 @@
 import { type DType, MXFP4_BLOCK, roundTo } from "../ir/dtype.js";
 import type { Node, NodeOf } from "../ir/node.js";
 import { type Dim, formatShape, isStaticDim } from "../ir/shape.js";
-import { f32Literal, loadExpr, storeExpr } from "./attention.js";
+import { f32Literal } from "./attention.js";
+import { loadExpr, storeExpr } from "./elementwise.js";
 import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, sizeExpr } from "./kernel.js";
 import { CUDA_STORAGE_TYPE, renderTemplate } from "./templates.js";
 
@@ -54,7 +55,7 @@ interface Loader {
 
 function loader(node: NodeOf<"moeExperts">, name: string, t: Node): Loader {
   if (!FLOAT_DTYPES.includes(t.dtype)) fail(node, `${name} has dtype ${t.dtype}; expected f32, bf16 or f16`);
-  return { name, dtype: t.dtype, ctype: CUDA_STORAGE_TYPE[t.dtype as "f32" | "bf16" | "f16"], expr: loadExpr(t.dtype, "p", "i") };
+  return { name, dtype: t.dtype, ctype: CUDA_STORAGE_TYPE[t.dtype as "f32" | "bf16" | "f16"], expr: loadExpr(t.dtype, "p[i]") };
 }
 
 function roundExpr(dtype: DType): string {

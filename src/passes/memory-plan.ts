@@ -38,6 +38,9 @@
 // peakLiveBytes (max over steps of the live groups' sizes) is a lower bound for the activation region and
 // naiveBytes (all groups side by side, no reuse) an upper bound for this planner's result.
 
+import { formatBytes } from "../format.js";
+
+export { formatBytes };
 /** Offsets and region boundaries are multiples of this. */
 export const ARENA_ALIGNMENT = 256;
 
@@ -510,17 +513,6 @@ function planActivations(
 // Summary
 
 /** Bytes in binary units, e.g. "12.81 GiB", "384.0 KiB", "200 B". */
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  if (unit === 0) return `${bytes} B`;
-  return `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
-}
 
 function activationSummary(plan: MemoryPlan): string {
   const reuse = plan.activationBytes === 0 ? "no activations" : `reuse ${(plan.naiveBytes / plan.activationBytes).toFixed(2)}×`;

@@ -2,26 +2,14 @@ import { mkdtemp, readFile, rm, truncate, writeFile } from "node:fs/promises";
 import { stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Command } from "commander";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GPT_OSS_TINY } from "../../models/gpt-oss-config.js";
-import { formatBytes, registerInspectCommand, type CliIo, type InspectReport } from "../../src/cli/inspect.js";
+import { registerInspectCommand, type InspectReport } from "../../src/cli/inspect.js";
+import { formatBytes } from "../../src/format.js";
+import { captureCli } from "./capture.js";
 import { writeRandomGptOssCheckpoint } from "../../src/loader/random-checkpoint.js";
 
-function cli(): { run: (...args: string[]) => Promise<void>; out: string[]; err: string[] } {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIo = { stdout: (t) => void out.push(t), stderr: (t) => void err.push(t) };
-  return {
-    out,
-    err,
-    run: async (...args) => {
-      const program = new Command().exitOverride().configureOutput({ writeErr: (t) => void err.push(t), writeOut: (t) => void out.push(t) });
-      registerInspectCommand(program, io);
-      await program.parseAsync(args, { from: "user" });
-    },
-  };
-}
+const cli = () => captureCli(registerInspectCommand);
 
 let root: string;
 let good: string;
@@ -44,7 +32,7 @@ describe("tsgc inspect", () => {
     expect(text).toMatch(/model\.embed_tokens\.weight\s+BF16\s+\[128, 64\]\s+16384\n/);
     expect(text).toContain("config.json: gpt-oss, 2 layers, hidden 64, 4 experts (top 2), vocab 128, unquantized experts");
     expect(text).toContain("matches config.json: yes");
-    expect(text).toMatch(/total: \d+ tensors, \d+ bytes \([\d.]+ kB\), [\d,]+ parameters; by dtype: BF16 /);
+    expect(text).toMatch(/total: \d+ tensors, \d+ bytes \([\d.]+ KiB\), [\d,]+ parameters; by dtype: BF16 /);
   });
 
   it("--json gives the same report as data", async () => {
@@ -108,7 +96,7 @@ describe("tsgc inspect", () => {
   });
 
   it("formats byte counts", () => {
-    expect([formatBytes(999), formatBytes(16384), formatBytes(1.27e9), formatBytes(65.4e9)]).toEqual(["999 B", "16.4 kB", "1.27 GB", "65.4 GB"]);
+    expect([formatBytes(999), formatBytes(16384), formatBytes(1.27e9), formatBytes(65.4e9)]).toEqual(["999 B", "16.0 KiB", "1.18 GiB", "60.9 GiB"]);
   });
 });
 

@@ -1,32 +1,18 @@
 import { mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Command } from "commander";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { gptOssCheckpointTensors } from "../../models/gpt-oss-checkpoint.js";
 import { GPT_OSS_TINY, MXFP4_MODULES_TO_NOT_CONVERT, parseGptOssConfig } from "../../models/gpt-oss-config.js";
-import { registerInspectCommand, type CliIo, type InspectReport } from "../../src/cli/inspect.js";
+import { registerInspectCommand, type InspectReport } from "../../src/cli/inspect.js";
+import { captureCli } from "./capture.js";
 import { parseByteSize, registerQuantizeCommand } from "../../src/cli/quantize.js";
 import { INDEX_FILE, openCheckpoint } from "../../src/loader/checkpoint.js";
 import { dequantizeExpertWeight } from "../../src/loader/quantize-checkpoint.js";
 import { writeRandomGptOssCheckpoint } from "../../src/loader/random-checkpoint.js";
 
 /** A program with the two checkpoint commands, its output captured. */
-function cli(): { run: (...args: string[]) => Promise<void>; out: string[]; err: string[] } {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIo = { stdout: (t) => void out.push(t), stderr: (t) => void err.push(t) };
-  return {
-    out,
-    err,
-    run: async (...args) => {
-      const program = new Command().exitOverride().configureOutput({ writeErr: (t) => void err.push(t), writeOut: (t) => void out.push(t) });
-      registerQuantizeCommand(program, io);
-      registerInspectCommand(program, io);
-      await program.parseAsync(args, { from: "user" });
-    },
-  };
-}
+const cli = () => captureCli(registerQuantizeCommand, registerInspectCommand);
 
 let root: string;
 let bf16Dir: string;

@@ -8,9 +8,8 @@ import type { DType } from "../../src/ir/dtype.js";
 import { type HostTensor, hostTensor, randomTensor, seededRandom, tensorToBytes } from "../../src/ir/host-tensor.js";
 import { type NodeOf, NodeTable } from "../../src/ir/node.js";
 import { type Dim, evalShape, numElements, type SymbolValues } from "../../src/ir/shape.js";
-import { Arena, CudaGraph, Device, type KernelArg, loadKernels, type Stream } from "../../runtime/index.js";
 import { describeGpu, describeNvrtc } from "../tiers.js";
-import { compileNodeKernels, expectClose, interpretNode, runNodeKernels } from "./harness.js";
+import { compileNodeKernels, expectClose, interpretNode, runNodeKernels, runRawKernels } from "./harness.js";
 
 interface AttnCase {
   dtype: DType;
@@ -305,7 +304,7 @@ describeGpu("sinkAttention kernels match the interpreter (GPU)", () => {
         tensorToBytes(randomTensor("bf16", n(0), rand, -2, 2)), tensorToBytes(randomTensor("bf16", n(1), rand, -2, 2)), tensorToBytes(randomTensor("bf16", n(2), rand, -1, 1)),
         tensorToBytes(hostTensor("i32", n(3), pos.qpos)), tensorToBytes(hostTensor("i32", n(4), pos.kpos)), tensorToBytes(randomTensor("bf16", n(5), rand, -1, 3)),
       ];
-      const ms = await timeKernels(emitSinkAttention(node), inputs, numElements(evalShape(node.shape, sym)) * 2, sym, isDecode ? 200 : 20);
+      const ms = (await runRawKernels(emitSinkAttention(node), inputs, numElements(evalShape(node.shape, sym)) * 2, sym, { timeIterations: isDecode ? 200 : 20 })).msPerLaunch;
       const total = ms.reduce((a, b) => a + b, 0);
       const rate = work.flops ? `${(work.flops / total / 1e9).toFixed(0)} TFLOP/s` : `${(work.bytes! / total / 1e6).toFixed(0)} GB/s (K+V ${(work.bytes! / 1e6).toFixed(2)} MB)`;
       lines.push(`${what}: ${ms.map((m) => `${(m * 1e3).toFixed(1)} us`).join(" + ")} = ${(total * 1e3).toFixed(1)} us, ${rate}`);
@@ -319,66 +318,3 @@ describeGpu("sinkAttention kernels match the interpreter (GPU)", () => {
   });
 });
 
-/** Launches every kernel of `kernels` once on fresh buffers, then times each `iterations` times (ms per launch). */
-async function timeKernels(kernels: NodeKernels, inputs: readonly Uint8Array[], outBytes: number, sym: SymbolValues, iterations: number): Promise<number[]> {
-  const device = Device.open(0);
-  const loaded = await loadKernels(device, kernels.launches.map((l) => ({ name: l.kernel.name, source: l.kernel.source, entry: l.kernel.entry })), { cache: false });
-  const sizes = [...inputs.map((b) => b.byteLength), outBytes, ...kernels.scratchBytes.map((s) => evalSize(s, sym))];
-  const offsets: number[] = [];
-  let total = 0;
-  for (const s of sizes) {
-    offsets.push(total);
-    total += Math.ceil(Math.max(s, 1) / 256) * 256;
-  }
-  const arena = Arena.allocate(device, total);
-  try {
-    inputs.forEach((b, i) => arena.view(offsets[i]!, b.byteLength).copyFromHost(b));
-    const ptr = (o: number): KernelArg => ({ ptr: arena.pointer + BigInt(o) });
-    const launches = kernels.launches.map((launch, li) => {
-      const args: KernelArg[] = launch.args.map((a) => {
-        switch (a.kind) {
-          case "input": return ptr(offsets[a.index]!);
-          case "output": return ptr(offsets[inputs.length]!);
-          case "scratch": return ptr(offsets[inputs.length + 1 + a.index]!);
-          case "i32": return { i32: evalSize(a.value, sym) };
-          case "f32": return { f32: a.value };
-        }
-      });
-      const grid = launch.grid.map((g) => evalSize(g, sym)) as [number, number, number];
-      const kernel = loaded.kernels[li]!;
-      if (launch.sharedBytes > 48 * 1024) kernel.setMaxDynamicSharedBytes(launch.sharedBytes);
-      return (stream: Stream) => kernel.launch({ grid, block: launch.block, sharedBytes: launch.sharedBytes, args, stream });
-    });
-    return timeOnGraphs(device, launches, iterations);
-  } finally {
-    arena.free();
-  }
-}
-
-/**
- * GPU time per launch of each kernel: `iterations` launches captured into one CUDA graph and replayed,
- * so host-side launch cost (large from Node) does not hide short kernels.
- */
-function timeOnGraphs(device: Device, launches: readonly ((stream: Stream) => void)[], iterations: number): number[] {
-  const stream = device.createStream();
-  const [start, stop] = [device.createEvent(), device.createEvent()];
-  try {
-    return launches.map((l) => {
-      const graph = CudaGraph.capture(stream, () => {
-        for (let i = 0; i < iterations; i++) l(stream);
-      });
-      graph.launch();
-      stream.synchronize();
-      start.record(stream);
-      graph.launch();
-      stop.record(stream);
-      stop.synchronize();
-      graph.dispose();
-      return stop.elapsedMsSince(start) / iterations;
-    });
-  } finally {
-    start.dispose();
-    stop.dispose();
-    stream.dispose();
-  }
-}

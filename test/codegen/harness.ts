@@ -10,7 +10,7 @@ import { type HostTensor, tensorFromBytes, tensorToBytes } from "../../src/ir/ho
 import type { Node } from "../../src/ir/node.js";
 import { evaluateNodes } from "../../src/ir/interpret.js";
 import { type SymbolValues, evalShape, numElements } from "../../src/ir/shape.js";
-import { Arena, compileKernels, Device, type KernelArg, loadKernels } from "../../runtime/index.js";
+import { Arena, compileKernels, CudaGraph, Device, type KernelArg, loadKernels, type Stream } from "../../runtime/index.js";
 
 const ALIGN = 256;
 const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
@@ -22,29 +22,40 @@ export async function compileNodeKernels(kernels: readonly NodeKernels[], arch =
   return result.kernels.length;
 }
 
-/** Launches `kernels` for `node` on GPU 0 with `inputs` (in the node's operand order) and returns its result. */
-export async function runNodeKernels(node: Node, kernels: NodeKernels, inputs: readonly HostTensor[], symbols: SymbolValues): Promise<HostTensor> {
-  const device = Device.open(0);
-  const loaded = await loadKernels(device, kernels.launches.map((l) => ({ name: l.kernel.name, source: l.kernel.source, entry: l.kernel.entry })), { cache: false });
-  const outShape = evalShape(node.shape, symbols);
-  const outBytes = numElements(outShape) * dtypeBytes(node.dtype);
-  const inputBytes = inputs.map(tensorToBytes);
-  const scratch = kernels.scratchBytes.map((s) => evalSize(s, symbols));
-  const sizes = [...inputBytes.map((b) => b.byteLength), outBytes, ...scratch];
+/** Offsets of buffers laid out back to back at 256-byte alignment, and the total size. */
+export function layoutBuffers(sizes: readonly number[]): { offsets: number[]; total: number } {
   const offsets: number[] = [];
   let total = 0;
   for (const s of sizes) {
     offsets.push(total);
     total += align(Math.max(s, 1));
   }
+  return { offsets, total };
+}
+
+export interface RawRunOptions {
+  /** Also time each launch: this many launches captured into one CUDA graph and replayed (0: no timing). */
+  readonly timeIterations?: number;
+}
+
+/**
+ * Runs `kernels` once on GPU 0 with operand bytes `inputs` (the node's operand order) and an output of
+ * `outBytes`, poisoned with 0xFF first, and returns the output bytes. When asked, also returns each
+ * launch's GPU time in ms, from graph replays so Node's per-launch host cost does not hide short kernels.
+ */
+export async function runRawKernels(kernels: NodeKernels, inputs: readonly Uint8Array[], outBytes: number, symbols: SymbolValues, opts: RawRunOptions = {}): Promise<{ out: Uint8Array; msPerLaunch: number[] }> {
+  const device = Device.open(0);
+  const loaded = await loadKernels(device, kernels.launches.map((l) => ({ name: l.kernel.name, source: l.kernel.source, entry: l.kernel.entry })), { cache: false });
+  const scratch = kernels.scratchBytes.map((s) => evalSize(s, symbols));
+  const { offsets, total } = layoutBuffers([...inputs.map((b) => b.byteLength), outBytes, ...scratch]);
   const arena = Arena.allocate(device, total);
   try {
-    inputBytes.forEach((b, i) => b.byteLength > 0 && arena.view(offsets[i]!, b.byteLength).copyFromHost(b));
+    inputs.forEach((b, i) => b.byteLength > 0 && arena.view(offsets[i]!, b.byteLength).copyFromHost(b));
     const outView = arena.view(offsets[inputs.length]!, Math.max(outBytes, 0));
     if (outBytes > 0) outView.fill(0xff);
     scratch.forEach((s, i) => s > 0 && arena.view(offsets[inputs.length + 1 + i]!, s).fill(0xff));
     const pointer = (offset: number): KernelArg => ({ ptr: arena.pointer + BigInt(offset) });
-    kernels.launches.forEach((launch, li) => {
+    const launches = kernels.launches.map((launch, li) => {
       const args: KernelArg[] = launch.args.map((a) => {
         switch (a.kind) {
           case "input": return pointer(offsets[a.index]!);
@@ -55,18 +66,55 @@ export async function runNodeKernels(node: Node, kernels: NodeKernels, inputs: r
         }
       });
       const grid = launch.grid.map((g) => evalSize(g, symbols)) as [number, number, number];
-      if (grid.some((g) => g === 0)) return; // nothing to do for an empty tensor
       const kernel = loaded.kernels[li]!;
       if (launch.sharedBytes > 48 * 1024) kernel.setMaxDynamicSharedBytes(launch.sharedBytes);
-      kernel.launch({ grid, block: launch.block, sharedBytes: launch.sharedBytes, args });
+      const empty = grid.some((g) => g === 0); // nothing to do for an empty tensor
+      return (stream?: Stream) => empty || kernel.launch({ grid, block: launch.block, sharedBytes: launch.sharedBytes, args, ...(stream ? { stream } : {}) });
     });
+    launches.forEach((l) => l());
     device.synchronize();
     const out = new Uint8Array(outBytes);
     if (outBytes > 0) outView.copyToHost(out);
-    return tensorFromBytes(node.dtype, outShape, out);
+    const iterations = opts.timeIterations ?? 0;
+    return { out, msPerLaunch: iterations > 0 ? timeOnGraphs(device, launches, iterations) : [] };
   } finally {
     arena.free();
   }
+}
+
+/** GPU ms per launch of each of `launches`: `iterations` of it captured into one CUDA graph, replayed after a warm-up replay. */
+export function timeOnGraphs(device: Device, launches: readonly ((stream: Stream) => void)[], iterations: number): number[] {
+  const stream = device.createStream();
+  const [start, stop] = [device.createEvent(), device.createEvent()];
+  try {
+    return launches.map((l) => {
+      const graph = CudaGraph.capture(stream, () => {
+        for (let i = 0; i < iterations; i++) l(stream);
+      });
+      try {
+        graph.launch();
+        stream.synchronize();
+        start.record(stream);
+        graph.launch();
+        stop.record(stream);
+        stop.synchronize();
+        return stop.elapsedMsSince(start) / iterations;
+      } finally {
+        graph.dispose();
+      }
+    });
+  } finally {
+    start.dispose();
+    stop.dispose();
+    stream.dispose();
+  }
+}
+
+/** Launches `kernels` for `node` on GPU 0 with `inputs` (in the node's operand order) and returns its result. */
+export async function runNodeKernels(node: Node, kernels: NodeKernels, inputs: readonly HostTensor[], symbols: SymbolValues): Promise<HostTensor> {
+  const outShape = evalShape(node.shape, symbols);
+  const { out } = await runRawKernels(kernels, inputs.map(tensorToBytes), numElements(outShape) * dtypeBytes(node.dtype), symbols);
+  return tensorFromBytes(node.dtype, outShape, out);
 }
 
 /** The interpreter's value of `node` given values of its leaves (params and inputs by name). */

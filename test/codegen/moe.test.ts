@@ -11,9 +11,8 @@ import { decodeE2m1, decodeE8m0, type DType, roundTo } from "../../src/ir/dtype.
 import { type HostTensor, randomTensor, seededRandom, tensorFromBytes, tensorToBytes } from "../../src/ir/host-tensor.js";
 import { type NodeOf, NodeTable } from "../../src/ir/node.js";
 import { type Dim, evalShape, numElements, type SymbolValues } from "../../src/ir/shape.js";
-import { Arena, CudaGraph, Device, type KernelArg, loadKernels, type Stream } from "../../runtime/index.js";
 import { describeGpu, describeNvrtc } from "../tiers.js";
-import { compileNodeKernels, expectClose, interpretNode, runNodeKernels } from "./harness.js";
+import { compileNodeKernels, expectClose, interpretNode, runNodeKernels, runRawKernels } from "./harness.js";
 
 interface MoeCase {
   dtype: DType;
@@ -205,68 +204,6 @@ function relErr(gpu: HostTensor, ref: Float64Array | HostTensor): number {
 
 // ---- a raw-bytes runner for the 20b-shaped case (no f64 copies of 40 MB of weights) and timings ----
 
-async function runRaw(kernels: NodeKernels, inputs: readonly Uint8Array[], outBytes: number, sym: SymbolValues, iterations: number): Promise<{ out: Uint8Array; ms: number[] }> {
-  const device = Device.open(0);
-  const loaded = await loadKernels(device, kernels.launches.map((l) => ({ name: l.kernel.name, source: l.kernel.source, entry: l.kernel.entry })), { cache: false });
-  const scratch = kernels.scratchBytes.map((s) => evalSize(s, sym));
-  const sizes = [...inputs.map((b) => b.byteLength), outBytes, ...scratch];
-  const offsets: number[] = [];
-  let total = 0;
-  for (const s of sizes) {
-    offsets.push(total);
-    total += Math.ceil(Math.max(s, 1) / 256) * 256;
-  }
-  const arena = Arena.allocate(device, total);
-  try {
-    inputs.forEach((b, i) => arena.view(offsets[i]!, b.byteLength).copyFromHost(b));
-    const outView = arena.view(offsets[inputs.length]!, outBytes);
-    outView.fill(0xff);
-    const ptr = (o: number): KernelArg => ({ ptr: arena.pointer + BigInt(o) });
-    const launches = kernels.launches.map((launch, li) => {
-      const args: KernelArg[] = launch.args.map((a) => {
-        switch (a.kind) {
-          case "input": return ptr(offsets[a.index]!);
-          case "output": return ptr(offsets[inputs.length]!);
-          case "scratch": return ptr(offsets[inputs.length + 1 + a.index]!);
-          case "i32": return { i32: evalSize(a.value, sym) };
-          case "f32": return { f32: a.value };
-        }
-      });
-      const grid = launch.grid.map((g) => evalSize(g, sym)) as [number, number, number];
-      return (stream?: Stream) => loaded.kernels[li]!.launch({ grid, block: launch.block, sharedBytes: launch.sharedBytes, args, ...(stream ? { stream } : {}) });
-    });
-    launches.forEach((l) => l());
-    device.synchronize();
-    const out = new Uint8Array(outBytes);
-    outView.copyToHost(out);
-    // GPU time per launch: `iterations` launches captured into one CUDA graph and replayed, so the
-    // host-side launch cost (large from Node) does not hide these short kernels
-    const ms: number[] = [];
-    if (iterations > 0) {
-      const stream = device.createStream();
-      const [start, stop] = [device.createEvent(), device.createEvent()];
-      for (const l of launches) {
-        const graph = CudaGraph.capture(stream, () => {
-          for (let i = 0; i < iterations; i++) l(stream);
-        });
-        graph.launch();
-        stream.synchronize();
-        start.record(stream);
-        graph.launch();
-        stop.record(stream);
-        stop.synchronize();
-        graph.dispose();
-        ms.push(stop.elapsedMsSince(start) / iterations);
-      }
-      start.dispose();
-      stop.dispose();
-      stream.dispose();
-    }
-    return { out, ms };
-  } finally {
-    arena.free();
-  }
-}
 
 /** Fast seeded random bytes (xorshift32). */
 function randomBytes(n: number, seed: number, lo = 0, hi = 256): Uint8Array {
@@ -322,7 +259,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
       randomBytes(numElements(evalShape(node.inputs[6]!.shape, sym)), 13), randomBytes(numElements(evalShape(node.inputs[7]!.shape, sym)), 14, 119, 123), small(8, -1, 1),
     ];
     const kernels = emitMoeExperts(node);
-    const { out, ms } = await runRaw(kernels, bytes, 2880 * 2, sym, 50);
+    const { out, msPerLaunch: ms } = await runRawKernels(kernels, bytes, 2880 * 2, sym, { timeIterations: 50 });
     const gpu = tensorFromBytes("bf16", [1, 2880], out);
     const readers: Reader[] = bytes.map((b, i) => {
       const n = node.inputs[i]!;
@@ -344,11 +281,11 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
     // the token-looping prefill path at 128 tokens (timing only: what a grouped GEMM would replace)
     const prefill = { tokens: 128 };
     const xs = tensorToBytes(randomTensor("bf16", [128, 2880], rand, -1, 1));
-    const pre = await runRaw(kernels, [xs, ...bytes.slice(1)], 128 * 2880 * 2, prefill, 5);
-    const preMs = pre.ms.reduce((a, b) => a + b, 0);
+    const { msPerLaunch: preLaunches } = await runRawKernels(kernels, [xs, ...bytes.slice(1)], 128 * 2880 * 2, prefill, { timeIterations: 5 });
+    const preMs = preLaunches.reduce((a, b) => a + b, 0);
     console.log(
-      `moe 20b prefill (128 tokens, MXFP4, token loop): route ${(pre.ms[0]! * 1e3).toFixed(1)} us, gate_up ${(pre.ms[1]! * 1e3).toFixed(1)} us, ` +
-        `down ${(pre.ms[2]! * 1e3).toFixed(1)} us; total ${(preMs * 1e3).toFixed(1)} us = ${((preMs * 1e3) / 128).toFixed(1)} us/token`,
+      `moe 20b prefill (128 tokens, MXFP4, token loop): route ${(preLaunches[0]! * 1e3).toFixed(1)} us, gate_up ${(preLaunches[1]! * 1e3).toFixed(1)} us, ` +
+        `down ${(preLaunches[2]! * 1e3).toFixed(1)} us; total ${(preMs * 1e3).toFixed(1)} us = ${((preMs * 1e3) / 128).toFixed(1)} us/token`,
     );
   });
 

@@ -43,7 +43,7 @@ describe("tsgc cache", () => {
     cache.write(entry("beta", "sm_80"));
     const { out } = await tsgc("cache", "--dir", dir, "ls");
     expect(out).toContain(e.header.key.slice(0, 16));
-    expect(out).toMatch(/nvrtc 12\.8\s+sm_90\s+cubin\s+2\.\d KiB\s+k_alpha/);
+    expect(out).toMatch(/nvrtc 12\.8\s+sm_90\s+cubin\s+2\.\d+ KiB\s+k_alpha/);
     expect(out).toContain("k_beta");
     expect(out).toContain(`2 kernels`);
     const json = (await tsgc("cache", "--dir", dir, "ls", "--json")).out.trim().split("\n").map((l) => JSON.parse(l) as { name: string });
