@@ -11,7 +11,7 @@ import { type HostTensor, tensorFromBytes, tensorToBytes } from "../src/ir/host-
 import { dtypeBytes } from "../src/ir/dtype.js";
 import { bindShape, evalShape, formatShape, numElements } from "../src/ir/shape.js";
 import { Arena } from "./arena.js";
-import type { Device, Kernel, KernelArg } from "./cuda.js";
+import type { Device, Kernel, KernelArg, Stream } from "./cuda.js";
 import { loadKernels } from "./kernel-cache.js";
 
 export interface ExecutorOptions {
@@ -59,8 +59,7 @@ export class PlanExecutor {
 
   /** Runs one entry point; returns its outputs at their actual sizes. */
   run(entryName: string, inputs: Readonly<Record<string, HostTensor>>): Record<string, HostTensor> {
-    const entry = this.plan.entries.find((e) => e.name === entryName);
-    if (!entry) throw new Error(`the plan has no entry point "${entryName}" (it has: ${this.plan.entries.map((e) => e.name).join(", ")})`);
+    const entry = this.entry(entryName);
     const symbols: Record<string, number> = {};
     for (const slot of entry.inputs) {
       const t = inputs[slot.name];
@@ -69,13 +68,30 @@ export class PlanExecutor {
       const err = bindShape(slot.shape, t.shape, symbols);
       if (err) throw new Error(`entry ${entryName}: input ${slot.name} ${formatShape(t.shape)}: ${err}`);
     }
-    for (const [name, value] of Object.entries(symbols)) {
-      const bound = this.plan.symbols[name];
-      if (bound !== undefined && value > bound) throw new Error(`entry ${entryName}: ${name} = ${value} exceeds the bound ${bound} the plan was compiled for`);
-    }
     for (const slot of entry.inputs) {
       const bytes = tensorToBytes(inputs[slot.name]!);
       if (bytes.byteLength > 0) this.arena.view(slot.offset, bytes.byteLength).copyFromHost(bytes);
+    }
+    this.launch(entryName, symbols);
+    const outputs: Record<string, HostTensor> = {};
+    for (const slot of entry.outputs) {
+      const shape = evalShape(slot.shape, symbols);
+      const bytes = new Uint8Array(numElements(shape) * dtypeBytes(slot.dtype));
+      if (bytes.byteLength > 0) this.arena.view(slot.offset, bytes.byteLength).copyToHost(bytes);
+      outputs[slot.name] = tensorFromBytes(slot.dtype, shape, bytes);
+    }
+    return outputs;
+  }
+
+  /**
+   * Launches an entry point's kernels for the given symbol values, on `stream` (default: the device's),
+   * with its inputs already in place in the arena. This is what a CUDA graph captures for replay.
+   */
+  launch(entryName: string, symbols: Readonly<Record<string, number>>, stream?: Stream): void {
+    const entry = this.entry(entryName);
+    for (const [name, value] of Object.entries(symbols)) {
+      const bound = this.plan.symbols[name];
+      if (bound !== undefined && value > bound) throw new Error(`entry ${entryName}: ${name} = ${value} exceeds the bound ${bound} the plan was compiled for`);
     }
     const base = this.arena.pointer;
     for (const l of entry.launches) {
@@ -88,16 +104,14 @@ export class PlanExecutor {
           case "f32": return { f32: a.value };
         }
       });
-      this.kernels[l.kernel]!.launch({ grid, block: l.block, sharedBytes: l.sharedBytes, args });
+      this.kernels[l.kernel]!.launch({ grid, block: l.block, sharedBytes: l.sharedBytes, args, ...(stream ? { stream } : {}) });
     }
-    const outputs: Record<string, HostTensor> = {};
-    for (const slot of entry.outputs) {
-      const shape = evalShape(slot.shape, symbols);
-      const bytes = new Uint8Array(numElements(shape) * dtypeBytes(slot.dtype));
-      if (bytes.byteLength > 0) this.arena.view(slot.offset, bytes.byteLength).copyToHost(bytes);
-      outputs[slot.name] = tensorFromBytes(slot.dtype, shape, bytes);
-    }
-    return outputs;
+  }
+
+  private entry(name: string): Plan["entries"][number] {
+    const entry = this.plan.entries.find((e) => e.name === name);
+    if (!entry) throw new Error(`the plan has no entry point "${name}" (it has: ${this.plan.entries.map((e) => e.name).join(", ")})`);
+    return entry;
   }
 
   dispose(): void {
