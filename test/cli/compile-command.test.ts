@@ -1,6 +1,7 @@
 // `tsgc compile` as a user runs it: a child process on the built CLI.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { GPT_OSS_TINY, gptOssConfigToJson } from "../../models/gpt-oss-config.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -45,6 +46,19 @@ describe("tsgc compile", () => {
     expect(stats.model).toBe("user-mlp");
     expect(stats.fusedOps.fusedRmsNorm).toBe(1);
     expect(existsSync(join(dir, "plan.json"))).toBe(true);
+  });
+
+  it("builds gpt-oss from a config.json (--config) and prints the memory summary", () => {
+    const dir = temp();
+    const config = join(dir, "config.json");
+    writeFileSync(config, JSON.stringify(gptOssConfigToJson({ ...GPT_OSS_TINY, numLayers: 4, layerTypes: ["sliding_attention", "full_attention", "sliding_attention", "full_attention"] })));
+    const r = tsgc(["compile", "gpt-oss", "--config", config, "--no-cache", "--arch", "sm_80", "--emit-cuda", join(dir, "cuda")], { TSGC_NVRTC_LIBRARY: "/nonexistent/libnvrtc.so" });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/sinkAttention 8/);
+    expect(r.stdout).toMatch(/^ {2}prefill: activations .* \(peak live .*, naive sum .*\)$/m);
+    const bad = join(dir, "bad.json");
+    writeFileSync(bad, JSON.stringify({ ...JSON.parse(readFileSync(config, "utf8")), rope_scaling: { rope_type: "linear", factor: 2 } }));
+    expect(tsgc(["compile", "gpt-oss", "--config", bad]).stderr).toMatch(/rope_scaling\.rope_type/);
   });
 
   it("names a bad model argument", () => {

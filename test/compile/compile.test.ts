@@ -1,6 +1,6 @@
 // The compiler end to end: passes → schedule → memory plan → codegen → NVRTC → plan, its caches,
 // and (GPU tier) the tiny model's compiled plan against the reference interpreter.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -44,6 +44,16 @@ describe("compile (no NVRTC)", () => {
     for (const p of plan.params) expect(p.offset + p.bytes).toBeLessThanOrEqual(plan.arena.weightBytes);
     // --emit-cuda wrote every kernel
     for (const k of plan.kernels) expect(readFileSync(join(emitDir, `${k.name}.cu`), "utf8")).toBe(k.source);
+  });
+
+  it("dumps the IR after every pass", async () => {
+    const dumpDir = tempDir();
+    await compile(findBuiltinModel("gpt-oss-tiny").build({ dtype: "f32" }), { arch: "sm_80", cacheDir: false, nvrtc: "skip", dumpIrDir: dumpDir });
+    const files = readdirSync(dumpDir).sort();
+    expect(files[0]).toBe("00-input.ir");
+    expect(files).toContain("03-fuse-sink-attention.ir");
+    expect(readFileSync(join(dumpDir, files.at(-1)!), "utf8")).toContain("sinkAttention");
+    expect(readFileSync(join(dumpDir, "00-input.ir"), "utf8")).not.toContain("sinkAttention");
   });
 
   it("rejects a damaged plan with the path of the problem", () => {
