@@ -13,7 +13,7 @@ import { nvrtcVersion } from "../runtime/nvrtc.js";
 import { evalSize, type NodeKernels } from "../src/codegen/kernel.js";
 import { DEFAULT_GEMM_TILE, emitMatmul, type GemmTile } from "../src/codegen/matmul.js";
 import { emitMxfp4Matmul } from "../src/codegen/mxfp4-matmul.js";
-import { emitFusedRmsNorm, emitResidualRmsNormPair, type PairNodeKernels } from "../src/codegen/rmsnorm.js";
+import { emitFusedRmsNorm, emitResidualRmsNormPair } from "../src/codegen/rmsnorm.js";
 import { type DType, dtypeBytes } from "../src/ir/dtype.js";
 import { type Node, NodeTable } from "../src/ir/node.js";
 import { evalShape, numElements, type SymbolValues } from "../src/ir/shape.js";
@@ -51,7 +51,7 @@ extern "C" __global__ void init_u8(unsigned char* p, long long n, unsigned seed,
 interface Case {
   readonly label: string;
   readonly node: Node;
-  readonly kernels: NodeKernels | PairNodeKernels;
+  readonly kernels: NodeKernels | NodeKernels;
   readonly symbols: SymbolValues;
   /** Extra result buffers (the pair kernel's sum), bytes. */
   readonly siblingBytes?: number;

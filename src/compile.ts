@@ -4,13 +4,16 @@
 //                                    │
 //                                    └─ codegen (one KernelSource per distinct kernel) ─▶ NVRTC / kernel cache
 //
-// Plans are cached on disk next to the kernels, keyed by the input graph's structural hash and the
-// options, so compiling the same model twice runs no pass and no NVRTC compile.
+// Plans are cached on disk next to the kernels, keyed by the input graph's structural hash, the target
+// and a fingerprint of the compiler's own code, so compiling the same model twice runs no pass and no
+// NVRTC compile, and a changed compiler never serves a stale plan.
 
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
-import { lowerNode } from "./codegen/emit.js";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { TEMPLATE_DIR } from "./codegen/templates.js";
+import { lowerNode, lowerSiblings } from "./codegen/emit.js";
 import type { KernelSource, SizeExpr } from "./codegen/kernel.js";
 import { evalSize, sourceHash } from "./codegen/kernel.js";
 import { type Plan, type PlanArg, PLAN_FORMAT, PLAN_VERSION, parsePlan } from "./codegen/plan.js";
@@ -84,6 +87,28 @@ export function graphHash(g: Graph): string {
   return h.digest("hex");
 }
 
+let fingerprint: string | undefined;
+
+/**
+ * A hash of the compiler itself: the modules of the passes and the code generator and the kernel
+ * templates, as loaded. A cached plan is keyed by it, so changing any pass or template never serves a
+ * stale plan (kernels are safe anyway: their cache key covers their source).
+ */
+export function compilerFingerprint(): string {
+  if (fingerprint) return fingerprint;
+  const here = dirname(fileURLToPath(import.meta.url));
+  const h = createHash("sha256").update(CODEGEN_VERSION);
+  const files: string[] = [join(here, "compile.js"), join(here, "compile.ts")];
+  for (const dir of [join(here, "passes"), join(here, "codegen"), TEMPLATE_DIR]) {
+    if (!existsSync(dir)) continue;
+    for (const name of readdirSync(dir)) files.push(join(dir, name));
+  }
+  for (const file of files.filter((f) => existsSync(f) && statSync(f).isFile() && !f.endsWith(".map")).sort()) {
+    h.update(`\0${basename(file)}\0`).update(readFileSync(file));
+  }
+  return (fingerprint = h.digest("hex").slice(0, 16));
+}
+
 function planCachePath(cacheDir: string, key: string): string {
   return join(cacheDir, "plans", `${key}.json`);
 }
@@ -109,7 +134,7 @@ const sizeJson = (e: SizeExpr) => ({ dims: [...e.dims], scale: e.scale, divisor:
 
 /** Builds the plan from a fused graph: schedule, memory plan, kernel table, resolved arguments. */
 export function buildPlan(fused: Graph, input: Graph, arch: string): { plan: Plan; memory: EntriesMemoryPlan } {
-  const schedules = scheduleGraph(fused, (n) => lowerNode(n, fused.symbols));
+  const schedules = scheduleGraph(fused, (n) => lowerNode(n, fused.symbols), lowerSiblings);
   const memory = planEntries(schedules.map((s) => s.planInput));
   const kernelIndex = new Map<string, number>();
   const kernels: Plan["kernels"] = [];
@@ -148,6 +173,7 @@ export function buildPlan(fused: Graph, input: Graph, arch: string): { plan: Pla
           case "input": return { kind: "buffer", offset: offsetIn(ei, l.operands[a.index]!) };
           case "output": return { kind: "buffer", offset: offsetIn(ei, l.result) };
           case "scratch": return { kind: "buffer", offset: offsetIn(ei, l.scratch[a.index]!) };
+          case "sibling": return { kind: "buffer", offset: offsetIn(ei, l.siblings.get(a.result)!) };
           case "i32": return { kind: "i32", value: sizeJson(a.value) };
           case "f32": return { kind: "f32", value: a.value };
         }
@@ -187,7 +213,7 @@ export async function compile(graph: Graph, options: CompileOptions): Promise<Co
   const emit = options.onEvent ?? (() => {});
   const cacheDir = options.cacheDir === false ? undefined : options.cacheDir ?? defaultCacheDir();
   const opsBefore = graphNodes(graph).length;
-  const key = createHash("sha256").update(`${graphHash(graph)}\0${options.arch}\0${CODEGEN_VERSION}`).digest("hex");
+  const key = createHash("sha256").update(`${graphHash(graph)}\0${options.arch}\0${compilerFingerprint()}`).digest("hex");
   const cachePath = cacheDir ? planCachePath(cacheDir, key) : undefined;
   let plan = cachePath && !options.dumpIrDir ? readCachedPlan(cachePath) : undefined;
   const planCacheHit = plan !== undefined;

@@ -16,9 +16,9 @@ import { emitMoeExperts } from "./moe.js";
 import { emitConcat, emitGather, emitScatter, emitSlice, emitTranspose } from "./movement.js";
 import { emitMxfp4Matmul } from "./mxfp4-matmul.js";
 import { emitReduce } from "./reduce.js";
-import { emitFusedRmsNorm } from "./rmsnorm.js";
+import { emitFusedRmsNorm, emitResidualRmsNormPair } from "./rmsnorm.js";
 import { emitFusedRope } from "./rope.js";
-import { emitTopk } from "./topk.js";
+import { emitTopk, emitTopkPair } from "./topk.js";
 
 /** Symbol bounds let an emitter pick a kernel for small symbolic sizes (a GEMV when rows ≤ 8). */
 type Lowering<K extends Op> = (n: NodeOf<K>, bounds: Readonly<Record<string, number>>) => NodeLowering;
@@ -56,6 +56,24 @@ export const LOWERINGS: { readonly [K in Op]: Lowering<K> } = {
   fusedRope: kernels(emitFusedRope),
   fusedElementwise: kernels(emitFusedElementwise),
 };
+
+/** Joint kernels for sibling nodes: a residual norm's sum and normed value, top-k's values and indices. */
+export function lowerSiblings(siblings: readonly Node[]): { primary: Node; kernels: NodeKernels } | undefined {
+  const byResult = (r: string) => siblings.find((n) => (n.attrs as Readonly<Record<string, unknown>>)["result"] === r);
+  if (siblings.length !== 2) return undefined;
+  const op = siblings[0]!.op;
+  if (op === "fusedRmsNorm") {
+    const [normed, sum] = [byResult("normed"), byResult("sum")];
+    if (!normed || !sum || !(normed as NodeOf<"fusedRmsNorm">).attrs.hasResidual) return undefined;
+    return { primary: normed, kernels: emitResidualRmsNormPair(normed as NodeOf<"fusedRmsNorm">, sum as NodeOf<"fusedRmsNorm">) };
+  }
+  if (op === "topk") {
+    const [indices, values] = [byResult("indices"), byResult("values")];
+    if (!indices || !values) return undefined;
+    return { primary: indices, kernels: emitTopkPair(indices as NodeOf<"topk">, values as NodeOf<"topk">) };
+  }
+  return undefined;
+}
 
 /** How code generation lowers `node` given the graph's symbol bounds; errors name the op and its call site. */
 export function lowerNode(node: Node, bounds: Readonly<Record<string, number>>): NodeLowering {

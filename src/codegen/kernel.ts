@@ -32,10 +32,15 @@ export function evalSize(e: SizeExpr, symbols: SymbolValues): number {
   return Math.ceil(n / e.divisor);
 }
 
-/** How one kernel parameter is bound at launch. Buffers are the node's operands, result or scratch. */
+/**
+ * How one kernel parameter is bound at launch. Buffers are the node's operands, result or scratch, or
+ * (for kernels that compute sibling nodes together: a residual norm's sum and normed value, top-k's
+ * values and indices) the result of the sibling whose `result` attribute is `result`.
+ */
 export type ArgBinding =
   | { readonly kind: "input"; readonly index: number }
   | { readonly kind: "output" }
+  | { readonly kind: "sibling"; readonly result: string }
   | { readonly kind: "scratch"; readonly index: number }
   | { readonly kind: "i32"; readonly value: SizeExpr }
   | { readonly kind: "f32"; readonly value: number };

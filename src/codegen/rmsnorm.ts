@@ -8,7 +8,7 @@
 // A residual norm is two sibling nodes (result "sum" and "normed", identical operands). Each has its own
 // emitter here; `emitResidualRmsNormPair` emits the kernel that writes both in one launch. Its sum output
 // is bound with `{ kind: "sibling", result: "sum" }` (the result buffer of the sibling node whose `result`
-// attribute is "sum"), which ArgBinding does not have yet: see PairArgBinding.
+// attribute is "sum"); the scheduler launches the pair once for both nodes.
 
 import { dtypeBytes, type DType } from "../ir/dtype.js";
 import type { NodeOf } from "../ir/node.js";
@@ -99,31 +99,16 @@ export function emitFusedRmsNorm(node: RmsNode): NodeKernels {
 }
 
 /**
- * The proposed extra ArgBinding for kernels that write several sibling results: the result buffer of
- * the sibling node (same op and operands) whose `result` attribute is `result`.
- */
-export type SiblingBinding = { readonly kind: "sibling"; readonly result: "sum" };
-export type PairArgBinding = ArgBinding | SiblingBinding;
-export interface PairKernelLaunch extends Omit<KernelLaunch, "args"> {
-  readonly args: readonly PairArgBinding[];
-}
-/** NodeKernels of the "normed" node that also writes its "sum" sibling. */
-export interface PairNodeKernels {
-  readonly launches: readonly PairKernelLaunch[];
-  readonly scratchBytes: NodeKernels["scratchBytes"];
-}
-
-/**
  * One launch for both results of a residual RMSNorm, emitted for the "normed" node: parameters
  * (x, residual, w, out_sum, out_normed, rows), with out_sum bound to the "sum" sibling's buffer.
  */
-export function emitResidualRmsNormPair(normed: RmsNode, sum: RmsNode): PairNodeKernels {
+export function emitResidualRmsNormPair(normed: RmsNode, sum: RmsNode): NodeKernels {
   if (normed.attrs.result !== "normed" || sum.attrs.result !== "sum") fail(normed, `the pair needs one "normed" and one "sum" node`);
   if (!normed.attrs.hasResidual) fail(normed, `a pair needs a residual`);
   const same = normed.inputs.length === sum.inputs.length && normed.inputs.every((n, i) => n === sum.inputs[i]) && normed.attrs.eps === sum.attrs.eps;
   if (!same) fail(normed, `the "sum" node is not its sibling (operands or eps differ)`);
   const { kernel, launch } = rmsKernel(normed, { writeSum: true, writeNormed: true });
-  const args: PairArgBinding[] = [
+  const args: ArgBinding[] = [
     { kind: "input", index: 0 },
     { kind: "input", index: 1 },
     { kind: "input", index: 2 },

@@ -25,32 +25,18 @@ export const TOPK_CHUNK = 4096;
 
 type Mode = "warp" | "block";
 
-/**
- * The proposed ArgBinding for a kernel that also writes a sibling's result (as rmsnorm.ts proposes
- * for the residual norm): the buffer of the sibling node whose `result` attribute is `result`.
- */
-export type TopkSiblingBinding = { readonly kind: "sibling"; readonly result: "values" };
-export interface TopkPairLaunch extends Omit<KernelLaunch, "args"> {
-  readonly args: readonly (ArgBinding | TopkSiblingBinding)[];
-}
-/** NodeKernels of the "indices" node that also writes its "values" sibling in the same launches. */
-export interface TopkPairKernels {
-  readonly launches: readonly TopkPairLaunch[];
-  readonly scratchBytes: NodeKernels["scratchBytes"];
-}
-
 export function emitTopk(n: NodeOf<"topk">): NodeKernels {
-  return emitSelection(n, n.attrs.result === "values", n.attrs.result === "indices") as NodeKernels;
+  return emitSelection(n, n.attrs.result === "values", n.attrs.result === "indices");
 }
 
 /** One selection writing both siblings: the values' buffer is bound as `{ kind: "sibling", result: "values" }`, before the indices (the output). */
-export function emitTopkPair(indices: NodeOf<"topk">, values: NodeOf<"topk">): TopkPairKernels {
+export function emitTopkPair(indices: NodeOf<"topk">, values: NodeOf<"topk">): NodeKernels {
   if (indices.attrs.result !== "indices" || values.attrs.result !== "values") throw new Error(`tsgc codegen: topk pair needs the "indices" node and then the "values" node`);
   if (indices.inputs[0] !== values.inputs[0] || indices.attrs.k !== values.attrs.k) throw new Error(`tsgc codegen: topk nodes of different operands or k are not siblings`);
   return emitSelection(indices, true, true);
 }
 
-function emitSelection(n: NodeOf<"topk">, writeValues: boolean, writeIndices: boolean): TopkPairKernels {
+function emitSelection(n: NodeOf<"topk">, writeValues: boolean, writeIndices: boolean): NodeKernels {
   const x = n.inputs[0]!;
   const dt: DType = x.dtype;
   const k = n.attrs.k;
@@ -89,11 +75,11 @@ function emitSelection(n: NodeOf<"topk">, writeValues: boolean, writeIndices: bo
     block: BLOCK,
   };
   const label = writeValues && writeIndices ? "pair" : n.attrs.result;
-  const outs: (ArgBinding | TopkSiblingBinding)[] = writeValues && writeIndices ? [{ kind: "sibling", result: "values" }, { kind: "output" }] : [{ kind: "output" }];
+  const outs: ArgBinding[] = writeValues && writeIndices ? [{ kind: "sibling", result: "values" }, { kind: "output" }] : [{ kind: "output" }];
   const { name, source } = renderKernel("topk", `${label}${k}_${dt}`, "topk.cu.njk", { ...context, symParams: syms.params() });
   const perBlock = (mode: Mode) => (mode === "warp" ? BLOCK / 32 : 1);
   if (!split) {
-    const launch: TopkPairLaunch = {
+    const launch: KernelLaunch = {
       kernel: { name, family: "topk", source, entry: name },
       grid: [monoSize(rows, perBlock(rowMode)), constSize(1), constSize(1)],
       block: [BLOCK, 1, 1],
@@ -110,7 +96,7 @@ function emitSelection(n: NodeOf<"topk">, writeValues: boolean, writeIndices: bo
     sharedBytes: 0,
     args: [{ kind: "input", index: 0 }, { kind: "scratch", index: 0 }, { kind: "scratch", index: 1 }, ...syms.bindings()],
   };
-  const pass2: TopkPairLaunch = {
+  const pass2: KernelLaunch = {
     kernel: { name: `${name}_merge`, family: "topk", source, entry: `${name}_merge` },
     grid: [monoSize(rows, perBlock(candMode)), constSize(1), constSize(1)],
     block: [BLOCK, 1, 1],

@@ -9,7 +9,8 @@
 // Legality: absorbed producers have no users outside the chain and are no entry outputs (they
 // would otherwise be computed twice). Bit-exact: each body instruction rounds to its dtype like the
 // node it replaces.
-// Profitability: at least two elementwise ops must merge (a lone op keeps its primitive kernel).
+// Profitability: at least two elementwise ops merge, or one op swallows a broadcast or a splat constant
+// that would otherwise be a kernel of its own (a bias add reading its [N] bias directly).
 
 import type { Node, NodeOf } from "../ir/node.js";
 import type { FusedInstr } from "../ir/ops.js";
@@ -27,6 +28,8 @@ interface Body {
   readonly inputs: Node[];
   readonly absorbed: Set<Node>;
   opCount: number;
+  /** Broadcasts and splat constants folded into the body instead of being materialized. */
+  dissolved: number;
 }
 
 function addInput(body: Body, n: Node): number {
@@ -48,9 +51,11 @@ function emit(n: Node, root: Node, body: Body, ctx: RewriteContext, memo: Map<No
   if (n.op === "constant") {
     const c = n as NodeOf<"constant">;
     body.instrs.push({ op: "constant", value: c.attrs.value, dtype: c.dtype });
+    body.dissolved += 1;
     at = body.instrs.length - 1;
   } else if (n.op === "broadcast") {
     const inner = n.inputs[0]!;
+    body.dissolved += 1;
     at = inner.op === "constant" ? emit(inner, root, body, ctx, memo) : addInput(body, inner);
   } else if (!absorbable) {
     at = addInput(body, n);
@@ -99,10 +104,11 @@ export const fuseElementwiseRule: Rule = {
   sharedInterior: true,
   rewrite(m, ctx) {
     const root = m.root;
-    const body: Body = { instrs: [], inputs: [], absorbed: new Set(), opCount: 0 };
+    const body: Body = { instrs: [], inputs: [], absorbed: new Set(), opCount: 0, dissolved: 0 };
     emit(root, root, body, ctx, new Map());
     const mergesExisting = [...body.absorbed].some((n) => n.op === "fusedElementwise" && n !== root);
-    if (body.opCount < 2 || (root.op === "fusedElementwise" && !mergesExisting)) return undefined;
+    const profitable = body.opCount >= 2 || (body.opCount === 1 && body.dissolved > 0);
+    if (!profitable || (root.op === "fusedElementwise" && !mergesExisting)) return undefined;
     const fused = ctx.table.make("fusedElementwise", { body: body.instrs, shape: root.shape }, body.inputs, () => root.site);
     return { replace: new Map([[root, fused]]), consumed: body.absorbed };
   },

@@ -21,6 +21,13 @@ export type NodeLowering = { readonly kind: "leaf" } | { readonly kind: "view" }
 
 export type LowerNode = (node: Node) => NodeLowering;
 
+/**
+ * Kernels that compute sibling nodes together (same op and operands, different `result`): returns the
+ * node bound as the launches' `output` (the others are bound as `sibling` by their result), or
+ * undefined when these siblings have no joint kernel.
+ */
+export type LowerSiblings = (siblings: readonly Node[]) => { readonly primary: Node; readonly kernels: NodeKernels } | undefined;
+
 /** What a buffer holds, for the plan and for error messages. */
 export interface BufferInfo {
   readonly id: number;
@@ -34,10 +41,11 @@ export interface BufferInfo {
 export interface ScheduledLaunch {
   readonly node: Node;
   readonly launch: KernelLaunch;
-  /** Buffer ids of the node's operands, its result, and its scratch buffers. */
+  /** Buffer ids of the node's operands, its result, its scratch buffers, and its siblings' results by `result`. */
   readonly operands: readonly number[];
   readonly result: number;
   readonly scratch: readonly number[];
+  readonly siblings: ReadonlyMap<string, number>;
 }
 
 export interface ScheduledEntry {
@@ -52,12 +60,24 @@ export interface ScheduledEntry {
   readonly planInput: EntrySchedule;
 }
 
+/** The buffers one launch reads and writes, for liveness. */
+function stepOf(launch: KernelLaunch, operands: readonly number[], result: number, scratch: readonly number[], siblings: ReadonlyMap<string, number>): Step {
+  const sibling = (r: string) => {
+    const id = siblings.get(r);
+    if (id === undefined) throw new Error(`schedule: a kernel writes sibling result "${r}", which is not computed with it`);
+    return id;
+  };
+  const reads = launch.args.flatMap((a) => (a.kind === "input" ? [operands[a.index]!] : a.kind === "scratch" ? [scratch[a.index]!] : []));
+  const writes = launch.args.flatMap((a) => (a.kind === "output" ? [result] : a.kind === "scratch" ? [scratch[a.index]!] : a.kind === "sibling" ? [sibling(a.result)] : []));
+  return { reads, writes };
+}
+
 function bytesAtBound(n: Node, bounds: Readonly<Record<string, number>>): number {
   return numElements(evalShape(n.shape, bounds)) * dtypeBytes(n.dtype);
 }
 
-/** Schedules every entry point of `g` with `lower`. */
-export function scheduleGraph(g: Graph, lower: LowerNode): ScheduledEntry[] {
+/** Schedules every entry point of `g` with `lower` (and `lowerSiblings` for nodes computed together). */
+export function scheduleGraph(g: Graph, lower: LowerNode, lowerSiblings?: LowerSiblings): ScheduledEntry[] {
   const paramIds = new Map<string, number>();
   g.params.forEach((p, i) => paramIds.set(p.name, i));
   const lowered = new Map<Node, NodeLowering>();
@@ -66,10 +86,25 @@ export function scheduleGraph(g: Graph, lower: LowerNode): ScheduledEntry[] {
     if (!l) lowered.set(n, (l = lower(n)));
     return l;
   };
-  return g.entries.map((e) => scheduleEntry(g, e, paramIds, lowerOnce));
+  return g.entries.map((e) => scheduleEntry(g, e, paramIds, lowerOnce, lowerSiblings));
 }
 
-function scheduleEntry(g: Graph, e: EntryPoint, paramIds: ReadonlyMap<string, number>, lower: LowerNode): ScheduledEntry {
+/** Groups of sibling nodes in `nodes`: same op, operands and attributes except `result`. */
+function siblingGroups(nodes: readonly Node[]): Node[][] {
+  const groups = new Map<string, Node[]>();
+  for (const n of nodes) {
+    const attrs = n.attrs as Readonly<Record<string, unknown>>;
+    if (!("result" in attrs)) continue;
+    const { result: _result, ...rest } = attrs;
+    const key = `${n.op}\0${JSON.stringify(rest)}\0${n.inputs.map((i) => i.hash).join(",")}`;
+    let group = groups.get(key);
+    if (!group) groups.set(key, (group = []));
+    group.push(n);
+  }
+  return [...groups.values()].filter((g) => g.length > 1);
+}
+
+function scheduleEntry(g: Graph, e: EntryPoint, paramIds: ReadonlyMap<string, number>, lower: LowerNode, lowerSiblings: LowerSiblings | undefined): ScheduledEntry {
   const bounds = g.symbols;
   const buffers: BufferInfo[] = [];
   const aliases = new Map<number, number>();
@@ -83,8 +118,33 @@ function scheduleEntry(g: Graph, e: EntryPoint, paramIds: ReadonlyMap<string, nu
     return id;
   };
   const outputNodes = new Set(e.outputs.map((o) => o.node));
+  const nodes = entryNodes(e);
+  // siblings with a joint kernel: the first one reached launches it for all of them
+  const jointOf = new Map<Node, { readonly members: readonly Node[]; readonly primary: Node; readonly kernels: NodeKernels }>();
+  for (const group of lowerSiblings ? siblingGroups(nodes) : []) {
+    const joint = lowerSiblings!(group);
+    if (joint) for (const m of group) jointOf.set(m, { members: group, ...joint });
+  }
 
-  for (const n of entryNodes(e)) {
+  for (const n of nodes) {
+    if (bufferOf.has(n)) continue; // computed with a sibling
+    const joint = jointOf.get(n);
+    if (joint) {
+      const operands = n.inputs.map((i) => bufferOf.get(i)!);
+      const siblings = new Map<string, number>();
+      for (const m of joint.members) {
+        const id = add(outputNodes.has(m) ? "output" : "intermediate", bytesAtBound(m, bounds), m.op, m);
+        bufferOf.set(m, id);
+        siblings.set(String((m.attrs as Readonly<Record<string, unknown>>)["result"]), id);
+      }
+      const result = bufferOf.get(joint.primary)!;
+      const scratch = joint.kernels.scratchBytes.map((s, i) => add("scratch", evalSize(s, bounds), `${n.op} scratch ${i}`, n));
+      for (const launch of joint.kernels.launches) {
+        launches.push({ node: joint.primary, launch, operands, result, scratch, siblings });
+        steps.push(stepOf(launch, operands, result, scratch, siblings));
+      }
+      continue;
+    }
     const lowering = lower(n);
     switch (lowering.kind) {
       case "leaf": {
@@ -121,10 +181,8 @@ function scheduleEntry(g: Graph, e: EntryPoint, paramIds: ReadonlyMap<string, nu
         const scratch = lowering.kernels.scratchBytes.map((s, i) => add("scratch", evalSize(s, bounds), `${n.op} scratch ${i}`, n));
         bufferOf.set(n, result);
         for (const launch of lowering.kernels.launches) {
-          launches.push({ node: n, launch, operands, result, scratch });
-          const reads = launch.args.flatMap((a) => (a.kind === "input" ? [operands[a.index]!] : a.kind === "scratch" ? [scratch[a.index]!] : []));
-          const writes = launch.args.flatMap((a) => (a.kind === "output" ? [result] : a.kind === "scratch" ? [scratch[a.index]!] : []));
-          steps.push({ reads, writes });
+          launches.push({ node: n, launch, operands, result, scratch, siblings: new Map() });
+          steps.push(stepOf(launch, operands, result, scratch, new Map()));
         }
         break;
       }

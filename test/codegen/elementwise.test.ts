@@ -418,6 +418,7 @@ async function timeLaunches(t: Timed, device: Device): Promise<number> {
           case "scratch": return { ptr: arena.pointer + BigInt(offsets[nIn + 1 + a.index]!) };
           case "i32": return { i32: evalSize(a.value, t.symbols) };
           case "f32": return { f32: a.value };
+          case "sibling": throw new Error("timed kernels compute one node each");
         }
       });
       loaded.kernels[li]!.launch({ grid: l.grid.map((g) => evalSize(g, t.symbols)) as [number, number, number], block: l.block, sharedBytes: l.sharedBytes, args, stream });

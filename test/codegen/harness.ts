@@ -63,6 +63,7 @@ export async function runRawKernels(kernels: NodeKernels, inputs: readonly Uint8
           case "scratch": return pointer(offsets[inputs.length + 1 + a.index]!);
           case "i32": return { i32: evalSize(a.value, symbols) };
           case "f32": return { f32: a.value };
+          case "sibling": throw new Error("a sibling pair runs through the scheduler; map its sibling binding to output or scratch to run it here");
         }
       });
       const grid = launch.grid.map((g) => evalSize(g, symbols)) as [number, number, number];

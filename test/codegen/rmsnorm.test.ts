@@ -2,7 +2,7 @@
 // (NVRTC), and every variant against the interpreter on a GPU at awkward row counts.
 import { describe, expect, it } from "vitest";
 import { type ArgBinding, evalSize, type NodeKernels } from "../../src/codegen/kernel.js";
-import { emitFusedRmsNorm, emitResidualRmsNormPair, type PairNodeKernels, rmsNormGeometry } from "../../src/codegen/rmsnorm.js";
+import { emitFusedRmsNorm, emitResidualRmsNormPair, rmsNormGeometry } from "../../src/codegen/rmsnorm.js";
 import type { DType } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom } from "../../src/ir/host-tensor.js";
 import { type NodeOf, NodeTable } from "../../src/ir/node.js";
@@ -90,7 +90,7 @@ describeNvrtc("fusedRmsNorm kernels compile (NVRTC)", () => {
     const plain = normNodes({ dtype: "bf16", ...GPT_OSS }, false);
     const f32 = normNodes({ dtype: "f32", ...GPT_OSS }, true);
     const odd = normNodes({ dtype: "f16", wdtype: "f32", d: 100, rows: [5] }, false);
-    const kernels: (NodeKernels | PairNodeKernels)[] = [
+    const kernels: (NodeKernels | NodeKernels)[] = [
       emitFusedRmsNorm(plain.normed),
       emitFusedRmsNorm(bf.sum!),
       emitResidualRmsNormPair(bf.normed, bf.sum!),
@@ -102,7 +102,7 @@ describeNvrtc("fusedRmsNorm kernels compile (NVRTC)", () => {
 });
 
 /** The pair launch with its sibling binding mapped: `want` "normed" runs as is, "sum" swaps the two outputs. */
-function pairAs(pair: PairNodeKernels, want: "normed" | "sum"): NodeKernels {
+function pairAs(pair: NodeKernels, want: "normed" | "sum"): NodeKernels {
   return {
     scratchBytes: [],
     launches: pair.launches.map((l) => ({

@@ -3,7 +3,7 @@
 // the interpreter with ties and NaNs, in every mode (GPU).
 import { beforeAll, describe, expect, it } from "vitest";
 import { type ArgBinding, evalSize, type NodeKernels } from "../../src/codegen/kernel.js";
-import { type TopkPairKernels, emitTopk, emitTopkPair } from "../../src/codegen/topk.js";
+import { emitTopk, emitTopkPair } from "../../src/codegen/topk.js";
 import type { DType } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom } from "../../src/ir/host-tensor.js";
 import { type NodeOf, NodeTable } from "../../src/ir/node.js";
@@ -94,7 +94,7 @@ function seedOf(s: string): number {
 }
 
 /** The pair launch as the kernels of one result: the other result goes to scratch. */
-function pairAs(pair: TopkPairKernels, want: "values" | "indices", otherBytes: { dims: readonly string[]; scale: number; divisor: number }): NodeKernels {
+function pairAs(pair: NodeKernels, want: "values" | "indices", otherBytes: { dims: readonly string[]; scale: number; divisor: number }): NodeKernels {
   const extra = pair.scratchBytes.length;
   return {
     scratchBytes: [...pair.scratchBytes, otherBytes],

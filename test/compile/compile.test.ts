@@ -32,6 +32,10 @@ describe("compile (no NVRTC)", () => {
     expect(stats.fusedOps["fusedRmsNorm"]).toBeGreaterThanOrEqual(8);
     expect(stats.opsAfterByKind["dequantMxfp4"]).toBeUndefined();
     expect(stats.kernelsCompiled).toBe(false);
+    // a residual norm's two results come from one launch; bias broadcasts dissolve into their adds
+    const decode = plan.entries.find((e) => e.name === "decode")!;
+    expect(decode.launches.filter((l) => l.op === "fusedRmsNorm")).toHaveLength(5); // layer 0's input norm alone, then 4 pairs
+    expect(decode.launches.filter((l) => l.op === "broadcast")).toHaveLength(0);
     // the plan survives JSON and its offsets stay in the arena
     const back = parsePlan(JSON.parse(JSON.stringify(plan)));
     expect(back).toEqual(plan);
