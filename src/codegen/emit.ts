@@ -11,7 +11,7 @@ import {
   emitBinary, emitBroadcast, emitCast, emitCompare, emitConstant, emitFusedElementwise, emitIota, emitLiteral, emitTernary, emitUnary,
 } from "./elementwise.js";
 import type { NodeKernels } from "./kernel.js";
-import { emitMatmul } from "./matmul.js";
+import { emitFusedLinear, emitMatmul } from "./matmul.js";
 import { emitMoeExperts } from "./moe.js";
 import { emitConcat, emitGather, emitScatter, emitSlice, emitTranspose } from "./movement.js";
 import { emitMxfp4Matmul } from "./mxfp4-matmul.js";
@@ -53,6 +53,7 @@ export const LOWERINGS: { readonly [K in Op]: Lowering<K> } = {
   sinkAttention: kernels(emitSinkAttention),
   moeExperts: kernels(emitMoeExperts),
   mxfp4Matmul: kernels((n, bounds) => emitMxfp4Matmul(n, { symbolBounds: bounds })),
+  fusedLinear: kernels((n, bounds) => emitFusedLinear(n, { symbolBounds: bounds })),
   fusedRope: kernels(emitFusedRope),
   fusedElementwise: kernels(emitFusedElementwise),
 };

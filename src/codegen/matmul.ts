@@ -16,7 +16,7 @@
 // (at most 65535). Integer matmuls are rejected.
 
 import { dtypeBytes, type DType } from "../ir/dtype.js";
-import type { NodeOf } from "../ir/node.js";
+import type { Node, NodeOf } from "../ir/node.js";
 import { type Dim, evalDim, formatShape, type SymbolBounds } from "../ir/shape.js";
 import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, type SizeExpr, sizeExpr } from "./kernel.js";
 import { CUDA_STORAGE_TYPE, renderTemplate } from "./templates.js";
@@ -119,6 +119,7 @@ export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string,
   const vec = variant === "rows" ? (s.bFormat === "mxfp4" ? 32 : vectorWidth(s.k, s.dtype)) : variant === "cols" ? vectorWidth(s.n, s.dtype) : 0;
   const name = [
     family === "mxfp4-matmul" ? `mxfp4_${kind}` : kind,
+    extra["hasBias"] === true ? "bias" : "",
     variant,
     s.dtype,
     s.bFormat === "mxfp4" ? "" : s.transposeB ? "nt" : "nn",
@@ -130,9 +131,11 @@ export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string,
   ]
     .filter((p) => p !== "")
     .join("_");
+  const hasBias = extra["hasBias"] === true;
   const source = renderTemplate(template, {
     entry: name,
     included: false,
+    hasBias: false,
     variant,
     path,
     bFormat: s.bFormat,
@@ -180,7 +183,8 @@ export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string,
       break;
   }
   const inputs: ArgBinding[] = (s.bFormat === "mxfp4" ? [0, 1, 2] : [0, 1]).map((index) => ({ kind: "input", index }));
-  const args: ArgBinding[] = [...inputs, { kind: "output" }, { kind: "i32", value: m }, { kind: "i32", value: sizeExpr([s.n]) }, { kind: "i32", value: sizeExpr([s.k]) }];
+  const bias: ArgBinding[] = hasBias ? [{ kind: "input", index: inputs.length }] : [];
+  const args: ArgBinding[] = [...inputs, { kind: "output" }, ...bias, { kind: "i32", value: m }, { kind: "i32", value: sizeExpr([s.n]) }, { kind: "i32", value: sizeExpr([s.k]) }];
   return { kernel: { name, family, source, entry: name }, grid, block, sharedBytes, args };
 }
 
@@ -191,16 +195,14 @@ function fail(node: MatmulNode, msg: string): never {
   throw new Error(`tsgc codegen: matmul (a ${a.dtype}${formatShape(a.shape)}, b ${b.dtype}${formatShape(b.shape)}, transposeB ${node.attrs.transposeB}): ${msg}`);
 }
 
-/** The contraction shape of a matmul node. */
-export function matmulShape(node: MatmulNode): MatmulShape {
-  const [a, b] = [node.inputs[0]!, node.inputs[1]!];
-  if (DT_CODES[node.dtype] === undefined) fail(node, `only f32, bf16 and f16 matmuls have kernels, got ${node.dtype}`);
+/** The contraction shape of a · b (bᵀ when transposeB) computed in `dtype`, as the kernels see it. */
+function contractionShape(a: Node, b: Node, transposeB: boolean, dtype: DType, fail: (msg: string) => never): MatmulShape {
+  if (DT_CODES[dtype] === undefined) fail(`only f32, bf16 and f16 matmuls have kernels, got ${dtype}`);
   const ar = a.shape.length;
   const br = b.shape.length;
   const bShared = br === 2;
-  const transposeB = node.attrs.transposeB;
   return {
-    dtype: node.dtype,
+    dtype,
     rows: bShared ? a.shape.slice(0, -1) : [a.shape[ar - 2]!],
     batch: bShared ? [] : a.shape.slice(0, -2),
     n: transposeB ? b.shape[br - 2]! : b.shape[br - 1]!,
@@ -211,9 +213,28 @@ export function matmulShape(node: MatmulNode): MatmulShape {
   };
 }
 
+/** The contraction shape of a matmul node. */
+export function matmulShape(node: MatmulNode): MatmulShape {
+  return contractionShape(node.inputs[0]!, node.inputs[1]!, node.attrs.transposeB, node.dtype, (msg) => fail(node, msg));
+}
+
 /** The path emitMatmul takes for `node`. */
 export function matmulPath(node: MatmulNode, opts: MatmulOptions = {}): MatmulPath {
   return choosePath(matmulShape(node), opts.symbolBounds);
+}
+
+/**
+ * Emits a fusedLinear node (matmul + bias[N]): the matmul's kernel with the bias added in its store
+ * epilogue. Parameters (a, b, out, bias, M, N, K).
+ */
+export function emitFusedLinear(node: NodeOf<"fusedLinear">, opts: MatmulOptions = {}): NodeKernels {
+  const [x, w] = [node.inputs[0]!, node.inputs[1]!];
+  const shape = contractionShape(x, w, node.attrs.transposeB, node.dtype, (msg) => {
+    throw new Error(`tsgc codegen: fusedLinear (x ${x.dtype}${formatShape(x.shape)}, w ${w.dtype}${formatShape(w.shape)}): ${msg}`);
+  });
+  const path = choosePath(shape, opts.symbolBounds);
+  const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
+  return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile)], scratchBytes: [] };
 }
 
 /** Emits a matmul node: one launch of the GEMV or GEMM kernel its shape calls for. */

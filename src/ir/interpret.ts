@@ -304,6 +304,15 @@ const EVALUATORS: { readonly [K in Op]: Evaluator<K> } = {
     const k = nb * MXFP4_BLOCK;
     return matmulCore(x!.data, w, x!.data.length / k, 1, k, rowsN, true, true, n.dtype);
   },
+  fusedLinear: (n, [a, b, bias]) => {
+    const ar = a!.shape.length;
+    const br = b!.shape.length;
+    const [m, k] = [a!.shape[ar - 2]!, a!.shape[ar - 1]!];
+    const cols = n.attrs.transposeB ? b!.shape[br - 2]! : b!.shape[br - 1]!;
+    const out = matmulCore(a!.data, b!.data, numElements(a!.shape.slice(0, -2)), m, k, cols, br === 2, n.attrs.transposeB, n.dtype);
+    for (let i = 0; i < out.length; i++) out[i] = roundTo(n.dtype, out[i]! + bias!.data[i % cols]!);
+    return out;
+  },
   fusedRope: (n, [x, cos, sin]) => {
     const d = x!.shape[x!.shape.length - 1]!;
     const h = x!.shape[x!.shape.length - 2]!;

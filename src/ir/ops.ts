@@ -108,6 +108,11 @@ export interface OpAttrs {
   /** x [..., M, K] · dequantMxfp4(blocks [N, K/32, 16], scales [N, K/32])ᵀ → [..., M, N]. */
   mxfp4Matmul: Record<string, never>;
   /**
+   * A linear layer: matmul(x, w, transposeB) + bias[N], the product rounded to x's dtype before the
+   * bias (same dtype) is added and the sum rounded again, exactly as the two primitives compute it.
+   */
+  fusedLinear: { readonly transposeB: boolean };
+  /**
    * Half-split rotary embedding: x [..., T, H, D], cos and sin [..., T, 1, D/2] in x's dtype; for i < D/2,
    * out[i] = x[i]·cos[i] − x[i+D/2]·sin[i] and out[i+D/2] = x[i+D/2]·cos[i] + x[i]·sin[i], each product
    * and sum rounded to x's dtype (as the builder's `rope` computes it).
@@ -123,7 +128,7 @@ export const PRIMITIVE_OPS = [
   "input", "param", "constant", "literal", "iota", "unary", "binary", "ternary", "compare", "cast", "reduce",
   "matmul", "reshape", "transpose", "slice", "concat", "gather", "scatter", "broadcast", "topk", "dequantMxfp4",
 ] as const satisfies readonly Op[];
-export const FUSED_OPS = ["fusedRmsNorm", "sinkAttention", "moeExperts", "mxfp4Matmul", "fusedRope", "fusedElementwise"] as const satisfies readonly Op[];
+export const FUSED_OPS = ["fusedRmsNorm", "sinkAttention", "moeExperts", "mxfp4Matmul", "fusedLinear", "fusedRope", "fusedElementwise"] as const satisfies readonly Op[];
 export const ALL_OPS: readonly Op[] = [...PRIMITIVE_OPS, ...FUSED_OPS];
 
 export interface TensorType {
@@ -480,6 +485,16 @@ export const TYPE_RULES: { readonly [K in Op]: TypeRule<K> } = {
     if (!isStaticDim(nb)) fail(`block count must be static`);
     requireDim(x.shape[x.shape.length - 1]!, nb * MXFP4_BLOCK, "contraction dims differ");
     return { dtype: x.dtype, shape: [...x.shape.slice(0, -1), blocks.shape[0]!] };
+  },
+  fusedLinear: (a, ins) => {
+    expectArity(ins, [3]);
+    const product = TYPE_RULES.matmul({ transposeB: a.transposeB }, ins.slice(0, 2));
+    const bias = ins[2]!;
+    requireFloat(product, "x");
+    if (bias.dtype !== product.dtype) fail(`bias must be ${product.dtype}, got ${bias.dtype}`);
+    const n = product.shape[product.shape.length - 1]!;
+    if (!shapesEqual(bias.shape, [n])) fail(`bias must be [${n}], got ${formatShape(bias.shape)}`);
+    return product;
   },
   fusedRope: (_a, ins) => {
     expectArity(ins, [3]);

@@ -69,6 +69,7 @@ const ATTR_FORMATTERS: { readonly [K in Op]: AttrFormatter<K> } = {
   sinkAttention: keyValues,
   moeExperts: keyValues,
   mxfp4Matmul: () => "",
+  fusedLinear: (a) => (a.transposeB ? " {transposeB}" : ""),
   fusedRope: () => "",
   fusedElementwise: (a) => ` {${a.body.map(formatInstr).join("; ")}}`,
 };

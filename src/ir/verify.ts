@@ -46,6 +46,7 @@ const STRUCTURE_CHECKS: { readonly [K in Op]: StructureCheck<K> } = {
   sinkAttention: noStructure,
   moeExperts: noStructure,
   mxfp4Matmul: noStructure,
+  fusedLinear: noStructure,
   fusedRope: noStructure,
   fusedElementwise: noStructure,
 };

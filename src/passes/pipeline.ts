@@ -10,6 +10,7 @@ import { printGraph } from "../ir/print.js";
 import { verifyGraph } from "../ir/verify.js";
 import { canonicalize, pruneParams } from "./canonicalize.js";
 import { fuseElementwise } from "./fuse-elementwise.js";
+import { fuseLinear } from "./fuse-linear.js";
 import { fuseMoe } from "./fuse-moe.js";
 import { fuseMxfp4Matmul } from "./fuse-mxfp4-matmul.js";
 import { fuseResidualRmsNorm } from "./fuse-residual-rmsnorm.js";
@@ -27,7 +28,7 @@ export const PIPELINE: readonly Phase[] = [
   // CSE is structural (interning); constant folding; view, transpose and cast simplification
   { phase: "canonicalize", passes: [canonicalize] },
   // whole patterns into fused ops, largest first
-  { phase: "pattern fusion", passes: [fuseMoe, fuseSinkAttention, fuseRmsNorm, fuseResidualRmsNorm, fuseMxfp4Matmul, fuseRope] },
+  { phase: "pattern fusion", passes: [fuseMoe, fuseSinkAttention, fuseRmsNorm, fuseResidualRmsNorm, fuseMxfp4Matmul, fuseRope, fuseLinear] },
   // what is left of elementwise math into one kernel per chain
   { phase: "elementwise fusion", passes: [canonicalize, fuseElementwise] },
   // drop declarations the fusions orphaned

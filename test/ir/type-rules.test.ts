@@ -199,6 +199,17 @@ const CASES: { [K in Op]: OpCase } = {
       expectIRError(() => b.table.make("mxfp4Matmul", {}, [x34(b).node, w.blocks.node, w.scales.node], { file: "test/ir/type-rules.test.ts", line: 4, column: 1 }), "mxfp4Matmul", "contraction dims differ");
     },
   },
+  fusedLinear: {
+    valid: (b) => {
+      const n = b.table.make("fusedLinear", { transposeB: true }, [b.constant(1, "bf16", ["tokens", 64]).node, b.param("w", "bf16", [32, 64]).node, b.param("bias", "bf16", [32]).node]);
+      expect(typeOf(new Tensor(n))).toBe("bf16[tokens, 32]");
+    },
+    invalid: (b) =>
+      expectIRError(
+        () => b.table.make("fusedLinear", { transposeB: true }, [b.constant(1, "bf16", [3, 64]).node, b.param("w", "bf16", [32, 64]).node, b.param("bias", "f32", [32]).node], { file: "test/ir/type-rules.test.ts", line: 7, column: 1 }),
+        "fusedLinear", "bias must be bf16, got f32",
+      ),
+  },
   fusedRope: {
     valid: (b) => {
       const x = b.constant(1, "bf16", ["tokens", 4, 16]);

@@ -8,6 +8,7 @@ import { interpret } from "../../src/ir/interpret.js";
 import { evalShape } from "../../src/ir/shape.js";
 import { canonicalize } from "../../src/passes/canonicalize.js";
 import { fuseElementwise } from "../../src/passes/fuse-elementwise.js";
+import { fuseLinear } from "../../src/passes/fuse-linear.js";
 import { fuseMxfp4Matmul } from "../../src/passes/fuse-mxfp4-matmul.js";
 import { fuseResidualRmsNorm } from "../../src/passes/fuse-residual-rmsnorm.js";
 import { fuseRmsNorm } from "../../src/passes/fuse-rmsnorm.js";
@@ -318,5 +319,25 @@ describe("rope fusion", () => {
 
   it("declines a rotation that is not the half-split one", () => {
     expect(opCounts(runPipeline(ropeModel("f32", true)).graph)["fusedRope"]).toBeUndefined();
+  });
+});
+
+describe("linear (matmul + bias) fusion", () => {
+  for (const dtype of ["f32", "bf16"] as const) {
+    it(`folds the bias into the matmul (${dtype}), bit-exactly`, () => {
+      const g = model(dtype, 16, (b, x) => b.linear(x, b.param("w", dtype, [24, 16]), b.param("bias", dtype, [24])));
+      const fused = run(g, canonicalize, fuseLinear);
+      expect(opCounts(fused)).toEqual({ input: 1, param: 2, fusedLinear: 1 });
+      expectSameOutputs(g, fused);
+    });
+  }
+
+  it("takes a bias of another dtype through its cast, and declines a bias that is not a column vector", () => {
+    const castBias = model("bf16", 16, (b, x) => b.linear(x, b.param("w", "bf16", [24, 16]), b.param("bias", "f32", [24])));
+    const fused = run(castBias, canonicalize, fuseLinear);
+    expect(opCounts(fused)).toEqual({ input: 1, param: 2, cast: 1, fusedLinear: 1 });
+    expectSameOutputs(castBias, fused);
+    const rowBias = model("f32", 16, (b, x) => b.add(b.matmul(x, b.param("w", "f32", [16, 24])), b.param("m", "f32", [x.shape[0]!, 1])));
+    expect(opCounts(run(rowBias, canonicalize, fuseLinear))["fusedLinear"]).toBeUndefined();
   });
 });
