@@ -138,6 +138,24 @@ async function main(): Promise<void> {
     ["CUDA graph replay", `${graphMs.toFixed(3)} ms/token, ${(1e3 / graphMs).toFixed(1)} tokens/s, ${((floorMs / graphMs) * 100).toFixed(1)}% of floor`],
   ];
   for (const [k, v] of rows) process.stdout.write(`${k!.padEnd(22)} ${v}\n`);
+
+  // where the time goes: each launch replayed alone (20 times in one graph), summed by op and kernel family
+  const byKind = new Map<string, { count: number; ms: number }>();
+  entry.launches.forEach((l, i) => {
+    const g = stream.capture(() => {
+      for (let r = 0; r < 20; r++) exec.launchOne(entry, i, symbols, stream);
+    });
+    const ms = timeMs(() => g.launch(stream), 3) / 20;
+    g.dispose();
+    const key = `${l.op} (${plan.kernels[l.kernel]!.family})`;
+    const acc = byKind.get(key) ?? { count: 0, ms: 0 };
+    byKind.set(key, { count: acc.count + 1, ms: acc.ms + ms });
+  });
+  const total = [...byKind.values()].reduce((a, b) => a + b.ms, 0);
+  process.stdout.write(`\nper-launch profile (sum ${total.toFixed(3)} ms; each launch alone, so L2 is warm for small ones):\n`);
+  for (const [k, v] of [...byKind].sort((a, b) => b[1].ms - a[1].ms)) {
+    process.stdout.write(`  ${k.padEnd(34)} ${String(v.count).padStart(4)} launches ${v.ms.toFixed(3).padStart(8)} ms ${((v.ms / total) * 100).toFixed(1).padStart(5)}%\n`);
+  }
   graphStep.dispose();
   exec.dispose();
 }

@@ -93,22 +93,26 @@ export class PlanExecutor {
       const bound = this.plan.symbols[name];
       if (bound !== undefined && value > bound) throw new Error(`entry ${entryName}: ${name} = ${value} exceeds the bound ${bound} the plan was compiled for`);
     }
-    const base = this.arena.pointer;
-    for (const l of entry.launches) {
-      const grid = l.grid.map((g) => evalSize(g, symbols)) as [number, number, number];
-      if (grid.some((g) => g === 0)) continue; // an empty tensor: nothing to compute
-      const args: KernelArg[] = l.args.map((a) => {
-        switch (a.kind) {
-          case "buffer": return { ptr: base + BigInt(a.offset) };
-          case "i32": return { i32: evalSize(a.value, symbols) };
-          case "f32": return { f32: a.value };
-        }
-      });
-      this.kernels[l.kernel]!.launch({ grid, block: l.block, sharedBytes: l.sharedBytes, args, ...(stream ? { stream } : {}) });
-    }
+    for (let i = 0; i < entry.launches.length; i++) this.launchOne(entry, i, symbols, stream);
   }
 
-  private entry(name: string): Plan["entries"][number] {
+  /** Launches one of an entry point's launches (profiling replays them one by one). */
+  launchOne(entry: Plan["entries"][number], index: number, symbols: Readonly<Record<string, number>>, stream?: Stream): void {
+    const l = entry.launches[index]!;
+    const grid = l.grid.map((g) => evalSize(g, symbols)) as [number, number, number];
+    if (grid.some((g) => g === 0)) return; // an empty tensor: nothing to compute
+    const base = this.arena.pointer;
+    const args: KernelArg[] = l.args.map((a) => {
+      switch (a.kind) {
+        case "buffer": return { ptr: base + BigInt(a.offset) };
+        case "i32": return { i32: evalSize(a.value, symbols) };
+        case "f32": return { f32: a.value };
+      }
+    });
+    this.kernels[l.kernel]!.launch({ grid, block: l.block, sharedBytes: l.sharedBytes, args, ...(stream ? { stream } : {}) });
+  }
+
+  entry(name: string): Plan["entries"][number] {
     const entry = this.plan.entries.find((e) => e.name === name);
     if (!entry) throw new Error(`the plan has no entry point "${name}" (it has: ${this.plan.entries.map((e) => e.name).join(", ")})`);
     return entry;
