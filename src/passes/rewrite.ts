@@ -127,7 +127,8 @@ export function applyRulePass(g: Graph, pass: RulePass, maxSweeps = 32): PassRes
         const applied = tryRule(rule, node, ctx, claimed);
         if (!applied) continue;
         for (const [from, to] of applied.replacements) replacements.set(from, to);
-        for (const n of applied.interior) claimed.add(n);
+        // shared views and conversions stay available to other matches of this sweep
+        for (const n of applied.interior) if (!FREE_TO_DUPLICATE.has(n.op) || n === node) claimed.add(n);
         rewrites[rule.name] = (rewrites[rule.name] ?? 0) + 1;
         break;
       }
@@ -147,7 +148,7 @@ function rootOpsOf(rule: Rule): ReadonlySet<string> | "any" {
 
 function tryRule(rule: Rule, node: Node, ctx: RewriteContext, claimed: ReadonlySet<Node>): { replacements: Map<Node, Node>; interior: ReadonlySet<Node> } | undefined {
   for (const m of matches(rule.pattern, node)) {
-    if ([...m.interior].some((n) => claimed.has(n))) continue;
+    if ([...m.interior].some((n) => claimed.has(n) && !FREE_TO_DUPLICATE.has(n.op))) continue;
     if (!rule.sharedInterior && !interiorIsPrivate(m, ctx)) continue;
     const result = rule.rewrite(m, ctx);
     if (result === undefined) continue;
