@@ -148,10 +148,11 @@ export function buildPlan(fused: Graph, input: Graph, arch: string): { plan: Pla
     }
     return i;
   };
+  const offsets = memory.entries.map((e) => new Map(e.buffers.map((b) => [b.id, b.offset])));
   const offsetIn = (entry: number, id: number): number => {
-    const placement = memory.entries[entry]!.buffers.find((b) => b.id === id);
-    if (!placement) throw new Error(`compile: buffer ${id} has no placement`);
-    return placement.offset;
+    const offset = offsets[entry]!.get(id);
+    if (offset === undefined) throw new Error(`compile: buffer ${id} has no placement`);
+    return offset;
   };
   const slot = (entry: number, name: string, id: number) => {
     const info = schedules[entry]!.buffers.find((b) => b.id === id)!;
