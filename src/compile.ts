@@ -240,6 +240,7 @@ export async function compile(graph: Graph, options: CompileOptions): Promise<Co
         plan.kernels.map((k) => ({ name: k.name, source: k.source, entry: k.entry })),
         { arch: options.arch, cache: cacheDir ?? false, onProgress: (progress) => emit({ kind: "kernel", progress }) },
       );
+      plan = { ...plan, kernels: plan.kernels.map((k, i) => ({ ...k, cacheKey: result.kernels[i]!.key })) };
       hits = result.hits;
       misses = result.misses;
       kernelsCompiled = true;

@@ -47,6 +47,8 @@ export const planSchema = z.strictObject({
       entry: z.string(),
       source: z.string(),
       sourceHash: z.string(),
+      /** The kernel cache's key (source, options, arch, NVRTC and codegen versions), once compiled. */
+      cacheKey: z.string().optional(),
     }),
   ),
   arena: z.strictObject({

@@ -74,6 +74,7 @@ describeNvrtc("compile with NVRTC", () => {
       const cold = await compile(graph, { arch: "sm_80", cacheDir });
       expect(cold.stats.kernelsCompiled).toBe(true);
       expect(cold.stats.cacheMisses).toBe(cold.stats.kernels);
+      expect(cold.plan.kernels.every((k) => /^[0-9a-f]{64}$/.test(k.cacheKey ?? ""))).toBe(true);
       const warm = await compile(findBuiltinModel(name).build({ dtype: "bf16" }), { arch: "sm_80", cacheDir });
       expect(warm.stats.planCacheHit).toBe(true);
       expect(warm.stats.cacheMisses).toBe(0);
