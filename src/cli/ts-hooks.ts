@@ -1,6 +1,7 @@
 // Node module hooks that run TypeScript model files without a TypeScript install: `.ts` files are
 // transpiled on load with the compiler ts-morph ships (types are not checked, as with any loader),
-// and an import of `./x.js` from a `.ts` file finds `./x.ts` when no `.js` file exists.
+// an import of `./x.js` from a `.ts` file finds `./x.ts` when no `.js` file exists, and `tsgc` resolves
+// to the running tsgc when the model's own project does not install it.
 // Registered by load-model.ts with `module.register`.
 
 import { existsSync, readFileSync } from "node:fs";
@@ -32,7 +33,13 @@ export async function resolve(
     const asTs = new URL(specifier.replace(/\.js$/, ".ts"), context.parentURL);
     if (!existsSync(fileURLToPath(asJs)) && existsSync(fileURLToPath(asTs))) return { url: asTs.href, shortCircuit: true };
   }
-  return next(specifier, context);
+  try {
+    return await next(specifier, context);
+  } catch (err) {
+    // a model file outside a project that installs tsgc still gets the tsgc running it
+    if (specifier === "tsgc") return { url: new URL("../index.js", import.meta.url).href, shortCircuit: true };
+    throw err;
+  }
 }
 
 export async function load(url: string, context: object, next: (url: string, context: object) => Promise<LoadResult>): Promise<LoadResult> {
@@ -45,7 +52,12 @@ export async function load(url: string, context: object, next: (url: string, con
   });
   const errors = (out.diagnostics ?? []).filter((d) => d.category === ts.DiagnosticCategory.Error);
   if (errors.length > 0) {
-    const text = errors.map((d) => ts.flattenDiagnosticMessageText(d.messageText, "\n")).join("; ");
+    const text = errors
+      .map((d) => {
+        const at = d.file && d.start !== undefined ? d.file.getLineAndCharacterOfPosition(d.start) : undefined;
+        return `${at ? `${at.line + 1}:${at.character + 1}: ` : ""}${ts.flattenDiagnosticMessageText(d.messageText, "\n")}`;
+      })
+      .join("; ");
     throw new SyntaxError(`${fileName}: ${text}`);
   }
   return { format: "module", source: out.outputText, shortCircuit: true };

@@ -61,6 +61,19 @@ describe("tsgc compile", () => {
     expect(tsgc(["compile", "gpt-oss", "--config", bad]).stderr).toMatch(/rope_scaling\.rope_type/);
   });
 
+  it("reports a model file's syntax and shape errors with their line, also outside a project that installs tsgc", () => {
+    const dir = temp();
+    writeFileSync(join(dir, "syntax.ts"), "export default (o) => { const x: = 1 }\n");
+    writeFileSync(
+      join(dir, "shapes.ts"),
+      'import { defineModel } from "tsgc";\nexport default defineModel("bad", (b) => {\n  const t = b.sym("tokens", 8);\n  b.entry("e", (e) => {\n    const x = e.input("x", "f32", [t, 4]);\n    e.output("y", b.matmul(x, x));\n  });\n});\n',
+    );
+    expect(tsgc(["compile", join(dir, "syntax.ts"), "--no-cache"]).stderr).toContain("syntax.ts: 1:34: Type expected.");
+    const shapes = tsgc(["compile", join(dir, "shapes.ts"), "--no-cache"]);
+    expect(shapes.code).not.toBe(0);
+    expect(shapes.stderr).toMatch(/matmul: contraction dims differ: 4 vs tokens \(operands: f32\[tokens, 4\], f32\[tokens, 4\]\) at .*shapes\.ts:6:\d+/);
+  });
+
   it("names a bad model argument", () => {
     expect(tsgc(["compile", "no-such-model"]).stderr).toContain('unknown model "no-such-model"');
     expect(tsgc(["compile", "missing.ts"]).stderr).toContain("model file missing.ts does not exist");
