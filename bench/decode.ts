@@ -2,7 +2,8 @@
 // device (no checkpoint, no 14 GB of host arrays). Reports ms per token and tokens/s against the
 // bandwidth floor (the bytes a step must read: every weight it touches once, the KV cache it attends to).
 //
-//   npm run build && node dist/bench/decode.js [model=gpt-oss-20b] [past=1024] [replays=100]
+//   npm run build && node dist/bench/decode.js [model=gpt-oss-20b] [past=1024] [replays=100] [prefillTokens=0]
+// With prefillTokens > 0 it also times a prefill of that many fresh tokens, with a per-op breakdown.
 
 import { findBuiltinModel } from "../models/index.js";
 import { compile } from "../src/compile.js";
@@ -36,7 +37,8 @@ extern "C" __global__ void fill_u8(unsigned char* p, unsigned long long n, unsig
 `;
 
 async function main(): Promise<void> {
-  const [modelName = "gpt-oss-20b", pastArg = "1024", replaysArg = "100"] = process.argv.slice(2);
+  const [modelName = "gpt-oss-20b", pastArg = "1024", replaysArg = "100", prefillArg = "0"] = process.argv.slice(2);
+  const prefillTokens = Number(prefillArg);
   const past = Number(pastArg);
   const replays = Number(replaysArg);
   const device = Device.open(0);
@@ -157,6 +159,34 @@ async function main(): Promise<void> {
     process.stdout.write(`  ${k.padEnd(34)} ${String(v.count).padStart(4)} launches ${v.ms.toFixed(3).padStart(8)} ms ${((v.ms / total) * 100).toFixed(1).padStart(5)}%\n`);
   }
   graphStep.dispose();
+
+  // prefill of `prefillTokens` fresh tokens (empty cache), timed over a few runs; floor: 2 FLOPs per active
+  // parameter per token at 790 TFLOP/s (attention's own FLOPs left out: a lower bound)
+  if (prefillTokens > 0) {
+    const pre = exec.entry("prefill");
+    const preSymbols = { tokens: prefillTokens, rows: 1, past: 0, windowPast: 0 };
+    const putPre = (name: string, values: number[]) => {
+      const slot = pre.inputs.find((s) => s.name === name)!;
+      const bytes = tensorToBytes(hostTensor(slot.dtype, [values.length], values));
+      if (bytes.byteLength > 0) exec.arena.view(slot.offset, bytes.byteLength).copyFromHost(bytes);
+    };
+    putPre("ids", Array.from({ length: prefillTokens }, (_, i) => (i * 7919) % c.vocabSize));
+    putPre("positions", Array.from({ length: prefillTokens }, (_, i) => i));
+    putPre("logit_rows", [prefillTokens - 1]);
+    const preMs = timeMs(() => exec.launch("prefill", preSymbols, stream), 3);
+    const activeParams = c.numLayers * (attn / bf16 + c.expertsPerToken * 3 * c.intermediateSize * c.hiddenSize + c.numExperts * c.hiddenSize);
+    const preFloorMs = ((2 * activeParams * prefillTokens) / 790e12) * 1e3;
+    process.stdout.write(
+      `\nprefill ${prefillTokens} tokens     ${preMs.toFixed(1)} ms, ${((prefillTokens / preMs) * 1e3).toFixed(0)} tokens/s; floor ${preFloorMs.toFixed(1)} ms (${((preFloorMs / preMs) * 100).toFixed(1)}%)\n`,
+    );
+    const byKind = new Map<string, number>();
+    pre.launches.forEach((l, i) => {
+      const ms = timeMs(() => exec.launchOne(pre, i, preSymbols, stream), 1);
+      const key = `${l.op} (${plan.kernels[l.kernel]!.family})`;
+      byKind.set(key, (byKind.get(key) ?? 0) + ms);
+    });
+    for (const [k, v] of [...byKind].sort((a, b) => b[1] - a[1]).slice(0, 6)) process.stdout.write(`  ${k.padEnd(34)} ${v.toFixed(2).padStart(9)} ms\n`);
+  }
   exec.dispose();
 }
 
