@@ -31,7 +31,9 @@ export { BUILTIN_MODELS, DEFAULT_MODEL, findBuiltinModel } from "../models/index
 
 // weights and generation
 export { randomParams } from "./loader/random-params.js";
-export { referenceGenerate, argmax } from "./generate/reference.js";
+export { generate, referenceGenerate, interpreterRunner, sampleToken, argmax } from "./generate/generate.js";
+export type { EntryRunner, GenerateOptions, GenerateResult, SamplingOptions } from "./generate/generate.js";
+export { loadParams } from "./loader/load-params.js";
 
 // the compiler
 export { compile, buildPlan, graphHash } from "./compile.js";

@@ -1,6 +1,7 @@
 // The `tsgc` command line: one commander program; each verb lives in its own module under src/cli/.
 import { Command, CommanderError } from "commander";
 import { registerCompileCommand } from "./compile.js";
+import { registerGenerateCommand } from "./generate.js";
 import { registerModelCommands } from "./model-commands.js";
 import { registerCacheCommand } from "./cache.js";
 import { registerInspectCommand } from "./inspect.js";
@@ -14,6 +15,7 @@ export function buildProgram(): Command {
     .showHelpAfterError();
   registerModelCommands(program);
   registerCompileCommand(program);
+  registerGenerateCommand(program);
   registerCacheCommand(program);
   registerInspectCommand(program);
   registerQuantizeCommand(program);

@@ -18,7 +18,7 @@ afterEach(() => {
 describe("tsgc CLI", () => {
   it("lists its commands in --help", () => {
     const help = buildProgram().helpInformation();
-    for (const verb of ["models", "ir", "run"]) expect(help).toMatch(new RegExp(`^  ${verb}\\b`, "m"));
+    for (const verb of ["models", "ir", "compile", "generate\\|run", "cache", "inspect", "quantize"]) expect(help).toMatch(new RegExp(`^  ${verb}\\b`, "m"));
   });
 
   it("runs the default model on the cpu reference interpreter, deterministically", async () => {
@@ -51,7 +51,7 @@ describe("tsgc CLI", () => {
     expect(process.exitCode).not.toBe(0);
     process.exitCode = 0;
     await run(["node", "tsgc", "run", "--prompt-ids", "500"]);
-    expect(io.err()).toContain("prompt id 500 is outside gpt-oss-tiny's vocabulary of 128");
+    expect(io.err()).toContain("prompt id 500 is outside the model's vocabulary of 128");
     await run(["node", "tsgc", "ir", "llama-7b"]);
     expect(io.err()).toContain('unknown model "llama-7b"; built-in models: gpt-oss-20b, gpt-oss-120b, gpt-oss-tiny');
   });

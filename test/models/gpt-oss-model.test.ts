@@ -10,7 +10,7 @@ import { hostTensor } from "../../src/ir/host-tensor.js";
 import { interpret } from "../../src/ir/interpret.js";
 import { evalShape } from "../../src/ir/shape.js";
 import { verifyGraph } from "../../src/ir/verify.js";
-import { HostKvCache, referenceGenerate } from "../../src/generate/reference.js";
+import { HostKvCache, referenceGenerate } from "../../src/generate/generate.js";
 import { randomParams } from "../../src/loader/random-params.js";
 
 const SAFETENSORS_OF = { f32: "F32", bf16: "BF16", fp4e2m1x2: "U8", e8m0: "U8" } as const;

@@ -16,7 +16,7 @@ import { opCounts, runPipeline } from "../../src/passes/pipeline.js";
 import { type Pass, applyRulePass } from "../../src/passes/rewrite.js";
 import { gptOssModel } from "../../models/gpt-oss.js";
 import { GPT_OSS_20B, GPT_OSS_TINY } from "../../models/gpt-oss-config.js";
-import { referenceGenerate } from "../../src/generate/reference.js";
+import { referenceGenerate } from "../../src/generate/generate.js";
 import { randomParams } from "../../src/loader/random-params.js";
 
 type Dt = "f32" | "bf16";

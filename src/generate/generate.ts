@@ -1,16 +1,34 @@
-// Greedy generation through the CPU reference interpreter, with a host-side KV cache.
-//
-// It drives a decoder graph with the gpt-oss entry-point contract (see models/gpt-oss.ts): `prefill`
-// runs the prompt, `decode` one token at a time; both return each layer's new keys and values,
-// which the cache appends. A sliding layer's cache keeps only the last `windowPast` tokens (its
-// symbol's bound), so its memory stops growing there; full layers grow up to `past`.
-// Slow by design: this is the oracle the GPU path is checked against.
+// Generation: drives a decoder graph with the gpt-oss entry-point contract (see models/gpt-oss.ts) —
+// `prefill` runs the prompt, `decode` one token at a time; both return each layer's new keys and
+// values, which a host-side KV cache appends. A sliding layer's cache keeps only the last `windowPast`
+// tokens (its symbol's bound), so its memory stops growing there; full layers grow up to `past`.
+// The entry points run through a runner: the CPU reference interpreter (the oracle) or a compiled plan
+// on the GPU (PlanExecutor). Tokens are picked greedily or sampled (temperature, top-k, top-p, seeded).
 
 import { findEntry, type Graph } from "../ir/graph.js";
-import { type HostTensor, hostTensor } from "../ir/host-tensor.js";
+import { type HostTensor, hostTensor, seededRandom } from "../ir/host-tensor.js";
 import { interpret } from "../ir/interpret.js";
 
-export interface ReferenceGenerateOptions {
+/** Runs one entry point of the graph: the reference interpreter or a compiled plan. */
+export type EntryRunner = (entry: string, inputs: Readonly<Record<string, HostTensor>>) => Record<string, HostTensor>;
+
+/** The CPU reference interpreter as a runner. */
+export function interpreterRunner(graph: Graph, params: Readonly<Record<string, HostTensor>>): EntryRunner {
+  return (entry, inputs) => interpret(graph, entry, inputs, params);
+}
+
+export interface SamplingOptions {
+  /** 0 (the default) picks the most likely token; higher values flatten the distribution. */
+  readonly temperature?: number;
+  /** Sample among the k most likely tokens only (0: no limit). */
+  readonly topK?: number;
+  /** Sample among the smallest set of tokens whose probability reaches p (1: no limit). */
+  readonly topP?: number;
+  /** Seed of the sampler's random numbers. */
+  readonly seed?: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
   readonly maxNewTokens: number;
   /** Generation stops after emitting one of these. */
   readonly stopTokens?: readonly number[];
@@ -18,7 +36,7 @@ export interface ReferenceGenerateOptions {
   readonly onToken?: (token: number) => void;
 }
 
-export interface ReferenceGenerateResult {
+export interface GenerateResult {
   readonly tokens: number[];
   /** Logits of the last prefill row and of each decode step, in order. */
   readonly logits: Float64Array[];
@@ -37,6 +55,48 @@ export function argmax(v: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;
   return best;
+}
+
+/** Checks sampling options; throws naming the option. */
+export function checkSampling(o: SamplingOptions): void {
+  if (o.temperature !== undefined && !(o.temperature >= 0 && Number.isFinite(o.temperature))) throw new Error(`temperature must be a finite number >= 0, got ${o.temperature}`);
+  if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) throw new Error(`top-k must be a non-negative integer, got ${o.topK}`);
+  if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) throw new Error(`top-p must be in (0, 1], got ${o.topP}`);
+}
+
+/**
+ * Picks the next token from logits: argmax at temperature 0; otherwise softmax(logits / temperature)
+ * restricted to the top-k tokens, then to the smallest prefix (by probability) reaching top-p, sampled
+ * with `rand`. Ties keep the lower token id first, as argmax does.
+ */
+export function sampleToken(logits: ArrayLike<number>, o: SamplingOptions, rand: () => number): number {
+  const temperature = o.temperature ?? 0;
+  if (temperature === 0) return argmax(logits);
+  const order = Array.from({ length: logits.length }, (_, i) => i).sort((a, b) => logits[b]! - logits[a]! || a - b);
+  const k = o.topK && o.topK > 0 ? Math.min(o.topK, order.length) : order.length;
+  const top = order.slice(0, k);
+  const max = logits[top[0]!]!;
+  const weights = top.map((i) => Math.exp((logits[i]! - max) / temperature));
+  const total = weights.reduce((a, b) => a + b, 0);
+  const p = o.topP ?? 1;
+  let kept = top.length;
+  if (p < 1) {
+    let mass = 0;
+    for (let j = 0; j < top.length; j++) {
+      mass += weights[j]! / total;
+      if (mass >= p) {
+        kept = j + 1;
+        break;
+      }
+    }
+  }
+  const keptTotal = weights.slice(0, kept).reduce((a, b) => a + b, 0);
+  let r = rand() * keptTotal;
+  for (let j = 0; j < kept; j++) {
+    r -= weights[j]!;
+    if (r < 0) return top[j]!;
+  }
+  return top[kept - 1]!;
 }
 
 export class HostKvCache {
@@ -109,13 +169,15 @@ export class HostKvCache {
 }
 
 /** Greedy decoding of `promptIds` with the reference interpreter. */
-export function referenceGenerate(
-  graph: Graph,
-  params: Readonly<Record<string, HostTensor>>,
-  promptIds: readonly number[],
-  opts: ReferenceGenerateOptions,
-): ReferenceGenerateResult {
+export function referenceGenerate(graph: Graph, params: Readonly<Record<string, HostTensor>>, promptIds: readonly number[], opts: GenerateOptions): GenerateResult {
+  return generate(graph, interpreterRunner(graph, params), promptIds, opts);
+}
+
+/** Generates up to `maxNewTokens` tokens after `promptIds`, running the graph's entry points with `run`. */
+export function generate(graph: Graph, run: EntryRunner, promptIds: readonly number[], opts: GenerateOptions): GenerateResult {
   if (promptIds.length === 0) throw new Error("the prompt is empty");
+  checkSampling(opts);
+  const rand = seededRandom(opts.seed ?? 0);
   const prefill = findEntry(graph, "prefill");
   const kCache = prefill.inputs.find((i) => i.name.endsWith(".k_cache"));
   if (!kCache) throw new Error(`model ${graph.name} has no KV-cache inputs; it does not follow the decoder entry-point contract`);
@@ -125,22 +187,22 @@ export function referenceGenerate(
   const logits: Float64Array[] = [];
   const stop = new Set(opts.stopTokens ?? []);
   const positions = promptIds.map((_, i) => i);
-  const first = interpret(graph, "prefill", {
+  const first = run("prefill", {
     ids: hostTensor("i32", [promptIds.length], promptIds),
     positions: hostTensor("i32", [promptIds.length], positions),
     logit_rows: hostTensor("i32", [1], [promptIds.length - 1]),
     ...cache.inputs(),
-  }, params);
+  });
   cache.append(first, positions);
   let next = first["logits"]!.data;
   let position = promptIds.length;
   for (let step = 0; step < opts.maxNewTokens; step++) {
     logits.push(next);
-    const token = argmax(next);
+    const token = sampleToken(next, opts, rand);
     tokens.push(token);
     opts.onToken?.(token);
     if (stop.has(token) || step === opts.maxNewTokens - 1) break;
-    const out = interpret(graph, "decode", { ids: hostTensor("i32", [1], [token]), positions: hostTensor("i32", [1], [position]), ...cache.inputs() }, params);
+    const out = run("decode", { ids: hostTensor("i32", [1], [token]), positions: hostTensor("i32", [1], [position]), ...cache.inputs() });
     cache.append(out, [position]);
     next = out["logits"]!.data;
     position++;
