@@ -1,7 +1,8 @@
 """Runs the reference implementation on a checkpoint: final prefill logits and a greedy continuation.
 
-    python3 reference.py CHECKPOINT_DIR PROMPT_LEN NEW_TOKENS OUT.json
-The prompt is PROMPT_LEN seeded random token ids (written to OUT.json with the results).
+    python3 reference.py CHECKPOINT_DIR PROMPT_LEN NEW_TOKENS OUT.json [float32]
+The prompt is PROMPT_LEN seeded random token ids (written to OUT.json with the results). With "float32"
+the checkpoint's weights are upcast and everything runs in f32: exact math on the same (e.g. bf16) weights.
 """
 import json
 import sys
@@ -10,7 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 path, prompt_len, new_tokens, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager", torch_dtype="auto").to("cuda").eval()
+dtype = sys.argv[5] if len(sys.argv) > 5 else "auto"
+model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager", torch_dtype=dtype).to("cuda").eval()
 g = torch.Generator().manual_seed(7)
 prompt = torch.randint(1, model.config.vocab_size - 1, (1, prompt_len), generator=g)
 with torch.no_grad():

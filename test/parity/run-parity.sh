@@ -17,4 +17,10 @@ for dtype in f32 bf16; do
   echo -n "$dtype: "
   python3 "$here/compare.py" "$out/reference-$dtype.json" "$out/tsgc-$dtype.json" "$tol" || status=1
 done
+# how far each bf16 run is from exact (f32) math on the same bf16 weights: the bf16 error of each implementation
+python3 "$here/reference.py" "$out/bf16" 300 64 "$out/reference-bf16-in-f32.json" float32
+echo -n "transformers bf16 vs f32 math on the bf16 weights: "
+python3 "$here/compare.py" "$out/reference-bf16-in-f32.json" <(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({'logits': [r['logits']], 'tokens': r['tokens']}))" "$out/reference-bf16.json") 1 || true
+echo -n "tsgc bf16 vs f32 math on the bf16 weights: "
+python3 "$here/compare.py" "$out/reference-bf16-in-f32.json" "$out/tsgc-bf16.json" 1 || true
 exit $status
