@@ -1,0 +1,117 @@
+// Streams a checkpoint's tensors straight into a plan's parameter offsets in the arena, through two
+// pinned buffers: while one chunk is copied to the device the next is read from disk. Tensors whose
+// stored dtype is the parameter's (bf16 → bf16, MXFP4 bytes → fp4e2m1x2 / e8m0) are never touched on
+// the host; others (f32 → bf16, bf16 → f32) are converted chunk by chunk. Everything is checked
+// against the plan before the first byte moves.
+
+import type { Plan } from "../src/codegen/plan.js";
+import { type DType, dtypeBytes } from "../src/ir/dtype.js";
+import { evalShape, formatShape } from "../src/ir/shape.js";
+import { type Checkpoint, openCheckpoint } from "../src/loader/checkpoint.js";
+import { decodeFloats, encodeFloats, type SafetensorsDType } from "../src/loader/safetensors.js";
+import type { PinnedBuffer } from "./cuda.js";
+import type { PlanExecutor } from "./executor.js";
+
+/** The safetensors dtype that holds a parameter's bytes as they are. */
+const STORED_AS: Partial<Record<DType, SafetensorsDType>> = { f32: "F32", bf16: "BF16", f16: "F16", fp4e2m1x2: "U8", e8m0: "U8" };
+const FLOATS = new Set<string>(["F32", "BF16", "F16"]);
+
+export interface LoadProgress {
+  readonly tensor: string;
+  readonly bytes: number;
+  readonly totalBytes: number;
+  readonly ms: number;
+}
+
+export interface StreamOptions {
+  /** Size of each of the two pinned staging buffers; default 64 MiB. */
+  readonly chunkBytes?: number;
+  /** Called after each tensor. */
+  readonly onProgress?: (p: LoadProgress) => void;
+}
+
+/** Every mismatch between a checkpoint and a plan's parameters (empty when they fit). */
+export function checkpointProblems(plan: Plan, checkpoint: Checkpoint): string[] {
+  const problems: string[] = [];
+  for (const p of plan.params) {
+    const info = checkpoint.tensors.get(p.name);
+    const shape = evalShape(p.shape, plan.symbols);
+    if (!info) {
+      problems.push(`tensor ${p.name} (${p.dtype}${formatShape(shape)}) is missing`);
+      continue;
+    }
+    const where = `${p.name} in ${info.file}`;
+    if (formatShape(info.shape) !== formatShape(shape)) problems.push(`${where} is ${formatShape(info.shape)}, the model needs ${formatShape(shape)}`);
+    const packed = p.dtype === "fp4e2m1x2" || p.dtype === "e8m0";
+    if (packed ? info.dtype !== "U8" : !FLOATS.has(info.dtype)) problems.push(`${where} is ${info.dtype}, which cannot hold a ${p.dtype} parameter`);
+  }
+  return problems;
+}
+
+/** Streams every parameter of the executor's plan from the checkpoint directory `dir` into the arena. */
+export async function streamCheckpoint(exec: PlanExecutor, dir: string, opts: StreamOptions = {}): Promise<{ bytes: number; ms: number }> {
+  const started = performance.now();
+  const checkpoint = await openCheckpoint(dir);
+  try {
+    const problems = checkpointProblems(exec.plan, checkpoint);
+    if (problems.length) throw new Error(`${checkpoint.location} does not fit the plan of ${exec.plan.model}:\n  ${problems.join("\n  ")}`);
+    const chunkBytes = Math.max(1 << 16, Math.floor((opts.chunkBytes ?? 64 << 20) / 8) * 8);
+    const device = exec.device;
+    const stream = device.createStream();
+    const staging: PinnedBuffer[] = [device.allocPinned(chunkBytes), device.allocPinned(chunkBytes)];
+    const copied = [device.createEvent({ timing: false }), device.createEvent({ timing: false })];
+    const totalBytes = exec.plan.params.reduce((a, p) => a + p.bytes, 0);
+    let done = 0;
+    let turn = 0;
+    /** Next staging buffer, once the copy that last used it has finished. */
+    const nextBuffer = (): number => {
+      const i = turn++ % 2;
+      copied[i]!.synchronize();
+      return i;
+    };
+    const upload = (i: number, offset: number, n: number) => {
+      exec.arena.view(offset, n).copyFromHostAsync(staging[i]!.slice(0, n), stream);
+      copied[i]!.record(stream);
+    };
+    try {
+      for (const p of exec.plan.params) {
+        const info = checkpoint.tensor(p.name);
+        if (STORED_AS[p.dtype] === info.dtype) {
+          let at = 0;
+          while (at < info.byteLength) {
+            const i = nextBuffer();
+            const n = Math.min(chunkBytes, info.byteLength - at);
+            await checkpoint.readInto(p.name, staging[i]!.bytes().subarray(0, n), at);
+            upload(i, p.offset + at, n);
+            at += n;
+          }
+        } else {
+          // convert: source elements per chunk sized so the converted chunk fits a staging buffer
+          const srcSize = info.byteLength / Math.max(1, info.shape.reduce((a, b) => a * b, 1));
+          const dstSize = dtypeBytes(p.dtype);
+          const perChunk = Math.floor(chunkBytes / Math.max(srcSize, dstSize));
+          const source = new Uint8Array(perChunk * srcSize);
+          for (let at = 0, out = 0; at < info.byteLength; ) {
+            const n = Math.min(perChunk * srcSize, info.byteLength - at);
+            await checkpoint.readInto(p.name, source.subarray(0, n), at);
+            const converted = encodeFloats(STORED_AS[p.dtype]!, decodeFloats(info.dtype, source.subarray(0, n)));
+            const i = nextBuffer();
+            staging[i]!.bytes().set(converted);
+            upload(i, p.offset + out, converted.byteLength);
+            at += n;
+            out += converted.byteLength;
+          }
+        }
+        done += p.bytes;
+        opts.onProgress?.({ tensor: p.name, bytes: done, totalBytes, ms: performance.now() - started });
+      }
+      stream.synchronize();
+    } finally {
+      copied.forEach((e) => e.dispose());
+      stream.dispose();
+    }
+    return { bytes: done, ms: performance.now() - started };
+  } finally {
+    await checkpoint.close();
+  }
+}
