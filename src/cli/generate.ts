@@ -7,7 +7,7 @@ import { gptOssModel } from "../../models/gpt-oss.js";
 import { type GptOssConfig, loadGptOssConfig } from "../../models/gpt-oss-config.js";
 import { DEFAULT_MODEL, findBuiltinModel } from "../../models/index.js";
 import { compile } from "../compile.js";
-import { type EntryRunner, generate, interpreterRunner } from "../generate/generate.js";
+import { checkPrompt, checkSampling, type EntryRunner, generate, interpreterRunner } from "../generate/generate.js";
 import { chatMessages, encodeHarmony } from "../generate/harmony.js";
 import { HARMONY_STOP_TOKENS, HarmonyTokenizer, O200K_HARMONY_VOCAB_SIZE } from "../generate/tokenizer.js";
 import type { Graph } from "../ir/graph.js";
@@ -98,8 +98,8 @@ export function registerGenerateCommand(program: Command): void {
       const promptIds = flags.prompt !== undefined ? encodeHarmony(chatMessages({ user: flags.prompt }), { nextRole: "assistant" }) : (flags.promptIds ?? [1, 2, 3]);
       const started = performance.now();
       const { config, graph, params } = await modelAndParams(model, flags, promptIds.length);
-      const bad = promptIds.find((id) => id >= config.vocabSize);
-      if (bad !== undefined) throw new Error(`prompt id ${bad} is outside the model's vocabulary of ${config.vocabSize}`);
+      checkPrompt(graph, promptIds, flags.maxNewTokens);
+      checkSampling(flags);
       const loadedMs = performance.now() - started;
       const runner = await runnerFor(graph, params, flags.device);
       const tokenizer = config.vocabSize === O200K_HARMONY_VOCAB_SIZE ? HarmonyTokenizer.instance() : undefined;
@@ -111,6 +111,7 @@ export function registerGenerateCommand(program: Command): void {
           topK: flags.topK,
           topP: flags.topP,
           seed: flags.seed,
+          keepLogits: flags.logitsOut !== undefined,
           stopTokens: tokenizer ? [...config.eosTokenIds, ...HARMONY_STOP_TOKENS] : config.eosTokenIds,
           ...(flags.json ? {} : { onToken: (t: number) => process.stdout.write(tokenizer ? tokenizer.decode([t]) : `${t}\n`) }),
         });

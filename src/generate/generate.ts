@@ -34,11 +34,13 @@ export interface GenerateOptions extends SamplingOptions {
   readonly stopTokens?: readonly number[];
   /** Called with each new token as soon as it is chosen. */
   readonly onToken?: (token: number) => void;
+  /** Keep the logits of every step in the result (a vocabulary of floats per token; off by default). */
+  readonly keepLogits?: boolean;
 }
 
 export interface GenerateResult {
   readonly tokens: number[];
-  /** Logits of the last prefill row and of each decode step, in order. */
+  /** With `keepLogits`: logits of the last prefill row and of each decode step, in order (else empty). */
   readonly logits: Float64Array[];
 }
 
@@ -67,36 +69,51 @@ export function checkSampling(o: SamplingOptions): void {
 /**
  * Picks the next token from logits: argmax at temperature 0; otherwise softmax(logits / temperature)
  * restricted to the top-k tokens, then to the smallest prefix (by probability) reaching top-p, sampled
- * with `rand`. Ties keep the lower token id first, as argmax does.
+ * with `rand`. Ties keep the lower token id first, as argmax does. Only the tokens that can be kept are
+ * sorted (a full-vocabulary sort per token would cost more than a GPU decode step).
  */
 export function sampleToken(logits: ArrayLike<number>, o: SamplingOptions, rand: () => number): number {
   const temperature = o.temperature ?? 0;
   if (temperature === 0) return argmax(logits);
-  const order = Array.from({ length: logits.length }, (_, i) => i).sort((a, b) => logits[b]! - logits[a]! || a - b);
-  const k = o.topK && o.topK > 0 ? Math.min(o.topK, order.length) : order.length;
-  const top = order.slice(0, k);
-  const max = logits[top[0]!]!;
-  const weights = top.map((i) => Math.exp((logits[i]! - max) / temperature));
-  const total = weights.reduce((a, b) => a + b, 0);
-  const p = o.topP ?? 1;
-  let kept = top.length;
-  if (p < 1) {
+  const vocab = logits.length;
+  const max = logits[argmax(logits)]!;
+  const weights = new Float64Array(vocab);
+  let total = 0;
+  for (let i = 0; i < vocab; i++) total += weights[i] = Math.exp((logits[i]! - max) / temperature);
+  const topK = o.topK && o.topK > 0 ? Math.min(o.topK, vocab) : vocab;
+  const topP = o.topP ?? 1;
+  if (topK === vocab && topP >= 1) return drawFrom(weights, Array.from({ length: vocab }, (_, i) => i), vocab, rand);
+  // Tokens outside the nucleus: those below (1 − p)/vocab of the mass together hold less than 1 − p, so
+  // the nucleus never reaches them; with top-k alone, those below the k-th largest weight.
+  const floor = topP < 1 ? ((1 - topP) / vocab) * total : 0;
+  let candidates: number[] = [];
+  for (let i = 0; i < vocab; i++) if (weights[i]! >= floor) candidates.push(i);
+  candidates.sort((a, b) => weights[b]! - weights[a]! || a - b);
+  candidates = candidates.slice(0, topK);
+  let kept = candidates.length;
+  if (topP < 1) {
     let mass = 0;
-    for (let j = 0; j < top.length; j++) {
-      mass += weights[j]! / total;
-      if (mass >= p) {
+    for (let j = 0; j < candidates.length; j++) {
+      mass += weights[candidates[j]!]! / total;
+      if (mass >= topP) {
         kept = j + 1;
         break;
       }
     }
   }
-  const keptTotal = weights.slice(0, kept).reduce((a, b) => a + b, 0);
-  let r = rand() * keptTotal;
-  for (let j = 0; j < kept; j++) {
-    r -= weights[j]!;
-    if (r < 0) return top[j]!;
+  return drawFrom(weights, candidates, kept, rand);
+}
+
+/** Draws one of the first `count` of `tokens` with probability proportional to its weight. */
+function drawFrom(weights: Float64Array, tokens: readonly number[], count: number, rand: () => number): number {
+  let sum = 0;
+  for (let j = 0; j < count; j++) sum += weights[tokens[j]!]!;
+  let r = rand() * sum;
+  for (let j = 0; j < count; j++) {
+    r -= weights[tokens[j]!]!;
+    if (r < 0) return tokens[j]!;
   }
-  return top[kept - 1]!;
+  return tokens[count - 1]!;
 }
 
 export class HostKvCache {
@@ -168,14 +185,32 @@ export class HostKvCache {
   }
 }
 
-/** Greedy decoding of `promptIds` with the reference interpreter. */
+/** Generation with the reference interpreter, keeping every step's logits (the oracle of tests). */
 export function referenceGenerate(graph: Graph, params: Readonly<Record<string, HostTensor>>, promptIds: readonly number[], opts: GenerateOptions): GenerateResult {
-  return generate(graph, interpreterRunner(graph, params), promptIds, opts);
+  return generate(graph, interpreterRunner(graph, params), promptIds, { keepLogits: true, ...opts });
+}
+
+/** Checks a prompt against the graph's vocabulary and symbol bounds; throws naming the problem. */
+export function checkPrompt(graph: Graph, promptIds: readonly number[], maxNewTokens: number): void {
+  if (promptIds.length === 0) throw new Error("the prompt is empty");
+  const vocab = graph.params.find((p) => p.name === "model.embed_tokens.weight")?.shape[0];
+  promptIds.forEach((id, i) => {
+    if (!Number.isInteger(id) || id < 0) throw new Error(`prompt id ${id} (at ${i}) is not a token id`);
+    if (typeof vocab === "number" && id >= vocab) throw new Error(`prompt id ${id} (at ${i}) is outside the model's vocabulary of ${vocab} tokens`);
+  });
+  if (!(Number.isInteger(maxNewTokens) && maxNewTokens >= 0)) throw new Error(`maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
+  const prefillBound = graph.symbols["tokens"];
+  if (prefillBound !== undefined && promptIds.length > prefillBound) throw new Error(`the prompt has ${promptIds.length} tokens; the model was built for prefills of at most ${prefillBound} (maxPrefillTokens)`);
+  const contextBound = graph.symbols["past"];
+  // The last generated token is never fed back, so the cache grows to prompt + maxNewTokens − 1 tokens.
+  if (contextBound !== undefined && Math.max(promptIds.length, promptIds.length + maxNewTokens - 1) > contextBound) {
+    throw new Error(`the prompt (${promptIds.length} tokens) and ${maxNewTokens} new tokens exceed the model's context bound (maxContext ${contextBound})`);
+  }
 }
 
 /** Generates up to `maxNewTokens` tokens after `promptIds`, running the graph's entry points with `run`. */
 export function generate(graph: Graph, run: EntryRunner, promptIds: readonly number[], opts: GenerateOptions): GenerateResult {
-  if (promptIds.length === 0) throw new Error("the prompt is empty");
+  checkPrompt(graph, promptIds, opts.maxNewTokens);
   checkSampling(opts);
   const rand = seededRandom(opts.seed ?? 0);
   const prefill = findEntry(graph, "prefill");
@@ -194,18 +229,24 @@ export function generate(graph: Graph, run: EntryRunner, promptIds: readonly num
     ...cache.inputs(),
   });
   cache.append(first, positions);
-  let next = first["logits"]!.data;
+  let next = logitsOf(first, "prefill");
   let position = promptIds.length;
   for (let step = 0; step < opts.maxNewTokens; step++) {
-    logits.push(next);
+    if (opts.keepLogits) logits.push(next);
     const token = sampleToken(next, opts, rand);
     tokens.push(token);
     opts.onToken?.(token);
     if (stop.has(token) || step === opts.maxNewTokens - 1) break;
     const out = run("decode", { ids: hostTensor("i32", [1], [token]), positions: hostTensor("i32", [1], [position]), ...cache.inputs() });
     cache.append(out, [position]);
-    next = out["logits"]!.data;
+    next = logitsOf(out, "decode");
     position++;
   }
   return { tokens, logits };
+}
+
+function logitsOf(outputs: Readonly<Record<string, HostTensor>>, entry: string): Float64Array {
+  const logits = outputs["logits"];
+  if (!logits) throw new Error(`entry point ${entry} returned no logits`);
+  return logits.data;
 }

@@ -1,0 +1,97 @@
+// Token selection edge cases: top-k 1 and tiny top-p are greedy, top-p 1 and top-k ≥ vocabulary change
+// nothing, the nucleus boundary, a large vocabulary, and generation-level options (stop tokens, streaming,
+// bounds, bad prompts).
+import { describe, expect, it } from "vitest";
+import { argmax, generate, interpreterRunner, sampleToken } from "../../src/generate/generate.js";
+import { seededRandom } from "../../src/ir/host-tensor.js";
+import { gptOssModel } from "../../models/gpt-oss.js";
+import { GPT_OSS_TINY } from "../../models/gpt-oss-config.js";
+import { randomParams } from "../../src/loader/random-params.js";
+
+function draws(logits: readonly number[], options: Parameters<typeof sampleToken>[1], seed: number, n: number): number[] {
+  const rand = seededRandom(seed);
+  return Array.from({ length: n }, () => sampleToken(logits, options, rand));
+}
+
+describe("sampleToken edge cases", () => {
+  const logits = [0.3, -1.2, 2.2, 0.9, 2.1, -0.4, 1.5, 0.0];
+
+  it("top-p 1 and top-k ≥ vocabulary draw exactly what unrestricted sampling draws", () => {
+    const plain = draws(logits, { temperature: 0.8 }, 5, 200);
+    expect(draws(logits, { temperature: 0.8, topP: 1 }, 5, 200)).toEqual(plain);
+    expect(draws(logits, { temperature: 0.8, topK: 8 }, 5, 200)).toEqual(plain);
+    expect(draws(logits, { temperature: 0.8, topK: 1000 }, 5, 200)).toEqual(plain);
+    expect(new Set(plain).size).toBeGreaterThan(4);
+  });
+
+  it("a nucleus smaller than the most likely token keeps that token alone", () => {
+    expect(new Set(draws(logits, { temperature: 1, topP: 1e-9 }, 3, 100))).toEqual(new Set([argmax(logits)]));
+  });
+
+  it("the nucleus stops at the first token whose cumulative mass reaches p", () => {
+    // probabilities 0.5, 0.3, 0.2 (temperature 1): p = 0.5 keeps one token, p = 0.8 keeps two, p = 0.81 three
+    const probs = [Math.log(0.2), Math.log(0.5), Math.log(0.3)];
+    expect(new Set(draws(probs, { temperature: 1, topP: 0.5 }, 1, 300))).toEqual(new Set([1]));
+    expect(new Set(draws(probs, { temperature: 1, topP: 0.79 }, 1, 300))).toEqual(new Set([1, 2]));
+    expect(new Set(draws(probs, { temperature: 1, topP: 0.81 }, 1, 300))).toEqual(new Set([0, 1, 2]));
+  });
+
+  it("top-k and top-p together keep the smaller set", () => {
+    expect(new Set(draws(logits, { temperature: 1, topK: 2, topP: 0.99 }, 4, 300))).toEqual(new Set([2, 4]));
+  });
+
+  it("ties among the kept tokens are all reachable; equal logits keep the lower ids under top-k", () => {
+    expect(new Set(draws([1, 1, 1, 1], { temperature: 1, topK: 2 }, 8, 200))).toEqual(new Set([0, 1]));
+  });
+
+  it("samples a 201,088-token vocabulary with top-p quickly", () => {
+    const rand = seededRandom(11);
+    const big = Array.from({ length: 201_088 }, () => rand() * 8);
+    const started = performance.now();
+    const picks = draws(big, { temperature: 0.7, topP: 0.9 }, 2, 20);
+    expect(performance.now() - started).toBeLessThan(2000);
+    picks.forEach((t) => expect(big[t]!).toBeGreaterThan(2)); // the bottom quarter of logits is far outside the nucleus
+  });
+});
+
+describe("generate options", () => {
+  const graph = gptOssModel(GPT_OSS_TINY, { dtype: "f32", maxPrefillTokens: 16, maxContext: 32 });
+  const params = randomParams(graph, 2);
+  const run = interpreterRunner(graph, params);
+  const prompt = [5, 6, 7, 100, 3, 9, 27, 1, 64, 12, 8, 44];
+
+  it("greedy decoding gives the tokens the reference loop gave before it ran over a runner", () => {
+    // recorded from the interpreter-only referenceGenerate (commit 7598345) on this model, seed and prompt;
+    // the sliding window (4) is shorter than the prompt, so the cache evicts
+    const big = gptOssModel(GPT_OSS_TINY, { dtype: "f32", maxPrefillTokens: 32, maxContext: 32 });
+    const result = generate(big, interpreterRunner(big, randomParams(big, 2)), prompt, { maxNewTokens: 12 });
+    expect(result.tokens).toEqual([114, 95, 46, 91, 47, 114, 82, 10, 45, 45, 45, 114]);
+    expect(result.logits).toEqual([]); // kept only when asked
+  });
+
+  it("top-k 1 at any temperature is greedy decoding", () => {
+    const greedy = generate(graph, run, prompt, { maxNewTokens: 6 }).tokens;
+    expect(generate(graph, run, prompt, { maxNewTokens: 6, temperature: 3, topK: 1, seed: 9 }).tokens).toEqual(greedy);
+  });
+
+  it("stops after a stop token, streams every token, and keeps logits when asked", () => {
+    const greedy = generate(graph, run, prompt, { maxNewTokens: 6 }).tokens;
+    const streamed: number[] = [];
+    const stopped = generate(graph, run, prompt, { maxNewTokens: 6, stopTokens: [greedy[2]!], onToken: (t) => streamed.push(t), keepLogits: true });
+    const stopAt = greedy.indexOf(greedy[2]!);
+    expect(stopped.tokens).toEqual(greedy.slice(0, stopAt + 1));
+    expect(streamed).toEqual(stopped.tokens);
+    expect(stopped.logits).toHaveLength(stopped.tokens.length);
+    expect(stopped.logits.map((l) => argmax(l))).toEqual(stopped.tokens);
+    expect(generate(graph, run, prompt, { maxNewTokens: 0 }).tokens).toEqual([]);
+  });
+
+  it("rejects prompts outside the vocabulary or the model's bounds, by name", () => {
+    expect(() => generate(graph, run, [], { maxNewTokens: 1 })).toThrow(/the prompt is empty/);
+    expect(() => generate(graph, run, [1, 128], { maxNewTokens: 1 })).toThrow(/prompt id 128 \(at 1\) is outside the model's vocabulary of 128 tokens/);
+    expect(() => generate(graph, run, [1, -2], { maxNewTokens: 1 })).toThrow(/prompt id -2 \(at 1\) is not a token id/);
+    expect(() => generate(graph, run, Array.from({ length: 17 }, () => 1), { maxNewTokens: 1 })).toThrow(/17 tokens; the model was built for prefills of at most 16/);
+    expect(() => generate(graph, run, prompt, { maxNewTokens: 30 })).toThrow(/exceed the model's context bound \(maxContext 32\)/);
+    expect(() => generate(graph, run, prompt, { maxNewTokens: 2, topP: 1.5 })).toThrow(/top-p must be in \(0, 1\]/);
+  });
+});
