@@ -195,8 +195,8 @@ export function checkPrompt(graph: Graph, promptIds: readonly number[], maxNewTo
   if (promptIds.length === 0) throw new Error("the prompt is empty");
   const vocab = graph.params.find((p) => p.name === "model.embed_tokens.weight")?.shape[0];
   promptIds.forEach((id, i) => {
-    if (!Number.isInteger(id) || id < 0) throw new Error(`prompt id ${id} (at ${i}) is not a token id`);
-    if (typeof vocab === "number" && id >= vocab) throw new Error(`prompt id ${id} (at ${i}) is outside the model's vocabulary of ${vocab} tokens`);
+    if (!Number.isInteger(id) || id < 0) throw new Error(`prompt id ${id} is not a token id (at position ${i})`);
+    if (typeof vocab === "number" && id >= vocab) throw new Error(`prompt id ${id} is outside the model's vocabulary of ${vocab} tokens (at position ${i})`);
   });
   if (!(Number.isInteger(maxNewTokens) && maxNewTokens >= 0)) throw new Error(`maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
   const prefillBound = graph.symbols["tokens"];

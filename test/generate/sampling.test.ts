@@ -88,8 +88,8 @@ describe("generate options", () => {
 
   it("rejects prompts outside the vocabulary or the model's bounds, by name", () => {
     expect(() => generate(graph, run, [], { maxNewTokens: 1 })).toThrow(/the prompt is empty/);
-    expect(() => generate(graph, run, [1, 128], { maxNewTokens: 1 })).toThrow(/prompt id 128 \(at 1\) is outside the model's vocabulary of 128 tokens/);
-    expect(() => generate(graph, run, [1, -2], { maxNewTokens: 1 })).toThrow(/prompt id -2 \(at 1\) is not a token id/);
+    expect(() => generate(graph, run, [1, 128], { maxNewTokens: 1 })).toThrow(/prompt id 128 is outside the model's vocabulary of 128 tokens \(at position 1\)/);
+    expect(() => generate(graph, run, [1, -2], { maxNewTokens: 1 })).toThrow(/prompt id -2 is not a token id \(at position 1\)/);
     expect(() => generate(graph, run, Array.from({ length: 17 }, () => 1), { maxNewTokens: 1 })).toThrow(/17 tokens; the model was built for prefills of at most 16/);
     expect(() => generate(graph, run, prompt, { maxNewTokens: 30 })).toThrow(/exceed the model's context bound \(maxContext 32\)/);
     expect(() => generate(graph, run, prompt, { maxNewTokens: 2, topP: 1.5 })).toThrow(/top-p must be in \(0, 1\]/);
