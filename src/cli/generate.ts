@@ -15,6 +15,8 @@ import type { HostTensor } from "../ir/host-tensor.js";
 import { loadParams } from "../loader/load-params.js";
 import { randomParams } from "../loader/random-params.js";
 import { Device, PlanExecutor } from "../../runtime/index.js";
+import { type LoadProgress, streamCheckpoint } from "../../runtime/load-checkpoint.js";
+import { formatBytes } from "../format.js";
 
 interface GenerateFlags {
   checkpoint?: string;
@@ -48,24 +50,35 @@ function bound(n: number): number {
   return 2 ** Math.ceil(Math.log2(Math.max(n, 16)));
 }
 
-async function modelAndParams(model: string, flags: GenerateFlags, promptLength: number): Promise<{ config: GptOssConfig; graph: Graph; params: Record<string, HostTensor> }> {
+/** The model's graph for the checkpoint's config (or the built-in model's). */
+async function modelFor(model: string, flags: GenerateFlags, promptLength: number): Promise<{ config: GptOssConfig; graph: Graph }> {
   const bounds = { maxPrefillTokens: bound(promptLength), maxContext: bound(promptLength + flags.maxNewTokens) };
-  if (flags.checkpoint) {
-    const config = await loadGptOssConfig(flags.checkpoint);
-    const graph = gptOssModel(config, { dtype: flags.dtype, ...bounds }, "gpt-oss");
-    return { config, graph, params: await loadParams(flags.checkpoint, graph) };
-  }
-  const { config } = findBuiltinModel(model);
-  const graph = gptOssModel(config, { dtype: flags.dtype, ...bounds }, model);
-  return { config, graph, params: randomParams(graph, flags.seed) };
+  const config = flags.checkpoint ? await loadGptOssConfig(flags.checkpoint) : findBuiltinModel(model).config;
+  return { config, graph: gptOssModel(config, { dtype: flags.dtype, ...bounds }, flags.checkpoint ? "gpt-oss" : model) };
 }
 
-async function runnerFor(graph: Graph, params: Record<string, HostTensor>, device: "cuda" | "cpu"): Promise<{ run: EntryRunner; dispose: () => void }> {
-  if (device === "cpu") return { run: interpreterRunner(graph, params), dispose: () => {} };
+/** A runner with the weights in place: a checkpoint streamed into the GPU arena, or host parameters. */
+async function runnerFor(graph: Graph, flags: GenerateFlags, quiet: boolean): Promise<{ run: EntryRunner; dispose: () => void }> {
+  const hostParams = async (): Promise<Record<string, HostTensor>> => (flags.checkpoint ? loadParams(flags.checkpoint, graph) : randomParams(graph, flags.seed));
+  if (flags.device === "cpu") return { run: interpreterRunner(graph, await hostParams()), dispose: () => {} };
   const gpu = Device.open(0);
   const { plan } = await compile(graph, { arch: gpu.info.arch });
   const exec = await PlanExecutor.load(plan, gpu);
-  exec.setParams(params);
+  try {
+    if (flags.checkpoint) {
+      const report = (p: LoadProgress) => {
+        if (quiet) return;
+        const line = `loading ${formatBytes(p.bytes)} / ${formatBytes(p.totalBytes)}, ${((p.bytes / 1e6) / Math.max(p.ms, 1)).toFixed(2)} GB/s`;
+        process.stderr.write(process.stderr.isTTY ? `\r\x1b[K${line}${p.bytes === p.totalBytes ? "\n" : ""}` : p.bytes === p.totalBytes ? `${line}\n` : "");
+      };
+      await streamCheckpoint(exec, flags.checkpoint, { onProgress: report });
+    } else {
+      exec.setParams(await hostParams());
+    }
+  } catch (err) {
+    exec.dispose();
+    throw err;
+  }
   return { run: (entry, inputs) => exec.run(entry, inputs), dispose: () => exec.dispose() };
 }
 
@@ -97,11 +110,11 @@ export function registerGenerateCommand(program: Command): void {
       if (flags.prompt !== undefined && flags.promptIds !== undefined) throw new Error("give --prompt or --prompt-ids, not both");
       const promptIds = flags.prompt !== undefined ? encodeHarmony(chatMessages({ user: flags.prompt }), { nextRole: "assistant" }) : (flags.promptIds ?? [1, 2, 3]);
       const started = performance.now();
-      const { config, graph, params } = await modelAndParams(model, flags, promptIds.length);
+      const { config, graph } = await modelFor(model, flags, promptIds.length);
       checkPrompt(graph, promptIds, flags.maxNewTokens);
       checkSampling(flags);
+      const runner = await runnerFor(graph, flags, flags.json === true);
       const loadedMs = performance.now() - started;
-      const runner = await runnerFor(graph, params, flags.device);
       const tokenizer = config.vocabSize === O200K_HARMONY_VOCAB_SIZE ? HarmonyTokenizer.instance() : undefined;
       try {
         const genStarted = performance.now();
