@@ -6,15 +6,14 @@
 
 import type { Plan } from "../src/codegen/plan.js";
 import { type DType, dtypeBytes } from "../src/ir/dtype.js";
-import { evalShape, formatShape } from "../src/ir/shape.js";
-import { type Checkpoint, openCheckpoint } from "../src/loader/checkpoint.js";
+import { openCheckpoint } from "../src/loader/checkpoint.js";
+import { paramProblems } from "../src/loader/load-params.js";
 import { decodeFloats, encodeFloats, type SafetensorsDType } from "../src/loader/safetensors.js";
 import type { PinnedBuffer } from "./cuda.js";
 import type { PlanExecutor } from "./executor.js";
 
 /** The safetensors dtype that holds a parameter's bytes as they are. */
 const STORED_AS: Partial<Record<DType, SafetensorsDType>> = { f32: "F32", bf16: "BF16", f16: "F16", fp4e2m1x2: "U8", e8m0: "U8" };
-const FLOATS = new Set<string>(["F32", "BF16", "F16"]);
 
 export interface LoadProgress {
   readonly tensor: string;
@@ -30,30 +29,12 @@ export interface StreamOptions {
   readonly onProgress?: (p: LoadProgress) => void;
 }
 
-/** Every mismatch between a checkpoint and a plan's parameters (empty when they fit). */
-export function checkpointProblems(plan: Plan, checkpoint: Checkpoint): string[] {
-  const problems: string[] = [];
-  for (const p of plan.params) {
-    const info = checkpoint.tensors.get(p.name);
-    const shape = evalShape(p.shape, plan.symbols);
-    if (!info) {
-      problems.push(`tensor ${p.name} (${p.dtype}${formatShape(shape)}) is missing`);
-      continue;
-    }
-    const where = `${p.name} in ${info.file}`;
-    if (formatShape(info.shape) !== formatShape(shape)) problems.push(`${where} is ${formatShape(info.shape)}, the model needs ${formatShape(shape)}`);
-    const packed = p.dtype === "fp4e2m1x2" || p.dtype === "e8m0";
-    if (packed ? info.dtype !== "U8" : !FLOATS.has(info.dtype)) problems.push(`${where} is ${info.dtype}, which cannot hold a ${p.dtype} parameter`);
-  }
-  return problems;
-}
-
 /** Streams every parameter of the executor's plan from the checkpoint directory `dir` into the arena. */
 export async function streamCheckpoint(exec: PlanExecutor, dir: string, opts: StreamOptions = {}): Promise<{ bytes: number; ms: number }> {
   const started = performance.now();
   const checkpoint = await openCheckpoint(dir);
   try {
-    const problems = checkpointProblems(exec.plan, checkpoint);
+    const problems = paramProblems(exec.plan.params, exec.plan.symbols, checkpoint);
     if (problems.length) throw new Error(`${checkpoint.location} does not fit the plan of ${exec.plan.model}:\n  ${problems.join("\n  ")}`);
     const chunkBytes = Math.max(1 << 16, Math.floor((opts.chunkBytes ?? 64 << 20) / 8) * 8);
     const device = exec.device;

@@ -6,7 +6,9 @@
 
 import type { Graph } from "../ir/graph.js";
 import { type HostTensor, hostTensor } from "../ir/host-tensor.js";
-import { evalShape, formatShape } from "../ir/shape.js";
+import type { DType } from "../ir/dtype.js";
+import type { QuantDesc } from "../ir/graph.js";
+import { evalShape, formatShape, type Shape, type SymbolBounds } from "../ir/shape.js";
 import { type Checkpoint, openCheckpoint } from "./checkpoint.js";
 
 const FLOAT_DTYPES = new Set(["F32", "BF16", "F16", "F64"]);
@@ -15,12 +17,20 @@ export class ParamLoadError extends Error {
   override readonly name = "ParamLoadError";
 }
 
-/** Every problem between a checkpoint and a graph's parameters (empty when they match). */
-export function paramProblems(graph: Graph, checkpoint: Checkpoint): string[] {
+/** A parameter as a checkpoint must hold it: a graph's declaration or a plan's slot, shape at the bounds. */
+export interface ExpectedParam {
+  readonly name: string;
+  readonly dtype: DType;
+  readonly shape: Shape;
+  readonly quant?: QuantDesc | undefined;
+}
+
+/** Every problem between a checkpoint and parameters (shapes evaluated at `symbols`); empty when they fit. */
+export function paramProblems(params: readonly ExpectedParam[], symbols: SymbolBounds, checkpoint: Checkpoint): string[] {
   const problems: string[] = [];
-  for (const p of graph.params) {
+  for (const p of params) {
     const info = checkpoint.tensors.get(p.name);
-    const expected = evalShape(p.shape, graph.symbols);
+    const expected = evalShape(p.shape, symbols);
     if (!info) {
       problems.push(`tensor ${p.name} (${p.dtype}${formatShape(expected)}) is missing`);
       continue;
@@ -36,7 +46,7 @@ export function paramProblems(graph: Graph, checkpoint: Checkpoint): string[] {
 
 /** Reads every parameter of `graph` from an open checkpoint. */
 export async function readParams(graph: Graph, checkpoint: Checkpoint): Promise<Record<string, HostTensor>> {
-  const problems = paramProblems(graph, checkpoint);
+  const problems = paramProblems(graph.params, graph.symbols, checkpoint);
   if (problems.length) throw new ParamLoadError(`${checkpoint.location} does not fit model ${graph.name}:\n  ${problems.join("\n  ")}`);
   const params: Record<string, HostTensor> = {};
   for (const p of graph.params) {

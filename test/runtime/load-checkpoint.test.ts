@@ -13,7 +13,8 @@ import { loadParams } from "../../src/loader/load-params.js";
 import { quantizeCheckpoint } from "../../src/loader/quantize-checkpoint.js";
 import { writeRandomGptOssCheckpoint } from "../../src/loader/random-checkpoint.js";
 import { Device, PlanExecutor } from "../../runtime/index.js";
-import { checkpointProblems, streamCheckpoint } from "../../runtime/load-checkpoint.js";
+import { streamCheckpoint } from "../../runtime/load-checkpoint.js";
+import { paramProblems } from "../../src/loader/load-params.js";
 import { describeGpu } from "../tiers.js";
 
 let root: string;
@@ -29,13 +30,13 @@ beforeAll(async () => {
 });
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-describe("checkpointProblems", () => {
+describe("paramProblems against a plan", () => {
   it("names missing, mis-shaped and mis-typed tensors against a plan", async () => {
     const graph = gptOssModel({ ...GPT_OSS_TINY, vocabSize: 256 }, { dtype: "bf16", experts: "mxfp4" });
     const { plan } = await compile(graph, { arch: "sm_80", cacheDir: false, nvrtc: "skip" });
     const checkpoint = await openCheckpoint(dirs["BF16"]!);
     try {
-      const problems = checkpointProblems(plan, checkpoint).join("\n");
+      const problems = paramProblems(plan.params, plan.symbols, checkpoint).join("\n");
       expect(problems).toMatch(/model\.embed_tokens\.weight in .* is \[128, 64\], the model needs \[256, 64\]/);
       expect(problems).toMatch(/tensor model\.layers\.0\.mlp\.experts\.gate_up_proj_blocks \(fp4e2m1x2\[4, 64, 2, 16\]\) is missing/);
     } finally {
