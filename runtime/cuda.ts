@@ -1,22 +1,15 @@
 // Typed wrapper over the CUDA driver part of the addon: devices, streams, events, pinned host
 // memory, modules, kernels and launches, and CUDA graphs (capture, replay, kernel-node update).
 // Every object is owned explicitly: call dispose() when done (GPU resources are not left to GC).
-import { native, type Handle, type NativeFunctionAttributes } from "./native.js";
+import { native, type Handle, type NativeDeviceInfo, type NativeFunctionAttributes } from "./native.js";
 import type { CompiledImage } from "./nvrtc.js";
 
-export interface DeviceInfo {
+/** What the driver reports of a device (the addon's fields), with its compute capability as an NVRTC target. */
+export interface DeviceInfo extends Omit<NativeDeviceInfo, "major" | "minor"> {
   ordinal: number;
-  name: string;
   computeCapability: { major: number; minor: number };
   /** The NVRTC target for this device, e.g. "sm_90". */
   arch: string;
-  smCount: number;
-  totalMemoryBytes: number;
-  maxSharedBytesPerBlockOptin: number;
-  l2CacheBytes: number;
-  maxThreadsPerBlock: number;
-  warpSize: number;
-  pciBusId: number;
 }
 
 /** Number of CUDA devices. Throws (naming the library and how to point at it) if there is no driver. */
