@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync,
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { TEMPLATE_DIR } from "./codegen/templates.js";
-import { lowerNode, lowerSiblings } from "./codegen/emit.js";
+import { lowerInPlaceUpdate, lowerNode, lowerSiblings } from "./codegen/emit.js";
 import type { KernelSource, SizeExpr } from "./codegen/kernel.js";
 import { evalSize, sourceHash } from "./codegen/kernel.js";
 import { type Plan, type PlanArg, PLAN_FORMAT, PLAN_VERSION, parsePlan } from "./codegen/plan.js";
@@ -76,13 +76,14 @@ export interface CompileResult {
 
 const FUSED = new Set<string>(FUSED_OPS);
 
-/** Structural identity of a graph: its name, symbols, params and every entry output's hash. */
+/** Structural identity of a graph: its name, symbols, params, state and every entry output's and update's hash. */
 export function graphHash(g: Graph): string {
   const h = createHash("sha256");
-  h.update(JSON.stringify({ name: g.name, symbols: g.symbols, params: g.params }));
+  h.update(JSON.stringify({ name: g.name, symbols: g.symbols, params: g.params, states: g.states }));
   for (const e of g.entries) {
     h.update(`\0${e.name}`);
     for (const o of e.outputs) h.update(`\0${o.name}=${o.node.hash}`);
+    for (const u of e.updates) h.update(`\0update ${u.name}=${u.node.hash}`);
   }
   return h.digest("hex");
 }
@@ -134,7 +135,11 @@ const sizeJson = (e: SizeExpr) => ({ dims: [...e.dims], scale: e.scale, divisor:
 
 /** Builds the plan from a fused graph: schedule, memory plan, kernel table, resolved arguments. */
 export function buildPlan(fused: Graph, input: Graph, arch: string): { plan: Plan; memory: EntriesMemoryPlan } {
-  const schedules = scheduleGraph(fused, (n) => lowerNode(n, fused.symbols), lowerSiblings);
+  const schedules = scheduleGraph(fused, {
+    node: (n) => lowerNode(n, fused.symbols),
+    siblings: lowerSiblings,
+    inPlaceUpdate: (n) => lowerInPlaceUpdate(n, fused.symbols),
+  });
   const memory = planEntries(schedules.map((s) => s.planInput));
   const kernelIndex = new Map<string, number>();
   const kernels: Plan["kernels"] = [];
@@ -189,6 +194,12 @@ export function buildPlan(fused: Graph, input: Graph, arch: string): { plan: Pla
     const bytes = numElements(evalShape(p.shape, fused.symbols)) * dtypeBytes(p.dtype);
     return { name: p.name, dtype: p.dtype, shape: [...p.shape], offset: placement?.offset ?? 0, bytes, ...(p.quant ? { quant: { ...p.quant } } : {}) };
   });
+  const states: Plan["states"] = fused.states.map((st, i) => {
+    const placement = memory.weights.find((w) => w.id === fused.params.length + i);
+    if (!placement) throw new Error(`compile: state ${st.name} has no place in the arena`);
+    const bytes = numElements(evalShape(st.shape, fused.symbols)) * dtypeBytes(st.dtype);
+    return { name: st.name, dtype: st.dtype, shape: [...st.shape], offset: placement.offset, bytes };
+  });
   const plan: Plan = {
     format: PLAN_FORMAT,
     version: PLAN_VERSION,
@@ -201,6 +212,7 @@ export function buildPlan(fused: Graph, input: Graph, arch: string): { plan: Pla
     kernels,
     arena: { bytes: memory.arenaBytes, weightBytes: memory.weightBytes, activationOffset: memory.activationOffset, activationBytes: memory.activationBytes },
     params,
+    states,
     entries,
   };
   // a launch grid must be computable at the symbols' bounds: catches a malformed size early

@@ -1,6 +1,7 @@
 // Lowering of every IR op to kernels: the per-op table code generation is driven by.
-// A mapped type over Op, so an op without a lowering does not compile. Params and inputs are
-// leaves (the caller fills them); reshape is a view (tensors are contiguous row-major).
+// A mapped type over Op, so an op without a lowering does not compile. Params, state and inputs are
+// leaves (the caller fills them); reshape is a view (tensors are contiguous row-major), and so is a
+// slice that keeps a leading block of its operand (start 0, step 1, every dim before its axis 1).
 
 import type { Node, NodeOf } from "../ir/node.js";
 import type { Op } from "../ir/ops.js";
@@ -13,7 +14,7 @@ import {
 import type { NodeKernels } from "./kernel.js";
 import { emitFusedLinear, emitMatmul } from "./matmul.js";
 import { emitMoeExperts } from "./moe.js";
-import { emitConcat, emitGather, emitScatter, emitSlice, emitTranspose } from "./movement.js";
+import { emitConcat, emitGather, emitScatter, emitScatterInPlace, emitSlice, emitTranspose } from "./movement.js";
 import { emitMxfp4Matmul } from "./mxfp4-matmul.js";
 import { emitReduce } from "./reduce.js";
 import { emitFusedRmsNorm, emitResidualRmsNormPair } from "./rmsnorm.js";
@@ -30,6 +31,7 @@ const kernels = <K extends Op>(emit: (n: NodeOf<K>, bounds: Readonly<Record<stri
 export const LOWERINGS: { readonly [K in Op]: Lowering<K> } = {
   input: () => LEAF,
   param: () => LEAF,
+  state: () => LEAF,
   constant: kernels(emitConstant),
   literal: kernels(emitLiteral),
   iota: kernels(emitIota),
@@ -42,7 +44,7 @@ export const LOWERINGS: { readonly [K in Op]: Lowering<K> } = {
   matmul: kernels((n, bounds) => emitMatmul(n, { symbolBounds: bounds })),
   reshape: () => VIEW,
   transpose: kernels(emitTranspose),
-  slice: kernels(emitSlice),
+  slice: (n, bounds) => (isLeadingSlice(n) ? VIEW : { kind: "kernels", kernels: emitSlice(n) }),
   concat: kernels(emitConcat),
   gather: kernels(emitGather),
   scatter: kernels(emitScatter),
@@ -57,6 +59,17 @@ export const LOWERINGS: { readonly [K in Op]: Lowering<K> } = {
   fusedRope: kernels(emitFusedRope),
   fusedElementwise: kernels(emitFusedElementwise),
 };
+
+/** A slice that is the first elements of its operand's storage: a view, no kernel. */
+function isLeadingSlice(n: NodeOf<"slice">): boolean {
+  const { axis, start, step } = n.attrs;
+  return start === 0 && step === 1 && n.inputs[0]!.shape.slice(0, axis).every((d) => d === 1);
+}
+
+/** A state update's scatter, written into the state itself. */
+export function lowerInPlaceUpdate(node: NodeOf<"scatter">, bounds: Readonly<Record<string, number>>): NodeKernels {
+  return emitScatterInPlace(node, bounds);
+}
 
 /** Joint kernels for sibling nodes: a residual norm's sum and normed value, top-k's values and indices. */
 export function lowerSiblings(siblings: readonly Node[]): { primary: Node; kernels: NodeKernels } | undefined {

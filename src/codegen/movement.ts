@@ -264,6 +264,56 @@ export function emitScatter(n: NodeOf<"scatter">): NodeKernels {
   };
 }
 
+/** Updates counted up to this bound take one launch that resolves duplicate indices by scanning later ones. */
+export const SCATTER_SCAN_MAX = 32;
+
+/**
+ * A scatter written into its own first operand (a state update): only the scattered slices move. With at
+ * most SCATTER_SCAN_MAX updates (decode), one launch in which an update yields to any later one with the
+ * same index; otherwise an owner table as in `emitScatter` (last index wins), without the copy of x.
+ */
+export function emitScatterInPlace(n: NodeOf<"scatter">, bounds: Readonly<Record<string, number>>): NodeKernels {
+  const [x, idx] = [n.inputs[0]!, n.inputs[1]!];
+  const { outer, size, inner } = around(x.shape, n.attrs.axis);
+  const count = monoOf(idx.shape[0]!);
+  const bytes = dtypeBytes(n.dtype);
+  const vec = pow2Divisor(inner, Math.max(1, Math.floor(16 / bytes)));
+  const syms = new SymbolArgs();
+  const context = {
+    mode: "scatter",
+    what: `in-place scatter axis ${n.attrs.axis}: ${describeShape(x.shape)} at ${describeShape(idx.shape, idx.dtype)}`,
+    t: rawType(bytes),
+    vt: vectorType(bytes, vec),
+    it: indexType(idx),
+    vec,
+    outer: syms.expr(outer),
+    size: syms.expr(size),
+    inner: syms.expr(inner),
+    count: syms.expr(count),
+  };
+  const rendered = renderKernel("movement", `scatter_${n.dtype}`, "movement.cu.njk", { ...context, symParams: syms.params() });
+  const entry = (part: string) => ({ name: `${rendered.name}_${part}`, source: rendered.source });
+  const written = monoMul(monoMul(outer, count), inner);
+  const symArgs = syms.bindings();
+  const countBound = typeof idx.shape[0] === "number" ? idx.shape[0] : (bounds[idx.shape[0]!] ?? Infinity);
+  if (countBound <= SCATTER_SCAN_MAX) {
+    const last = entry("write_last");
+    return {
+      launches: [launch(last.name, last.source, linearGrid(monoSize(written, vec), BLOCK), [BLOCK, 1, 1], [{ kind: "output" }, { kind: "input", index: 1 }, { kind: "input", index: 2 }, ...symArgs])],
+      scratchBytes: [],
+    };
+  }
+  const [owners, claim, write] = [entry("owners"), entry("claim"), entry("write")];
+  return {
+    launches: [
+      launch(owners.name, owners.source, linearGrid(monoSize(size), BLOCK), [BLOCK, 1, 1], [{ kind: "scratch", index: 0 }, ...symArgs]),
+      launch(claim.name, claim.source, linearGrid(monoSize(count), BLOCK), [BLOCK, 1, 1], [{ kind: "input", index: 1 }, { kind: "scratch", index: 0 }, ...symArgs]),
+      launch(write.name, write.source, linearGrid(monoSize(written, vec), BLOCK), [BLOCK, 1, 1], [{ kind: "output" }, { kind: "input", index: 1 }, { kind: "input", index: 2 }, { kind: "scratch", index: 0 }, ...symArgs]),
+    ],
+    scratchBytes: [sizeExpr(size.syms, 4 * Math.max(size.c, 0))],
+  };
+}
+
 /** The movement family's emitters, by op (reshape has none: it is a view). */
 export const MOVEMENT_EMITTERS = {
   transpose: emitTranspose,

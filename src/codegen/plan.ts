@@ -1,13 +1,13 @@
 // The plan: everything the runtime needs to run a compiled model, as JSON validated with zod.
-// Kernels (source, entry, cache key inputs), the arena layout (parameters, then each entry point's
-// activations), and per entry point the launch list with arguments resolved to arena offsets and
+// Kernels (source, entry, cache key inputs), the arena layout (parameters and state, then each entry
+// point's activations), and per entry point the launch list with arguments resolved to arena offsets and
 // symbolic sizes. A saved plan runs without the compiler: its kernels come from the kernel cache.
 
 import { z } from "zod";
 import { DTYPES } from "../ir/dtype.js";
 
 export const PLAN_FORMAT = "tsgc-plan";
-export const PLAN_VERSION = 1;
+export const PLAN_VERSION = 2;
 
 const dim = z.union([z.number().int().nonnegative(), z.string().min(1)]);
 const sizeExpr = z.strictObject({ dims: z.array(dim), scale: z.number(), divisor: z.number().positive() });
@@ -57,6 +57,8 @@ export const planSchema = z.strictObject({
     activationOffset: z.number().int().nonnegative(),
     activationBytes: z.number().int().nonnegative(),
   }),
+  /** Model state (the KV cache): in the weights region, zeroed when the plan is loaded, kept between runs. */
+  states: z.array(tensorSlot),
   params: z.array(tensorSlot.extend({ quant: z.strictObject({ format: z.literal("mxfp4"), role: z.enum(["blocks", "scales"]), weight: z.string() }).optional() })),
   entries: z.array(
     z.strictObject({

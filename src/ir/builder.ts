@@ -11,7 +11,7 @@ import { type DType, MXFP4_BLOCK } from "./dtype.js";
 import { type Dim, type Shape, canonicalDim, formatShape, isSymbolName, normalizeAxis } from "./shape.js";
 import { type BinaryFn, type CompareFn, type Op, type OpAttrs, type ReduceFn, type UnaryFn, broadcastShapes } from "./ops.js";
 import { type Node, type SourceSite, IRError, NodeTable, topoOrder } from "./node.js";
-import type { EntryOutput, EntryPoint, Graph, InputDecl, ParamDecl, QuantDesc } from "./graph.js";
+import { type EntryOutput, type EntryPoint, type Graph, type InputDecl, type ParamDecl, type QuantDesc, type StateDecl, entryResults } from "./graph.js";
 
 /** A handle on one IR value: what builder methods take and return. */
 export class Tensor {
@@ -154,6 +154,7 @@ export class ModelBuilder {
   readonly table = new NodeTable();
   private readonly symbolBounds: Record<string, number> = {};
   private readonly paramDecls = new Map<string, ParamDecl>();
+  private readonly stateDecls = new Map<string, StateDecl>();
   private readonly entryPoints: EntryPoint[] = [];
 
   constructor(readonly name: string) {}
@@ -189,6 +190,27 @@ export class ModelBuilder {
     this.checkSymbols(decl.shape, `param ${name}`);
     this.paramDecls.set(name, prev ?? decl);
     return this.make("param", { name, dtype, shape: decl.shape }, []);
+  }
+
+  /**
+   * Declares model state (the KV cache): a tensor in the arena beside the weights that starts zeroed and
+   * keeps its value between entry calls. Entries read it like a param and change it with `e.update`.
+   */
+  state(name: string, dtype: DType, shape: Shape): Tensor {
+    const decl: StateDecl = { name, dtype, shape: shape.map(canonicalDim) };
+    if (this.paramDecls.has(name)) this.error(`state ${name} has the name of a param`);
+    const prev = this.stateDecls.get(name);
+    if (prev && (prev.dtype !== dtype || formatShape(prev.shape) !== formatShape(decl.shape))) {
+      this.error(`state ${name} was declared as ${prev.dtype}${formatShape(prev.shape)}, now ${dtype}${formatShape(decl.shape)}`);
+    }
+    if (decl.shape.some((d) => typeof d !== "number")) this.error(`state ${name} has shape ${formatShape(decl.shape)}; state shapes are static (it is allocated once)`);
+    this.stateDecls.set(name, prev ?? decl);
+    return this.make("state", { name, dtype, shape: decl.shape }, []);
+  }
+
+  /** @internal */
+  stateDecl(name: string): StateDecl | undefined {
+    return this.stateDecls.get(name);
   }
 
   /** MXFP4 weight stored as blocks [..., N, K/32, 16] and scales [..., N, K/32], for logical weight [..., N, K]. */
@@ -229,13 +251,14 @@ export class ModelBuilder {
   finish(): Graph {
     if (this.entryPoints.length === 0) this.error(`model ${this.name} declares no entry point`);
     const used = new Set<string>();
-    for (const n of topoOrder(this.entryPoints.flatMap((e) => e.outputs.map((o) => o.node)))) {
+    for (const n of topoOrder(this.entryPoints.flatMap(entryResults))) {
       if (n.op === "param") used.add(n.attrs.name);
     }
     return {
       name: this.name,
       symbols: { ...this.symbolBounds },
       params: [...this.paramDecls.values()].filter((p) => used.has(p.name)),
+      states: [...this.stateDecls.values()],
       entries: [...this.entryPoints],
       table: this.table,
     };
@@ -530,6 +553,7 @@ export class ModelBuilder {
 export class EntryBuilder {
   private readonly inputs: InputDecl[] = [];
   private readonly outputs: EntryOutput[] = [];
+  private readonly updates: EntryOutput[] = [];
 
   constructor(
     private readonly model: ModelBuilder,
@@ -548,9 +572,21 @@ export class EntryBuilder {
     this.outputs.push({ name, node: value.node });
   }
 
+  /** Sets the value model state `name` holds after this entry's call (reads in the call see the old value). */
+  update(name: string, value: Tensor): void {
+    const decl = this.model.stateDecl(name);
+    const site = captureSite()();
+    if (!decl) throw new IRError(`entry ${this.name}: update of ${name}, which is not declared state (b.state)`, site);
+    if (this.updates.some((u) => u.name === name)) throw new IRError(`entry ${this.name}: state ${name} is updated twice`, site);
+    if (value.dtype !== decl.dtype || formatShape(value.shape) !== formatShape(decl.shape)) {
+      throw new IRError(`entry ${this.name}: update of state ${name} is ${value.dtype}${formatShape(value.shape)}, the state is ${decl.dtype}${formatShape(decl.shape)}`, site);
+    }
+    this.updates.push({ name, node: value.node });
+  }
+
   finish(): EntryPoint {
     if (this.outputs.length === 0) throw new IRError(`entry ${this.name} has no outputs`);
-    return { name: this.name, inputs: [...this.inputs], outputs: [...this.outputs] };
+    return { name: this.name, inputs: [...this.inputs], outputs: [...this.outputs], updates: [...this.updates] };
   }
 }
 

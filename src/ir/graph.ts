@@ -20,6 +20,13 @@ export interface ParamDecl {
   readonly quant?: QuantDesc;
 }
 
+/** Model state (the KV cache): persistent between entry calls, starts zeroed. */
+export interface StateDecl {
+  readonly name: string;
+  readonly dtype: DType;
+  readonly shape: Shape;
+}
+
 export interface InputDecl {
   readonly name: string;
   readonly dtype: DType;
@@ -35,6 +42,8 @@ export interface EntryPoint {
   readonly name: string;
   readonly inputs: readonly InputDecl[];
   readonly outputs: readonly EntryOutput[];
+  /** New values of model state after the call, by state name (each read of a state sees the old value). */
+  readonly updates: readonly EntryOutput[];
 }
 
 export interface Graph {
@@ -42,6 +51,7 @@ export interface Graph {
   /** Symbol name → upper bound. */
   readonly symbols: Readonly<Record<string, number>>;
   readonly params: readonly ParamDecl[];
+  readonly states: readonly StateDecl[];
   readonly entries: readonly EntryPoint[];
   /** The interning table the graph's nodes came from; passes build new nodes through it. */
   readonly table: NodeTable;
@@ -53,24 +63,31 @@ export function findEntry(g: Graph, name: string): EntryPoint {
   return e;
 }
 
+/** The nodes an entry point computes for its caller: its outputs, then its state updates. */
+export function entryResults(e: EntryPoint): Node[] {
+  return [...e.outputs.map((o) => o.node), ...e.updates.map((u) => u.node)];
+}
+
 /** Every node of the graph, over all entry points, inputs before users. */
 export function graphNodes(g: Graph): Node[] {
-  return topoOrder(g.entries.flatMap((e) => e.outputs.map((o) => o.node)));
+  return topoOrder(g.entries.flatMap(entryResults));
 }
 
 /** Nodes of one entry point, inputs before users. */
 export function entryNodes(e: EntryPoint): Node[] {
-  return topoOrder(e.outputs.map((o) => o.node));
+  return topoOrder(entryResults(e));
 }
 
-/** Returns a graph whose entry outputs are replaced; the same graph when nothing changed. */
-export function withEntryOutputs(g: Graph, outputs: (e: EntryPoint) => readonly EntryOutput[]): Graph {
+/** Returns a graph whose entry outputs and updates are replaced by `subst`; the same graph when nothing changed. */
+export function withEntryResults(g: Graph, subst: (n: Node) => Node): Graph {
+  const map = (list: readonly EntryOutput[]) => list.map((o) => ({ name: o.name, node: subst(o.node) }));
+  const same = (a: readonly EntryOutput[], b: readonly EntryOutput[]) => a.every((o, i) => o.node === b[i]!.node);
   let changed = false;
   const entries = g.entries.map((e) => {
-    const next = outputs(e);
-    if (next.length === e.outputs.length && next.every((o, i) => o.node === e.outputs[i]!.node && o.name === e.outputs[i]!.name)) return e;
+    const [outputs, updates] = [map(e.outputs), map(e.updates)];
+    if (same(outputs, e.outputs) && same(updates, e.updates)) return e;
     changed = true;
-    return { ...e, outputs: next };
+    return { ...e, outputs, updates };
   });
   return changed ? { ...g, entries } : g;
 }

@@ -7,7 +7,7 @@
 
 import { type DType, decodeE2m1, decodeE8m0, isFloat, MXFP4_BLOCK, roundTo } from "./dtype.js";
 import type { Graph } from "./graph.js";
-import { findEntry } from "./graph.js";
+import { entryResults, findEntry } from "./graph.js";
 import { type HostTensor, stridesOf } from "./host-tensor.js";
 import { type Node, type NodeOf, topoOrder } from "./node.js";
 import type { BinaryFn, CompareFn, FusedInstr, Op, ReduceFn, UnaryFn } from "./ops.js";
@@ -17,6 +17,8 @@ export interface InterpretContext {
   readonly symbols: SymbolValues;
   readonly inputs: Readonly<Record<string, HostTensor>>;
   readonly params: Readonly<Record<string, HostTensor>>;
+  /** Model state before the call; a state not given reads as zeros (its initial value). */
+  readonly states?: Readonly<Record<string, HostTensor>>;
 }
 
 type Evaluator<K extends Op> = (n: NodeOf<K>, ins: readonly HostTensor[], ctx: InterpretContext, outShape: number[]) => Float64Array;
@@ -169,6 +171,14 @@ const EVALUATORS: { readonly [K in Op]: Evaluator<K> } = {
     if (!t) throw new Error(`parameter ${n.attrs.name} was not provided`);
     if (t.dtype !== n.attrs.dtype || formatShape(t.shape) !== formatShape(shape)) {
       throw new Error(`parameter ${n.attrs.name} is ${t.dtype}${formatShape(t.shape)}, the model declares ${n.attrs.dtype}${formatShape(shape)}`);
+    }
+    return t.data;
+  },
+  state: (n, _ins, ctx, shape) => {
+    const t = ctx.states?.[n.attrs.name];
+    if (!t) return new Float64Array(numElements(shape));
+    if (t.dtype !== n.attrs.dtype || formatShape(t.shape) !== formatShape(shape)) {
+      throw new Error(`state ${n.attrs.name} is ${t.dtype}${formatShape(t.shape)}, the model declares ${n.attrs.dtype}${formatShape(shape)}`);
     }
     return t.data;
   },
@@ -567,19 +577,33 @@ export function bindSymbols(graph: Graph, entryName: string, inputs: Readonly<Re
   return values;
 }
 
-/** Runs one entry point of a graph on the CPU; returns its outputs by name. */
+/** Runs one entry point of a graph on the CPU; returns its outputs by name (state updates are dropped). */
 export function interpret(
   graph: Graph,
   entryName: string,
   inputs: Readonly<Record<string, HostTensor>>,
   params: Readonly<Record<string, HostTensor>>,
+  states: Readonly<Record<string, HostTensor>> = {},
 ): Record<string, HostTensor> {
+  return interpretStep(graph, entryName, inputs, params, states).outputs;
+}
+
+/** Runs one entry point of a graph on the CPU: its outputs, and the new values of the state it updates. */
+export function interpretStep(
+  graph: Graph,
+  entryName: string,
+  inputs: Readonly<Record<string, HostTensor>>,
+  params: Readonly<Record<string, HostTensor>>,
+  states: Readonly<Record<string, HostTensor>>,
+): { outputs: Record<string, HostTensor>; updates: Record<string, HostTensor> } {
   const entry = findEntry(graph, entryName);
   const symbols = bindSymbols(graph, entryName, inputs);
-  const results = evaluateNodes(entry.outputs.map((o) => o.node), { symbols, inputs, params });
-  const out: Record<string, HostTensor> = {};
-  entry.outputs.forEach((o, i) => (out[o.name] = results[i]!));
-  return out;
+  const results = evaluateNodes(entryResults(entry), { symbols, inputs, params, states });
+  const outputs: Record<string, HostTensor> = {};
+  const updates: Record<string, HostTensor> = {};
+  entry.outputs.forEach((o, i) => (outputs[o.name] = results[i]!));
+  entry.updates.forEach((u, i) => (updates[u.name] = results[entry.outputs.length + i]!));
+  return { outputs, updates };
 }
 
 

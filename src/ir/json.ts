@@ -49,6 +49,7 @@ const fusedInstrSchema = z.discriminatedUnion("op", [
 const ATTR_SCHEMAS: { readonly [K in Op]: z.ZodType<OpAttrs[K]> } = {
   input: z.strictObject({ name: z.string(), dtype: dtypeSchema, shape: shapeSchema }),
   param: z.strictObject({ name: z.string(), dtype: dtypeSchema, shape: shapeSchema }),
+  state: z.strictObject({ name: z.string(), dtype: dtypeSchema, shape: shapeSchema }),
   constant: z.strictObject({ value: numberSchema, dtype: dtypeSchema, shape: shapeSchema }),
   literal: z.strictObject({ data: z.array(numberSchema), dtype: dtypeSchema, shape: z.array(z.number().int().nonnegative()) }),
   iota: z.strictObject({ axis: intSchema, dtype: dtypeSchema, shape: shapeSchema }),
@@ -103,12 +104,15 @@ export const graphJsonSchema = z.strictObject({
       quant: z.strictObject({ format: z.literal("mxfp4"), role: z.enum(["blocks", "scales"]), weight: z.string() }).optional(),
     }),
   ),
+  /** Model state (absent in graphs without any). */
+  states: z.array(declSchema).optional(),
   nodes: z.array(nodeSchema),
   entries: z.array(
     z.strictObject({
       name: z.string().min(1),
       inputs: z.array(declSchema),
       outputs: z.array(z.strictObject({ name: z.string().min(1), node: z.number().int().nonnegative() })),
+      updates: z.array(z.strictObject({ name: z.string().min(1), node: z.number().int().nonnegative() })).optional(),
     }),
   ),
 });
@@ -140,6 +144,7 @@ export function graphToJson(g: Graph): GraphJson {
     name: g.name,
     symbols: { ...g.symbols },
     params: g.params.map((p) => ({ name: p.name, dtype: p.dtype, shape: encodeShape(p.shape), ...(p.quant ? { quant: { ...p.quant } } : {}) })),
+    ...(g.states.length ? { states: g.states.map((st) => ({ name: st.name, dtype: st.dtype, shape: encodeShape(st.shape) })) } : {}),
     nodes: nodes.map((n) => ({
       op: n.op,
       attrs: encodeNumbers(n.attrs) as Record<string, unknown>,
@@ -152,6 +157,7 @@ export function graphToJson(g: Graph): GraphJson {
       name: e.name,
       inputs: e.inputs.map((i) => ({ name: i.name, dtype: i.dtype, shape: encodeShape(i.shape) })),
       outputs: e.outputs.map((o) => ({ name: o.name, node: ids.get(o.node)! })),
+      ...(e.updates.length ? { updates: e.updates.map((u) => ({ name: u.name, node: ids.get(u.node)! })) } : {}),
     })),
   };
 }
@@ -203,9 +209,11 @@ export function graphFromJson(value: unknown, source = "graph JSON"): Graph {
     name: e.name,
     inputs: e.inputs.map((i) => ({ name: i.name, dtype: i.dtype as DType, shape: i.shape })),
     outputs: e.outputs.map((o) => ({ name: o.name, node: nodeAt(o.node, `entry ${e.name} output ${o.name}`) })),
+    updates: (e.updates ?? []).map((u) => ({ name: u.name, node: nodeAt(u.node, `entry ${e.name} update of ${u.name}`) })),
   }));
   const params: ParamDecl[] = j.params.map((p) => (p.quant ? { name: p.name, dtype: p.dtype, shape: p.shape, quant: p.quant } : { name: p.name, dtype: p.dtype, shape: p.shape }));
-  const g: Graph = { name: j.name, symbols: j.symbols, params, entries, table };
+  const states = (j.states ?? []).map((st) => ({ name: st.name, dtype: st.dtype as DType, shape: st.shape }));
+  const g: Graph = { name: j.name, symbols: j.symbols, params, states, entries, table };
   const problems = verifyGraph(g);
   if (problems.length) throw new IRError(`${source} describes an invalid graph:\n  ${problems.join("\n  ")}`);
   return g;

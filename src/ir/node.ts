@@ -135,26 +135,39 @@ function freezeDeep<T>(v: T): T {
   return v;
 }
 
-/** Nodes reachable from `roots`, inputs before users, in a deterministic order (depth-first, operands left to right). */
-export function topoOrder(roots: readonly Node[]): Node[] {
+/**
+ * Nodes reachable from `roots`, inputs before users, in a deterministic order (depth-first, operands left
+ * to right). `after(n)` adds nodes that must precede n without being its operands (a state's readers
+ * before its in-place update); a cycle through them is an error.
+ */
+export function topoOrder(roots: readonly Node[], after?: (n: Node) => readonly Node[]): Node[] {
   const order: Node[] = [];
   const seen = new Set<Node>();
+  const onPath = new Set<Node>();
   // iterative DFS: models with thousands of nodes must not overflow the stack
-  const stack: { node: Node; next: number }[] = [];
+  const stack: { node: Node; deps: readonly Node[]; next: number }[] = [];
+  const depsOf = (n: Node): readonly Node[] => {
+    const extra = after?.(n);
+    return extra && extra.length > 0 ? [...n.inputs, ...extra] : n.inputs;
+  };
   for (const root of roots) {
     if (seen.has(root)) continue;
     seen.add(root);
-    stack.push({ node: root, next: 0 });
+    onPath.add(root);
+    stack.push({ node: root, deps: depsOf(root), next: 0 });
     while (stack.length > 0) {
       const top = stack[stack.length - 1]!;
-      if (top.next < top.node.inputs.length) {
-        const child = top.node.inputs[top.next++]!;
+      if (top.next < top.deps.length) {
+        const child = top.deps[top.next++]!;
+        if (onPath.has(child)) throw new Error(`${top.node.op} must come after ${child.op}, which depends on it (a cycle through an ordering constraint)`);
         if (!seen.has(child)) {
           seen.add(child);
-          stack.push({ node: child, next: 0 });
+          onPath.add(child);
+          stack.push({ node: child, deps: depsOf(child), next: 0 });
         }
       } else {
         order.push(top.node);
+        onPath.delete(top.node);
         stack.pop();
       }
     }

@@ -61,6 +61,12 @@ export interface OpAttrs {
   input: { readonly name: string; readonly dtype: DType; readonly shape: Shape };
   /** A named model parameter (weight), shared by all entry points. */
   param: { readonly name: string; readonly dtype: DType; readonly shape: Shape };
+  /**
+   * A named piece of model state (the KV cache): shared by all entry points, starts zeroed and keeps its
+   * value between entry calls. Every read in a call sees the value from before the call; an entry changes
+   * it only through its `updates` (the value it holds after the call).
+   */
+  state: { readonly name: string; readonly dtype: DType; readonly shape: Shape };
   /** A tensor filled with one value. */
   constant: { readonly value: number; readonly dtype: DType; readonly shape: Shape };
   /** A small static tensor given element by element (row-major). */
@@ -81,7 +87,7 @@ export interface OpAttrs {
   // data movement
   reshape: { readonly shape: Shape };
   transpose: { readonly perm: readonly number[] };
-  /** Elements start, start+step, … < end along axis. A symbolic end needs start 0, step 1 and dim − end constant. */
+  /** Elements start, start+step, … < end along axis. A symbolic end needs start 0, step 1, and a static dim or dim − end constant. */
   slice: { readonly axis: number; readonly start: number; readonly end: Dim; readonly step: number };
   concat: { readonly axis: number };
   /** gather(x, idx): x.shape[:axis] ++ idx.shape ++ x.shape[axis+1:]; an index out of range reads 0. */
@@ -125,7 +131,7 @@ export interface OpAttrs {
 export type Op = keyof OpAttrs;
 
 export const PRIMITIVE_OPS = [
-  "input", "param", "constant", "literal", "iota", "unary", "binary", "ternary", "compare", "cast", "reduce",
+  "input", "param", "state", "constant", "literal", "iota", "unary", "binary", "ternary", "compare", "cast", "reduce",
   "matmul", "reshape", "transpose", "slice", "concat", "gather", "scatter", "broadcast", "topk", "dequantMxfp4",
 ] as const satisfies readonly Op[];
 export const FUSED_OPS = ["fusedRmsNorm", "sinkAttention", "moeExperts", "mxfp4Matmul", "fusedLinear", "fusedRope", "fusedElementwise"] as const satisfies readonly Op[];
@@ -219,6 +225,7 @@ type TypeRule<K extends Op> = (attrs: OpAttrs[K], inputs: readonly TensorType[])
 export const TYPE_RULES: { readonly [K in Op]: TypeRule<K> } = {
   input: (a, ins) => (expectArity(ins, [0]), { dtype: a.dtype, shape: validShape(a.shape, "input shape") }),
   param: (a, ins) => (expectArity(ins, [0]), { dtype: a.dtype, shape: validShape(a.shape, "param shape") }),
+  state: (a, ins) => (expectArity(ins, [0]), { dtype: a.dtype, shape: validShape(a.shape, "state shape") }),
   constant: (a, ins) => (expectArity(ins, [0]), { dtype: a.dtype, shape: validShape(a.shape, "constant shape") }),
   literal: (a, ins) => {
     expectArity(ins, [0]);
@@ -324,7 +331,8 @@ export const TYPE_RULES: { readonly [K in Op]: TypeRule<K> } = {
       len = Math.ceil((a.end - a.start) / a.step);
     } else {
       if (a.start !== 0 || a.step !== 1) fail(`a symbolic end (${a.end}) needs start 0 and step 1`);
-      const spare = constantDifference(size, a.end);
+      // a static dim takes any symbolic end (the verifier checks its bound, the interpreter and kernels its value)
+      const spare = isStaticDim(size) ? 0 : constantDifference(size, a.end);
       if (spare === undefined || spare < 0) fail(`symbolic end ${a.end} must be the dim ${size} minus a constant`);
       len = canonicalDim(a.end);
     }

@@ -40,12 +40,13 @@ function formatInstr(ins: FusedInstr, i: number): string {
 }
 
 type AttrFormatter<K extends Op> = (attrs: OpAttrs[K]) => string;
-const leaf: AttrFormatter<"input" | "param"> = (a) => ` ${JSON.stringify(a.name)}`;
+const leaf: AttrFormatter<"input" | "param" | "state"> = (a) => ` ${JSON.stringify(a.name)}`;
 
 /** How each op's attributes print after its operands. */
 const ATTR_FORMATTERS: { readonly [K in Op]: AttrFormatter<K> } = {
   input: leaf,
   param: leaf,
+  state: leaf,
   constant: (a) => ` ${formatValue(a.value)}`,
   literal: (a) => ` ${formatValue(a.data)}`,
   iota: (a) => ` {axis=${a.axis}}`,
@@ -100,12 +101,14 @@ export function printGraph(g: Graph, opts: PrintOptions = {}): string {
     const quant = p.quant ? ` ${p.quant.format}.${p.quant.role} of ${p.quant.weight}` : "";
     lines.push(`param ${p.name} : ${p.dtype}${formatShape(p.shape)}${quant}`);
   }
+  for (const st of g.states) lines.push(`state ${st.name} : ${st.dtype}${formatShape(st.shape)}`);
   const ids = numberNodes(g);
   for (const n of ids.keys()) lines.push(printNode(n, ids, opts));
   for (const e of g.entries) {
     const ins = e.inputs.map((i) => `${i.name}: ${i.dtype}${formatShape(i.shape)}`).join(", ");
     const outs = e.outputs.map((o) => `${o.name}=%${ids.get(o.node)}`).join(", ");
-    lines.push(`entry ${e.name}(${ins}) -> ${outs}`);
+    const updates = e.updates.map((u) => `${u.name}=%${ids.get(u.node)}`).join(", ");
+    lines.push(`entry ${e.name}(${ins}) -> ${outs}${updates ? `; updates ${updates}` : ""}`);
   }
   return lines.join("\n") + "\n";
 }

@@ -5,7 +5,7 @@ import type { EntryPoint, Graph } from "./graph.js";
 import { entryNodes } from "./graph.js";
 import { type Node, type NodeOf, formatSite } from "./node.js";
 import { type Op, type OpAttrs, type TensorType, TYPE_RULES, TypeRuleError } from "./ops.js";
-import { type Shape, dimSymbols, formatShape, shapesEqual } from "./shape.js";
+import { type Shape, dimSymbols, evalDim, formatShape, shapesEqual } from "./shape.js";
 
 type StructureCheck<K extends Op> = (n: NodeOf<K>, g: Graph, entry: EntryPoint) => string | undefined;
 
@@ -23,6 +23,7 @@ function declaredAs(what: string, decl: { dtype: string; shape: Shape } | undefi
 const STRUCTURE_CHECKS: { readonly [K in Op]: StructureCheck<K> } = {
   input: (n, _g, e) => declaredAs(`input ${n.attrs.name} of entry ${e.name}`, e.inputs.find((i) => i.name === n.attrs.name), n),
   param: (n, g) => declaredAs(`param ${n.attrs.name}`, g.params.find((p) => p.name === n.attrs.name), n),
+  state: (n, g) => declaredAs(`state ${n.attrs.name}`, g.states.find((p) => p.name === n.attrs.name), n),
   constant: noStructure,
   literal: noStructure,
   iota: noStructure,
@@ -35,7 +36,12 @@ const STRUCTURE_CHECKS: { readonly [K in Op]: StructureCheck<K> } = {
   matmul: noStructure,
   reshape: noStructure,
   transpose: noStructure,
-  slice: noStructure,
+  slice: (n, g) => {
+    const size = n.inputs[0]!.shape[(n.attrs.axis + n.shape.length) % n.shape.length];
+    if (typeof n.attrs.end !== "string" || typeof size !== "number") return undefined;
+    const bound = evalDim(n.attrs.end, g.symbols);
+    return bound > size ? `slice end ${n.attrs.end} can reach ${bound} (its bound), past the dim ${size}` : undefined;
+  },
   concat: noStructure,
   gather: noStructure,
   scatter: noStructure,
@@ -64,12 +70,27 @@ export function verifyGraph(g: Graph): string[] {
       outs.add(o.name);
     }
     if (e.outputs.length === 0) problems.push(`entry ${e.name} has no outputs`);
+    const updated = new Set<string>();
+    for (const u of e.updates) {
+      if (updated.has(u.name)) problems.push(`entry ${e.name}: state ${u.name} is updated twice`);
+      updated.add(u.name);
+      const decl = g.states.find((st) => st.name === u.name);
+      if (!decl) problems.push(`entry ${e.name}: update of ${u.name}, which is not declared state`);
+      else if (decl.dtype !== u.node.dtype || !shapesEqual(decl.shape, u.node.shape)) {
+        problems.push(`entry ${e.name}: update of state ${u.name} is ${u.node.dtype}${formatShape(u.node.shape)}, the state is ${decl.dtype}${formatShape(decl.shape)}`);
+      }
+    }
   }
   const paramNames = new Set<string>();
   for (const p of g.params) {
     if (paramNames.has(p.name)) problems.push(`param ${p.name} is declared twice`);
     paramNames.add(p.name);
     problems.push(...undeclaredSymbols(g, p.shape, `param ${p.name}`));
+  }
+  for (const st of g.states) {
+    if (paramNames.has(st.name)) problems.push(`state ${st.name} is declared twice or has a param's name`);
+    paramNames.add(st.name);
+    problems.push(...undeclaredSymbols(g, st.shape, `state ${st.name}`));
   }
   for (const e of g.entries) {
     for (const i of e.inputs) problems.push(...undeclaredSymbols(g, i.shape, `input ${i.name} of entry ${e.name}`));

@@ -100,10 +100,11 @@ const rules: Rule[] = [
 
 export const canonicalize = rulePass("canonicalize", rules);
 
-/** DCE of declarations: parameters no entry point reads any more (fusions may orphan some). */
+/** DCE of declarations: parameters and state no entry point reads any more (fusions may orphan some). */
 export const pruneParams = graphPass("prune-params", (g: Graph) => {
   const used = new Set<string>();
-  for (const n of graphNodes(g)) if (n.op === "param") used.add((n as NodeOf<"param">).attrs.name);
+  for (const n of graphNodes(g)) if (n.op === "param" || n.op === "state") used.add((n as NodeOf<"param" | "state">).attrs.name);
   const params = g.params.filter((p) => used.has(p.name));
-  return params.length === g.params.length ? g : { ...g, params };
+  const states = g.states.filter((st) => used.has(st.name));
+  return params.length === g.params.length && states.length === g.states.length ? g : { ...g, params, states };
 });

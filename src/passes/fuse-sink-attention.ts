@@ -17,7 +17,7 @@
 // Profitability: always (the T×S score matrix never reaches memory).
 
 import type { Node, NodeOf } from "../ir/node.js";
-import { dimsEqual, shapesEqual } from "../ir/shape.js";
+import { dimsEqual, sameElementCount, shapesEqual } from "../ir/shape.js";
 import { type Pattern, capture, captured, constant, match, maybe, op, oneOf } from "./pattern.js";
 import { type Rule, rulePass } from "./rewrite.js";
 
@@ -80,19 +80,27 @@ export const fuseSinkAttentionRule: Rule = {
   name: "sink-attention",
   pattern: attention,
   rewrite(m, ctx) {
-    const [q, k, v] = [captured(m, "q"), captured(m, "k"), captured(m, "v")];
+    const [k, v] = [captured(m, "k"), captured(m, "v")];
+    let q = captured(m, "q");
     if (q.dtype !== k.dtype || q.dtype !== v.dtype || m.root.dtype !== q.dtype) return undefined;
-    const r = q.shape.length;
-    if (r < 3 || k.shape.length !== r || v.shape.length !== r) return undefined;
-    const nb = r - 3;
-    const batch = q.shape.slice(0, nb);
-    const [t, h, d] = q.shape.slice(nb) as [string | number, number, number];
-    const [s, kvh] = k.shape.slice(nb) as [string | number, number];
-    if (typeof h !== "number" || typeof kvh !== "number" || h % kvh !== 0) return undefined;
-    const g = h / kvh;
+    // q [B, T, H, D] as the grouping reshape sees it: [B, T, KVH, G, D]
+    const grouped = captured(m, "qReshape").shape;
+    const nb = grouped.length - 4;
+    if (nb < 0 || k.shape.length !== nb + 3 || v.shape.length !== nb + 3) return undefined;
+    const batch = grouped.slice(0, nb);
+    const [t, kvh, g, d] = grouped.slice(nb) as [string | number, number, number, number];
+    const [s, kKvh] = k.shape.slice(nb) as [string | number, number];
+    if (typeof kvh !== "number" || typeof g !== "number" || kKvh !== kvh) return undefined;
+    const h = kvh * g;
     const b = (...rest: number[]) => [...batch.map((_, i) => i), ...rest.map((x) => x + nb)];
+    // the canonicalizer may have folded a reshape of q into the grouping one: q in another shape of the same elements
+    if (!shapesEqual(q.shape, [...batch, t, h, d])) {
+      if (!sameElementCount(q.shape, [...batch, t, h, d])) return undefined;
+      const from = q;
+      q = ctx.table.make("reshape", { shape: [...batch, t, h, d] }, [from], () => from.site);
+    }
     // GQA grouping exactly as the builder writes it
-    if (!shapesEqual(captured(m, "qReshape").shape, [...batch, t, kvh, g, d]) || !samePerm(permOf(captured(m, "qTranspose")), b(1, 2, 0, 3))) return undefined;
+    if (!samePerm(permOf(captured(m, "qTranspose")), b(1, 2, 0, 3))) return undefined;
     for (const name of ["k", "v"]) {
       if (!samePerm(permOf(captured(m, `${name}Transpose`)), b(1, 0, 2))) return undefined;
       if (!shapesEqual(captured(m, `${name}Reshape`).shape, [...batch, kvh, 1, s, d])) return undefined;
@@ -110,9 +118,15 @@ export const fuseSinkAttentionRule: Rule = {
     }
     const mask = analyzeMask(captured(m, "visible"));
     if (!mask) return undefined;
-    if (!shapesEqual(mask.qpos.shape, [...batch, t]) || !shapesEqual(mask.kpos.shape, [...batch, s])) return undefined;
+    // positions may arrive in another shape of the same elements (the canonicalizer folds reshape chains)
+    const positionsAs = (x: Node, shape: readonly (string | number)[]): Node | undefined => {
+      if (shapesEqual(x.shape, shape)) return x;
+      return sameElementCount(x.shape, shape) ? ctx.table.make("reshape", { shape }, [x], () => x.site) : undefined;
+    };
+    const [qpos, kpos] = [positionsAs(mask.qpos, [...batch, t]), positionsAs(mask.kpos, [...batch, s])];
+    if (!qpos || !kpos) return undefined;
     const scale = captured(m, "scale", "constant").attrs.value;
-    const inputs = [q, k, v, mask.qpos, mask.kpos, ...(sinks ? [sinks] : [])];
+    const inputs = [q, k, v, qpos, kpos, ...(sinks ? [sinks] : [])];
     try {
       return ctx.table.make("sinkAttention", { scale, window: mask.window, hasSinks: sinks !== undefined }, inputs, () => m.root.site);
     } catch {

@@ -8,7 +8,7 @@
 // replaces, other than its root, is used by nothing outside the match.
 
 import type { EntryPoint, Graph } from "../ir/graph.js";
-import { graphNodes, withEntryOutputs } from "../ir/graph.js";
+import { entryResults, graphNodes, withEntryResults } from "../ir/graph.js";
 import type { Node, NodeTable } from "../ir/node.js";
 import { type Match, type Pattern, matches, rootOps } from "./pattern.js";
 
@@ -86,7 +86,7 @@ function usersOf(g: Graph, nodes: readonly Node[]): Map<Node, Node[]> {
 }
 
 function outputsOf(g: Graph): Set<Node> {
-  return new Set(g.entries.flatMap((e: EntryPoint) => e.outputs.map((o) => o.node)));
+  return new Set(g.entries.flatMap((e: EntryPoint) => entryResults(e)));
 }
 
 /** Rebuilds the graph with `replacements` applied, through the interning table. */
@@ -104,7 +104,7 @@ export function substitute(g: Graph, replacements: ReadonlyMap<Node, Node>): Gra
     memo.set(n, result);
     return result;
   };
-  return withEntryOutputs(g, (e) => e.outputs.map((o) => ({ name: o.name, node: subst(o.node) })));
+  return withEntryResults(g, subst);
 }
 
 /** Applies a rule pass to a fixpoint (at most `maxSweeps` sweeps). */

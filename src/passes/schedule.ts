@@ -2,16 +2,21 @@
 // with the buffers they read and write, ready for the memory planner.
 //
 // Every node is lowered by code generation (injected, so this stays GPU- and codegen-free to test):
-//   leaf    — params and entry inputs: the caller fills them
-//   view    — reshape of a contiguous tensor: the same storage under another shape
+//   leaf    — params, state and entry inputs: the caller fills them
+//   view    — reshape (or leading slice) of a contiguous tensor: the same storage under another shape
 //   kernels — one or more launches writing the node's result (and scratch buffers)
 // Launch order is a topological order of the nodes (operands first, outputs in declaration order).
-// Parameters get the same buffer id in every entry point, so they share one weights region.
+// Parameters and state get the same buffer id in every entry point, so they share one weights region.
+//
+// State updates are written in place: an entry's update of state S must be scatter(S, rows, values),
+// whose result is S's own storage and whose launches write only the scattered rows. Every other reader
+// of S's old value (through views too) is ordered before that scatter, so reads see the value from
+// before the call, as the IR says; a reader that depends on the update itself is a cycle and an error.
 
 import { dtypeBytes } from "../ir/dtype.js";
 import type { EntryPoint, Graph } from "../ir/graph.js";
-import { entryNodes } from "../ir/graph.js";
-import type { Node, NodeOf } from "../ir/node.js";
+import { entryNodes, entryResults } from "../ir/graph.js";
+import { type Node, type NodeOf, topoOrder } from "../ir/node.js";
 import { evalShape, numElements } from "../ir/shape.js";
 import type { KernelLaunch, NodeKernels } from "../codegen/kernel.js";
 import { evalSize } from "../codegen/kernel.js";
@@ -20,6 +25,16 @@ import type { BufferKind, BufferRequest, EntrySchedule, Step } from "./memory-pl
 export type NodeLowering = { readonly kind: "leaf" } | { readonly kind: "view" } | { readonly kind: "kernels"; readonly kernels: NodeKernels };
 
 export type LowerNode = (node: Node) => NodeLowering;
+
+/** Kernels that apply a scatter to its own first operand (the state it updates) instead of a copy. */
+export type LowerInPlaceUpdate = (update: NodeOf<"scatter">) => NodeKernels;
+
+/** How code generation lowers nodes (injected so the scheduler stays codegen-free to test). */
+export interface Lowerers {
+  readonly node: LowerNode;
+  readonly siblings?: LowerSiblings;
+  readonly inPlaceUpdate?: LowerInPlaceUpdate;
+}
 
 /**
  * Kernels that compute sibling nodes together (same op and operands, different `result`): returns the
@@ -76,17 +91,61 @@ function bytesAtBound(n: Node, bounds: Readonly<Record<string, number>>): number
   return numElements(evalShape(n.shape, bounds)) * dtypeBytes(n.dtype);
 }
 
-/** Schedules every entry point of `g` with `lower` (and `lowerSiblings` for nodes computed together). */
-export function scheduleGraph(g: Graph, lower: LowerNode, lowerSiblings?: LowerSiblings): ScheduledEntry[] {
-  const paramIds = new Map<string, number>();
-  g.params.forEach((p, i) => paramIds.set(p.name, i));
+/** Buffer id of each param, then of each state: the same in every entry point. */
+export function persistentIds(g: Graph): Map<string, number> {
+  const ids = new Map<string, number>();
+  g.params.forEach((p, i) => ids.set(p.name, i));
+  g.states.forEach((st, i) => ids.set(st.name, g.params.length + i));
+  return ids;
+}
+
+/** Schedules every entry point of `g` with the given lowerings. */
+export function scheduleGraph(g: Graph, lowerers: Lowerers): ScheduledEntry[] {
   const lowered = new Map<Node, NodeLowering>();
   const lowerOnce = (n: Node): NodeLowering => {
     let l = lowered.get(n);
-    if (!l) lowered.set(n, (l = lower(n)));
+    if (!l) lowered.set(n, (l = lowerers.node(n)));
     return l;
   };
-  return g.entries.map((e) => scheduleEntry(g, e, paramIds, lowerOnce, lowerSiblings));
+  return g.entries.map((e) => scheduleEntry(g, e, persistentIds(g), { ...lowerers, node: lowerOnce }));
+}
+
+/**
+ * The entry's nodes in launch order, and its in-place updates (scatter node → state node). Each update's
+ * scatter comes after every other node that reads the state's old storage, directly or through views.
+ */
+function orderWithUpdates(e: EntryPoint, lower: LowerNode): { nodes: Node[]; inPlace: Map<Node, NodeOf<"state">> } {
+  const inPlace = new Map<Node, NodeOf<"state">>();
+  for (const u of e.updates) {
+    const w = u.node;
+    const target = w.inputs[0];
+    if (w.op !== "scatter" || target?.op !== "state" || (target as NodeOf<"state">).attrs.name !== u.name) {
+      throw new Error(`schedule: entry ${e.name} updates state ${u.name} with ${w.op}; an update must be scatter(${u.name}, rows, values), which is written in place`);
+    }
+    if (e.outputs.some((o) => o.node === w)) throw new Error(`schedule: entry ${e.name} returns the update of state ${u.name} as an output; read it through the state instead`);
+    inPlace.set(w, target as NodeOf<"state">);
+  }
+  if (inPlace.size === 0) return { nodes: entryNodes(e), inPlace };
+  const users = new Map<Node, Node[]>();
+  for (const n of entryNodes(e)) for (const i of n.inputs) users.set(i, [...(users.get(i) ?? []), n]);
+  const oldReaders = (update: Node, state: Node): Node[] => {
+    const readers: Node[] = [];
+    const storage = [state];
+    while (storage.length > 0) {
+      for (const u of users.get(storage.pop()!) ?? []) {
+        if (u === update) continue;
+        readers.push(u);
+        if (lower(u).kind === "view") storage.push(u);
+      }
+    }
+    return readers;
+  };
+  const after = new Map([...inPlace].map(([w, st]) => [w, oldReaders(w, st)] as const));
+  try {
+    return { nodes: topoOrder(entryResults(e), (n) => after.get(n) ?? []), inPlace };
+  } catch (err) {
+    throw new Error(`schedule: entry ${e.name} reads a state after updating it in place (${err instanceof Error ? err.message : String(err)})`);
+  }
 }
 
 /** Groups of sibling nodes in `nodes`: same op, operands and attributes except `result`. */
@@ -104,7 +163,8 @@ function siblingGroups(nodes: readonly Node[]): Node[][] {
   return [...groups.values()].filter((g) => g.length > 1);
 }
 
-function scheduleEntry(g: Graph, e: EntryPoint, paramIds: ReadonlyMap<string, number>, lower: LowerNode, lowerSiblings: LowerSiblings | undefined): ScheduledEntry {
+function scheduleEntry(g: Graph, e: EntryPoint, paramIds: ReadonlyMap<string, number>, lowerers: Lowerers): ScheduledEntry {
+  const { node: lower, siblings: lowerSiblings, inPlaceUpdate } = lowerers;
   const bounds = g.symbols;
   const buffers: BufferInfo[] = [];
   const aliases = new Map<number, number>();
@@ -118,7 +178,7 @@ function scheduleEntry(g: Graph, e: EntryPoint, paramIds: ReadonlyMap<string, nu
     return id;
   };
   const outputNodes = new Set(e.outputs.map((o) => o.node));
-  const nodes = entryNodes(e);
+  const { nodes, inPlace } = orderWithUpdates(e, lower);
   // siblings with a joint kernel: the first one reached launches it for all of them
   const jointOf = new Map<Node, { readonly members: readonly Node[]; readonly primary: Node; readonly kernels: NodeKernels }>();
   for (const group of lowerSiblings ? siblingGroups(nodes) : []) {
@@ -145,13 +205,28 @@ function scheduleEntry(g: Graph, e: EntryPoint, paramIds: ReadonlyMap<string, nu
       }
       continue;
     }
+    const state = inPlace.get(n);
+    if (state) {
+      if (!inPlaceUpdate) throw new Error(`schedule: entry ${e.name} updates state ${state.attrs.name}, but no in-place lowering was given`);
+      const kernels = inPlaceUpdate(n as NodeOf<"scatter">);
+      const operands = n.inputs.map((i) => bufferOf.get(i)!);
+      const result = add("intermediate", bytesAtBound(n, bounds), `${n.op} into ${state.attrs.name}`, n);
+      aliases.set(result, operands[0]!);
+      const scratch = kernels.scratchBytes.map((sz, i) => add("scratch", evalSize(sz, bounds), `${n.op} scratch ${i}`, n));
+      bufferOf.set(n, result);
+      for (const launch of kernels.launches) {
+        launches.push({ node: n, launch, operands, result, scratch, siblings: new Map() });
+        steps.push(stepOf(launch, operands, result, scratch, new Map()));
+      }
+      continue;
+    }
     const lowering = lower(n);
     switch (lowering.kind) {
       case "leaf": {
-        if (n.op === "param") {
-          const name = (n as NodeOf<"param">).attrs.name;
+        if (n.op === "param" || n.op === "state") {
+          const name = (n as NodeOf<"param" | "state">).attrs.name;
           const id = paramIds.get(name);
-          if (id === undefined) throw new Error(`schedule: param ${name} is used by entry ${e.name} but not declared`);
+          if (id === undefined) throw new Error(`schedule: ${n.op} ${name} is used by entry ${e.name} but not declared`);
           bufferOf.set(n, add("param", bytesAtBound(n, bounds), name, n, id));
         } else if (n.op === "input") {
           const name = (n as NodeOf<"input">).attrs.name;
@@ -159,7 +234,7 @@ function scheduleEntry(g: Graph, e: EntryPoint, paramIds: ReadonlyMap<string, nu
           inputs.set(name, id);
           bufferOf.set(n, id);
         } else {
-          throw new Error(`schedule: code generation calls ${n.op} a leaf; only params and inputs are`);
+          throw new Error(`schedule: code generation calls ${n.op} a leaf; only params, state and inputs are`);
         }
         break;
       }

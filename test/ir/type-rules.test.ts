@@ -53,6 +53,10 @@ const CASES: { [K in Op]: OpCase } = {
     valid: (b) => expect(typeOf(b.param("w", "bf16", [4, 8]))).toBe("bf16[4, 8]"),
     invalid: (b) => expectIRError(() => b.param("w2", "f32", [2.5]), "param", "invalid dim 2.5"),
   },
+  state: {
+    valid: (b) => expect(typeOf(b.state("kv", "bf16", [16, 2, 8]))).toBe("bf16[16, 2, 8]"),
+    invalid: (b) => expectIRError(() => b.state("kv2", "f32", ["tokens", 2]), "state kv2", "state shapes are static"),
+  },
   constant: {
     valid: (b) => expect(typeOf(b.constant(-Infinity, "f32", ["tokens", 2]))).toBe("f32[tokens, 2]"),
     invalid: (b) => expectIRError(() => b.constant(1, "f32", [-3]), "constant", "invalid dim -3"),
