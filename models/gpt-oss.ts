@@ -5,12 +5,24 @@
 // (window 128: a query sees itself and 127 earlier tokens), odd layers are full causal.
 // MoE: router → top-k → softmax over those k → clamped SwiGLU experts → weighted sum.
 //
-// Entry points (both run `tokens` new tokens against a KV cache of earlier ones):
-//   prefill(ids i32[tokens], positions i32[tokens], logit_rows i32[rows], caches…) → logits [rows, vocab], new k/v
-//   decode (ids i32[1],      positions i32[1],                            caches…) → logits [1, vocab],    new k/v
-// Cache inputs per layer: layers.N.k_cache / v_cache [cache, kvHeads, headDim] with cache = `past` on
-// full layers and `windowPast` (≤ window − 1) on sliding ones, plus cache_positions.full / .sliding
-// (−1 marks an empty slot). The new keys (after RoPE) and values come back as layers.N.k / v.
+// KV cache: model state in the arena, per layer layers.N.k_cache / v_cache [maxBatch·slots, kvHeads, headDim],
+// sequence b owning rows [b·slots, (b+1)·slots). Full layers have slots = maxContext (row = position);
+// sliding layers are a ring of slots = window (row = position mod window): while token p is processed
+// the ring holds p and the 127 tokens before it, so its memory never grows with the context.
+//
+// Entry points (the host keeps the bookkeeping: which row holds which position; −1 marks an empty row):
+//   prefill (one sequence, `tokens` new tokens after `past` cached ones):
+//     ids, positions i32[tokens], logit_rows i32[rows],
+//     cache_rows.full i32[past] / cache_positions.full i32[past]: the cached rows the new tokens see, and
+//     their positions (likewise .sliding [windowPast], windowPast ≤ window − 1),
+//     cache_slots.full / .sliding i32[tokens]: the row each new token's keys and values are written to
+//     → logits [rows, vocab]. Attention runs over the gathered old rows followed by the new tokens; the
+//     new keys and values are written to the cache after every read of it.
+//   decode (`batch` sequences, one token each; sequence b is batch row b):
+//     ids, positions i32[batch], cache_slots.full / .sliding i32[batch] (rows to write),
+//     cache_positions.full i32[batch, maxContext] / .sliding i32[batch, window] (the position each row
+//     holds once this token is written) → logits [batch, vocab]. The new keys and values are written
+//     first; attention then reads the sequence's rows of the cache in place.
 // Parameter names are the Hugging Face checkpoint's.
 
 import { type EntryBuilder, type ExpertWeight, type ModelBuilder, type RopeOptions, type Tensor, defineModel } from "../src/ir/builder.js";
@@ -25,8 +37,10 @@ export interface GptOssBuildOptions {
   readonly experts?: "mxfp4" | "dense";
   /** Upper bound on tokens per prefill call. */
   readonly maxPrefillTokens?: number;
-  /** Upper bound on the cached context of full-attention layers. */
+  /** Upper bound on the cached context of full-attention layers (rows per sequence). */
   readonly maxContext?: number;
+  /** Sequences the KV cache holds, and the most a decode step runs together. Default 1. */
+  readonly maxBatch?: number;
 }
 
 export const GPT_OSS_DEFAULT_MAX_PREFILL = 4096;
@@ -89,38 +103,46 @@ function ropeOptions(c: GptOssConfig): RopeOptions {
   };
 }
 
-/** Builds one entry point: embeddings → decoder layers → final norm → lm_head on the chosen rows. */
-function decoderStep(b: ModelBuilder, e: EntryBuilder, c: GptOssConfig, layers: readonly LayerWeights[], tokens: Dim, lastRowsOnly: boolean, dtype: "bf16" | "f32"): void {
+interface KvCache {
+  readonly k: Tensor;
+  readonly v: Tensor;
+  readonly sliding: boolean;
+  /** Rows per sequence. */
+  readonly slots: number;
+}
+
+interface CacheLayout {
+  readonly maxBatch: number;
+  readonly maxContext: number;
+}
+
+function declareCache(b: ModelBuilder, c: GptOssConfig, i: number, dtype: "bf16" | "f32", layout: CacheLayout): KvCache {
+  const sliding = c.layerTypes[i] === "sliding_attention";
+  const slots = sliding ? c.slidingWindow : layout.maxContext;
+  const shape = [layout.maxBatch * slots, c.numKvHeads, c.headDim];
+  return { k: b.state(`layers.${i}.k_cache`, dtype, shape), v: b.state(`layers.${i}.v_cache`, dtype, shape), sliding, slots };
+}
+
+/** One decoder layer's attention over its KV cache: the entry point decides how the cache is read and written. */
+type AttendWithCache = (q: Tensor, k: Tensor, v: Tensor, cache: KvCache, layer: number, window: number | undefined, sinks: Tensor) => Tensor;
+
+/** Embeddings → decoder layers → final norm → lm_head on `rows` of the last hidden state. */
+function decoder(
+  b: ModelBuilder, c: GptOssConfig, layers: readonly LayerWeights[], caches: readonly KvCache[], dtype: "bf16" | "f32",
+  ids: Tensor, positions: Tensor, attend: AttendWithCache, logitRows: (x: Tensor) => Tensor,
+): Tensor {
   const [h, kvh, hd] = [c.numHeads, c.numKvHeads, c.headDim];
-  const ids = e.input("ids", "i32", [tokens]);
-  const positions = e.input("positions", "i32", [tokens]);
-  const logitRows = lastRowsOnly ? e.input("logit_rows", "i32", ["rows"]) : undefined;
-  const cachePositions = {
-    full: e.input("cache_positions.full", "i32", ["past"]),
-    sliding: e.input("cache_positions.sliding", "i32", ["windowPast"]),
-  };
+  const tokens = ids.shape[0]!;
   const embed = b.param("model.embed_tokens.weight", dtype, [c.vocabSize, c.hiddenSize]);
   const rope = ropeOptions(c);
   let x = b.embedding(embed, ids); // [T, D]
   layers.forEach((w, i) => {
-    const sliding = c.layerTypes[i] === "sliding_attention";
-    const cache = sliding ? "windowPast" : "past";
+    const cache = caches[i]!;
     const normed = b.rmsNorm(x, w.inputNorm, c.rmsNormEps);
     const q = b.rope(b.reshape(project(b, normed, w.q), [tokens, h, hd]), positions, rope);
     const k = b.rope(b.reshape(project(b, normed, w.k), [tokens, kvh, hd]), positions, rope);
     const v = b.reshape(project(b, normed, w.v), [tokens, kvh, hd]);
-    e.output(`layers.${i}.k`, k);
-    e.output(`layers.${i}.v`, v);
-    const keys = b.concat([e.input(`layers.${i}.k_cache`, dtype, [cache, kvh, hd]), k], 0);
-    const values = b.concat([e.input(`layers.${i}.v_cache`, dtype, [cache, kvh, hd]), v], 0);
-    const keyPositions = b.concat([sliding ? cachePositions.sliding : cachePositions.full, positions], 0);
-    const attn = b.attention(q, keys, values, {
-      qpos: positions,
-      kpos: keyPositions,
-      sinks: w.sinks,
-      scale: 1 / Math.sqrt(hd),
-      ...(sliding ? { window: c.slidingWindow } : {}),
-    });
+    const attn = attend(q, k, v, cache, i, cache.sliding ? c.slidingWindow : undefined, w.sinks);
     x = b.add(x, project(b, b.reshape(attn, [tokens, h * hd]), w.o));
     const moeIn = b.rmsNorm(x, w.postNorm, c.rmsNormEps);
     x = b.add(
@@ -140,23 +162,84 @@ function decoderStep(b: ModelBuilder, e: EntryBuilder, c: GptOssConfig, layers: 
   });
   const finalNorm = b.param("model.norm.weight", dtype, [c.hiddenSize]);
   const lmHead = b.param("lm_head.weight", dtype, [c.vocabSize, c.hiddenSize]);
-  const rows = logitRows ? b.gather(x, logitRows, 0) : x;
-  e.output("logits", b.linear(b.rmsNorm(rows, finalNorm, c.rmsNormEps), lmHead));
+  return b.linear(b.rmsNorm(logitRows(x), finalNorm, c.rmsNormEps), lmHead);
+}
+
+/** Prefill of one sequence: attention over its gathered cached rows then the new tokens; the cache written last. */
+function prefillEntry(b: ModelBuilder, e: EntryBuilder, c: GptOssConfig, layers: readonly LayerWeights[], caches: readonly KvCache[], dtype: "bf16" | "f32"): void {
+  const ids = e.input("ids", "i32", ["tokens"]);
+  const positions = e.input("positions", "i32", ["tokens"]);
+  const logitRows = e.input("logit_rows", "i32", ["rows"]);
+  const cacheInputs = (kind: "full" | "sliding", past: Dim) => ({
+    rows: e.input(`cache_rows.${kind}`, "i32", [past]),
+    positions: e.input(`cache_positions.${kind}`, "i32", [past]),
+    slots: e.input(`cache_slots.${kind}`, "i32", ["tokens"]),
+  });
+  const full = cacheInputs("full", "past");
+  const sliding = cacheInputs("sliding", "windowPast");
+  const attend: AttendWithCache = (q, k, v, cache, i, window, sinks) => {
+    const io = cache.sliding ? sliding : full;
+    const keys = b.concat([b.gather(cache.k, io.rows, 0), k], 0);
+    const values = b.concat([b.gather(cache.v, io.rows, 0), v], 0);
+    e.update(`layers.${i}.k_cache`, b.scatter(cache.k, io.slots, k, 0));
+    e.update(`layers.${i}.v_cache`, b.scatter(cache.v, io.slots, v, 0));
+    const kpos = b.concat([io.positions, positions], 0);
+    return b.attention(q, keys, values, { qpos: positions, kpos, sinks, scale: 1 / Math.sqrt(c.headDim), ...(window ? { window } : {}) });
+  };
+  e.output("logits", decoder(b, c, layers, caches, dtype, ids, positions, attend, (x) => b.gather(x, logitRows, 0)));
+}
+
+/** Decode of `batch` sequences, one token each: the new keys and values written first, then read in place. */
+function decodeEntry(b: ModelBuilder, e: EntryBuilder, c: GptOssConfig, layers: readonly LayerWeights[], caches: readonly KvCache[], dtype: "bf16" | "f32", layout: CacheLayout): void {
+  const [h, kvh, hd] = [c.numHeads, c.numKvHeads, c.headDim];
+  const ids = e.input("ids", "i32", ["batch"]);
+  const positions = e.input("positions", "i32", ["batch"]);
+  const cacheInputs = (kind: "full" | "sliding", slots: number) => ({
+    slots: e.input(`cache_slots.${kind}`, "i32", ["batch"]),
+    positions: e.input(`cache_positions.${kind}`, "i32", ["batch", slots]),
+  });
+  const full = cacheInputs("full", layout.maxContext);
+  const sliding = cacheInputs("sliding", c.slidingWindow);
+  const attend: AttendWithCache = (q, k, v, cache, i, window, sinks) => {
+    const io = cache.sliding ? sliding : full;
+    const written = (state: Tensor, rows: Tensor, name: string) => {
+      const updated = b.scatter(state, io.slots, rows, 0);
+      e.update(name, updated);
+      // this step's sequences are the first `batch` of the cache's maxBatch: a leading slice, read in place
+      return b.slice(b.reshape(updated, [layout.maxBatch, cache.slots, kvh, hd]), 0, 0, "batch");
+    };
+    const keys = written(cache.k, k, `layers.${i}.k_cache`);
+    const values = written(cache.v, v, `layers.${i}.v_cache`);
+    const out = b.attention(b.reshape(q, ["batch", 1, h, hd]), keys, values, {
+      qpos: b.reshape(positions, ["batch", 1]),
+      kpos: io.positions,
+      sinks,
+      scale: 1 / Math.sqrt(hd),
+      ...(window ? { window } : {}),
+    });
+    return b.reshape(out, ["batch", h, hd]);
+  };
+  e.output("logits", decoder(b, c, layers, caches, dtype, ids, positions, attend, (x) => x));
 }
 
 /** The gpt-oss graph for a config: entry points `prefill` and `decode` sharing one set of parameters. */
 export function gptOssModel(c: GptOssConfig, opts: GptOssBuildOptions, name = "gpt-oss"): Graph {
   const experts = opts.experts ?? (c.quantization ? "mxfp4" : "dense");
   if (c.tieWordEmbeddings) throw new Error(`${name}: tie_word_embeddings is not supported by gpt-oss (lm_head is separate)`);
+  const layout: CacheLayout = { maxBatch: opts.maxBatch ?? 1, maxContext: opts.maxContext ?? GPT_OSS_DEFAULT_MAX_CONTEXT };
+  if (!(Number.isInteger(layout.maxBatch) && layout.maxBatch >= 1)) throw new Error(`${name}: maxBatch must be a positive integer, got ${layout.maxBatch}`);
+  if (!(Number.isInteger(layout.maxContext) && layout.maxContext >= 1)) throw new Error(`${name}: maxContext must be a positive integer, got ${layout.maxContext}`);
   return defineModel(name, (b) => {
     const maxPrefill = opts.maxPrefillTokens ?? GPT_OSS_DEFAULT_MAX_PREFILL;
     b.sym("tokens", maxPrefill);
     b.sym("rows", maxPrefill);
-    b.sym("past", opts.maxContext ?? GPT_OSS_DEFAULT_MAX_CONTEXT);
+    b.sym("past", layout.maxContext);
     b.sym("windowPast", Math.max(c.slidingWindow - 1, 1));
+    b.sym("batch", layout.maxBatch);
     const layers = Array.from({ length: c.numLayers }, (_, i) => declareLayer(b, c, i, opts.dtype, experts));
-    b.entry("prefill", (e) => decoderStep(b, e, c, layers, "tokens", true, opts.dtype));
-    b.entry("decode", (e) => decoderStep(b, e, c, layers, 1, false, opts.dtype));
+    const caches = Array.from({ length: c.numLayers }, (_, i) => declareCache(b, c, i, opts.dtype, layout));
+    b.entry("prefill", (e) => prefillEntry(b, e, c, layers, caches, opts.dtype));
+    b.entry("decode", (e) => decodeEntry(b, e, c, layers, caches, opts.dtype, layout));
   });
 }
 

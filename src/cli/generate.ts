@@ -50,9 +50,12 @@ function bound(n: number): number {
   return 2 ** Math.ceil(Math.log2(Math.max(n, 16)));
 }
 
+/** Longer prompts are prefilled in chunks of this many tokens (prefill activations grow with the chunk). */
+const MAX_PREFILL_CHUNK = 1024;
+
 /** The model's graph for the checkpoint's config (or the built-in model's). */
 async function modelFor(model: string, flags: GenerateFlags, promptLength: number): Promise<{ config: GptOssConfig; graph: Graph }> {
-  const bounds = { maxPrefillTokens: bound(promptLength), maxContext: bound(promptLength + flags.maxNewTokens) };
+  const bounds = { maxPrefillTokens: Math.min(bound(promptLength), MAX_PREFILL_CHUNK), maxContext: bound(promptLength + flags.maxNewTokens) };
   const config = flags.checkpoint ? await loadGptOssConfig(flags.checkpoint) : findBuiltinModel(model).config;
   return { config, graph: gptOssModel(config, { dtype: flags.dtype, ...bounds }, flags.checkpoint ? "gpt-oss" : model) };
 }
@@ -64,6 +67,7 @@ async function runnerFor(graph: Graph, flags: GenerateFlags, quiet: boolean): Pr
   const gpu = Device.open(0);
   const { plan } = await compile(graph, { arch: gpu.info.arch });
   const exec = await PlanExecutor.load(plan, gpu);
+  exec.replayAsGraph("decode");
   try {
     if (flags.checkpoint) {
       const report = (p: LoadProgress) => {

@@ -1,20 +1,26 @@
 // Generation: drives a decoder graph with the gpt-oss entry-point contract (see models/gpt-oss.ts) —
-// `prefill` runs the prompt, `decode` one token at a time; both return each layer's new keys and
-// values, which a host-side KV cache appends. A sliding layer's cache keeps only the last `windowPast`
-// tokens (its symbol's bound), so its memory stops growing there; full layers grow up to `past`.
+// `prefill` runs a prompt, `decode` one token for each of up to maxBatch sequences. The KV cache is model
+// state that lives with the runner (in the GPU arena, or beside the interpreter); the host only keeps
+// its bookkeeping (KvCacheBook): which cache row holds which position of which sequence. A sliding
+// layer's rows form a ring of `window` slots, so its memory never grows; full layers have a row per position.
 // The entry points run through a runner: the CPU reference interpreter (the oracle) or a compiled plan
 // on the GPU (PlanExecutor). Tokens are picked greedily or sampled (temperature, top-k, top-p, seeded).
 
 import { findEntry, type Graph } from "../ir/graph.js";
 import { type HostTensor, hostTensor, seededRandom } from "../ir/host-tensor.js";
-import { interpret } from "../ir/interpret.js";
+import { interpretStep } from "../ir/interpret.js";
 
-/** Runs one entry point of the graph: the reference interpreter or a compiled plan. */
+/** Runs one entry point of the graph (the runner keeps the model state between calls): the reference interpreter or a compiled plan. */
 export type EntryRunner = (entry: string, inputs: Readonly<Record<string, HostTensor>>) => Record<string, HostTensor>;
 
-/** The CPU reference interpreter as a runner. */
+/** The CPU reference interpreter as a runner, holding the model state (KV cache) between calls; it starts zeroed. */
 export function interpreterRunner(graph: Graph, params: Readonly<Record<string, HostTensor>>): EntryRunner {
-  return (entry, inputs) => interpret(graph, entry, inputs, params);
+  let states: Record<string, HostTensor> = {};
+  return (entry, inputs) => {
+    const { outputs, updates } = interpretStep(graph, entry, inputs, params, states);
+    states = { ...states, ...updates };
+    return outputs;
+  };
 }
 
 export interface SamplingOptions {
@@ -42,14 +48,6 @@ export interface GenerateResult {
   readonly tokens: number[];
   /** With `keepLogits`: logits of the last prefill row and of each decode step, in order (else empty). */
   readonly logits: Float64Array[];
-}
-
-interface LayerCache {
-  readonly name: string; // layers.N
-  readonly sliding: boolean;
-  readonly keys: Float64Array[]; // one [kvHeads·headDim] row per cached token
-  readonly values: Float64Array[];
-  readonly positions: number[];
 }
 
 /** Index of the largest value; ties to the lower index. */
@@ -116,72 +114,103 @@ function drawFrom(weights: Float64Array, tokens: readonly number[], count: numbe
   return tokens[count - 1]!;
 }
 
-export class HostKvCache {
-  private readonly layers: LayerCache[];
+/**
+ * Host-side bookkeeping of the model's KV cache (the layout models/gpt-oss.ts documents): sequence b owns
+ * rows [b·slots, (b+1)·slots) of every layer's cache; on full layers position p sits in row p, on sliding
+ * layers in row p mod window. Sequence b holds positions 0 … length(b) − 1. The book computes the cache
+ * inputs of `prefill` and `decode`; the cache itself never leaves the runner.
+ */
+export class KvCacheBook {
+  /** Rows per sequence on full layers (the context bound). */
+  readonly fullSlots: number;
+  /** Rows per sequence on sliding layers (the window). */
+  readonly window: number;
+  /** Sequences the cache holds (the most a decode step runs together). */
+  readonly maxBatch: number;
+  private readonly cached: number[];
 
-  constructor(
-    private readonly graph: Graph,
-    private readonly rowShape: readonly number[], // [kvHeads, headDim]
-    private readonly dtype: HostTensor["dtype"],
-  ) {
+  constructor(graph: Graph) {
     const decode = findEntry(graph, "decode");
-    this.layers = decode.inputs
-      .filter((i) => i.name.endsWith(".k_cache"))
-      .map((i) => ({ name: i.name.slice(0, -".k_cache".length), sliding: i.shape[0] === "windowPast", keys: [], values: [], positions: [] }));
-  }
-
-  /** Most tokens a sliding layer keeps (window − 1). */
-  get slidingCapacity(): number {
-    return this.graph.symbols["windowPast"] ?? 0;
-  }
-  get fullCapacity(): number {
-    return this.graph.symbols["past"] ?? 0;
-  }
-
-  /** Cached tokens per layer (sliding layers stop at their capacity). */
-  lengths(): number[] {
-    return this.layers.map((l) => l.positions.length);
-  }
-
-  /** The cache inputs of an entry point. */
-  inputs(): Record<string, HostTensor> {
-    const rowSize = this.rowShape.reduce((a, b) => a * b, 1);
-    const out: Record<string, HostTensor> = {};
-    const pack = (rows: readonly Float64Array[]) => {
-      const data = new Float64Array(rows.length * rowSize);
-      rows.forEach((r, i) => data.set(r, i * rowSize));
-      return { dtype: this.dtype, shape: [rows.length, ...this.rowShape], data };
+    const rowsOf = (name: string): number => {
+      const dim = decode.inputs.find((i) => i.name === name)?.shape[1];
+      if (typeof dim !== "number") throw new Error(`model ${graph.name}: decode has no static ${name} [batch, slots] input; it does not follow the decoder entry-point contract`);
+      return dim;
     };
-    for (const l of this.layers) {
-      out[`${l.name}.k_cache`] = pack(l.keys);
-      out[`${l.name}.v_cache`] = pack(l.values);
-      out[`cache_positions.${l.sliding ? "sliding" : "full"}`] = hostTensor("i32", [l.positions.length], l.positions);
-    }
-    return out;
+    this.fullSlots = rowsOf("cache_positions.full");
+    this.window = rowsOf("cache_positions.sliding");
+    this.maxBatch = graph.symbols["batch"] ?? 1;
+    this.cached = new Array<number>(this.maxBatch).fill(0);
   }
 
-  /** Appends an entry point's new keys and values at `positions`, evicting beyond a sliding layer's window. */
-  append(outputs: Readonly<Record<string, HostTensor>>, positions: readonly number[]): void {
-    const rowSize = this.rowShape.reduce((a, b) => a * b, 1);
-    for (const l of this.layers) {
-      const k = outputs[`${l.name}.k`];
-      const v = outputs[`${l.name}.v`];
-      if (!k || !v) throw new Error(`the entry point did not return ${l.name}.k / .v`);
-      positions.forEach((p, i) => {
-        l.keys.push(k.data.slice(i * rowSize, (i + 1) * rowSize));
-        l.values.push(v.data.slice(i * rowSize, (i + 1) * rowSize));
-        l.positions.push(p);
-      });
-      const capacity = l.sliding ? this.slidingCapacity : this.fullCapacity;
-      const excess = l.positions.length - capacity;
-      if (excess > 0 && l.sliding) {
-        l.keys.splice(0, excess);
-        l.values.splice(0, excess);
-        l.positions.splice(0, excess);
-      } else if (excess > 0) {
-        throw new Error(`context of ${l.positions.length} tokens exceeds the model's bound past = ${capacity}`);
+  /** Tokens cached for sequence `seq`. */
+  length(seq: number): number {
+    this.checkSeq(seq);
+    return this.cached[seq]!;
+  }
+
+  /** Forgets sequence `seq` (its rows are reused; stale contents are masked by position −1). */
+  reset(seq: number): void {
+    this.checkSeq(seq);
+    this.cached[seq] = 0;
+  }
+
+  /** Cache inputs of `prefill` for `count` new tokens of sequence `seq` (positions length … length + count − 1). */
+  prefillInputs(seq: number, count: number): Record<string, HostTensor> {
+    const start = this.length(seq);
+    if (start + count > this.fullSlots) throw new Error(`sequence ${seq}: ${start + count} tokens exceed the cache's ${this.fullSlots} rows (maxContext)`);
+    const fullRows = Array.from({ length: start }, (_, j) => seq * this.fullSlots + j);
+    const slidingPositions = Array.from({ length: Math.min(start, this.window - 1) }, (_, j) => start - Math.min(start, this.window - 1) + j);
+    const fresh = Array.from({ length: count }, (_, j) => start + j);
+    return {
+      "cache_rows.full": hostTensor("i32", [start], fullRows),
+      "cache_positions.full": hostTensor("i32", [start], fullRows.map((_, j) => j)),
+      "cache_slots.full": hostTensor("i32", [count], fresh.map((p) => seq * this.fullSlots + p)),
+      "cache_rows.sliding": hostTensor("i32", [slidingPositions.length], slidingPositions.map((p) => seq * this.window + (p % this.window))),
+      "cache_positions.sliding": hostTensor("i32", [slidingPositions.length], slidingPositions),
+      "cache_slots.sliding": hostTensor("i32", [count], fresh.map((p) => seq * this.window + (p % this.window))),
+    };
+  }
+
+  /**
+   * Cache inputs of `decode` for one new token of each of sequences 0 … active.length − 1 (batch row b is
+   * sequence b); an inactive row writes nothing and sees nothing.
+   */
+  decodeInputs(active: readonly boolean[]): Record<string, HostTensor> {
+    const batch = active.length;
+    if (batch < 1 || batch > this.maxBatch) throw new Error(`a decode step runs 1 to ${this.maxBatch} sequences (maxBatch), got ${batch}`);
+    const fullSlots = new Array<number>(batch).fill(-1);
+    const slidingSlots = new Array<number>(batch).fill(-1);
+    const fullPositions = new Array<number>(batch * this.fullSlots).fill(-1);
+    const slidingPositions = new Array<number>(batch * this.window).fill(-1);
+    for (let b = 0; b < batch; b++) {
+      if (!active[b]) continue;
+      const p = this.cached[b]!;
+      if (p + 1 > this.fullSlots) throw new Error(`sequence ${b}: ${p + 1} tokens exceed the cache's ${this.fullSlots} rows (maxContext)`);
+      fullSlots[b] = b * this.fullSlots + p;
+      slidingSlots[b] = b * this.window + (p % this.window);
+      for (let j = 0; j <= p; j++) fullPositions[b * this.fullSlots + j] = j;
+      // ring row r holds the latest position q <= p with q mod window = r
+      for (let r = 0; r < this.window; r++) {
+        const q = p - ((((p - r) % this.window) + this.window) % this.window);
+        slidingPositions[b * this.window + r] = q >= 0 ? q : -1;
       }
     }
+    return {
+      "cache_slots.full": hostTensor("i32", [batch], fullSlots),
+      "cache_slots.sliding": hostTensor("i32", [batch], slidingSlots),
+      "cache_positions.full": hostTensor("i32", [batch, this.fullSlots], fullPositions),
+      "cache_positions.sliding": hostTensor("i32", [batch, this.window], slidingPositions),
+    };
+  }
+
+  /** Records that sequence `seq` cached `count` more tokens. */
+  advance(seq: number, count: number): void {
+    this.checkSeq(seq);
+    this.cached[seq]! += count;
+  }
+
+  private checkSeq(seq: number): void {
+    if (!(Number.isInteger(seq) && seq >= 0 && seq < this.maxBatch)) throw new Error(`sequence ${seq} is outside the cache's ${this.maxBatch} sequences (maxBatch)`);
   }
 }
 
@@ -199,8 +228,6 @@ export function checkPrompt(graph: Graph, promptIds: readonly number[], maxNewTo
     if (typeof vocab === "number" && id >= vocab) throw new Error(`prompt id ${id} is outside the model's vocabulary of ${vocab} tokens (at position ${i})`);
   });
   if (!(Number.isInteger(maxNewTokens) && maxNewTokens >= 0)) throw new Error(`maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
-  const prefillBound = graph.symbols["tokens"];
-  if (prefillBound !== undefined && promptIds.length > prefillBound) throw new Error(`the prompt has ${promptIds.length} tokens; the model was built for prefills of at most ${prefillBound} (maxPrefillTokens)`);
   const contextBound = graph.symbols["past"];
   // The last generated token is never fed back, so the cache grows to prompt + maxNewTokens − 1 tokens.
   if (contextBound !== undefined && Math.max(promptIds.length, promptIds.length + maxNewTokens - 1) > contextBound) {
@@ -210,39 +237,85 @@ export function checkPrompt(graph: Graph, promptIds: readonly number[], maxNewTo
 
 /** Generates up to `maxNewTokens` tokens after `promptIds`, running the graph's entry points with `run`. */
 export function generate(graph: Graph, run: EntryRunner, promptIds: readonly number[], opts: GenerateOptions): GenerateResult {
-  checkPrompt(graph, promptIds, opts.maxNewTokens);
-  checkSampling(opts);
-  const rand = seededRandom(opts.seed ?? 0);
-  const prefill = findEntry(graph, "prefill");
-  const kCache = prefill.inputs.find((i) => i.name.endsWith(".k_cache"));
-  if (!kCache) throw new Error(`model ${graph.name} has no KV-cache inputs; it does not follow the decoder entry-point contract`);
-  const rowShape = kCache.shape.slice(1).map(Number);
-  const cache = new HostKvCache(graph, rowShape, kCache.dtype);
-  const tokens: number[] = [];
-  const logits: Float64Array[] = [];
-  const stop = new Set(opts.stopTokens ?? []);
-  const positions = promptIds.map((_, i) => i);
-  const first = run("prefill", {
-    ids: hostTensor("i32", [promptIds.length], promptIds),
-    positions: hostTensor("i32", [promptIds.length], positions),
-    logit_rows: hostTensor("i32", [1], [promptIds.length - 1]),
-    ...cache.inputs(),
+  const { onToken, ...rest } = opts;
+  return generateBatch(graph, run, [promptIds], { ...rest, ...(onToken ? { onToken: (token: number) => onToken(token) } : {}) })[0]!;
+}
+
+export interface GenerateBatchOptions extends Omit<GenerateOptions, "onToken"> {
+  /** Called with each new token of sequence `seq` (the prompt's index) as soon as it is chosen. */
+  readonly onToken?: (token: number, seq: number) => void;
+}
+
+/**
+ * Generates for several prompts at once: each is prefilled into its own sequence of the KV cache, then one
+ * decode step advances all unfinished sequences together (batch row b = prompt b). Prompt b samples with
+ * seed + b, so a prompt's tokens do not depend on its batch companions.
+ */
+export function generateBatch(graph: Graph, run: EntryRunner, prompts: readonly (readonly number[])[], opts: GenerateBatchOptions): GenerateResult[] {
+  const book = new KvCacheBook(graph);
+  if (prompts.length === 0) throw new Error("no prompts given");
+  if (prompts.length > book.maxBatch) throw new Error(`${prompts.length} prompts exceed the model's ${book.maxBatch} sequences (maxBatch)`);
+  prompts.forEach((p, i) => {
+    try {
+      checkPrompt(graph, p, opts.maxNewTokens);
+    } catch (err) {
+      throw new Error(prompts.length > 1 ? `prompt ${i}: ${err instanceof Error ? err.message : String(err)}` : err instanceof Error ? err.message : String(err));
+    }
   });
-  cache.append(first, positions);
-  let next = logitsOf(first, "prefill");
-  let position = promptIds.length;
-  for (let step = 0; step < opts.maxNewTokens; step++) {
-    if (opts.keepLogits) logits.push(next);
-    const token = sampleToken(next, opts, rand);
-    tokens.push(token);
-    opts.onToken?.(token);
-    if (stop.has(token) || step === opts.maxNewTokens - 1) break;
-    const out = run("decode", { ids: hostTensor("i32", [1], [token]), positions: hostTensor("i32", [1], [position]), ...cache.inputs() });
-    cache.append(out, [position]);
-    next = logitsOf(out, "decode");
-    position++;
+  checkSampling(opts);
+  const stop = new Set(opts.stopTokens ?? []);
+  const results: GenerateResult[] = prompts.map(() => ({ tokens: [], logits: [] }));
+  const rands = prompts.map((_, i) => seededRandom((opts.seed ?? 0) + i));
+  // prompts longer than the prefill bound go in chunks: each chunk reads the cache the earlier ones wrote
+  const chunk = graph.symbols["tokens"] ?? Infinity;
+  const pending: (Float64Array | undefined)[] = prompts.map((promptIds, seq) => {
+    book.reset(seq);
+    let logits: Float64Array | undefined;
+    for (let start = 0; start < promptIds.length; start += chunk) {
+      const ids = promptIds.slice(start, start + chunk);
+      const out = run("prefill", {
+        ids: hostTensor("i32", [ids.length], ids),
+        positions: hostTensor("i32", [ids.length], ids.map((_, i) => start + i)),
+        logit_rows: hostTensor("i32", [1], [ids.length - 1]),
+        ...book.prefillInputs(seq, ids.length),
+      });
+      book.advance(seq, ids.length);
+      logits = logitsOf(out, "prefill");
+    }
+    return logits!.slice();
+  });
+  // pick a token for every sequence that has logits; a sequence is done after a stop token or maxNewTokens
+  const pick = (): number[] =>
+    pending.map((logits, seq) => {
+      if (!logits) return -1;
+      const r = results[seq]!;
+      if (opts.keepLogits) r.logits.push(logits);
+      const token = sampleToken(logits, opts, rands[seq]!);
+      r.tokens.push(token);
+      opts.onToken?.(token, seq);
+      if (stop.has(token) || r.tokens.length >= opts.maxNewTokens) pending[seq] = undefined;
+      return token;
+    });
+  if (opts.maxNewTokens === 0) return results;
+  let tokens = pick();
+  while (pending.some((l) => l !== undefined)) {
+    const active = pending.map((l) => l !== undefined);
+    const positions = active.map((a, seq) => (a ? book.length(seq) : 0));
+    const out = run("decode", {
+      ids: hostTensor("i32", [prompts.length], tokens.map((t) => Math.max(t, 0))),
+      positions: hostTensor("i32", [prompts.length], positions),
+      ...book.decodeInputs(active),
+    });
+    const logits = logitsOf(out, "decode");
+    const vocab = logits.length / prompts.length;
+    active.forEach((a, seq) => {
+      if (!a) return;
+      book.advance(seq, 1);
+      pending[seq] = logits.slice(seq * vocab, (seq + 1) * vocab);
+    });
+    tokens = pick();
   }
-  return { tokens, logits };
+  return results;
 }
 
 function logitsOf(outputs: Readonly<Record<string, HostTensor>>, entry: string): Float64Array {

@@ -7,6 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { gptOssModel } from "../../models/gpt-oss.js";
 import { GPT_OSS_TINY } from "../../models/gpt-oss-config.js";
 import { compile } from "../../src/compile.js";
+import { KvCacheBook } from "../../src/generate/generate.js";
+import type { Graph } from "../../src/ir/graph.js";
 import { hostTensor } from "../../src/ir/host-tensor.js";
 import { openCheckpoint } from "../../src/loader/checkpoint.js";
 import { loadParams } from "../../src/loader/load-params.js";
@@ -46,13 +48,11 @@ describe("paramProblems against a plan", () => {
 });
 
 describeGpu("streamCheckpoint", () => {
-  const inputs = (dtype: "f32" | "bf16") => ({
+  const inputs = (graph: Graph) => ({
     ids: hostTensor("i32", [5], [3, 1, 4, 1, 5]),
     positions: hostTensor("i32", [5], [0, 1, 2, 3, 4]),
     logit_rows: hostTensor("i32", [1], [4]),
-    "cache_positions.full": hostTensor("i32", [0], []),
-    "cache_positions.sliding": hostTensor("i32", [0], []),
-    ...Object.fromEntries(["0", "1"].flatMap((l) => ["k", "v"].map((kv) => [`layers.${l}.${kv}_cache`, hostTensor(dtype, [0, 2, 16], [])]))),
+    ...new KvCacheBook(graph).prefillInputs(0, 5),
   });
 
   for (const [stored, dtype, experts] of [["BF16", "bf16", "dense"], ["F32", "bf16", "dense"], ["BF16", "f32", "dense"], ["MXFP4", "bf16", "mxfp4"]] as const) {
@@ -69,8 +69,8 @@ describeGpu("streamCheckpoint", () => {
         expect(bytes).toBe(plan.params.reduce((a, p) => a + p.bytes, 0));
         expect(progress).toHaveLength(plan.params.length);
         staged.setParams(await loadParams(dirs[stored]!, graph));
-        const a = streamed.run("prefill", inputs(dtype));
-        const b = staged.run("prefill", inputs(dtype));
+        const a = streamed.run("prefill", inputs(graph));
+        const b = staged.run("prefill", inputs(graph));
         expect(Array.from(a["logits"]!.data)).toEqual(Array.from(b["logits"]!.data));
       } finally {
         streamed.dispose();
