@@ -1,11 +1,16 @@
-// One decode step of a compiled gpt-oss plan on the GPU, batch 1, with seeded random weights made on the
-// device (no checkpoint, no 14 GB of host arrays). Reports ms per token and tokens/s against the
+// gpt-oss at full size on one GPU with seeded random weights made on the device (no checkpoint, no 14 GB
+// of host arrays): GPU memory in use, load and init time, a short greedy generation through `generate`,
+// and decode steps at each batch size (CUDA graph replay) as ms per step and tokens/s against the
 // bandwidth floor (the bytes a step must read: every weight it touches once, the KV cache it attends to).
 //
-//   npm run build && node dist/bench/decode.js [model=gpt-oss-20b] [past=1024] [replays=100] [prefillTokens=0]
-// With prefillTokens > 0 it also times a prefill of that many fresh tokens, with a per-op breakdown.
+//   npm run build && node dist/bench/decode.js [model=gpt-oss-20b] [past=1024] [replays=100] [prefillTokens=0] [batches=1,8] [context=4096]
+// The plan holds a KV cache of `context` tokens for max(batches) sequences and prefills in chunks of up to
+// 512 tokens (or prefillTokens). With prefillTokens > 0 it also times a prefill of that many fresh tokens,
+// with a per-op breakdown.
 
+import { gptOssModel } from "../models/gpt-oss.js";
 import { findBuiltinModel } from "../models/index.js";
+import { generate, KvCacheBook } from "../src/generate/generate.js";
 import { compile } from "../src/compile.js";
 import { dtypeBytes } from "../src/ir/dtype.js";
 import { tensorFromBytes, tensorToBytes, hostTensor } from "../src/ir/host-tensor.js";
@@ -37,13 +42,17 @@ extern "C" __global__ void fill_u8(unsigned char* p, unsigned long long n, unsig
 `;
 
 async function main(): Promise<void> {
-  const [modelName = "gpt-oss-20b", pastArg = "1024", replaysArg = "100", prefillArg = "0"] = process.argv.slice(2);
+  const [modelName = "gpt-oss-20b", pastArg = "1024", replaysArg = "100", prefillArg = "0", batchesArg = "1,8", contextArg = "4096"] = process.argv.slice(2);
   const prefillTokens = Number(prefillArg);
   const past = Number(pastArg);
   const replays = Number(replaysArg);
+  const batches = batchesArg.split(",").map(Number);
+  const context = Number(contextArg);
+  if (!(past < context)) throw new Error(`past ${past} must be below the context ${context}`);
   const device = Device.open(0);
+  const memoryBefore = device.memoryInfo();
   const model = findBuiltinModel(modelName);
-  const graph = model.build({ dtype: "bf16" });
+  const graph = gptOssModel(model.config, { dtype: "bf16", maxContext: context, maxBatch: Math.max(...batches), maxPrefillTokens: Math.max(prefillTokens, 512) }, modelName);
   const t0 = performance.now();
   const { plan, stats } = await compile(graph, { arch: device.info.arch });
   const compileMs = performance.now() - t0;
@@ -73,25 +82,43 @@ async function main(): Promise<void> {
   });
   device.synchronize();
   const initMs = performance.now() - t2;
+  const memoryAfter = device.memoryInfo();
+  const inUse = memoryAfter.totalBytes - memoryAfter.freeBytes;
 
-  // decode inputs: one token at position `past`, full layers see `past` cached tokens, sliding ones the last window − 1
-  const windowPast = Math.min(plan.symbols["windowPast"] ?? 127, past);
-  const symbols = { past, windowPast };
+  // a short greedy generation through generate() (prefill, then decode steps replayed as CUDA graphs)
+  exec.replayAsGraph("decode");
+  const genPrompt = Array.from({ length: 32 }, (_, i) => (i * 7919 + 11) % model.config.vocabSize);
+  const genStarted = performance.now();
+  const generated = generate(graph, (e, inputs) => exec.run(e, inputs), genPrompt, { maxNewTokens: 32 });
+  const genMs = performance.now() - genStarted;
+
+  // KV-cache bytes: full layers grow with the context bound, sliding layers are a ring of `window` rows
+  const kvBytes = (g: typeof graph, sliding: boolean) =>
+    g.states.filter((st) => (model.config.layerTypes[Number(st.name.split(".")[1])] === "sliding_attention") === sliding)
+      .reduce((sum, st) => sum + numElements(evalShape(st.shape, g.symbols)) * dtypeBytes(st.dtype), 0);
+  const at = (ctx: number) => gptOssModel(model.config, { dtype: "bf16", maxContext: ctx, maxBatch: 1, maxPrefillTokens: 16 }, modelName);
+  const [at1k, at8k] = [at(1024), at(8192)];
+
+  // decode inputs: every sequence at position `past` (the cache filled with random values below)
+  const symbolsFor = (batch: number) => ({ batch });
   const entry = plan.entries.find((e) => e.name === "decode")!;
-  const put = (name: string, values: number[]) => {
+  const put = (name: string, t: ReturnType<typeof hostTensor>) => {
     const slot = entry.inputs.find((s) => s.name === name)!;
-    const bytes = tensorToBytes(hostTensor(slot.dtype, [values.length], values));
+    const bytes = tensorToBytes(t);
     exec.arena.view(slot.offset, bytes.byteLength).copyFromHost(bytes);
   };
-  put("ids", [1234]);
-  put("positions", [past]);
-  put("cache_positions.full", Array.from({ length: past }, (_, i) => i));
-  put("cache_positions.sliding", Array.from({ length: windowPast }, (_, i) => past - windowPast + i));
-  entry.inputs.forEach((slot, i) => {
-    if (!slot.name.endsWith("_cache")) return;
-    fillAt(fillBf16, slot.offset, numElements(evalShape(slot.shape, symbols)), 10_000 + i, -1, 1);
-  });
+  const placeDecodeInputs = (batch: number) => {
+    const book = new KvCacheBook(graph);
+    for (let b = 0; b < batch; b++) book.advance(b, past);
+    put("ids", hostTensor("i32", [batch], Array.from({ length: batch }, (_, b) => 1234 + b)));
+    put("positions", hostTensor("i32", [batch], new Array(batch).fill(past)));
+    for (const [name, t] of Object.entries(book.decodeInputs(new Array(batch).fill(true)))) put(name, t);
+  };
+  plan.states.forEach((st, i) => fillAt(fillBf16, st.offset, st.bytes / 2, 10_000 + i, -1, 1));
   device.synchronize();
+  const batch1 = batches[0]!;
+  const symbols = symbolsFor(batch1);
+  placeDecodeInputs(batch1);
 
   // correctness smoke: finite logits
   exec.launch("decode", symbols);
@@ -122,22 +149,39 @@ async function main(): Promise<void> {
   const c = model.config;
   const bf16 = 2;
   const mxfp4PerWeight = 17 / 32;
+  const windowPast = Math.min(c.slidingWindow - 1, past);
   const attn = (c.numHeads * c.headDim * c.hiddenSize * 2 + c.numKvHeads * c.headDim * c.hiddenSize * 2) * bf16;
-  const experts = c.expertsPerToken * (2 * c.intermediateSize * c.hiddenSize + c.hiddenSize * c.intermediateSize) * mxfp4PerWeight;
+  const expertBytes = (2 * c.intermediateSize * c.hiddenSize + c.hiddenSize * c.intermediateSize) * mxfp4PerWeight;
   const router = c.numExperts * c.hiddenSize * bf16;
-  const kv = c.layerTypes.reduce((sum, t) => sum + 2 * (t === "sliding_attention" ? windowPast : past) * c.numKvHeads * c.headDim * bf16, 0);
-  const stepBytes = c.numLayers * (attn + experts + router) + kv + c.vocabSize * c.hiddenSize * bf16;
-  const floorMs = (stepBytes / 3.0e12) * 1e3;
+  const kvPerSequence = c.layerTypes.reduce((sum, t) => sum + 2 * ((t === "sliding_attention" ? windowPast : past) + 1) * c.numKvHeads * c.headDim * bf16, 0);
+  // a batch of B tokens touches min(E, B·k) distinct experts per layer at most (expected: E·(1 − (1 − k/E)^B))
+  const stepBytes = (batch: number) =>
+    c.numLayers * (attn + router + c.numExperts * (1 - (1 - c.expertsPerToken / c.numExperts) ** batch) * expertBytes) + batch * kvPerSequence + c.vocabSize * c.hiddenSize * bf16;
+  const floorMs = (batch: number) => (stepBytes(batch) / 3.0e12) * 1e3;
+  const batchRows: string[][] = [];
+  for (const batch of batches) {
+    placeDecodeInputs(batch);
+    const step = stream.capture(() => exec.launch("decode", symbolsFor(batch), stream));
+    const ms = timeMs(() => step.launch(stream), replays);
+    step.dispose();
+    batchRows.push([`decode batch ${batch}`, `${ms.toFixed(3)} ms/step, ${((batch * 1e3) / ms).toFixed(1)} tokens/s; floor ${floorMs(batch).toFixed(3)} ms (${((floorMs(batch) / ms) * 100).toFixed(1)}%)`]);
+  }
+  placeDecodeInputs(batch1);
+  const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB (${(n / 1e9).toFixed(2)} GB)`;
 
   const rows = [
     ["device", `${device.info.name} (${device.info.arch})`],
-    ["model", `${modelName}, decode batch 1, past ${past} (sliding layers ${windowPast})`],
-    ["plan", `${stats.kernels} kernels, ${entry.launches.length} launches per step, arena ${(plan.arena.bytes / 2 ** 30).toFixed(2)} GiB (weights ${(plan.arena.weightBytes / 2 ** 30).toFixed(2)} GiB)`],
+    ["model", `${modelName}, KV cache ${context} tokens × ${Math.max(...batches)} sequences, decode at past ${past} (sliding layers see ${windowPast})`],
+    ["plan", `${stats.kernels} kernels, ${entry.launches.length} launches per decode step, arena ${gib(plan.arena.bytes)}: weights and KV ${gib(plan.arena.weightBytes)}, activations ${gib(plan.arena.activationBytes)}`],
+    ["GPU memory in use", `${gib(inUse)} (before load ${gib(memoryBefore.totalBytes - memoryBefore.freeBytes)}, of ${gib(memoryAfter.totalBytes)})`],
+    ["KV cache", `full layers ${gib(kvBytes(graph, false))}, sliding layers ${gib(kvBytes(graph, true))}; per sequence at 1k / 8k context: full ${gib(kvBytes(at1k, false))} / ${gib(kvBytes(at8k, false))}, sliding ${gib(kvBytes(at1k, true))} / ${gib(kvBytes(at8k, true))}`],
     ["compile / load / init", `${compileMs.toFixed(0)} ms (${stats.planCacheHit ? "plan cached" : "cold"}) / ${loadMs.toFixed(0)} ms / ${initMs.toFixed(0)} ms`],
+    ["generate", `32-token prompt + ${generated.tokens.length} greedy tokens in ${genMs.toFixed(0)} ms (${((generated.tokens.length * 1e3) / genMs).toFixed(1)} tokens/s incl. prefill); tokens ${generated.tokens.slice(0, 8).join(",")}…`],
     ["logits", nonFinite === 0 ? "all finite" : `${nonFinite} non-finite values`],
-    ["bytes per step", `${(stepBytes / 1e9).toFixed(2)} GB → floor ${floorMs.toFixed(3)} ms at 3.0 TB/s (${(1e3 / floorMs).toFixed(0)} tokens/s)`],
-    ["direct launches", `${directMs.toFixed(3)} ms/token, ${(1e3 / directMs).toFixed(1)} tokens/s, ${((floorMs / directMs) * 100).toFixed(1)}% of floor`],
-    ["CUDA graph replay", `${graphMs.toFixed(3)} ms/token, ${(1e3 / graphMs).toFixed(1)} tokens/s, ${((floorMs / graphMs) * 100).toFixed(1)}% of floor`],
+    ["bytes per step (B=1)", `${(stepBytes(1) / 1e9).toFixed(2)} GB → floor ${floorMs(1).toFixed(3)} ms at 3.0 TB/s (${(1e3 / floorMs(1)).toFixed(0)} tokens/s)`],
+    ["direct launches", `batch ${batch1}: ${directMs.toFixed(3)} ms/step`],
+    ["CUDA graph replay", `batch ${batch1}: ${graphMs.toFixed(3)} ms/step, ${((batch1 * 1e3) / graphMs).toFixed(1)} tokens/s`],
+    ...batchRows,
   ];
   for (const [k, v] of rows) process.stdout.write(`${k!.padEnd(22)} ${v}\n`);
 
@@ -165,6 +209,7 @@ async function main(): Promise<void> {
   if (prefillTokens > 0) {
     const pre = exec.entry("prefill");
     const preSymbols = { tokens: prefillTokens, rows: 1, past: 0, windowPast: 0 };
+    const preBook = new KvCacheBook(graph);
     const putPre = (name: string, values: number[]) => {
       const slot = pre.inputs.find((s) => s.name === name)!;
       const bytes = tensorToBytes(hostTensor(slot.dtype, [values.length], values));
@@ -173,6 +218,7 @@ async function main(): Promise<void> {
     putPre("ids", Array.from({ length: prefillTokens }, (_, i) => (i * 7919) % c.vocabSize));
     putPre("positions", Array.from({ length: prefillTokens }, (_, i) => i));
     putPre("logit_rows", [prefillTokens - 1]);
+    for (const [name, t] of Object.entries(preBook.prefillInputs(0, prefillTokens))) putPre(name, Array.from(t.data));
     const preMs = timeMs(() => exec.launch("prefill", preSymbols, stream), 3);
     const activeParams = c.numLayers * (attn / bf16 + c.expertsPerToken * 3 * c.intermediateSize * c.hiddenSize + c.numExperts * c.hiddenSize);
     const preFloorMs = ((2 * activeParams * prefillTokens) / 790e12) * 1e3;
