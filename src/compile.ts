@@ -64,7 +64,10 @@ export interface CompileStats {
   readonly planCacheHit: boolean;
   readonly kernelsCompiled: boolean;
   readonly arenaBytes: number;
+  /** The weights region: parameters and model state. */
   readonly weightBytes: number;
+  /** Model state (the KV cache) inside the weights region. */
+  readonly stateBytes: number;
   readonly activationBytes: number;
   readonly compileMs: number;
 }
@@ -284,6 +287,7 @@ export async function compile(graph: Graph, options: CompileOptions): Promise<Co
       kernelsCompiled,
       arenaBytes: plan.arena.bytes,
       weightBytes: plan.arena.weightBytes,
+      stateBytes: plan.states.reduce((sum, st) => sum + st.bytes, 0),
       activationBytes: plan.arena.activationBytes,
       compileMs: Math.round(performance.now() - started),
     },

@@ -112,7 +112,7 @@ export function registerCompileCommand(program: Command): void {
         [
           `${stats.model} for ${arch}: ${stats.opsBefore} ops → ${stats.opsAfter} (${fused})`,
           `kernels: ${stats.kernels} distinct, launches ${Object.entries(stats.launches).map(([e, n]) => `${e} ${n}`).join(", ")}; ${stats.kernelsCompiled ? `${stats.cacheHits} from cache, ${stats.cacheMisses} compiled` : "not compiled"}`,
-          `arena: ${formatBytes(stats.arenaBytes)} = weights ${formatBytes(stats.weightBytes)} + activations ${formatBytes(stats.activationBytes)}`,
+          `arena: ${formatBytes(stats.arenaBytes)} = weights ${formatBytes(stats.weightBytes - stats.stateBytes)} + KV cache ${formatBytes(stats.stateBytes)} + activations ${formatBytes(stats.activationBytes)}`,
           ...plan.entries.map((e) => `  ${e.name}: activations ${formatBytes(e.activationBytes)} (peak live ${formatBytes(e.peakLiveBytes)}, naive sum ${formatBytes(e.naiveBytes)})`),
           `${stats.compileMs} ms${stats.planCacheHit ? " (plan from cache)" : ""}${flags.out ? `; plan written to ${join(flags.out, "plan.json")}` : ""}`,
         ].join("\n") + "\n",

@@ -99,11 +99,17 @@ function expectNear(gpu: Record<string, { data: Float64Array }>, ref: Record<str
   }
 }
 
+// In bf16 the plan and the interpreter round in different orders, so hidden states differ by an ulp here
+// and there; where two router logits are within an ulp of each other, that flips an expert choice and the
+// logits jump (measured: about 4% of gpt-oss routing decisions are that close). f32 checks routing exactly;
+// bf16 checks everything else on a tiny model that routes every token to all its experts.
+const TINY_ALL_EXPERTS = { ...GPT_OSS_TINY, expertsPerToken: GPT_OSS_TINY.numExperts };
+
 describeGpu("the tiny model's compiled plan on the GPU", () => {
   for (const dtype of ["f32", "bf16"] as const) {
     it(`matches the interpreter (${dtype}) in prefill and decode, with the KV cache in the arena`, async () => {
       const device = Device.open(0);
-      const graph = findBuiltinModel("gpt-oss-tiny").build({ dtype });
+      const graph = dtype === "f32" ? findBuiltinModel("gpt-oss-tiny").build({ dtype }) : gptOssModel(TINY_ALL_EXPERTS, { dtype, maxPrefillTokens: 64, maxContext: 64 });
       const cacheDir = tempDir();
       clearKernelMemo(); // so every kernel of this plan lands in this test's cache directory
       const { plan } = await compile(graph, { arch: device.info.arch, cacheDir });
@@ -150,7 +156,7 @@ describeGpu("the tiny model's compiled plan on the GPU", () => {
 
   it("decodes a batch of sequences as the interpreter does (bf16), each as alone", async () => {
     const device = Device.open(0);
-    const graph = gptOssModel(GPT_OSS_TINY, { dtype: "bf16", maxPrefillTokens: 16, maxContext: 32, maxBatch: 4 });
+    const graph = gptOssModel(TINY_ALL_EXPERTS, { dtype: "bf16", maxPrefillTokens: 16, maxContext: 32, maxBatch: 4 });
     const { plan } = await compile(graph, { arch: device.info.arch, cacheDir: false });
     const exec = await PlanExecutor.load(plan, device, { cacheDir: false });
     try {

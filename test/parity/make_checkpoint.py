@@ -13,8 +13,8 @@ import torch
 from transformers import GptOssConfig, GptOssForCausalLM
 
 out = sys.argv[1]
-weight_std = float(sys.argv[2]) if len(sys.argv) > 2 else None
-torch.manual_seed(1234)
+weight_std = float(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] != "none" else None
+torch.manual_seed(int(sys.argv[3]) if len(sys.argv) > 3 else 1234)
 config = GptOssConfig(
     num_hidden_layers=4,
     hidden_size=256,

@@ -10,16 +10,18 @@
 #   bf16 checkpoint in exact (f32) math, as a yardstick: how far transformers' bf16 and tsgc's bf16 each are
 #     from it (reported, not checked)
 #
-#   bash test/parity/run-parity.sh WORK_DIR [DEVICE] [WEIGHT_STD]
-#     (repository root, after npm run build; DEVICE cuda|cpu; WEIGHT_STD see make_checkpoint.py)
+#   bash test/parity/run-parity.sh WORK_DIR [DEVICE] [WEIGHT_STD] [SEED]
+#     (repository root, after npm run build; DEVICE cuda|cpu; WEIGHT_STD see make_checkpoint.py; SEED of the
+#     random weights, default 1234)
 # Writes WORK_DIR/results.jsonl (one compare.py line per case); exits non-zero if any checked case fails.
 set -uo pipefail
 work=${1:-/tmp/tsgc-parity}
 device=${2:-cuda}
 weight_std=${3:-}
+seed=${4:-1234}
 here=$(dirname "$0")
 mkdir -p "$work"
-python3 "$here/make_checkpoint.py" "$work" $weight_std || exit 1
+python3 "$here/make_checkpoint.py" "$work" ${weight_std:-none} "$seed" || exit 1
 node bin/tsgc.js quantize "$work/bf16" "$work/mxfp4" > "$work/quantize.log" || exit 1
 : > "$work/results.jsonl"
 status=0
