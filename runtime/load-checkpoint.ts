@@ -2,11 +2,14 @@
 // pinned buffers: while one chunk is copied to the device the next is read from disk. Tensors whose
 // stored dtype is the parameter's (bf16 → bf16, MXFP4 bytes → fp4e2m1x2 / e8m0) are never touched on
 // the host; others (f32 → bf16, bf16 → f32) are converted chunk by chunk. Everything is checked
-// against the plan before the first byte moves.
+// against the plan before the first byte moves. A dense expert weight the checkpoint holds as MXFP4
+// blocks and scales (a plan built with dense experts, `--dequantize`) is dequantized one expert at a time.
 
 import type { Plan } from "../src/codegen/plan.js";
 import { type DType, dtypeBytes } from "../src/ir/dtype.js";
+import { evalShape } from "../src/ir/shape.js";
 import { openCheckpoint } from "../src/loader/checkpoint.js";
+import { packedExperts, readDequantizedExpert } from "../src/loader/dequantize-experts.js";
 import { paramProblems } from "../src/loader/load-params.js";
 import { decodeFloats, encodeFloats, type SafetensorsDType } from "../src/loader/safetensors.js";
 import type { PinnedBuffer } from "./cuda.js";
@@ -55,7 +58,26 @@ export async function streamCheckpoint(exec: PlanExecutor, dir: string, opts: St
       copied[i]!.record(stream);
     };
     try {
+      /** Copies host bytes to the arena at `offset`, a staging buffer at a time. */
+      const uploadBytes = (bytes: Uint8Array, offset: number) => {
+        for (let at = 0; at < bytes.byteLength; at += chunkBytes) {
+          const n = Math.min(chunkBytes, bytes.byteLength - at);
+          const i = nextBuffer();
+          staging[i]!.bytes().set(bytes.subarray(at, at + n));
+          upload(i, offset + at, n);
+        }
+      };
       for (const p of exec.plan.params) {
+        if (!checkpoint.has(p.name)) {
+          const packed = packedExperts(checkpoint, p.name, evalShape(p.shape, exec.plan.symbols))!;
+          const expertBytes = packed.rows * packed.cols * dtypeBytes(p.dtype);
+          for (let e = 0; e < packed.experts; e++) {
+            uploadBytes(encodeFloats(STORED_AS[p.dtype]!, await readDequantizedExpert(checkpoint, packed, e)), p.offset + e * expertBytes);
+          }
+          done += p.bytes;
+          opts.onProgress?.({ tensor: p.name, bytes: done, totalBytes, ms: performance.now() - started });
+          continue;
+        }
         const info = checkpoint.tensor(p.name);
         if (STORED_AS[p.dtype] === info.dtype) {
           let at = 0;

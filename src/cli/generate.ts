@@ -29,6 +29,7 @@ interface GenerateFlags {
   seed: number;
   dtype: "bf16" | "f32";
   device: "cuda" | "cpu";
+  dequantize?: boolean;
   json?: boolean;
   logitsOut?: string;
 }
@@ -57,7 +58,8 @@ const MAX_PREFILL_CHUNK = 1024;
 async function modelFor(model: string, flags: GenerateFlags, promptLength: number): Promise<{ config: GptOssConfig; graph: Graph }> {
   const bounds = { maxPrefillTokens: Math.min(bound(promptLength), MAX_PREFILL_CHUNK), maxContext: bound(promptLength + flags.maxNewTokens) };
   const config = flags.checkpoint ? await loadGptOssConfig(flags.checkpoint) : findBuiltinModel(model).config;
-  return { config, graph: gptOssModel(config, { dtype: flags.dtype, ...bounds }, flags.checkpoint ? "gpt-oss" : model) };
+  const experts = flags.dequantize ? { experts: "dense" as const } : {};
+  return { config, graph: gptOssModel(config, { dtype: flags.dtype, ...experts, ...bounds }, flags.checkpoint ? "gpt-oss" : model) };
 }
 
 /** A runner with the weights in place: a checkpoint streamed into the GPU arena, or host parameters. */
@@ -108,6 +110,7 @@ export function registerGenerateCommand(program: Command): void {
       if (v !== "cuda" && v !== "cpu") throw new Error(`--device must be cuda or cpu, got "${v}"`);
       return v;
     }, "cpu" as const)
+    .option("--dequantize", "load MXFP4 expert weights as dense --dtype weights (dequantized one expert at a time) instead of keeping them packed")
     .option("--logits-out <file>", "write the logits of every generated position as JSON (for parity checks)")
     .option("--json", "print one JSON object instead of streaming tokens")
     .action(async (model: string, flags: GenerateFlags) => {

@@ -1,7 +1,8 @@
 // A checkpoint's tensors as the parameters of a graph, on the host: names are the checkpoint's (the
 // gpt-oss model uses Hugging Face names), float tensors are converted to each parameter's dtype
 // (rounded as a store into that dtype would), and MXFP4 blocks and scales (U8) pass through unchanged
-// as fp4e2m1x2 / e8m0. Used by the CPU reference path and for checkpoints small enough to stage on the
+// as fp4e2m1x2 / e8m0; a dense expert weight missing from an MXFP4 checkpoint is dequantized from its
+// blocks and scales (dequantize-experts.ts). Used by the CPU reference path and for checkpoints small enough to stage on the
 // host; every mismatch is reported with the tensor and file before anything is converted.
 
 import type { Graph } from "../ir/graph.js";
@@ -10,6 +11,7 @@ import type { DType } from "../ir/dtype.js";
 import type { QuantDesc } from "../ir/graph.js";
 import { evalShape, formatShape, type Shape, type SymbolBounds } from "../ir/shape.js";
 import { type Checkpoint, openCheckpoint } from "./checkpoint.js";
+import { packedExperts, readDequantizedExpert } from "./dequantize-experts.js";
 
 const FLOAT_DTYPES = new Set(["F32", "BF16", "F16", "F64"]);
 
@@ -32,7 +34,9 @@ export function paramProblems(params: readonly ExpectedParam[], symbols: SymbolB
     const info = checkpoint.tensors.get(p.name);
     const expected = evalShape(p.shape, symbols);
     if (!info) {
-      problems.push(`tensor ${p.name} (${p.dtype}${formatShape(expected)}) is missing`);
+      // a dense expert weight may come from the checkpoint's MXFP4 blocks and scales (dequantized on load)
+      const accounted = p.dtype !== "fp4e2m1x2" && p.dtype !== "e8m0" && packedOrProblem(checkpoint, p.name, expected, problems);
+      if (!accounted) problems.push(`tensor ${p.name} (${p.dtype}${formatShape(expected)}) is missing`);
       continue;
     }
     const where = `${p.name} in ${info.file}`;
@@ -44,6 +48,16 @@ export function paramProblems(params: readonly ExpectedParam[], symbols: SymbolB
   return problems;
 }
 
+/** Whether the checkpoint holds a dense parameter in packed form (true too when that form is wrong: the mismatch is added to `problems`). */
+function packedOrProblem(checkpoint: Checkpoint, name: string, expected: readonly number[], problems: string[]): boolean {
+  try {
+    return packedExperts(checkpoint, name, expected) !== undefined;
+  } catch (err) {
+    problems.push(err instanceof Error ? err.message : String(err));
+    return true;
+  }
+}
+
 /** Reads every parameter of `graph` from an open checkpoint. */
 export async function readParams(graph: Graph, checkpoint: Checkpoint): Promise<Record<string, HostTensor>> {
   const problems = paramProblems(graph.params, graph.symbols, checkpoint);
@@ -53,6 +67,11 @@ export async function readParams(graph: Graph, checkpoint: Checkpoint): Promise<
     const shape = evalShape(p.shape, graph.symbols);
     if (p.dtype === "fp4e2m1x2" || p.dtype === "e8m0") {
       params[p.name] = { dtype: p.dtype, shape, data: Float64Array.from(await checkpoint.read(p.name)) };
+    } else if (!checkpoint.has(p.name)) {
+      const packed = packedExperts(checkpoint, p.name, shape)!;
+      const dense = new Float32Array(packed.experts * packed.rows * packed.cols);
+      for (let e = 0; e < packed.experts; e++) dense.set(await readDequantizedExpert(checkpoint, packed, e), e * packed.rows * packed.cols);
+      params[p.name] = hostTensor(p.dtype, shape, dense);
     } else {
       params[p.name] = hostTensor(p.dtype, shape, await checkpoint.readFloat32(p.name));
     }

@@ -5,16 +5,28 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GPT_OSS_TINY } from "../../models/gpt-oss-config.js";
+import { quantizeCheckpoint } from "../../src/loader/quantize-checkpoint.js";
 import { writeRandomGptOssCheckpoint } from "../../src/loader/random-checkpoint.js";
 import { describeGpu, REPO_ROOT } from "../tiers.js";
 
 let root: string;
 let checkpoint: string;
+let mxfp4: string;
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "tsgc-generate-"));
   checkpoint = join(root, "tiny");
+  mxfp4 = join(root, "tiny-mxfp4");
   await writeRandomGptOssCheckpoint(checkpoint, GPT_OSS_TINY, { seed: 12, std: 0.2, dtype: "F32" });
+  await quantizeCheckpoint(checkpoint, mxfp4);
 });
+
+/** Max relative difference of two --logits-out files' logits. */
+function logitsDiff(fileA: string, fileB: string): number {
+  const a = JSON.parse(readFileSync(fileA, "utf8")).logits as number[][];
+  const b = JSON.parse(readFileSync(fileB, "utf8")).logits as number[][];
+  expect(b).toHaveLength(a.length);
+  return Math.max(...a.map((row, i) => Math.max(...row.map((v, j) => Math.abs(v - b[i]![j]!))) / Math.max(...row.map(Math.abs))));
+}
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 function tsgc(...args: string[]) {
@@ -29,6 +41,15 @@ describe("tsgc generate --checkpoint", () => {
     const out = JSON.parse(r.stdout);
     expect(out.tokens).toHaveLength(6);
     expect(out.device).toBe("cpu");
+  });
+
+  it("--dequantize runs an MXFP4 checkpoint with dense experts, as the packed form computes (f32)", () => {
+    const args = ["generate", "--checkpoint", mxfp4, "--prompt-ids", "3,1,4,1,5,9,2,6", "--max-new-tokens", "5", "--json"];
+    const packed = tsgc(...args, "--logits-out", join(root, "packed.json"));
+    const dense = tsgc(...args, "--dequantize", "--logits-out", join(root, "dense.json"));
+    expect(dense.code, dense.stderr).toBe(0);
+    expect(JSON.parse(dense.stdout).tokens).toEqual(JSON.parse(packed.stdout).tokens);
+    expect(logitsDiff(join(root, "packed.json"), join(root, "dense.json"))).toBeLessThan(1e-12);
   });
 
   it("names a checkpoint that does not fit, and bad options", () => {
@@ -54,5 +75,14 @@ describeGpu("tsgc generate --device cuda", () => {
       const err = Math.max(...row.map((v, j) => Math.abs(v - b[i]![j]!)));
       expect(err / ref).toBeLessThan(1e-4);
     });
+  }, 300_000);
+
+  it("streams an MXFP4 checkpoint dequantized into dense experts (--dequantize) as the cpu reference computes", () => {
+    const args = ["generate", "--checkpoint", mxfp4, "--dequantize", "--prompt-ids", "3,1,4,1,5,9,2,6,5,3", "--max-new-tokens", "6", "--json"];
+    const cpu = tsgc(...args, "--device", "cpu", "--logits-out", join(root, "dq-cpu.json"));
+    const gpu = tsgc(...args, "--device", "cuda", "--logits-out", join(root, "dq-gpu.json"));
+    expect(gpu.code, gpu.stderr).toBe(0);
+    expect(JSON.parse(gpu.stdout).tokens).toEqual(JSON.parse(cpu.stdout).tokens);
+    expect(logitsDiff(join(root, "dq-cpu.json"), join(root, "dq-gpu.json"))).toBeLessThan(1e-4);
   }, 300_000);
 });

@@ -11,7 +11,7 @@ import { KvCacheBook } from "../../src/generate/generate.js";
 import type { Graph } from "../../src/ir/graph.js";
 import { hostTensor } from "../../src/ir/host-tensor.js";
 import { openCheckpoint } from "../../src/loader/checkpoint.js";
-import { loadParams } from "../../src/loader/load-params.js";
+import { loadParams, readParams } from "../../src/loader/load-params.js";
 import { quantizeCheckpoint } from "../../src/loader/quantize-checkpoint.js";
 import { writeRandomGptOssCheckpoint } from "../../src/loader/random-checkpoint.js";
 import { Device, PlanExecutor } from "../../runtime/index.js";
@@ -41,6 +41,32 @@ describe("paramProblems against a plan", () => {
       const problems = paramProblems(plan.params, plan.symbols, checkpoint).join("\n");
       expect(problems).toMatch(/model\.embed_tokens\.weight in .* is \[128, 64\], the model needs \[256, 64\]/);
       expect(problems).toMatch(/tensor model\.layers\.0\.mlp\.experts\.gate_up_proj_blocks \(fp4e2m1x2\[4, 64, 2, 16\]\) is missing/);
+    } finally {
+      await checkpoint.close();
+    }
+  });
+});
+
+describe("dense experts from an MXFP4 checkpoint (--dequantize)", () => {
+  it("takes blocks and scales for a dense expert weight, transposed to [experts, in, out], and names a mismatch", async () => {
+    const checkpoint = await openCheckpoint(dirs["MXFP4"]!);
+    try {
+      const dense = gptOssModel(GPT_OSS_TINY, { dtype: "f32", experts: "dense", maxPrefillTokens: 16, maxContext: 16 });
+      expect(paramProblems(dense.params, dense.symbols, checkpoint)).toEqual([]);
+      const params = await readParams(dense, checkpoint);
+      const packed = await readParams(gptOssModel(GPT_OSS_TINY, { dtype: "f32", experts: "mxfp4", maxPrefillTokens: 16, maxContext: 16 }), checkpoint);
+      // expert 1, input feature 3, output feature 5 of gate_up: the packed row 5, element 3 of expert 1
+      const name = "model.layers.0.mlp.experts.gate_up_proj";
+      const [, d, twoI] = params[name]!.shape as [number, number, number];
+      const blocks = packed[`${name}_blocks`]!.data;
+      const scales = packed[`${name}_scales`]!.data;
+      const code = (blocks[(1 * twoI + 5) * (d / 2) + 1]! >> 4) & 0xf; // element 3 = high nibble of byte 1
+      const e2m1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, -1, -1.5, -2, -3, -4, -6][code]!;
+      expect(params[name]!.data[(1 * d + 3) * twoI + 5]).toBe(e2m1 * 2 ** (scales[(1 * twoI + 5) * (d / 32)]! - 127));
+      const wider = gptOssModel({ ...GPT_OSS_TINY, intermediateSize: 64 }, { dtype: "f32", experts: "dense", maxPrefillTokens: 16, maxContext: 16 });
+      expect(paramProblems(wider.params, wider.symbols, checkpoint).join("\n")).toMatch(
+        /model\.layers\.0\.mlp\.experts\.gate_up_proj \(from .*_blocks and .*_scales in .*\): blocks \[4, 64, 2, 16\] and scales \[4, 64, 2\] do not encode \[4, 64, 128\]/,
+      );
     } finally {
       await checkpoint.close();
     }
