@@ -140,7 +140,7 @@ const sizeJson = (e: SizeExpr) => ({ dims: [...e.dims], scale: e.scale, divisor:
 export function buildPlan(fused: Graph, input: Graph, arch: string): { plan: Plan; memory: EntriesMemoryPlan } {
   const schedules = scheduleGraph(fused, {
     node: (n) => lowerNode(n, fused.symbols),
-    siblings: lowerSiblings,
+    siblings: (nodes) => lowerSiblings(nodes, fused.symbols),
     inPlaceUpdate: (n) => lowerInPlaceUpdate(n, fused.symbols),
   });
   const memory = planEntries(schedules.map((s) => s.planInput));

@@ -12,7 +12,7 @@ import {
   emitBinary, emitBroadcast, emitCast, emitCompare, emitConstant, emitFusedElementwise, emitIota, emitLiteral, emitTernary, emitUnary,
 } from "./elementwise.js";
 import type { NodeKernels } from "./kernel.js";
-import { emitFusedLinear, emitMatmul } from "./matmul.js";
+import { emitFusedLinear, emitGroupedLinear, emitGroupedLinearLayer, emitMatmul } from "./matmul.js";
 import { emitMoeExperts } from "./moe.js";
 import { emitConcat, emitGather, emitScatter, emitScatterInPlace, emitSlice, emitTranspose } from "./movement.js";
 import { emitMxfp4Matmul } from "./mxfp4-matmul.js";
@@ -56,6 +56,7 @@ export const LOWERINGS: { readonly [K in Op]: Lowering<K> } = {
   moeExperts: kernels(emitMoeExperts),
   mxfp4Matmul: kernels((n, bounds) => emitMxfp4Matmul(n, { symbolBounds: bounds })),
   fusedLinear: kernels((n, bounds) => emitFusedLinear(n, { symbolBounds: bounds })),
+  groupedLinear: kernels((n, bounds) => emitGroupedLinearLayer(n, { symbolBounds: bounds })),
   fusedRope: kernels(emitFusedRope),
   fusedElementwise: kernels(emitFusedElementwise),
 };
@@ -71,11 +72,16 @@ export function lowerInPlaceUpdate(node: NodeOf<"scatter">, bounds: Readonly<Rec
   return emitScatterInPlace(node, bounds);
 }
 
-/** Joint kernels for sibling nodes: a residual norm's sum and normed value, top-k's values and indices. */
-export function lowerSiblings(siblings: readonly Node[]): { primary: Node; kernels: NodeKernels } | undefined {
+/** Joint kernels for sibling nodes: a residual norm's sum and normed value, top-k's values and indices, the layers of a groupedLinear. */
+export function lowerSiblings(siblings: readonly Node[], bounds: Readonly<Record<string, number>> = {}): { primary: Node; kernels: NodeKernels } | undefined {
   const byResult = (r: string) => siblings.find((n) => (n.attrs as Readonly<Record<string, unknown>>)["result"] === r);
-  if (siblings.length !== 2) return undefined;
   const op = siblings[0]!.op;
+  if (op === "groupedLinear") {
+    const layers = siblings as readonly NodeOf<"groupedLinear">[];
+    if (layers.length !== (layers[0]!.inputs.length - 1) / 2) return undefined; // not every layer is used here: each alone
+    return { primary: layers.find((n) => n.attrs.result === 0)!, kernels: emitGroupedLinear(layers, { symbolBounds: bounds }) };
+  }
+  if (siblings.length !== 2) return undefined;
   if (op === "fusedRmsNorm") {
     const [normed, sum] = [byResult("normed"), byResult("sum")];
     if (!normed || !sum || !(normed as NodeOf<"fusedRmsNorm">).attrs.hasResidual) return undefined;

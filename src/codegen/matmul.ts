@@ -14,6 +14,9 @@
 //   "gemm-simt" everything else (f32): 64×64 tiles in f32.
 // Kernel parameters: (a, b, out, M, N, K); N and K are also baked in when static. Grid z is the batch
 // (at most 65535). Integer matmuls are rejected.
+// groupedLinear (several x·W_iᵀ + b_i of one x): on the "gemv-mma" path one launch whose x-blocks run
+// through the layers' 16-row tiles one layer after another (grid.x = Σ ceil(N_i / 16)), so small layers
+// (k_proj, v_proj: N = 512) no longer leave most SMs idle; on other paths one launch per layer.
 
 import { dtypeBytes, type DType } from "../ir/dtype.js";
 import type { Node, NodeOf } from "../ir/node.js";
@@ -107,8 +110,16 @@ export function vectorWidth(dim: Dim, dtype: DType): number {
 
 const ceilDiv = (d: Dim, by: number): SizeExpr => (isStatic(d) ? constSize(Math.ceil(d / by)) : sizeExpr([d], 1, by));
 
+/** Which operands (and which result) a matmul-family launch binds; default x = 0, w = 1 (, scales = 2), bias next, the node's own output. */
+export interface MatmulBinding {
+  readonly x: number;
+  readonly w: number;
+  readonly bias: number;
+  readonly out: ArgBinding;
+}
+
 /** One launch of a matmul-family kernel: template, path, context, geometry. Shared with mxfp4-matmul. */
-export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string, family: string, extra: Record<string, unknown> = {}, tile: GemmTile = DEFAULT_GEMM_TILE): KernelLaunch {
+export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string, family: string, extra: Record<string, unknown> = {}, tile: GemmTile = DEFAULT_GEMM_TILE, binding?: MatmulBinding): KernelLaunch {
   const tileValid = [32, 64].includes(tile.warpN) && [32, 64].includes(tile.k) && Number.isInteger(tile.stages) && tile.stages >= 2;
   if (!tileValid) throw new Error(`tsgc codegen: bad GEMM tile ${JSON.stringify(tile)}`);
   const defaultTile = tile.warpN === DEFAULT_GEMM_TILE.warpN && tile.k === DEFAULT_GEMM_TILE.k && tile.stages === DEFAULT_GEMM_TILE.stages;
@@ -182,9 +193,11 @@ export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string,
       block = [256, 1, 1];
       break;
   }
-  const inputs: ArgBinding[] = (s.bFormat === "mxfp4" ? [0, 1, 2] : [0, 1]).map((index) => ({ kind: "input", index }));
-  const bias: ArgBinding[] = hasBias ? [{ kind: "input", index: inputs.length }] : [];
-  const args: ArgBinding[] = [...inputs, { kind: "output" }, ...bias, { kind: "i32", value: m }, { kind: "i32", value: sizeExpr([s.n]) }, { kind: "i32", value: sizeExpr([s.k]) }];
+  const inputs: ArgBinding[] = binding
+    ? [{ kind: "input", index: binding.x }, { kind: "input", index: binding.w }]
+    : (s.bFormat === "mxfp4" ? [0, 1, 2] : [0, 1]).map((index) => ({ kind: "input", index }));
+  const bias: ArgBinding[] = hasBias ? [{ kind: "input", index: binding ? binding.bias : inputs.length }] : [];
+  const args: ArgBinding[] = [...inputs, binding ? binding.out : { kind: "output" }, ...bias, { kind: "i32", value: m }, { kind: "i32", value: sizeExpr([s.n]) }, { kind: "i32", value: sizeExpr([s.k]) }];
   return { kernel: { name, family, source, entry: name }, grid, block, sharedBytes, args };
 }
 
@@ -235,6 +248,74 @@ export function emitFusedLinear(node: NodeOf<"fusedLinear">, opts: MatmulOptions
   const path = choosePath(shape, opts.symbolBounds);
   const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
   return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile)], scratchBytes: [] };
+}
+
+/** The contraction shape of layer `r` of a groupedLinear node. */
+function groupedLayerShape(node: NodeOf<"groupedLinear">, r: number): MatmulShape {
+  const [x, w] = [node.inputs[0]!, node.inputs[1 + 2 * r]!];
+  return contractionShape(x, w, true, node.dtype, (msg) => {
+    throw new Error(`tsgc codegen: groupedLinear layer ${r} (x ${x.dtype}${formatShape(x.shape)}, w ${w.dtype}${formatShape(w.shape)}): ${msg}`);
+  });
+}
+
+/** One layer of a groupedLinear computed alone (its siblings are not in this entry point): a fusedLinear launch. */
+export function emitGroupedLinearLayer(node: NodeOf<"groupedLinear">, opts: MatmulOptions = {}): NodeKernels {
+  const r = node.attrs.result;
+  const shape = groupedLayerShape(node, r);
+  const path = choosePath(shape, opts.symbolBounds);
+  const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
+  const binding: MatmulBinding = { x: 0, w: 1 + 2 * r, bias: 2 + 2 * r, out: { kind: "output" } };
+  return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile, binding)], scratchBytes: [] };
+}
+
+/**
+ * All layers of a groupedLinear (the sibling nodes, in any order): on the tensor-core GEMV path one launch
+ * over every layer's row tiles, otherwise a launch per layer. Layer r's output is bound as sibling `r`.
+ */
+export function emitGroupedLinear(layers: readonly NodeOf<"groupedLinear">[], opts: MatmulOptions = {}): NodeKernels {
+  const node = layers[0]!;
+  const count = (node.inputs.length - 1) / 2;
+  const shapes = Array.from({ length: count }, (_, r) => groupedLayerShape(node, r));
+  const paths = shapes.map((s) => choosePath(s, opts.symbolBounds));
+  const out = (r: number): ArgBinding => ({ kind: "sibling", result: String(r) });
+  if (!paths.every((p) => p === "gemv-mma") || shapes.some((s) => !isStatic(s.n))) {
+    return {
+      launches: shapes.map((s, r) => {
+        const template = paths[r]!.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
+        return matmulLaunch(s, paths[r]!, template, paths[r]!.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile, { x: 0, w: 1 + 2 * r, bias: 2 + 2 * r, out: out(r) });
+      }),
+      scratchBytes: [],
+    };
+  }
+  const s = shapes[0]!;
+  const ns = shapes.map((x) => x.n as number);
+  const tiles = ns.map((n) => Math.ceil(n / 16));
+  const name = ["gemv_grouped_bias_mma", s.dtype, ...ns.map((n) => `n${n}`), `k${s.k}`].join("_");
+  const source = renderTemplate("gemv.cu.njk", {
+    entry: name,
+    included: false,
+    hasBias: true,
+    variant: "mma",
+    grouped: ns.map((n, r) => ({ n, firstTile: tiles.slice(0, r).reduce((a, b) => a + b, 0), tiles: tiles[r] })),
+    path: "gemv-mma",
+    bFormat: "dense",
+    transposeB: true,
+    bShared: true,
+    dtCode: DT_CODES[s.dtype],
+    tType: CUDA_STORAGE_TYPE[s.dtype],
+    mmaType: s.dtype === "f16" ? "f16" : "bf16",
+    nExpr: "N_",
+    kExpr: isStatic(s.k) ? String(s.k) : "K_",
+    ksplit: GEMV_KSPLIT,
+  });
+  const args: ArgBinding[] = [
+    { kind: "input", index: 0 },
+    ...ns.flatMap((_, r): ArgBinding[] => [{ kind: "input", index: 1 + 2 * r }, out(r), { kind: "input", index: 2 + 2 * r }]),
+    { kind: "i32", value: sizeExpr(s.rows) },
+    { kind: "i32", value: sizeExpr([s.k]) },
+  ];
+  const grid: readonly [SizeExpr, SizeExpr, SizeExpr] = [constSize(tiles.reduce((a, b) => a + b, 0)), sizeExpr(s.rows, 1, GEMV_MAX_M), constSize(1)];
+  return { launches: [{ kernel: { name, family: "gemv", source, entry: name }, grid, block: [32 * GEMV_KSPLIT, 1, 1], sharedBytes: 0, args }], scratchBytes: [] };
 }
 
 /** Emits a matmul node: one launch of the GEMV or GEMM kernel its shape calls for. */

@@ -160,6 +160,17 @@ function roundedSoftmax(values: readonly number[], dtype: DType): number[] {
 
 // ---- per-op evaluators ---------------------------------------------------------------------------
 
+/** matmul(a, b) rounded to `dtype`, plus bias [N], rounded again (fusedLinear, a groupedLinear layer). */
+function linearWithBias(a: HostTensor, b: HostTensor, bias: HostTensor, transposeB: boolean, dtype: DType): Float64Array {
+  const ar = a.shape.length;
+  const br = b.shape.length;
+  const [m, k] = [a.shape[ar - 2]!, a.shape[ar - 1]!];
+  const cols = transposeB ? b.shape[br - 2]! : b.shape[br - 1]!;
+  const out = matmulCore(a.data, b.data, numElements(a.shape.slice(0, -2)), m, k, cols, br === 2, transposeB, dtype);
+  for (let i = 0; i < out.length; i++) out[i] = roundTo(dtype, out[i]! + bias.data[i % cols]!);
+  return out;
+}
+
 const EVALUATORS: { readonly [K in Op]: Evaluator<K> } = {
   input: (n, _ins, ctx) => {
     const t = ctx.inputs[n.attrs.name];
@@ -314,15 +325,8 @@ const EVALUATORS: { readonly [K in Op]: Evaluator<K> } = {
     const k = nb * MXFP4_BLOCK;
     return matmulCore(x!.data, w, x!.data.length / k, 1, k, rowsN, true, true, n.dtype);
   },
-  fusedLinear: (n, [a, b, bias]) => {
-    const ar = a!.shape.length;
-    const br = b!.shape.length;
-    const [m, k] = [a!.shape[ar - 2]!, a!.shape[ar - 1]!];
-    const cols = n.attrs.transposeB ? b!.shape[br - 2]! : b!.shape[br - 1]!;
-    const out = matmulCore(a!.data, b!.data, numElements(a!.shape.slice(0, -2)), m, k, cols, br === 2, n.attrs.transposeB, n.dtype);
-    for (let i = 0; i < out.length; i++) out[i] = roundTo(n.dtype, out[i]! + bias!.data[i % cols]!);
-    return out;
-  },
+  fusedLinear: (n, [a, b, bias]) => linearWithBias(a!, b!, bias!, n.attrs.transposeB, n.dtype),
+  groupedLinear: (n, ins) => linearWithBias(ins[0]!, ins[1 + 2 * n.attrs.result]!, ins[2 + 2 * n.attrs.result]!, true, n.dtype),
   fusedRope: (n, [x, cos, sin]) => {
     const d = x!.shape[x!.shape.length - 1]!;
     const h = x!.shape[x!.shape.length - 2]!;

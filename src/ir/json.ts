@@ -74,6 +74,7 @@ const ATTR_SCHEMAS: { readonly [K in Op]: z.ZodType<OpAttrs[K]> } = {
   moeExperts: z.strictObject({ topK: intSchema, limit: z.number(), alpha: z.number(), weightFormat: z.enum(["dense", "mxfp4"]) }),
   mxfp4Matmul: z.strictObject({}) as unknown as z.ZodType<OpAttrs["mxfp4Matmul"]>,
   fusedLinear: z.strictObject({ transposeB: z.boolean() }),
+  groupedLinear: z.strictObject({ result: z.number().int().nonnegative() }),
   fusedRope: z.strictObject({}) as unknown as z.ZodType<OpAttrs["fusedRope"]>,
   fusedElementwise: z.strictObject({ body: z.array(fusedInstrSchema), shape: shapeSchema }),
 };

@@ -119,6 +119,13 @@ export interface OpAttrs {
    */
   fusedLinear: { readonly transposeB: boolean };
   /**
+   * Several linear layers of one input, one kernel: inputs x [..., M, K], then w_i [N_i, K] and bias_i [N_i]
+   * for each layer i; this node is layer `result`'s output [..., M, N_result], computed exactly as
+   * fusedLinear{transposeB}(x, w_result, bias_result). Its siblings (the same inputs, other `result`)
+   * are the other layers, launched together.
+   */
+  groupedLinear: { readonly result: number };
+  /**
    * Half-split rotary embedding: x [..., T, H, D], cos and sin [..., T, 1, D/2] in x's dtype; for i < D/2,
    * out[i] = x[i]·cos[i] − x[i+D/2]·sin[i] and out[i+D/2] = x[i+D/2]·cos[i] + x[i]·sin[i], each product
    * and sum rounded to x's dtype (as the builder's `rope` computes it).
@@ -134,7 +141,7 @@ export const PRIMITIVE_OPS = [
   "input", "param", "state", "constant", "literal", "iota", "unary", "binary", "ternary", "compare", "cast", "reduce",
   "matmul", "reshape", "transpose", "slice", "concat", "gather", "scatter", "broadcast", "topk", "dequantMxfp4",
 ] as const satisfies readonly Op[];
-export const FUSED_OPS = ["fusedRmsNorm", "sinkAttention", "moeExperts", "mxfp4Matmul", "fusedLinear", "fusedRope", "fusedElementwise"] as const satisfies readonly Op[];
+export const FUSED_OPS = ["fusedRmsNorm", "sinkAttention", "moeExperts", "mxfp4Matmul", "fusedLinear", "groupedLinear", "fusedRope", "fusedElementwise"] as const satisfies readonly Op[];
 export const ALL_OPS: readonly Op[] = [...PRIMITIVE_OPS, ...FUSED_OPS];
 
 export interface TensorType {
@@ -503,6 +510,14 @@ export const TYPE_RULES: { readonly [K in Op]: TypeRule<K> } = {
     const n = product.shape[product.shape.length - 1]!;
     if (!shapesEqual(bias.shape, [n])) fail(`bias must be [${n}], got ${formatShape(bias.shape)}`);
     return product;
+  },
+  groupedLinear: (a, ins) => {
+    if (ins.length < 3 || ins.length % 2 !== 1) fail(`needs x then a (weight, bias) pair per layer, got ${ins.length} operands`);
+    const layers = (ins.length - 1) / 2;
+    if (!Number.isInteger(a.result) || a.result < 0 || a.result >= layers) fail(`result ${a.result} is not one of its ${layers} layers`);
+    const types = Array.from({ length: layers }, (_, i) => TYPE_RULES.fusedLinear({ transposeB: true }, [ins[0]!, ins[1 + 2 * i]!, ins[2 + 2 * i]!]));
+    for (let i = 0; i < layers; i++) if (ins[1 + 2 * i]!.shape.length !== 2) fail(`weight ${i} must be [N, K], got ${formatShape(ins[1 + 2 * i]!.shape)}`);
+    return types[a.result]!;
   },
   fusedRope: (_a, ins) => {
     expectArity(ins, [3]);

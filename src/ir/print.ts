@@ -71,6 +71,7 @@ const ATTR_FORMATTERS: { readonly [K in Op]: AttrFormatter<K> } = {
   moeExperts: keyValues,
   mxfp4Matmul: () => "",
   fusedLinear: (a) => (a.transposeB ? " {transposeB}" : ""),
+  groupedLinear: (a) => ` {result=${a.result}}`,
   fusedRope: () => "",
   fusedElementwise: (a) => ` {${a.body.map(formatInstr).join("; ")}}`,
 };

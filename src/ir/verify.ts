@@ -53,6 +53,7 @@ const STRUCTURE_CHECKS: { readonly [K in Op]: StructureCheck<K> } = {
   moeExperts: noStructure,
   mxfp4Matmul: noStructure,
   fusedLinear: noStructure,
+  groupedLinear: noStructure,
   fusedRope: noStructure,
   fusedElementwise: noStructure,
 };

@@ -17,6 +17,7 @@ import { fuseResidualRmsNorm } from "./fuse-residual-rmsnorm.js";
 import { fuseRmsNorm } from "./fuse-rmsnorm.js";
 import { fuseRope } from "./fuse-rope.js";
 import { fuseSinkAttention } from "./fuse-sink-attention.js";
+import { groupLinears } from "./group-linears.js";
 import { type Pass, applyRulePass } from "./rewrite.js";
 
 export interface Phase {
@@ -29,6 +30,8 @@ export const PIPELINE: readonly Phase[] = [
   { phase: "canonicalize", passes: [canonicalize] },
   // whole patterns into fused ops, largest first
   { phase: "pattern fusion", passes: [fuseMoe, fuseSinkAttention, fuseRmsNorm, fuseResidualRmsNorm, fuseMxfp4Matmul, fuseRope, fuseLinear] },
+  // layers of one input into one launch (q, k, v)
+  { phase: "grouping", passes: [groupLinears] },
   // what is left of elementwise math into one kernel per chain
   { phase: "elementwise fusion", passes: [canonicalize, fuseElementwise] },
   // drop declarations the fusions orphaned

@@ -213,7 +213,18 @@ const CASES: { [K in Op]: OpCase } = {
         () => b.table.make("fusedLinear", { transposeB: true }, [b.constant(1, "bf16", [3, 64]).node, b.param("w", "bf16", [32, 64]).node, b.param("bias", "f32", [32]).node], { file: "test/ir/type-rules.test.ts", line: 7, column: 1 }),
         "fusedLinear", "bias must be bf16, got f32",
       ),
+  },  groupedLinear: {
+    valid: (b) => {
+      const ins = [b.constant(1, "bf16", ["tokens", 64]).node, b.param("wq", "bf16", [32, 64]).node, b.param("bq", "bf16", [32]).node, b.param("wk", "bf16", [8, 64]).node, b.param("bk", "bf16", [8]).node];
+      expect(typeOf(new Tensor(b.table.make("groupedLinear", { result: 1 }, ins)))).toBe("bf16[tokens, 8]");
+    },
+    invalid: (b) =>
+      expectIRError(
+        () => b.table.make("groupedLinear", { result: 2 }, [b.constant(1, "bf16", [3, 64]).node, b.param("wq", "bf16", [32, 64]).node, b.param("bq", "bf16", [32]).node, b.param("wk", "bf16", [8, 64]).node, b.param("bk", "bf16", [8]).node], { file: "test/ir/type-rules.test.ts", line: 7, column: 1 }),
+        "groupedLinear", "result 2 is not one of its 2 layers",
+      ),
   },
+
   fusedRope: {
     valid: (b) => {
       const x = b.constant(1, "bf16", ["tokens", 4, 16]);
