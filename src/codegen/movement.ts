@@ -228,6 +228,20 @@ export function emitGather(n: NodeOf<"gather">): NodeKernels {
  * Scratch 0 is owner (i32 [size]).
  */
 export function emitScatter(n: NodeOf<"scatter">): NodeKernels {
+  const { entry, all, count, written, vec, size, symArgs } = scatterModule(n);
+  const [copy, claim, write] = [entry("copy"), entry("claim"), entry("write")];
+  return {
+    launches: [
+      launch(copy.name, copy.source, linearGrid({ ...all, divisor: all.divisor * vec }, BLOCK), [BLOCK, 1, 1], [{ kind: "output" }, { kind: "input", index: 0 }, { kind: "scratch", index: 0 }, ...symArgs]),
+      launch(claim.name, claim.source, linearGrid(monoSize(count), BLOCK), [BLOCK, 1, 1], [{ kind: "input", index: 1 }, { kind: "scratch", index: 0 }, ...symArgs]),
+      launch(write.name, write.source, linearGrid(monoSize(written, vec), BLOCK), [BLOCK, 1, 1], [{ kind: "output" }, { kind: "input", index: 1 }, { kind: "input", index: 2 }, { kind: "scratch", index: 0 }, ...symArgs]),
+    ],
+    scratchBytes: [sizeExpr(size.syms, 4 * Math.max(size.c, 0))],
+  };
+}
+
+/** The scatter module (one source with every entry: _copy, _owners, _claim, _write, _write_last) and the sizes its launches use. */
+function scatterModule(n: NodeOf<"scatter">) {
   const [x, idx] = [n.inputs[0]!, n.inputs[1]!];
   const { outer, size, inner } = around(x.shape, n.attrs.axis);
   const count = monoOf(idx.shape[0]!);
@@ -247,20 +261,14 @@ export function emitScatter(n: NodeOf<"scatter">): NodeKernels {
     count: syms.expr(count),
   };
   const rendered = renderKernel("movement", `scatter_${n.dtype}`, "movement.cu.njk", { ...context, symParams: syms.params() });
-  const entry = (part: string) => ({ name: `${rendered.name}_${part}`, source: rendered.source });
-  const all = elementCount(x.shape);
-  const written = monoMul(monoMul(outer, count), inner);
-  const copy = entry("copy");
-  const claim = entry("claim");
-  const write = entry("write");
-  const symArgs = syms.bindings();
   return {
-    launches: [
-      launch(copy.name, copy.source, linearGrid({ ...all, divisor: all.divisor * vec }, BLOCK), [BLOCK, 1, 1], [{ kind: "output" }, { kind: "input", index: 0 }, { kind: "scratch", index: 0 }, ...symArgs]),
-      launch(claim.name, claim.source, linearGrid(monoSize(count), BLOCK), [BLOCK, 1, 1], [{ kind: "input", index: 1 }, { kind: "scratch", index: 0 }, ...symArgs]),
-      launch(write.name, write.source, linearGrid(monoSize(written, vec), BLOCK), [BLOCK, 1, 1], [{ kind: "output" }, { kind: "input", index: 1 }, { kind: "input", index: 2 }, { kind: "scratch", index: 0 }, ...symArgs]),
-    ],
-    scratchBytes: [sizeExpr(size.syms, 4 * Math.max(size.c, 0))],
+    entry: (part: string) => ({ name: `${rendered.name}_${part}`, source: rendered.source }),
+    all: elementCount(x.shape),
+    count,
+    size,
+    vec,
+    written: monoMul(monoMul(outer, count), inner),
+    symArgs: syms.bindings(),
   };
 }
 
@@ -273,28 +281,8 @@ export const SCATTER_SCAN_MAX = 32;
  * same index; otherwise an owner table as in `emitScatter` (last index wins), without the copy of x.
  */
 export function emitScatterInPlace(n: NodeOf<"scatter">, bounds: Readonly<Record<string, number>>): NodeKernels {
-  const [x, idx] = [n.inputs[0]!, n.inputs[1]!];
-  const { outer, size, inner } = around(x.shape, n.attrs.axis);
-  const count = monoOf(idx.shape[0]!);
-  const bytes = dtypeBytes(n.dtype);
-  const vec = pow2Divisor(inner, Math.max(1, Math.floor(16 / bytes)));
-  const syms = new SymbolArgs();
-  const context = {
-    mode: "scatter",
-    what: `in-place scatter axis ${n.attrs.axis}: ${describeShape(x.shape)} at ${describeShape(idx.shape, idx.dtype)}`,
-    t: rawType(bytes),
-    vt: vectorType(bytes, vec),
-    it: indexType(idx),
-    vec,
-    outer: syms.expr(outer),
-    size: syms.expr(size),
-    inner: syms.expr(inner),
-    count: syms.expr(count),
-  };
-  const rendered = renderKernel("movement", `scatter_${n.dtype}`, "movement.cu.njk", { ...context, symParams: syms.params() });
-  const entry = (part: string) => ({ name: `${rendered.name}_${part}`, source: rendered.source });
-  const written = monoMul(monoMul(outer, count), inner);
-  const symArgs = syms.bindings();
+  const idx = n.inputs[1]!;
+  const { entry, count, written, vec, size, symArgs } = scatterModule(n);
   const countBound = typeof idx.shape[0] === "number" ? idx.shape[0] : (bounds[idx.shape[0]!] ?? Infinity);
   if (countBound <= SCATTER_SCAN_MAX) {
     const last = entry("write_last");
