@@ -1,5 +1,6 @@
 // The `tsgc` command line: one commander program; each verb lives in its own module under src/cli/.
 import { Command, CommanderError } from "commander";
+import { registerBenchCommand } from "./bench.js";
 import { registerCompileCommand } from "./compile.js";
 import { registerGenerateCommand } from "./generate.js";
 import { registerModelCommands } from "./model-commands.js";
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
   registerModelCommands(program);
   registerCompileCommand(program);
   registerGenerateCommand(program);
+  registerBenchCommand(program);
   registerCacheCommand(program);
   registerInspectCommand(program);
   registerQuantizeCommand(program);

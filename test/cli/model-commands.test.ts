@@ -18,7 +18,7 @@ afterEach(() => {
 describe("tsgc CLI", () => {
   it("lists its commands in --help", () => {
     const help = buildProgram().helpInformation();
-    for (const verb of ["models", "ir", "compile", "generate\\|run", "cache", "inspect", "quantize"]) expect(help).toMatch(new RegExp(`^  ${verb}\\b`, "m"));
+    for (const verb of ["models", "ir", "compile", "generate\\|run", "bench", "cache", "inspect", "quantize"]) expect(help).toMatch(new RegExp(`^  ${verb}\\b`, "m"));
   });
 
   it("runs the default model on the cpu reference interpreter, deterministically", async () => {

@@ -1,0 +1,58 @@
+// `tsgc bench`: a built-in gpt-oss model at full size on GPU 0 with random weights made on the device
+// (src/bench/gpt-oss-bench.ts): memory, load time, decode tokens/s at each batch size against the floor.
+
+import type { Command } from "commander";
+import { findBuiltinModel } from "../../models/index.js";
+import { formatGptOssBench, runGptOssBench } from "../bench/gpt-oss-bench.js";
+
+interface BenchFlags {
+  past: number;
+  batches: number[];
+  context: number;
+  replays: number;
+  prefill: number;
+  profile?: boolean;
+  json?: boolean;
+}
+
+const integer = (flag: string, min: number) => (v: string) => {
+  const n = Number(v);
+  if (!(Number.isInteger(n) && n >= min)) throw new Error(`${flag} must be an integer >= ${min}, got "${v}"`);
+  return n;
+};
+
+function parseBatches(v: string): number[] {
+  const list = v.split(",").map((s) => Number(s.trim()));
+  if (list.length === 0 || list.some((n) => !(Number.isInteger(n) && n >= 1))) throw new Error(`--batches must be comma-separated positive integers, got "${v}"`);
+  return list;
+}
+
+export function registerBenchCommand(program: Command): void {
+  program
+    .command("bench")
+    .description("benchmark a built-in gpt-oss model on GPU 0 with random device-side weights: GPU memory, load time, decode tokens/s per batch size vs the bandwidth floor")
+    .argument("[model]", "built-in model name", "gpt-oss-20b")
+    .option("--past <n>", "position of every decoding sequence (cached tokens)", integer("--past", 0), 1024)
+    .option("--batches <list>", "decode batch sizes, e.g. 1,8 (the KV cache holds the largest)", parseBatches, [1, 8])
+    .option("--context <n>", "tokens of KV cache per sequence", integer("--context", 1), 4096)
+    .option("--replays <n>", "timed replays of each decode step", integer("--replays", 1), 100)
+    .option("--prefill <n>", "also time a prefill of this many tokens", integer("--prefill", 0), 0)
+    .option("--profile", "time every decode launch alone and sum by kernel kind")
+    .option("--json", "print one JSON object")
+    .action(async (model: string, flags: BenchFlags) => {
+      findBuiltinModel(model); // an unknown name fails here, before any GPU work
+      const result = await runGptOssBench({
+        model,
+        past: flags.past,
+        batches: flags.batches,
+        context: flags.context,
+        replays: flags.replays,
+        prefillTokens: flags.prefill,
+        profile: flags.profile === true,
+        onProgress: (line) => {
+          if (!flags.json) process.stderr.write(`${line}\n`);
+        },
+      });
+      process.stdout.write(flags.json ? `${JSON.stringify(result)}\n` : formatGptOssBench(result));
+    });
+}
