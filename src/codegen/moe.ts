@@ -15,12 +15,21 @@
 // 3. down (stage "down"): one grid row per token; a block owns output columns of that token and loops
 //    over the token's K experts: h·Wd + bd, times the routing weight, summed in a fixed order, so the
 //    result is deterministic (no atomics).
-// Prefill runs the same kernels over all tokens (weights are re-read per token; see the report on the
-// grouped-GEMM version).
+// That token loop serves decode-sized token counts (the token dim's bound ≤ GROUPED_MIN_TOKENS). Above
+// it, MXFP4 experts take the grouped-GEMM path (moe-grouped.cu.njk), six launches:
+// 1. route, as above;
+// 2. bucket: pairs counted per expert, segments laid out in expert order, cut into row tiles of
+//    GROUPED_BM rows (scratch 2: tile count; 3: tiles {expert, first row, rows}; 4: perm, sorted row → pair);
+// 3. gate_up: tensor-core (bf16/f16) or SIMT (f32) GEMM per (row tile, column tile), x rows gathered
+//    through perm, the expert's MXFP4 tile dequantized into shared memory, SwiGLU epilogue → scratch 5
+//    (h in x's dtype, [T·K, I], sorted rows);
+// 4. down: h · Wdᵀ, + bias, × routing weight → scratch 6 (y in x's dtype, [T·K, D], by pair);
+// 5. combine: out[t] = rd(Σ_slot y[t·K + slot]) in slot order (f32 sum, one rounding), deterministic.
+// Dense expert weights keep the token loop at every size.
 
 import { type DType, MXFP4_BLOCK, roundTo } from "../ir/dtype.js";
 import type { Node, NodeOf } from "../ir/node.js";
-import { type Dim, formatShape, isStaticDim } from "../ir/shape.js";
+import { type Dim, evalDim, formatShape, isStaticDim, type SymbolBounds } from "../ir/shape.js";
 import { f32Literal } from "./attention.js";
 import { loadExpr, storeExpr } from "./elementwise.js";
 import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, sizeExpr } from "./kernel.js";
@@ -91,9 +100,43 @@ function analyze(node: NodeOf<"moeExperts">): MoeSpec {
   return { dtype: x.dtype, t, d, e, k: node.attrs.topK, inter: twoI / 2, mxfp4 };
 }
 
-/** Kernels for one `moeExperts` node: route, gate_up (+SwiGLU), down (+bias, weighted sum). */
-export function emitMoeExperts(node: NodeOf<"moeExperts">): NodeKernels {
+/** Token counts (the token dim's value or bound) above which MXFP4 experts run as grouped GEMMs. */
+export const GROUPED_MIN_TOKENS = 16;
+/** Grouped GEMM row tile: each expert's segment of sorted (token, slot) rows is cut into tiles of this many. */
+export const GROUPED_BM = 64;
+/** Grouped GEMM column tile: tensor-core (bf16/f16) and SIMT (f32) variants. */
+export const GROUPED_BN_MMA = 128;
+export const GROUPED_BN_SIMT = 64;
+
+export type MoePath = "token-loop" | "grouped";
+
+export interface MoeOptions {
+  /** Force a path (benchmarks and tests); by default the token dim's bound picks it. */
+  readonly path?: MoePath;
+}
+
+/** The path a node takes: grouped GEMMs for MXFP4 experts when the tokens can exceed GROUPED_MIN_TOKENS. */
+export function moePath(node: NodeOf<"moeExperts">, bounds: SymbolBounds = {}, opts: MoeOptions = {}): MoePath {
+  if (opts.path) return opts.path;
+  if (node.attrs.weightFormat !== "mxfp4") return "token-loop";
+  const t = node.inputs[0]!.shape[0]!;
+  let bound: number;
+  try {
+    bound = evalDim(t, bounds);
+  } catch {
+    bound = Infinity; // no bound known: prefill-sized
+  }
+  return bound > GROUPED_MIN_TOKENS ? "grouped" : "token-loop";
+}
+
+/**
+ * Kernels for one `moeExperts` node: route, gate_up (+SwiGLU), down (+bias, weighted sum) looping over
+ * tokens, or route, bucket, grouped gate_up and down GEMMs and combine (see the header).
+ */
+export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds = {}, opts: MoeOptions = {}): NodeKernels {
   const s = analyze(node);
+  const path = moePath(node, bounds, opts);
+  if (path === "grouped" && !s.mxfp4) fail(node, `the grouped-GEMM path takes MXFP4 experts only (dense experts use the token loop)`);
   const ins = node.inputs;
   const dt = s.dtype;
   const loaders = [loader(node, "x", ins[0]!), loader(node, "rw", ins[1]!), loader(node, "rb", ins[2]!)];
@@ -146,6 +189,7 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">): NodeKernels {
     sharedBytes: 0,
     args: [input(0), input(1), input(2), scratch(0), scratch(1)],
   };
+  if (path === "grouped") return emitGrouped(s, ctx, route, { typeTag, base, constTag });
   const gatePerBlock = s.mxfp4 ? MXFP4_GATEUP_PAIRS : DENSE_GATEUP_PAIRS;
   const gateup: KernelLaunch = {
     kernel: { name: gateEntry, family: "moe", source: renderTemplate("moe-experts.cu.njk", { ...ctx, entry: gateEntry, stage: "gateup" }), entry: gateEntry },
@@ -167,5 +211,47 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">): NodeKernels {
   return {
     launches: [route, gateup, down],
     scratchBytes: [sizeExpr([s.t], s.k * 4), sizeExpr([s.t], s.k * 4), sizeExpr([s.t], s.k * s.inter * 4)],
+  };
+}
+
+/**
+ * The grouped-GEMM path (MXFP4 experts): route, bucket, gate_up GEMM, down GEMM, combine. Scratch: 0 ids
+ * i32 [T·K], 1 weights f32 [T·K], 2 tile count i32, 3 tiles int4 [T·K] (a tile has ≥ 1 row, so at most
+ * T·K of them), 4 perm i32 [T·K], 5 h [T·K, I] and 6 y [T·K, D] in x's dtype.
+ */
+function emitGrouped(s: MoeSpec, ctx: Record<string, unknown>, route: KernelLaunch, tags: { typeTag: string; base: string; constTag: string }): NodeKernels {
+  const { typeTag, base, constTag } = tags;
+  const mma = s.dtype !== "f32";
+  const variant = mma ? "mma" : "simt";
+  const bn = mma ? GROUPED_BN_MMA : GROUPED_BN_SIMT;
+  const gctx = { ...ctx, bm: GROUPED_BM, stages: 3, variant, mmaType: s.dtype === "f16" ? "f16" : "bf16" };
+  const input = (index: number): ArgBinding => ({ kind: "input", index });
+  const scratch = (index: number): ArgBinding => ({ kind: "scratch", index });
+  const launch = (stage: string, entry: string, grid: KernelLaunch["grid"], block: number, args: ArgBinding[]): KernelLaunch => ({
+    kernel: { name: entry, family: "moe", source: renderTemplate("moe-grouped.cu.njk", { ...gctx, entry, stage }), entry },
+    grid,
+    block: [block, 1, 1],
+    sharedBytes: 0,
+    args,
+  });
+  const pairs = sizeExpr([s.t], s.k);
+  const rowTiles = sizeExpr([s.t], s.k, GROUPED_BM);
+  const xBytes = s.dtype === "f32" ? 4 : 2;
+  const bucket = launch("bucket", `moe_bucket_e${s.e}k${s.k}_m${GROUPED_BM}`, [constSize(1), constSize(1), constSize(1)], 1024, [
+    scratch(0), scratch(2), scratch(3), scratch(4), { kind: "i32", value: pairs },
+  ]);
+  const gateup = launch("gateup", `moe_ggateup_${variant}_${typeTag}_${base}_${constTag}`, [constSize(Math.ceil((2 * s.inter) / bn)), rowTiles, constSize(1)], 256, [
+    input(0), scratch(4), scratch(2), scratch(3), input(3), input(4), input(5), scratch(5),
+  ]);
+  const down = launch("down", `moe_gdown_${variant}_${typeTag}_${base}`, [constSize(Math.ceil(s.d / bn)), rowTiles, constSize(1)], 256, [
+    scratch(5), scratch(4), scratch(2), scratch(3), scratch(1), input(6), input(7), input(8), scratch(6),
+  ]);
+  const combine = launch("combine", `moe_combine_${s.dtype}_d${s.d}k${s.k}`, [constSize(Math.ceil(s.d / 256)), sizeExpr([s.t]), constSize(1)], 256, [scratch(6), { kind: "output" }]);
+  return {
+    launches: [route, bucket, gateup, down, combine],
+    scratchBytes: [
+      sizeExpr([s.t], s.k * 4), sizeExpr([s.t], s.k * 4), constSize(16), sizeExpr([s.t], s.k * 16), sizeExpr([s.t], s.k * 4),
+      sizeExpr([s.t], s.k * s.inter * xBytes), sizeExpr([s.t], s.k * s.d * xBytes),
+    ],
   };
 }

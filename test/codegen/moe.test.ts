@@ -6,7 +6,7 @@
 // 32 experts: gigabytes). The oracle itself is checked against the interpreter at the reduced size.
 import { describe, expect, it } from "vitest";
 import { evalSize, type NodeKernels } from "../../src/codegen/kernel.js";
-import { emitMoeExperts, MXFP4_DOWN_ROWS, MXFP4_GATEUP_PAIRS } from "../../src/codegen/moe.js";
+import { emitMoeExperts, GROUPED_BM, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, moePath, MXFP4_DOWN_ROWS, MXFP4_GATEUP_PAIRS } from "../../src/codegen/moe.js";
 import { decodeE2m1, decodeE8m0, type DType, roundTo } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom, tensorFromBytes, tensorToBytes } from "../../src/ir/host-tensor.js";
 import { type NodeOf, NodeTable } from "../../src/ir/node.js";
@@ -46,10 +46,13 @@ function moeNode(c: MoeCase): NodeOf<"moeExperts"> {
 }
 
 const MOE_20B = { d: 2880, inter: 2880, e: 32, k: 4 } as const;
+/** Symbol bounds of a decode-sized graph (token loop) and of a prefill graph (grouped GEMMs for MXFP4). */
+const DECODE = { tokens: 8 };
+const PREFILL = { tokens: 4096 };
 
 describe("moeExperts codegen (pure)", () => {
   it("emits route, gate_up and down launches with scratch for ids, weights and h", () => {
-    const k = emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }));
+    const k = emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE);
     expect(k.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual(["moe_route", "moe_gateup", "moe_down"]);
     const sym = { tokens: 7 };
     expect(k.scratchBytes.map((s) => evalSize(s, sym))).toEqual([7 * 4 * 4, 7 * 4 * 4, 7 * 4 * 2880 * 4]);
@@ -75,10 +78,10 @@ describe("moeExperts codegen (pure)", () => {
     const names = new Set<string>();
     for (const dtype of ["bf16", "f32", "f16"] as DType[])
       for (const format of ["dense", "mxfp4"] as const)
-        for (const l of emitMoeExperts(moeNode({ dtype, t: "tokens", d: 256, inter: 128, e: 8, k: 4, format })).launches) names.add(l.kernel.entry);
+        for (const l of emitMoeExperts(moeNode({ dtype, t: "tokens", d: 256, inter: 128, e: 8, k: 4, format }), DECODE).launches) names.add(l.kernel.entry);
     // route is shared between formats of one dtype: 3 dtypes × (1 route + 2 formats × 2)
     expect(names.size).toBe(15);
-    const dense = emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "dense" }));
+    const dense = emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "dense" }), DECODE);
     expect(dense.launches[1]!.kernel.source).not.toContain("moe_fp4");
     expect(dense.launches[2]!.args).toEqual([
       { kind: "scratch", index: 0 }, { kind: "scratch", index: 1 }, { kind: "scratch", index: 2 }, { kind: "input", index: 5 }, { kind: "input", index: 6 }, { kind: "output" },
@@ -91,17 +94,93 @@ describe("moeExperts codegen (pure)", () => {
     const node = table.make("moeExperts", { topK: 2, limit: 7, alpha: 1.702, weightFormat: "dense" }, [
       i("x", "bf16", [3, 64]), i("rw", "bf16", [4, 64]), i("rb", "i32", [4]), i("gw", "bf16", [4, 64, 64]), i("gb", "f32", [4, 64]), i("dw", "bf16", [4, 32, 64]), i("db", "f32", [4, 64]),
     ]);
-    expect(() => emitMoeExperts(node)).toThrow(/moeExperts \(dense, x bf16\[3, 64\]\): rb has dtype i32/);
+    expect(() => emitMoeExperts(node, DECODE)).toThrow(/moeExperts \(dense, x bf16\[3, 64\]\): rb has dtype i32/);
+  });
+});
+
+describe("moeExperts grouped-GEMM prefill path (pure)", () => {
+  it("MXFP4 experts take the grouped path when the token bound exceeds the decode size; dense experts never do", () => {
+    const mx = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" });
+    expect(moePath(mx, PREFILL)).toBe("grouped");
+    expect(moePath(mx, { tokens: GROUPED_MIN_TOKENS })).toBe("token-loop");
+    expect(moePath(mx, { tokens: GROUPED_MIN_TOKENS + 1 })).toBe("grouped");
+    expect(moePath(mx, {})).toBe("grouped"); // no bound: prefill-sized
+    expect(moePath(moeNode({ dtype: "bf16", t: 3, ...MOE_20B, format: "mxfp4" }), {})).toBe("token-loop");
+    expect(moePath(mx, PREFILL, { path: "token-loop" })).toBe("token-loop");
+    const dense = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "dense" });
+    expect(moePath(dense, PREFILL)).toBe("token-loop");
+    expect(() => emitMoeExperts(dense, PREFILL, { path: "grouped" })).toThrow(/grouped-GEMM path takes MXFP4 experts only/);
+  });
+
+  it("gpt-oss-20b bf16: route, bucket, gate_up, down, combine; grids and scratch as SizeExprs of the tokens", () => {
+    const k = emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), PREFILL);
+    expect(k.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual(["moe_route", "moe_bucket", "moe_ggateup", "moe_gdown", "moe_combine"]);
+    for (const t of [1, 7, 2048, 4096]) {
+      const sym = { tokens: t };
+      const rowTiles = Math.ceil((4 * t) / GROUPED_BM);
+      expect(k.launches.map((l) => l.grid.map((g) => evalSize(g, sym)))).toEqual([
+        [t, 1, 1],
+        [1, 1, 1],
+        [Math.ceil(5760 / GROUPED_BN_MMA), rowTiles, 1],
+        [Math.ceil(2880 / GROUPED_BN_MMA), rowTiles, 1],
+        [Math.ceil(2880 / 256), t, 1],
+      ]);
+      // ids, weights, tile count, tiles (int4, at most one per pair), perm, h [T·K, I] and y [T·K, D] in bf16
+      expect(k.scratchBytes.map((s) => evalSize(s, sym))).toEqual([t * 16, t * 16, 16, t * 4 * 16, t * 16, t * 4 * 2880 * 2, t * 4 * 2880 * 2]);
+    }
+    expect(k.launches.map((l) => l.block[0])).toEqual([1024, 1024, 256, 256, 256]);
+    expect(k.launches.every((l) => l.sharedBytes === 0)).toBe(true);
+    expect(k.launches[1]!.args).toEqual([
+      { kind: "scratch", index: 0 }, { kind: "scratch", index: 2 }, { kind: "scratch", index: 3 }, { kind: "scratch", index: 4 }, { kind: "i32", value: { dims: ["tokens"], scale: 4, divisor: 1 } },
+    ]);
+    expect(k.launches[2]!.args).toEqual([
+      { kind: "input", index: 0 }, { kind: "scratch", index: 4 }, { kind: "scratch", index: 2 }, { kind: "scratch", index: 3 },
+      { kind: "input", index: 3 }, { kind: "input", index: 4 }, { kind: "input", index: 5 }, { kind: "scratch", index: 5 },
+    ]);
+    expect(k.launches[3]!.args).toEqual([
+      { kind: "scratch", index: 5 }, { kind: "scratch", index: 4 }, { kind: "scratch", index: 2 }, { kind: "scratch", index: 3 }, { kind: "scratch", index: 1 },
+      { kind: "input", index: 6 }, { kind: "input", index: 7 }, { kind: "input", index: 8 }, { kind: "scratch", index: 6 },
+    ]);
+    expect(k.launches[4]!.args).toEqual([{ kind: "scratch", index: 6 }, { kind: "output" }]);
+    const gate = k.launches[2]!.kernel.source;
+    expect(gate).toContain("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32");
+    expect(gate).toContain("#define BM 64");
+    expect(gate).toContain("__int_as_float(0x40e00000)"); // limit 7 in bf16
+    expect(gate).not.toMatch(/#include\s*</);
+    // the route kernel is the token loop's own
+    expect(k.launches[0]!.kernel.source).toBe(emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE).launches[0]!.kernel.source);
+  });
+
+  it("f32 takes the SIMT GEMMs, f16 the f16 tensor cores; scratch h and y follow x's dtype", () => {
+    const f32 = emitMoeExperts(moeNode({ dtype: "f32", t: "tokens", ...MOE_20B, format: "mxfp4" }), PREFILL);
+    expect(f32.launches[2]!.kernel.entry).toMatch(/^moe_ggateup_simt_/);
+    expect(f32.launches[2]!.kernel.source).not.toContain("mma.sync");
+    expect(f32.launches[3]!.grid.map((g) => evalSize(g, { tokens: 100 }))).toEqual([Math.ceil(2880 / GROUPED_BN_SIMT), Math.ceil(400 / GROUPED_BM), 1]);
+    expect(f32.scratchBytes.slice(5).map((s) => evalSize(s, { tokens: 3 }))).toEqual([3 * 4 * 2880 * 4, 3 * 4 * 2880 * 4]);
+    const f16 = emitMoeExperts(moeNode({ dtype: "f16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "mxfp4", bias: "f16" }), PREFILL);
+    expect(f16.launches[3]!.kernel.source).toContain("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32");
   });
 });
 
 describeNvrtc("moeExperts kernels compile (NVRTC)", () => {
+  it("grouped-GEMM prefill kernels: gpt-oss-20b MXFP4 bf16 and f32, and the reduced model in bf16, f16 and f32", async () => {
+    const kernels: NodeKernels[] = [
+      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), PREFILL),
+      emitMoeExperts(moeNode({ dtype: "f32", t: "tokens", ...MOE_20B, format: "mxfp4" }), PREFILL),
+      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "mxfp4" }), PREFILL),
+      emitMoeExperts(moeNode({ dtype: "f16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "mxfp4", bias: "f16" }), PREFILL),
+      emitMoeExperts(moeNode({ dtype: "f32", t: "tokens", d: 64, inter: 32, e: 4, k: 2, format: "mxfp4" }), PREFILL),
+    ];
+    expect(await compileNodeKernels(kernels)).toBe(25);
+  });
+
+
   it("gpt-oss-20b (MXFP4 and dense bf16) and the tiny model (hidden 64, intermediate 32, 4 experts top-2; bf16 and f32)", async () => {
     const kernels: NodeKernels[] = [
-      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" })),
-      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "dense", bias: "bf16" })),
-      emitMoeExperts(moeNode({ dtype: "f32", t: "tokens", d: 64, inter: 32, e: 4, k: 2, format: "dense" })),
-      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 64, inter: 32, e: 4, k: 2, format: "mxfp4" })),
+      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE),
+      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "dense", bias: "bf16" }), DECODE),
+      emitMoeExperts(moeNode({ dtype: "f32", t: "tokens", d: 64, inter: 32, e: 4, k: 2, format: "dense" }), DECODE),
+      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 64, inter: 32, e: 4, k: 2, format: "mxfp4" }), DECODE),
     ];
     expect(await compileNodeKernels(kernels)).toBe(12);
   });
@@ -202,6 +281,43 @@ function relErr(gpu: HostTensor, ref: Float64Array | HostTensor): number {
   return maxErr / Math.max(maxRef, 1e-30);
 }
 
+/**
+ * Tokens the GPU may route differently from the interpreter: some router logit's sum sits so close to a
+ * rounding boundary of the dtype that an f32 sum (error ≤ d·2⁻²⁴·Σ|x·w|) may round it the other way,
+ * and the k-th and (k+1)-th largest logits are within 2 ulps (so a 1-ulp change can swap an expert).
+ */
+function nearTies(inputs: readonly HostTensor[], dt: DType, d: number, e: number, k: number, tokens: number): Set<number> {
+  const [x, rw, rb] = [inputs[0]!.data, inputs[1]!.data, inputs[2]!.data];
+  const mant = dt === "bf16" ? 7 : dt === "f16" ? 10 : 23;
+  const ulp = (v: number) => 2 ** (Math.floor(Math.log2(Math.max(Math.abs(v), 2 ** -100))) - mant);
+  const out = new Set<number>();
+  for (let t = 0; t < tokens; t++) {
+    let uncertain = false;
+    const logits = Array.from({ length: e }, (_, ex) => {
+      let acc = 0;
+      let mag = 0;
+      for (let i = 0; i < d; i++) {
+        acc += x[t * d + i]! * rw[ex * d + i]!;
+        mag += Math.abs(x[t * d + i]! * rw[ex * d + i]!);
+      }
+      const err = d * 2 ** -24 * mag;
+      if (roundTo(dt, acc - err) !== roundTo(dt, acc + err)) uncertain = true;
+      return roundTo(dt, roundTo(dt, acc) + roundTo(dt, rb[ex]!));
+    }).sort((a, b) => b - a);
+    if (uncertain && logits[k - 1]! - logits[k]! <= 2 * ulp(logits[k - 1]!)) out.add(t);
+  }
+  return out;
+}
+
+/** The rows of a [T, d] tensor not in `skip`. */
+function dropRows(t: HostTensor, skip: ReadonlySet<number>, d: number): HostTensor {
+  const rows = t.data.length / d;
+  const keep = Array.from({ length: rows }, (_, r) => r).filter((r) => !skip.has(r));
+  const data = new Float64Array(keep.length * d);
+  keep.forEach((r, i) => data.set(t.data.subarray(r * d, (r + 1) * d), i * d));
+  return { dtype: t.dtype, shape: [keep.length, d], data };
+}
+
 // ---- a raw-bytes runner for the 20b-shaped case (no f64 copies of 40 MB of weights) and timings ----
 
 
@@ -229,7 +345,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
   for (const c of cases) {
     it(`${c.format} ${c.dtype} (hidden 256, intermediate 128, 8 experts top-4) at ${c.tokens.join(", ")} tokens`, async () => {
       const node = moeNode({ dtype: c.dtype, t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: c.format, ...(c.bias ? { bias: c.bias } : {}) });
-      const kernels = emitMoeExperts(node);
+      const kernels = emitMoeExperts(node, DECODE);
       for (const n of c.tokens) {
         const sym = { tokens: n };
         const inputs = randomInputs(node, sym, 17 * n + c.format.length);
@@ -258,7 +374,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
       randomBytes(numElements(evalShape(node.inputs[3]!.shape, sym)), 11), randomBytes(numElements(evalShape(node.inputs[4]!.shape, sym)), 12, 119, 123), small(5, -1, 1),
       randomBytes(numElements(evalShape(node.inputs[6]!.shape, sym)), 13), randomBytes(numElements(evalShape(node.inputs[7]!.shape, sym)), 14, 119, 123), small(8, -1, 1),
     ];
-    const kernels = emitMoeExperts(node);
+    const kernels = emitMoeExperts(node, DECODE);
     const { out, msPerLaunch: ms } = await runRawKernels(kernels, bytes, 2880 * 2, sym, { timeIterations: 50 });
     const gpu = tensorFromBytes("bf16", [1, 2880], out);
     const readers: Reader[] = bytes.map((b, i) => {
@@ -288,6 +404,87 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
         `down ${(preLaunches[2]! * 1e3).toFixed(1)} us; total ${(preMs * 1e3).toFixed(1)} us = ${((preMs * 1e3) / 128).toFixed(1)} us/token`,
     );
   });
+
+  const groupedCases: { dtype: DType; bias?: DType; tokens: readonly number[] }[] = [
+    { dtype: "bf16", tokens: [1, 3, 50, 783, 4096] },
+    { dtype: "f32", tokens: [1, 3, 50, 783] },
+    { dtype: "f16", bias: "f16", tokens: [3, 50, 783] },
+  ];
+  for (const c of groupedCases) {
+    it(`grouped-GEMM prefill path, MXFP4 ${c.dtype} (hidden 256, intermediate 128, 8 experts top-4) at ${c.tokens.join(", ")} tokens against the interpreter`, async () => {
+      const node = moeNode({ dtype: c.dtype, t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "mxfp4", ...(c.bias ? { bias: c.bias } : {}) });
+      const kernels = emitMoeExperts(node, PREFILL);
+      expect(kernels.launches).toHaveLength(5);
+      for (const n of c.tokens) {
+        const sym = { tokens: n };
+        const inputs = randomInputs(node, sym, 31 * n + 7);
+        const ref = interpretNode(node, { inputs: Object.fromEntries(MXFP4_NAMES.map((name, i) => [name, inputs[i]!])) }, sym);
+        const gpu = await runNodeKernels(node, kernels, inputs, sym);
+        // A token whose k-th and (k+1)-th router logits are within 2 ulps, with a logit whose sum sits by a
+        // rounding boundary, may pick another expert on the GPU: those rows are left out. The filter uses the
+        // worst-case f32 error bound, so it flags more than flip (H100: 10 of 783 bf16 tokens); at most 5%.
+        const skip = nearTies(inputs, c.dtype, 256, 8, 4, n);
+        expect(skip.size, `near-tie tokens at ${n}`).toBeLessThanOrEqual(Math.max(1, Math.ceil(n / 20)));
+        const what = `grouped mxfp4 ${c.dtype} tokens=${n} (${skip.size} near-tie rows left out)`;
+        const [g, r] = [dropRows(gpu, skip, 256), dropRows(ref, skip, 256)];
+        // f32: only the summation order differs (SIMT f32 sums vs f64). bf16/f16: the interpreter's rounding
+        // points; an h element may round to the neighbouring value when the f32 GEMM sum sits by a rounding
+        // boundary, so allow ~2.5 ulps of bf16 at the output's largest magnitude (as the token loop's tests).
+        expectClose(g, r, c.dtype === "f32" ? 1e-5 : 1e-2, what);
+        const key = `grouped mxfp4 ${c.dtype}`;
+        worst[key] = Math.max(worst[key] ?? 0, relErr(g, r));
+      }
+    }, 300_000);
+  }
+
+  it("grouped path is bitwise deterministic across runs (bf16, 783 tokens)", async () => {
+    const node = moeNode({ dtype: "bf16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "mxfp4" });
+    const kernels = emitMoeExperts(node, PREFILL);
+    const sym = { tokens: 783 };
+    const inputs = randomInputs(node, sym, 4242).map(tensorToBytes);
+    const a = await runRawKernels(kernels, inputs, 783 * 256 * 2, sym);
+    const b = await runRawKernels(kernels, inputs, 783 * 256 * 2, sym);
+    expect(Buffer.from(a.out).equals(Buffer.from(b.out))).toBe(true);
+  });
+
+  it("gpt-oss-20b-shaped grouped path (MXFP4 bf16): against the oracle at 5 tokens and the token loop at 300 (same routing kernel)", async () => {
+    const node = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" });
+    const rand = seededRandom(977);
+    const shapeOf = (i: number, sym: SymbolValues) => evalShape(node.inputs[i]!.shape, sym);
+    const weights = (sym: SymbolValues): Uint8Array[] => [
+      tensorToBytes(randomTensor("bf16", shapeOf(1, sym), rand, -1, 1)), tensorToBytes(randomTensor("f32", shapeOf(2, sym), rand, -1, 1)),
+      randomBytes(numElements(shapeOf(3, sym)), 21), randomBytes(numElements(shapeOf(4, sym)), 22, 119, 123), tensorToBytes(randomTensor("f32", shapeOf(5, sym), rand, -1, 1)),
+      randomBytes(numElements(shapeOf(6, sym)), 23), randomBytes(numElements(shapeOf(7, sym)), 24, 119, 123), tensorToBytes(randomTensor("f32", shapeOf(8, sym), rand, -1, 1)),
+    ];
+    const w = weights({ tokens: 1 });
+    const grouped = emitMoeExperts(node, PREFILL);
+    const loop = emitMoeExperts(node, DECODE);
+    // 5 tokens: the f64 oracle (selected experts only)
+    {
+      const sym = { tokens: 5 };
+      const bytes = [tensorToBytes(randomTensor("bf16", [5, 2880], rand, -1, 1)), ...w];
+      const { out } = await runRawKernels(grouped, bytes, 5 * 2880 * 2, sym);
+      const readers: Reader[] = bytes.map((b, i) => {
+        const n = node.inputs[i]!;
+        if (n.dtype === "fp4e2m1x2" || n.dtype === "e8m0") return (j: number) => b[j]!;
+        const t = tensorFromBytes(n.dtype, evalShape(n.shape, sym), b);
+        return (j: number) => t.data[j]!;
+      });
+      const ref = moeOracle({ dtype: "bf16", ...MOE_20B, format: "mxfp4", tokens: 5 }, readers);
+      const gpu = tensorFromBytes("bf16", [5, 2880], out);
+      worst["grouped mxfp4 bf16 20b, 5 tokens"] = relErr(gpu, ref);
+      expectClose(gpu, { dtype: "bf16", shape: [5, 2880], data: ref }, 1e-2, "20b grouped, 5 tokens");
+    }
+    // 300 tokens: grouped vs token loop (both route with the same kernel, so expert choices agree exactly)
+    {
+      const sym = { tokens: 300 };
+      const bytes = [tensorToBytes(randomTensor("bf16", [300, 2880], rand, -1, 1)), ...w];
+      const a = tensorFromBytes("bf16", [300, 2880], (await runRawKernels(grouped, bytes, 300 * 2880 * 2, sym)).out);
+      const b = tensorFromBytes("bf16", [300, 2880], (await runRawKernels(loop, bytes, 300 * 2880 * 2, sym)).out);
+      worst["grouped vs token loop, 20b, 300 tokens"] = relErr(a, b);
+      expectClose(a, b, 1e-2, "20b grouped vs token loop, 300 tokens");
+    }
+  }, 300_000);
 
   it("reports the worst relative errors", () => {
     console.log(`moeExperts worst relative error: ${JSON.stringify(worst)}`);
