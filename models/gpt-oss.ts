@@ -20,9 +20,10 @@
 //     new keys and values are written to the cache after every read of it.
 //   decode (`batch` sequences, one token each; sequence b is batch row b):
 //     ids, positions i32[batch], cache_slots.full / .sliding i32[batch] (rows to write),
-//     cache_positions.full i32[batch, maxContext] / .sliding i32[batch, window] (the position each row
-//     holds once this token is written) → logits [batch, vocab]. The new keys and values are written
-//     first; attention then reads the sequence's rows of the cache in place.
+//     cache_positions.full i32[batch, kvLen] / .sliding i32[batch, window] (the position each row holds
+//     once this token is written; full layers: the first kvLen ≤ maxContext rows of each sequence, enough
+//     to cover the longest) → logits [batch, vocab]. The new keys and values are written first; attention
+//     then reads those rows of the cache in place.
 // Parameter names are the Hugging Face checkpoint's.
 
 import { type EntryBuilder, type ExpertWeight, type ModelBuilder, type RopeOptions, type Tensor, defineModel } from "../src/ir/builder.js";
@@ -194,19 +195,21 @@ function decodeEntry(b: ModelBuilder, e: EntryBuilder, c: GptOssConfig, layers: 
   const [h, kvh, hd] = [c.numHeads, c.numKvHeads, c.headDim];
   const ids = e.input("ids", "i32", ["batch"]);
   const positions = e.input("positions", "i32", ["batch"]);
-  const cacheInputs = (kind: "full" | "sliding", slots: number) => ({
+  const cacheInputs = (kind: "full" | "sliding", rows: Dim) => ({
     slots: e.input(`cache_slots.${kind}`, "i32", ["batch"]),
-    positions: e.input(`cache_positions.${kind}`, "i32", ["batch", slots]),
+    positions: e.input(`cache_positions.${kind}`, "i32", ["batch", rows]),
   });
-  const full = cacheInputs("full", layout.maxContext);
+  const full = cacheInputs("full", "kvLen");
   const sliding = cacheInputs("sliding", c.slidingWindow);
   const attend: AttendWithCache = (q, k, v, cache, i, window, sinks) => {
     const io = cache.sliding ? sliding : full;
-    const written = (state: Tensor, rows: Tensor, name: string) => {
-      const updated = b.scatter(state, io.slots, rows, 0);
+    const written = (state: Tensor, fresh: Tensor, name: string) => {
+      const updated = b.scatter(state, io.slots, fresh, 0);
       e.update(name, updated);
-      // this step's sequences are the first `batch` of the cache's maxBatch: a leading slice, read in place
-      return b.slice(b.reshape(updated, [layout.maxBatch, cache.slots, kvh, hd]), 0, 0, "batch");
+      // this step's sequences are the first `batch` of the cache's maxBatch: a leading slice, read in place;
+      // on full layers attention reads their first kvLen rows (in place too: the fused op takes the stride)
+      const sequences = b.slice(b.reshape(updated, [layout.maxBatch, cache.slots, kvh, hd]), 0, 0, "batch");
+      return cache.sliding ? sequences : b.slice(sequences, 1, 0, "kvLen");
     };
     const keys = written(cache.k, k, `layers.${i}.k_cache`);
     const values = written(cache.v, v, `layers.${i}.v_cache`);
@@ -236,6 +239,7 @@ export function gptOssModel(c: GptOssConfig, opts: GptOssBuildOptions, name = "g
     b.sym("past", layout.maxContext);
     b.sym("windowPast", Math.max(c.slidingWindow - 1, 1));
     b.sym("batch", layout.maxBatch);
+    b.sym("kvLen", layout.maxContext);
     const layers = Array.from({ length: c.numLayers }, (_, i) => declareLayer(b, c, i, opts.dtype, experts));
     const caches = Array.from({ length: c.numLayers }, (_, i) => declareCache(b, c, i, opts.dtype, layout));
     b.entry("prefill", (e) => prefillEntry(b, e, c, layers, caches, opts.dtype));

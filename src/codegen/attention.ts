@@ -1,8 +1,8 @@
 // Code generation for `sinkAttention`: scaled dot-product attention with GQA, a position-based causal
 // (optionally sliding-window) mask and an optional per-head sink logit in the softmax denominator.
 //
-//   q [...B, T, H, D], k and v [...B, S, KVH, D], qpos i32 [...B, T], kpos i32 [...B, S], sinks [H]
-//   → out [...B, T, H, D]
+//   q [...B, T, H, D], k and v [...B, R, KVH, D], qpos i32 [...B, T], kpos i32 [...B, S], sinks [H]
+//   → out [...B, T, H, D]; the keys are the first S of k's R rows (R = S, or more: a KV cache read in place)
 //
 // Key j is visible to query i iff kpos[j] >= 0 && kpos[j] <= qpos[i] && (window == 0 || qpos[i] − kpos[j] < window);
 // the sink logit joins the softmax as one more column (max included), then is dropped.
@@ -66,6 +66,8 @@ interface AttnSpec {
   readonly batch: readonly Dim[];
   readonly t: Dim;
   readonly s: Dim;
+  /** Rows of k and v per batch entry (≥ s). */
+  readonly rows: Dim;
   readonly h: number;
   readonly kvh: number;
   readonly d: number;
@@ -78,7 +80,8 @@ function analyze(node: NodeOf<"sinkAttention">): AttnSpec {
   const [q, k, qpos, kpos] = [node.inputs[0]!, node.inputs[1]!, node.inputs[3]!, node.inputs[4]!];
   const r = q.shape.length;
   const [t, h, d] = q.shape.slice(r - 3) as [Dim, Dim, Dim];
-  const [s, kvh] = k.shape.slice(r - 3) as [Dim, Dim];
+  const [rows, kvh] = k.shape.slice(r - 3) as [Dim, Dim];
+  const s = kpos.shape[kpos.shape.length - 1]!;
   if (!FLOAT_DTYPES.includes(q.dtype)) fail(node, `dtype ${q.dtype} is not supported (f32, bf16, f16)`);
   if (!isStaticDim(d) || !SUPPORTED_HEAD_DIMS.includes(d)) fail(node, `head dim ${d} is not supported (static ${SUPPORTED_HEAD_DIMS.join(", ")})`);
   if (!isStaticDim(h) || !isStaticDim(kvh)) fail(node, `head counts must be static`);
@@ -91,6 +94,7 @@ function analyze(node: NodeOf<"sinkAttention">): AttnSpec {
     batch: q.shape.slice(0, r - 3),
     t,
     s,
+    rows,
     h,
     kvh,
     d,
@@ -151,7 +155,7 @@ function prefillKernels(a: AttnSpec): NodeKernels {
     grid: [sizeExpr([a.t], a.g, PREFILL_ROWS), constSize(a.kvh), product(a.batch)],
     block: [THREADS, 1, 1],
     sharedBytes: mma ? 0 : simtShared,
-    args: [...inputArgs(a.sinkDtype !== undefined), { kind: "output" }, { kind: "i32", value: sizeExpr([a.t]) }, { kind: "i32", value: sizeExpr([a.s]) }],
+    args: [...inputArgs(a.sinkDtype !== undefined), { kind: "output" }, { kind: "i32", value: sizeExpr([a.t]) }, { kind: "i32", value: sizeExpr([a.s]) }, { kind: "i32", value: sizeExpr([a.rows]) }],
   };
   return { launches: [launch], scratchBytes: [] };
 }
@@ -177,7 +181,7 @@ function decodeKernels(a: AttnSpec): NodeKernels {
     grid: [sizeExpr([a.s], 1, DECODE_SPLIT), constSize(a.kvh), batch],
     block: [THREADS, 1, 1],
     sharedBytes: 0,
-    args: [...inputArgs(a.sinkDtype !== undefined), { kind: "output" }, ...scratch, nkArg],
+    args: [...inputArgs(a.sinkDtype !== undefined), { kind: "output" }, ...scratch, nkArg, { kind: "i32", value: sizeExpr([a.rows]) }],
   };
   const combine: KernelLaunch = {
     kernel: { name: combineEntry, family: "attention", source: combineSource, entry: combineEntry },

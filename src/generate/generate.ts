@@ -120,6 +120,9 @@ function drawFrom(weights: Float64Array, tokens: readonly number[], count: numbe
  * layers in row p mod window. Sequence b holds positions 0 … length(b) − 1. The book computes the cache
  * inputs of `prefill` and `decode`; the cache itself never leaves the runner.
  */
+/** Full layers' decode reads grow in steps of this many rows (see KvCacheBook.decodeInputs). */
+export const KV_LEN_STEP = 128;
+
 export class KvCacheBook {
   /** Rows per sequence on full layers (the context bound). */
   readonly fullSlots: number;
@@ -133,8 +136,9 @@ export class KvCacheBook {
     const decode = findEntry(graph, "decode");
     const rowsOf = (name: string): number => {
       const dim = decode.inputs.find((i) => i.name === name)?.shape[1];
-      if (typeof dim !== "number") throw new Error(`model ${graph.name}: decode has no static ${name} [batch, slots] input; it does not follow the decoder entry-point contract`);
-      return dim;
+      const rows = typeof dim === "number" ? dim : dim !== undefined ? graph.symbols[dim] : undefined;
+      if (rows === undefined) throw new Error(`model ${graph.name}: decode has no ${name} [batch, rows] input with a bound; it does not follow the decoder entry-point contract`);
+      return rows;
     };
     this.fullSlots = rowsOf("cache_positions.full");
     this.window = rowsOf("cache_positions.sliding");
@@ -173,14 +177,18 @@ export class KvCacheBook {
 
   /**
    * Cache inputs of `decode` for one new token of each of sequences 0 … active.length − 1 (batch row b is
-   * sequence b); an inactive row writes nothing and sees nothing.
+   * sequence b); an inactive row writes nothing and sees nothing. Full layers are read over their first
+   * kvLen rows: the longest sequence's length rounded up to KV_LEN_STEP, so that a decode step replayed as
+   * a CUDA graph (one per symbol values) is captured again only every KV_LEN_STEP tokens.
    */
   decodeInputs(active: readonly boolean[]): Record<string, HostTensor> {
     const batch = active.length;
     if (batch < 1 || batch > this.maxBatch) throw new Error(`a decode step runs 1 to ${this.maxBatch} sequences (maxBatch), got ${batch}`);
+    const longest = Math.max(...active.map((a, b) => (a ? this.cached[b]! + 1 : 1)));
+    const kvLen = Math.min(this.fullSlots, Math.ceil(longest / KV_LEN_STEP) * KV_LEN_STEP);
     const fullSlots = new Array<number>(batch).fill(-1);
     const slidingSlots = new Array<number>(batch).fill(-1);
-    const fullPositions = new Array<number>(batch * this.fullSlots).fill(-1);
+    const fullPositions = new Array<number>(batch * kvLen).fill(-1);
     const slidingPositions = new Array<number>(batch * this.window).fill(-1);
     for (let b = 0; b < batch; b++) {
       if (!active[b]) continue;
@@ -188,7 +196,7 @@ export class KvCacheBook {
       if (p + 1 > this.fullSlots) throw new Error(`sequence ${b}: ${p + 1} tokens exceed the cache's ${this.fullSlots} rows (maxContext)`);
       fullSlots[b] = b * this.fullSlots + p;
       slidingSlots[b] = b * this.window + (p % this.window);
-      for (let j = 0; j <= p; j++) fullPositions[b * this.fullSlots + j] = j;
+      for (let j = 0; j <= p; j++) fullPositions[b * kvLen + j] = j;
       // ring row r holds the latest position q <= p with q mod window = r
       for (let r = 0; r < this.window; r++) {
         const q = p - ((((p - r) % this.window) + this.window) % this.window);
@@ -198,7 +206,7 @@ export class KvCacheBook {
     return {
       "cache_slots.full": hostTensor("i32", [batch], fullSlots),
       "cache_slots.sliding": hostTensor("i32", [batch], slidingSlots),
-      "cache_positions.full": hostTensor("i32", [batch, this.fullSlots], fullPositions),
+      "cache_positions.full": hostTensor("i32", [batch, kvLen], fullPositions),
       "cache_positions.sliding": hostTensor("i32", [batch, this.window], slidingPositions),
     };
   }

@@ -415,7 +415,10 @@ function sinkAttention(n: NodeOf<"sinkAttention">, ins: readonly HostTensor[]): 
   const sinks = n.attrs.hasSinks ? ins[5]! : undefined;
   const r = q.shape.length;
   const [t, h, d] = q.shape.slice(r - 3) as [number, number, number];
-  const [s, kvh] = k.shape.slice(r - 3) as [number, number];
+  const kvh = k.shape[r - 2]!;
+  const rows = k.shape[r - 3]!; // rows of k and v per batch entry; the keys are the first s of them
+  const s = kpos.shape[kpos.shape.length - 1]!;
+  if (s > rows) throw new Error(`kpos has ${s} keys but k and v hold ${rows} rows`);
   const batch = numElements(q.shape.slice(0, r - 3));
   const g = h / kvh;
   const scale = Math.fround(n.attrs.scale);
@@ -434,7 +437,7 @@ function sinkAttention(n: NodeOf<"sinkAttention">, ins: readonly HostTensor[]): 
             scores[j] = -Infinity;
             continue;
           }
-          const kOff = ((bi * s + j) * kvh + kvHead) * d;
+          const kOff = ((bi * rows + j) * kvh + kvHead) * d;
           let acc = 0;
           for (let c = 0; c < d; c++) acc += q.data[qOff + c]! * k.data[kOff + c]!;
           scores[j] = Math.fround(Math.fround(acc) * scale);
@@ -451,7 +454,7 @@ function sinkAttention(n: NodeOf<"sinkAttention">, ins: readonly HostTensor[]): 
         const denom = Math.fround(sum);
         for (let c = 0; c < d; c++) {
           let acc = 0;
-          for (let j = 0; j < s; j++) acc += Math.fround(scores[j]! / denom) * v.data[((bi * s + j) * kvh + kvHead) * d + c]!;
+          for (let j = 0; j < s; j++) acc += Math.fround(scores[j]! / denom) * v.data[((bi * rows + j) * kvh + kvHead) * d + c]!;
           out[qOff + c] = roundTo(n.dtype, Math.fround(acc));
         }
       }

@@ -103,7 +103,10 @@ export interface OpAttrs {
   // fused ops: produced only by passes
   /** out = cast(w · s · rsqrt(mean(s²) + eps)) in f32, s = x (+ residual); `result: "sum"` yields s itself. */
   fusedRmsNorm: { readonly eps: number; readonly hasResidual: boolean; readonly result: "normed" | "sum" };
-  /** q [..., T, H, D], k and v [..., S, KVH, D], qpos [..., T], kpos [..., S] (, sinks [H]) → [..., T, H, D]. */
+  /**
+   * q [..., T, H, D], k and v [..., R, KVH, D], qpos [..., T], kpos [..., S] (, sinks [H]) → [..., T, H, D].
+   * The keys are the first S of the R rows (R = S, or static R ≥ S: a KV cache read in place).
+   */
   sinkAttention: { readonly scale: number; readonly window: number; readonly hasSinks: boolean };
   /**
    * Router + top-k + softmax + clamped-SwiGLU experts + weighted sum. x [T, D], router W [E, D], b [E];
@@ -436,7 +439,10 @@ export const TYPE_RULES: { readonly [K in Op]: TypeRule<K> } = {
     requireInteger(qpos, "qpos");
     requireInteger(kpos, "kpos");
     if (!shapesEqual(qpos.shape, q.shape.slice(0, -2))) fail(`qpos must be ${formatShape(q.shape.slice(0, -2))}`);
-    if (!shapesEqual(kpos.shape, [...batch, s!])) fail(`kpos must be ${formatShape([...batch, s!])}`);
+    // kpos names the keys: all R rows of k, or (R static) its first S rows
+    const keys = kpos.shape[kpos.shape.length - 1];
+    if (!shapesEqual(kpos.shape.slice(0, -1), batch) || keys === undefined || kpos.shape.length !== batch.length + 1) fail(`kpos must be ${formatShape([...batch, s!])}`);
+    if (!dimsEqual(keys!, s!) && !(isStaticDim(s!) && (!isStaticDim(keys!) || keys <= s))) fail(`kpos must be ${formatShape([...batch, s!])} (or fewer keys than k's static ${s} rows)`);
     if (a.hasSinks) {
       const sinks = ins[5]!;
       requireFloat(sinks, "sinks");

@@ -49,7 +49,13 @@ const STRUCTURE_CHECKS: { readonly [K in Op]: StructureCheck<K> } = {
   topk: noStructure,
   dequantMxfp4: noStructure,
   fusedRmsNorm: noStructure,
-  sinkAttention: noStructure,
+  sinkAttention: (n, g) => {
+    const rows = n.inputs[1]!.shape.at(-3);
+    const keys = n.inputs[4]!.shape.at(-1)!;
+    if (typeof rows !== "number" || typeof keys !== "string") return undefined;
+    const bound = evalDim(keys, g.symbols);
+    return bound > rows ? `kpos's ${keys} keys can reach ${bound} (its bound), past the ${rows} rows of k and v` : undefined;
+  },
   moeExperts: noStructure,
   mxfp4Matmul: noStructure,
   fusedLinear: noStructure,

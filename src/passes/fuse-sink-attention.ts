@@ -15,6 +15,8 @@
 // only that column, and the result is cast back to q's dtype. A mask of any other form (not causal,
 // a window written differently) does not fuse. Bit-exact with the builder's expansion.
 // Profitability: always (the T×S score matrix never reaches memory).
+// Keys that are the first S rows of a larger static-size tensor (slice(cache, S axis, 0, S), a KV cache
+// with a row per position) are read in place: the fused op takes the whole tensor and S from kpos.
 
 import type { Node, NodeOf } from "../ir/node.js";
 import { dimsEqual, sameElementCount, shapesEqual } from "../ir/shape.js";
@@ -76,6 +78,20 @@ function analyzeMask(visible: Node): MaskInfo | undefined {
 const permOf = (n: Node) => (n as NodeOf<"transpose">).attrs.perm;
 const samePerm = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
+/** k and v as the first S rows (axis nb) of larger static-size tensors: those tensors, read in place. */
+function readInPlace(k: Node, v: Node, nb: number): [Node, Node] | undefined {
+  const prefix = (x: Node): Node | undefined => {
+    if (x.op !== "slice") return undefined;
+    const { axis, start, step } = (x as NodeOf<"slice">).attrs;
+    const from = x.inputs[0]!;
+    const leading = axis === nb || axis === nb - from.shape.length;
+    return leading && start === 0 && step === 1 && typeof from.shape[nb] === "number" ? from : undefined;
+  };
+  const [kFrom, vFrom] = [prefix(k), prefix(v)];
+  if (!kFrom || !vFrom || !shapesEqual(kFrom.shape, vFrom.shape) || !dimsEqual(k.shape[nb]!, v.shape[nb]!)) return undefined;
+  return [kFrom, vFrom];
+}
+
 export const fuseSinkAttentionRule: Rule = {
   name: "sink-attention",
   pattern: attention,
@@ -126,7 +142,8 @@ export const fuseSinkAttentionRule: Rule = {
     const [qpos, kpos] = [positionsAs(mask.qpos, [...batch, t]), positionsAs(mask.kpos, [...batch, s])];
     if (!qpos || !kpos) return undefined;
     const scale = captured(m, "scale", "constant").attrs.value;
-    const inputs = [q, k, v, qpos, kpos, ...(sinks ? [sinks] : [])];
+    const [keys, values] = readInPlace(k, v, nb) ?? [k, v];
+    const inputs = [q, keys, values, qpos, kpos, ...(sinks ? [sinks] : [])];
     try {
       return ctx.table.make("sinkAttention", { scale, window: mask.window, hasSinks: sinks !== undefined }, inputs, () => m.root.site);
     } catch {

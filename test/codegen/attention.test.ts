@@ -22,6 +22,8 @@ interface AttnCase {
   sinks?: DType;
   batch?: Dim[];
   scale?: number;
+  /** Rows of k and v when more than the S keys (a KV cache read in place); default S. */
+  rows?: number;
 }
 
 function attentionNode(c: AttnCase): NodeOf<"sinkAttention"> {
@@ -30,8 +32,8 @@ function attentionNode(c: AttnCase): NodeOf<"sinkAttention"> {
   const input = (name: string, dtype: DType, shape: Dim[]) => table.make("input", { name, dtype, shape }, []);
   const ins = [
     input("q", c.dtype, [...batch, c.t, c.h, c.d]),
-    input("k", c.dtype, [...batch, c.s, c.kvh, c.d]),
-    input("v", c.dtype, [...batch, c.s, c.kvh, c.d]),
+    input("k", c.dtype, [...batch, c.rows ?? c.s, c.kvh, c.d]),
+    input("v", c.dtype, [...batch, c.rows ?? c.s, c.kvh, c.d]),
     input("qpos", "i32", [...batch, c.t]),
     input("kpos", "i32", [...batch, c.s]),
   ];
@@ -68,7 +70,7 @@ describe("sinkAttention codegen (pure)", () => {
     expect(l.grid.map((g) => evalSize(g, sym))).toEqual([Math.ceil((783 * 8) / PREFILL_ROWS), 8, 2]);
     expect(l.block).toEqual([128, 1, 1]);
     expect(l.args.slice(0, 7)).toEqual([0, 1, 2, 3, 4, 5].map((index) => ({ kind: "input", index })).concat([{ kind: "output" } as never]));
-    expect(l.args.slice(7).map((a) => (a.kind === "i32" ? evalSize(a.value, sym) : a.kind))).toEqual([783, 800]);
+    expect(l.args.slice(7).map((a) => (a.kind === "i32" ? evalSize(a.value, sym) : a.kind))).toEqual([783, 800, 800]) // T, S and the rows of k and v (= S here);
     expect(k.scratchBytes).toEqual([]);
   });
 
@@ -262,6 +264,21 @@ describeGpu("sinkAttention kernels match the interpreter (GPU)", () => {
       }
     });
   }
+
+  it("reads the first S keys of larger k and v in place (a KV cache of 200 rows per sequence), decode and prefill", async () => {
+    const rand = seededRandom(17);
+    for (const [t, s] of [[1, 70], [1, 1], [5, 130]] as const) {
+      for (const dtype of ["bf16", "f32"] as const) {
+        const node = attentionNode({ dtype, t, s: "kvLen", rows: 200, ...GPT_OSS_20B, window: 0, sinks: dtype, batch: [2] });
+        expect(usesDecodeKernel(node)).toBe(t * 8 <= 16);
+        const pos = () => {
+          const p = decodePositions(s, s + 2, rand);
+          return { qpos: Array.from({ length: t }, (_, i) => s + 2 - (t - 1 - i)), kpos: p.kpos };
+        };
+        record(`decode ${dtype}`, await check(node, { kvLen: s }, pos, 40 + s + t, `in place t=${t} S=${s} ${dtype}`));
+      }
+    }
+  });
 
   it("decode with batch dims, T = 2, f16, head dim 128 and 16, and a row that sees nothing (NaN without sinks, 0 with)", async () => {
     const rand = seededRandom(5);

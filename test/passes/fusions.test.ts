@@ -2,7 +2,8 @@
 // and leaves the interpreter's outputs unchanged.
 import { describe, expect, it } from "vitest";
 import { type ModelBuilder, type Tensor, defineModel } from "../../src/ir/builder.js";
-import { type Graph, graphNodes } from "../../src/ir/graph.js";
+import { type Graph, entryNodes, graphNodes } from "../../src/ir/graph.js";
+import type { NodeOf } from "../../src/ir/node.js";
 import { type HostTensor, hostTensor, randomTensor, seededRandom } from "../../src/ir/host-tensor.js";
 import { interpret } from "../../src/ir/interpret.js";
 import { evalShape } from "../../src/ir/shape.js";
@@ -260,6 +261,9 @@ describe("the gpt-oss pipeline", () => {
       expect(counts["moeExperts"]).toBe(4);
       expect(counts["fusedRmsNorm"]).toBeGreaterThanOrEqual(8);
       expect(counts["dequantMxfp4"]).toBeUndefined();
+      // decode reads the cache in place: its only slices are the leading ones (views), none over kvLen
+      const decodeSlices = entryNodes(fused.entries.find((e) => e.name === "decode")!).filter((n) => n.op === "slice");
+      expect(decodeSlices.map((n) => (n as NodeOf<"slice">).attrs.axis)).toEqual(decodeSlices.map(() => 0));
       const params = randomParams(g, 5);
       const prompt = [4, 8, 15, 16, 23, 42];
       const before = referenceGenerate(g, params, prompt, { maxNewTokens: 3 });
