@@ -6,6 +6,7 @@
 //
 //   npm run build && node dist/bench/moe-prefill.js [tokens=512,2048] [replays=5]
 
+import { type DeviceFill, deviceFill } from "../src/bench/device-fill.js";
 import { emitMoeExperts, type MoePath } from "../src/codegen/moe.js";
 import { evalSize, type NodeKernels } from "../src/codegen/kernel.js";
 import { type DType } from "../src/ir/dtype.js";
@@ -19,26 +20,6 @@ const I = 2880;
 const E = 32;
 const K = 4;
 
-const FILL_SOURCE = `
-__device__ __forceinline__ unsigned int mix(unsigned long long i, unsigned int seed) {
-  unsigned int x = (unsigned int)(i ^ (i >> 32)) * 0x9e3779b9u ^ seed;
-  x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
-  return x;
-}
-extern "C" __global__ void fill_bf16(unsigned short* p, unsigned long long n, unsigned int seed, float lo, float hi) {
-  for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (unsigned long long)gridDim.x * blockDim.x) {
-    const float v = lo + (hi - lo) * (mix(i, seed) >> 8) * (1.0f / 16777216.0f);
-    unsigned int u = __float_as_uint(v);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    p[i] = (unsigned short)(u >> 16);
-  }
-}
-extern "C" __global__ void fill_u8(unsigned char* p, unsigned long long n, unsigned int seed, float lo, float hi) {
-  for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (unsigned long long)gridDim.x * blockDim.x) {
-    p[i] = (unsigned char)(lo + (hi - lo) * (mix(i, seed) >> 8) * (1.0f / 16777216.0f));
-  }
-}
-`;
 
 function moeNode(): NodeOf<"moeExperts"> {
   const table = new NodeTable();
@@ -79,13 +60,9 @@ async function main(): Promise<void> {
   const scratchOff = new Map(paths.map((p) => [p, kernels.get(p)!.scratchBytes.map((s) => place(evalSize(s, maxSym)))]));
   const arena = Arena.allocate(device, total);
   const base = arena.pointer;
-  const fill = await loadKernels(device, [
-    { name: "fill_bf16", source: FILL_SOURCE, entry: "fill_bf16" },
-    { name: "fill_u8", source: FILL_SOURCE, entry: "fill_u8" },
-  ], { cache: false });
-  const [fillBf16, fillU8] = fill.kernels as [Kernel, Kernel];
-  const fillAt = (kernel: Kernel, offset: number, n: number, seed: number, lo: number, hi: number) =>
-    kernel.launch({ grid: [1024, 1, 1], block: [256, 1, 1], args: [{ ptr: base + BigInt(offset) }, { i64: BigInt(n) }, { u32: seed }, { f32: lo }, { f32: hi }] });
+  const fill = await deviceFill(device);
+  const [fillBf16, fillU8] = [fill.bf16, fill.u8];
+  const fillAt = (f: DeviceFill["bf16"], offset: number, n: number, seed: number, lo: number, hi: number) => f(base + BigInt(offset), n, seed, lo, hi);
   // x ±1, router ±1/√D, biases ±0.1, MXFP4 codes uniform with scales 2^-7 .. 2^-4 (activations reach the clamp)
   node.inputs.forEach((n, i) => {
     const count = inputBytes[i]! / (n.dtype === "bf16" ? 2 : 1);
