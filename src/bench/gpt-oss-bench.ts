@@ -114,20 +114,22 @@ export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBench
       const bytes = tensorToBytes(t);
       if (bytes.byteLength > 0) exec.arena.view(slot.offset, bytes.byteLength).copyFromHost(bytes);
     };
-    /** Every sequence of the batch at position `past`. */
-    const placeDecodeInputs = (batch: number) => {
+    /** Every sequence of the batch at position `past`; returns the step's symbol values. */
+    const placeDecodeInputs = (batch: number): Record<string, number> => {
       const book = new KvCacheBook(graph);
       for (let b = 0; b < batch; b++) book.advance(b, o.past);
       put("ids", hostTensor("i32", [batch], Array.from({ length: batch }, (_, b) => 1234 + b)));
       put("positions", hostTensor("i32", [batch], new Array<number>(batch).fill(o.past)));
-      for (const [name, t] of Object.entries(book.decodeInputs(new Array<boolean>(batch).fill(true)))) put(name, t);
+      const cache = book.decodeInputs(new Array<boolean>(batch).fill(true));
+      for (const [name, t] of Object.entries(cache)) put(name, t);
+      return { batch, kvLen: cache["cache_positions.full"]!.shape[1]! };
     };
     const batch1 = o.batches[0]!;
-    placeDecodeInputs(batch1);
-    exec.launch("decode", { batch: batch1 });
+    const symbols1 = placeDecodeInputs(batch1);
+    exec.launch("decode", symbols1);
     device.synchronize();
     const logitsSlot = entry.outputs.find((s) => s.name === "logits")!;
-    const logitsShape = evalShape(logitsSlot.shape, { batch: batch1 });
+    const logitsShape = evalShape(logitsSlot.shape, symbols1);
     const logitBytes = new Uint8Array(numElements(logitsShape) * dtypeBytes(logitsSlot.dtype));
     exec.arena.view(logitsSlot.offset, logitBytes.byteLength).copyToHost(logitBytes);
     const logitsFinite = tensorFromBytes(logitsSlot.dtype, logitsShape, logitBytes).data.every(Number.isFinite);
@@ -144,7 +146,7 @@ export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBench
       return stop.elapsedMsSince(start) / n;
     };
     say("timing decode steps");
-    const directLaunchMs = timeMs(() => exec.launch("decode", { batch: batch1 }, stream), Math.min(o.replays, 20));
+    const directLaunchMs = timeMs(() => exec.launch("decode", symbols1, stream), Math.min(o.replays, 20));
 
     // the floor: bytes one step must read (weights it touches once, KV it attends to)
     const bf16 = 2;
@@ -160,8 +162,8 @@ export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBench
     const floorMs = (batch: number) => (stepBytes(batch) / HBM_BYTES_PER_S) * 1e3;
     const decode: DecodeTiming[] = [];
     for (const batch of o.batches) {
-      placeDecodeInputs(batch);
-      const step = stream.capture(() => exec.launch("decode", { batch }, stream));
+      const symbols = placeDecodeInputs(batch);
+      const step = stream.capture(() => exec.launch("decode", symbols, stream));
       const ms = timeMs(() => step.launch(stream), o.replays);
       step.dispose();
       decode.push({ batch, ms, tokensPerSecond: (batch * 1e3) / ms, floorMs: floorMs(batch) });
@@ -174,7 +176,7 @@ export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBench
       const byKind = new Map<string, { launches: number; ms: number }>();
       entry.launches.forEach((l, i) => {
         const g = stream.capture(() => {
-          for (let r = 0; r < 20; r++) exec.launchOne(entry, i, { batch: batch1 }, stream);
+          for (let r = 0; r < 20; r++) exec.launchOne(entry, i, symbols1, stream);
         });
         const ms = timeMs(() => g.launch(stream), 3) / 20;
         g.dispose();
