@@ -110,6 +110,30 @@ export function vectorWidth(dim: Dim, dtype: DType): number {
 
 const ceilDiv = (d: Dim, by: number): SizeExpr => (isStatic(d) ? constSize(Math.ceil(d / by)) : sizeExpr([d], 1, by));
 
+/** What the GEMV/GEMM templates are rendered with for a contraction shape and path (`extra` may override). */
+function templateContext(s: MatmulShape, path: MatmulPath, entry: string, vec: number, tile: GemmTile): Record<string, unknown> {
+  return {
+    entry,
+    included: false,
+    hasBias: false,
+    variant: path.split("-")[1],
+    path,
+    bFormat: s.bFormat,
+    transposeB: s.transposeB,
+    bShared: s.bShared,
+    dtCode: DT_CODES[s.dtype],
+    tType: CUDA_STORAGE_TYPE[s.dtype],
+    mmaType: s.dtype === "f16" ? "f16" : "bf16",
+    nExpr: isStatic(s.n) ? String(s.n) : "N_",
+    kExpr: isStatic(s.k) ? String(s.k) : "K_",
+    ksplit: GEMV_KSPLIT,
+    vec,
+    tileWn: tile.warpN,
+    tileK: tile.k,
+    tileStages: tile.stages,
+  };
+}
+
 /** Which operands (and which result) a matmul-family launch binds; default x = 0, w = 1 (, scales = 2), bias next, the node's own output. */
 export interface MatmulBinding {
   readonly x: number;
@@ -143,27 +167,7 @@ export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string,
     .filter((p) => p !== "")
     .join("_");
   const hasBias = extra["hasBias"] === true;
-  const source = renderTemplate(template, {
-    entry: name,
-    included: false,
-    hasBias: false,
-    variant,
-    path,
-    bFormat: s.bFormat,
-    transposeB: s.transposeB,
-    bShared: s.bShared,
-    dtCode,
-    tType: CUDA_STORAGE_TYPE[s.dtype],
-    mmaType: s.dtype === "f16" ? "f16" : "bf16",
-    nExpr: isStatic(s.n) ? String(s.n) : "N_",
-    kExpr: isStatic(s.k) ? String(s.k) : "K_",
-    ksplit: GEMV_KSPLIT,
-    vec,
-    tileWn: tile.warpN,
-    tileK: tile.k,
-    tileStages: tile.stages,
-    ...extra,
-  });
+  const source = renderTemplate(template, { ...templateContext(s, path, name, vec, tile), ...extra });
   const m = sizeExpr(s.rows);
   const batch = sizeExpr(s.batch);
   let grid: readonly [SizeExpr, SizeExpr, SizeExpr];
@@ -291,23 +295,9 @@ export function emitGroupedLinear(layers: readonly NodeOf<"groupedLinear">[], op
   const ns = shapes.map((x) => x.n as number);
   const tiles = ns.map((n) => Math.ceil(n / 16));
   const name = ["gemv_grouped_bias_mma", s.dtype, ...ns.map((n) => `n${n}`), `k${s.k}`].join("_");
-  const source = renderTemplate("gemv.cu.njk", {
-    entry: name,
-    included: false,
-    hasBias: true,
-    variant: "mma",
-    grouped: ns.map((n, r) => ({ n, firstTile: tiles.slice(0, r).reduce((a, b) => a + b, 0), tiles: tiles[r] })),
-    path: "gemv-mma",
-    bFormat: "dense",
-    transposeB: true,
-    bShared: true,
-    dtCode: DT_CODES[s.dtype],
-    tType: CUDA_STORAGE_TYPE[s.dtype],
-    mmaType: s.dtype === "f16" ? "f16" : "bf16",
-    nExpr: "N_",
-    kExpr: isStatic(s.k) ? String(s.k) : "K_",
-    ksplit: GEMV_KSPLIT,
-  });
+  const grouped = ns.map((n, r) => ({ n, firstTile: tiles.slice(0, r).reduce((a, b) => a + b, 0), tiles: tiles[r] }));
+  // every layer's N is passed per tile; the single-layer N parameter is not used
+  const source = renderTemplate("gemv.cu.njk", { ...templateContext(s, "gemv-mma", name, 0, DEFAULT_GEMM_TILE), hasBias: true, grouped, nExpr: "N_" });
   const args: ArgBinding[] = [
     { kind: "input", index: 0 },
     ...ns.flatMap((_, r): ArgBinding[] => [{ kind: "input", index: 1 + 2 * r }, out(r), { kind: "input", index: 2 + 2 * r }]),
