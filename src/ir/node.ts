@@ -174,3 +174,16 @@ export function topoOrder(roots: readonly Node[], after?: (n: Node) => readonly 
   }
   return order;
 }
+
+/** The nodes among `nodes` that read each node (each user once, in the order of `nodes`). */
+export function usersOf(nodes: readonly Node[]): Map<Node, Node[]> {
+  const users = new Map<Node, Node[]>();
+  for (const n of nodes) {
+    for (const i of new Set(n.inputs)) {
+      let list = users.get(i);
+      if (!list) users.set(i, (list = []));
+      list.push(n);
+    }
+  }
+  return users;
+}

@@ -24,7 +24,7 @@ export const groupLinearsRule: Rule = {
   rewrite(m, ctx) {
     const x = captured(m, "x");
     if (m.root.dtype !== "bf16" && m.root.dtype !== "f16") return undefined;
-    const layers = [...new Set(ctx.users(x))].filter((u) => groupable(u, x, m.root.dtype));
+    const layers = ctx.users(x).filter((u) => groupable(u, x, m.root.dtype));
     if (layers.length < 2 || layers.length > MAX_LAYERS || !layers.includes(m.root as NodeOf<"fusedLinear">)) return undefined;
     const inputs = [x, ...layers.flatMap((l) => [l.inputs[1]!, l.inputs[2]!])];
     const replace = new Map<Node, Node>(layers.map((l, result) => [l, ctx.table.make("groupedLinear", { result }, inputs, () => l.site)]));

@@ -9,7 +9,7 @@
 
 import type { EntryPoint, Graph } from "../ir/graph.js";
 import { entryResults, graphNodes, withEntryResults } from "../ir/graph.js";
-import type { Node, NodeTable } from "../ir/node.js";
+import { type Node, type NodeTable, usersOf } from "../ir/node.js";
 import { type Match, type Pattern, matches, rootOps } from "./pattern.js";
 
 export interface RewriteContext {
@@ -73,17 +73,6 @@ export interface PassResult {
 
 export class RewriteError extends Error {}
 
-function usersOf(g: Graph, nodes: readonly Node[]): Map<Node, Node[]> {
-  const users = new Map<Node, Node[]>();
-  for (const n of nodes) {
-    for (const i of new Set(n.inputs)) {
-      let list = users.get(i);
-      if (!list) users.set(i, (list = []));
-      list.push(n);
-    }
-  }
-  return users;
-}
 
 function outputsOf(g: Graph): Set<Node> {
   return new Set(g.entries.flatMap((e: EntryPoint) => entryResults(e)));
@@ -113,7 +102,7 @@ export function applyRulePass(g: Graph, pass: RulePass, maxSweeps = 32): PassRes
   let graph = g;
   for (let sweep = 1; sweep <= maxSweeps; sweep++) {
     const nodes = graphNodes(graph);
-    const users = usersOf(graph, nodes);
+    const users = usersOf(nodes);
     const outputs = outputsOf(graph);
     const ctx: RewriteContext = { table: graph.table, graph, users: (n) => users.get(n) ?? [], isOutput: (n) => outputs.has(n) };
     const claimed = new Set<Node>();

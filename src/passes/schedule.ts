@@ -16,7 +16,7 @@
 import { dtypeBytes } from "../ir/dtype.js";
 import type { EntryPoint, Graph } from "../ir/graph.js";
 import { entryNodes, entryResults } from "../ir/graph.js";
-import { type Node, type NodeOf, topoOrder } from "../ir/node.js";
+import { type Node, type NodeOf, topoOrder, usersOf } from "../ir/node.js";
 import { evalShape, numElements } from "../ir/shape.js";
 import type { KernelLaunch, NodeKernels } from "../codegen/kernel.js";
 import { evalSize } from "../codegen/kernel.js";
@@ -126,8 +126,7 @@ function orderWithUpdates(e: EntryPoint, lower: LowerNode): { nodes: Node[]; inP
     inPlace.set(w, target as NodeOf<"state">);
   }
   if (inPlace.size === 0) return { nodes: entryNodes(e), inPlace };
-  const users = new Map<Node, Node[]>();
-  for (const n of entryNodes(e)) for (const i of n.inputs) users.set(i, [...(users.get(i) ?? []), n]);
+  const users = usersOf(entryNodes(e));
   const oldReaders = (update: Node, state: Node): Node[] => {
     const readers: Node[] = [];
     const storage = [state];
