@@ -57,20 +57,6 @@ export class PlanExecutor {
     this.device.stream.synchronize();
   }
 
-  /** Bytes of model state (the KV cache), by state name. */
-  stateBytes(): Record<string, number> {
-    return Object.fromEntries(this.plan.states.map((st) => [st.name, st.bytes]));
-  }
-
-  /** Reads one piece of model state back to the host (for checks and debugging). */
-  readState(name: string): HostTensor {
-    const st = this.plan.states.find((x) => x.name === name);
-    if (!st) throw new Error(`the plan has no state "${name}" (it has: ${this.plan.states.map((x) => x.name).join(", ") || "none"})`);
-    const bytes = new Uint8Array(st.bytes);
-    if (bytes.byteLength > 0) this.arena.view(st.offset, st.bytes).copyToHost(bytes);
-    return tensorFromBytes(st.dtype, evalShape(st.shape, this.plan.symbols), bytes);
-  }
-
   /** Copies every parameter into its place in the arena; each must match the plan's dtype and shape. */
   setParams(params: Readonly<Record<string, HostTensor>>): void {
     for (const p of this.plan.params) {
