@@ -36,9 +36,9 @@ export type { EntryRunner, GenerateOptions, GenerateResult, SamplingOptions } fr
 export { loadParams } from "./loader/load-params.js";
 
 // the compiler
-export { compile, buildPlan, graphHash } from "./compile.js";
-export type { CompileOptions, CompileResult, CompileStats, CompileEvent } from "./compile.js";
+export { compile, buildPlan, graphHash } from "./compile/compile.js";
+export type { CompileOptions, CompileResult, CompileStats, CompileEvent } from "./compile/compile.js";
 export { runPipeline, PIPELINE, opCounts } from "./passes/pipeline.js";
-export { parsePlan, planSchema } from "./codegen/plan.js";
-export type { Plan } from "./codegen/plan.js";
+export { parsePlan, planSchema } from "./lower/plan.js";
+export type { Plan } from "./lower/plan.js";
 export { PlanExecutor } from "../runtime/executor.js";

@@ -2,7 +2,7 @@
 // host arrays (gpt-oss-120b's 61 GB would not fit a host staging path). Matrices uniform in ±1/√fan_in,
 // norm weights around 1, vectors small, MXFP4 codes uniform with scales near 2^-5; model state in ±1.
 
-import type { Plan } from "../codegen/plan.js";
+import type { Plan } from "../lower/plan.js";
 import { evalShape, numElements } from "../ir/shape.js";
 import { type Device, type Kernel, loadKernels } from "../../runtime/index.js";
 

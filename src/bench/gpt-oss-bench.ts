@@ -6,7 +6,7 @@
 
 import { gptOssModel } from "../../models/gpt-oss.js";
 import { findBuiltinModel } from "../../models/index.js";
-import { compile } from "../compile.js";
+import { compile } from "../compile/compile.js";
 import { generate, KvCacheBook } from "../generate/generate.js";
 import type { Graph } from "../ir/graph.js";
 import { dtypeBytes } from "../ir/dtype.js";

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import { gptOssModel } from "../../models/gpt-oss.js";
 import { parseGptOssConfig } from "../../models/gpt-oss-config.js";
-import { type CompileEvent, compile } from "../compile.js";
+import { type CompileEvent, compile } from "../compile/compile.js";
 import type { Graph } from "../ir/graph.js";
 import { formatBytes } from "../format.js";
 import { deviceCount, deviceInfo } from "../../runtime/index.js";

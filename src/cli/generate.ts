@@ -6,7 +6,7 @@ import type { Command } from "commander";
 import { gptOssModel } from "../../models/gpt-oss.js";
 import { type GptOssConfig, loadGptOssConfig } from "../../models/gpt-oss-config.js";
 import { DEFAULT_MODEL, findBuiltinModel } from "../../models/index.js";
-import { compile } from "../compile.js";
+import { compile } from "../compile/compile.js";
 import { checkPrompt, checkSampling, type EntryRunner, generate, interpreterRunner } from "../generate/generate.js";
 import { chatMessages, encodeHarmony } from "../generate/harmony.js";
 import { HARMONY_STOP_TOKENS, HarmonyTokenizer, O200K_HARMONY_VOCAB_SIZE } from "../generate/tokenizer.js";

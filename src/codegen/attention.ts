@@ -26,7 +26,7 @@ import { loadExpr, storeExpr } from "./elementwise.js";
 import type { DType } from "../ir/dtype.js";
 import type { NodeOf } from "../ir/node.js";
 import { type Dim, dimAdd, formatShape, isStaticDim } from "../ir/shape.js";
-import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, type SizeExpr, sizeExpr } from "./kernel.js";
+import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, type SizeExpr, sizeExpr } from "../lower/kernel.js";
 import { CUDA_STORAGE_TYPE, renderTemplate } from "./templates.js";
 
 /** Rows (query, head-in-group) per prefill block: 4 warps × 16. */

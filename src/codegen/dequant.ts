@@ -9,7 +9,7 @@
 import type { NodeOf } from "../ir/node.js";
 import { dtypeBytes } from "../ir/dtype.js";
 import { SymbolArgs, describeShape, monoConst, monoMul, monoOf, monoProduct, monoSize, rawVectorType, renderKernel, storageType, storeExpr, wrapParts } from "./elementwise.js";
-import { type KernelLaunch, type NodeKernels, linearGrid } from "./kernel.js";
+import { type KernelLaunch, type NodeKernels, linearGrid } from "../lower/kernel.js";
 
 const BLOCK = 256;
 

@@ -30,7 +30,7 @@ import { type DType, dtypeBytes, isFloat, roundTo } from "../ir/dtype.js";
 import type { Node, NodeOf } from "../ir/node.js";
 import { type FusedInstr, fusedBodyTypes } from "../ir/ops.js";
 import { type Dim, type Shape, canonicalDim, formatShape } from "../ir/shape.js";
-import { type ArgBinding, type KernelLaunch, type NodeKernels, type SizeExpr, linearGrid, sizeExpr } from "./kernel.js";
+import { type ArgBinding, type KernelLaunch, type NodeKernels, type SizeExpr, linearGrid, sizeExpr } from "../lower/kernel.js";
 import { CUDA_STORAGE_TYPE, renderTemplate } from "./templates.js";
 
 // ---- monomials: static factor × symbolic dims ----------------------------------------------------

@@ -5,13 +5,13 @@
 
 import type { Node, NodeOf } from "../ir/node.js";
 import type { Op } from "../ir/ops.js";
-import type { NodeLowering } from "../passes/schedule.js";
+import type { NodeLowering } from "../lower/schedule.js";
 import { emitSinkAttention } from "./attention.js";
 import { emitDequantMxfp4 } from "./dequant.js";
 import {
   emitBinary, emitBroadcast, emitCast, emitCompare, emitConstant, emitFusedElementwise, emitIota, emitLiteral, emitTernary, emitUnary,
 } from "./elementwise.js";
-import type { NodeKernels } from "./kernel.js";
+import type { NodeKernels } from "../lower/kernel.js";
 import { emitFusedLinear, emitGroupedLinear, emitGroupedLinearLayer, emitMatmul } from "./matmul.js";
 import { emitMoeExperts } from "./moe.js";
 import { emitConcat, emitGather, emitScatter, emitScatterInPlace, emitSlice, emitTranspose } from "./movement.js";

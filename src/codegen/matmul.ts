@@ -21,7 +21,7 @@
 import { dtypeBytes, type DType } from "../ir/dtype.js";
 import type { Node, NodeOf } from "../ir/node.js";
 import { type Dim, evalDim, formatShape, type SymbolBounds } from "../ir/shape.js";
-import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, type SizeExpr, sizeExpr } from "./kernel.js";
+import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, type SizeExpr, sizeExpr } from "../lower/kernel.js";
 import { CUDA_STORAGE_TYPE, renderTemplate } from "./templates.js";
 
 export type MatmulPath = "gemv-mma" | "gemv-rows" | "gemv-cols" | "gemm-mma" | "gemm-simt";

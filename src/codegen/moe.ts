@@ -32,7 +32,7 @@ import type { Node, NodeOf } from "../ir/node.js";
 import { type Dim, evalDim, formatShape, isStaticDim, type SymbolBounds } from "../ir/shape.js";
 import { f32Literal } from "./attention.js";
 import { loadExpr, storeExpr } from "./elementwise.js";
-import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, sizeExpr } from "./kernel.js";
+import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, sizeExpr } from "../lower/kernel.js";
 import { CUDA_STORAGE_TYPE, renderTemplate } from "./templates.js";
 
 const THREADS = 256;

@@ -14,7 +14,7 @@ import {
   type Mono, describeShape, ONE, SymbolArgs, ZERO, collapseDims, contiguousStrides, elementCount, emitElementwise, isStaticMono, monoConst,
   monoMul, monoOf, monoProduct, monoSize, pow2Divisor, renderKernel, storageType,
 } from "./elementwise.js";
-import { type ArgBinding, type KernelLaunch, type NodeKernels, type SizeExpr, constSize, linearGrid, sizeExpr } from "./kernel.js";
+import { type ArgBinding, type KernelLaunch, type NodeKernels, type SizeExpr, constSize, linearGrid, sizeExpr } from "../lower/kernel.js";
 
 const BLOCK = 256;
 const TILE = 32;

@@ -15,7 +15,7 @@
 import { MXFP4_BLOCK } from "../ir/dtype.js";
 import type { NodeOf } from "../ir/node.js";
 import { formatShape, type SymbolBounds } from "../ir/shape.js";
-import type { NodeKernels } from "./kernel.js";
+import type { NodeKernels } from "../lower/kernel.js";
 import { GEMV_MAX_M, type MatmulPath, type MatmulShape, matmulLaunch, rowsBound } from "./matmul.js";
 
 type Mxfp4Node = NodeOf<"mxfp4Matmul">;

@@ -13,7 +13,7 @@
 import type { NodeOf } from "../ir/node.js";
 import { type DType, dtypeBytes, isFloat } from "../ir/dtype.js";
 import { SymbolArgs, describeShape, rawVectorType, isStaticMono, loadExpr, monoConst, monoMul, monoOf, monoProduct, monoSize, pow2Divisor, renderKernel, storageType, storeExpr, wrapParts } from "./elementwise.js";
-import { type KernelLaunch, type NodeKernels, type SizeExpr, constSize } from "./kernel.js";
+import { type KernelLaunch, type NodeKernels, type SizeExpr, constSize } from "../lower/kernel.js";
 
 const BLOCK = 256;
 /** Rows up to this many (static) elements get one warp each. */

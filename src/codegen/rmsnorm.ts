@@ -13,7 +13,7 @@
 import { dtypeBytes, type DType } from "../ir/dtype.js";
 import type { NodeOf } from "../ir/node.js";
 import { formatShape } from "../ir/shape.js";
-import { type ArgBinding, constSize, type KernelLaunch, type KernelSource, type NodeKernels, sizeExpr } from "./kernel.js";
+import { type ArgBinding, constSize, type KernelLaunch, type KernelSource, type NodeKernels, sizeExpr } from "../lower/kernel.js";
 import { CUDA_STORAGE_TYPE, renderTemplate } from "./templates.js";
 
 const FLOAT_CODES: Partial<Record<DType, number>> = { f32: 0, bf16: 1, f16: 2 };

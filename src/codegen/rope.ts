@@ -4,7 +4,7 @@
 
 import type { NodeOf } from "../ir/node.js";
 import { SymbolArgs, describeShape, loadExpr, monoConst, monoMul, monoOf, monoProduct, monoSize, renderKernel, storageType, storeExpr } from "./elementwise.js";
-import { type NodeKernels, linearGrid } from "./kernel.js";
+import { type NodeKernels, linearGrid } from "../lower/kernel.js";
 
 const BLOCK = 256;
 

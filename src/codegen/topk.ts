@@ -16,7 +16,7 @@
 import type { NodeOf } from "../ir/node.js";
 import { type DType, dtypeBytes } from "../ir/dtype.js";
 import { SymbolArgs, describeShape, computeType, isStaticMono, loadExpr, monoConst, monoMul, monoOf, monoProduct, monoSize, pow2Divisor, rawVectorType, renderKernel, storageType, storeExpr, wrapParts } from "./elementwise.js";
-import { type ArgBinding, type KernelLaunch, type NodeKernels, constSize } from "./kernel.js";
+import { type ArgBinding, type KernelLaunch, type NodeKernels, constSize } from "../lower/kernel.js";
 
 const BLOCK = 256;
 const WARP_ROW_MAX = 1024;

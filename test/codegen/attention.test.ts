@@ -3,7 +3,7 @@
 // sliding windows, empty cache slots and batch dims; plus a timing of the 20b-shaped kernels.
 import { describe, expect, it } from "vitest";
 import { DECODE_SPLIT, emitSinkAttention, PREFILL_ROWS, usesDecodeKernel } from "../../src/codegen/attention.js";
-import { evalSize, type NodeKernels } from "../../src/codegen/kernel.js";
+import { evalSize, type NodeKernels } from "../../src/lower/kernel.js";
 import type { DType } from "../../src/ir/dtype.js";
 import { type HostTensor, hostTensor, randomTensor, seededRandom, tensorToBytes } from "../../src/ir/host-tensor.js";
 import { type NodeOf, NodeTable } from "../../src/ir/node.js";

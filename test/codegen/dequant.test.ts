@@ -2,7 +2,7 @@
 // (NVRTC); bit-exact against the interpreter for bf16, f16 and f32, NaN and extreme scales included (GPU).
 import { beforeAll, describe, expect, it } from "vitest";
 import { emitDequantMxfp4 } from "../../src/codegen/dequant.js";
-import { evalSize } from "../../src/codegen/kernel.js";
+import { evalSize } from "../../src/lower/kernel.js";
 import type { DType } from "../../src/ir/dtype.js";
 import { randomTensor, seededRandom } from "../../src/ir/host-tensor.js";
 import { type NodeOf, NodeTable } from "../../src/ir/node.js";

@@ -10,7 +10,7 @@ import {
   ELEMENTWISE_EMITTERS, ONE, ZERO, broadcastStrides, cLiteral, collapseDims, computeType, emitBinary, emitBroadcast, emitCast, emitCompare, emitConstant,
   emitFusedElementwise, emitIota, emitLiteral, emitTernary, emitUnary, monoOf,
 } from "../../src/codegen/elementwise.js";
-import { type NodeKernels, evalSize } from "../../src/codegen/kernel.js";
+import { type NodeKernels, evalSize } from "../../src/lower/kernel.js";
 import { MOVEMENT_EMITTERS, emitConcat, emitGather, emitTranspose } from "../../src/codegen/movement.js";
 import { REDUCE_EMITTERS, emitReduce } from "../../src/codegen/reduce.js";
 import { TOPK_EMITTERS, emitTopk } from "../../src/codegen/topk.js";

@@ -3,8 +3,8 @@
 // launch, and the result is read back as a HostTensor. Compile-only checks go through NVRTC for CI.
 
 import { expect } from "vitest";
-import type { NodeKernels } from "../../src/codegen/kernel.js";
-import { evalSize } from "../../src/codegen/kernel.js";
+import type { NodeKernels } from "../../src/lower/kernel.js";
+import { evalSize } from "../../src/lower/kernel.js";
 import { dtypeBytes } from "../../src/ir/dtype.js";
 import { type HostTensor, tensorFromBytes, tensorToBytes } from "../../src/ir/host-tensor.js";
 import type { Node } from "../../src/ir/node.js";

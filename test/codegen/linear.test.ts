@@ -1,7 +1,7 @@
 // fusedLinear: the matmul kernels with the bias added in their store epilogue, against the interpreter.
 import { describe, expect, it } from "vitest";
 import { emitFusedLinear, emitGroupedLinear } from "../../src/codegen/matmul.js";
-import { compile } from "../../src/compile.js";
+import { compile } from "../../src/compile/compile.js";
 import { interpret } from "../../src/ir/interpret.js";
 import { Device, PlanExecutor } from "../../runtime/index.js";
 import { defineModel, Tensor } from "../../src/ir/builder.js";

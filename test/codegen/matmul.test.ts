@@ -2,7 +2,7 @@
 // (NVRTC), and every path against the interpreter on a GPU at awkward sizes (M = 1, 3, 50, 783, 4096,
 // N and K tails, batched and shared weights, f32/bf16/f16), plus the 20b prefill shape on sampled rows.
 import { describe, expect, it } from "vitest";
-import { type ArgBinding, evalSize, type NodeKernels } from "../../src/codegen/kernel.js";
+import { type ArgBinding, evalSize, type NodeKernels } from "../../src/lower/kernel.js";
 import { emitMatmul, GEMM_MMA_SHARED_BYTES, type GemmTile, matmulPath, type MatmulPath } from "../../src/codegen/matmul.js";
 import type { DType } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom } from "../../src/ir/host-tensor.js";

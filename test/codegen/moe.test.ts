@@ -5,7 +5,7 @@
 // interpreter's roundings but touches only the selected experts (the interpreter would dequantize all
 // 32 experts: gigabytes). The oracle itself is checked against the interpreter at the reduced size.
 import { describe, expect, it } from "vitest";
-import { evalSize, type NodeKernels } from "../../src/codegen/kernel.js";
+import { evalSize, type NodeKernels } from "../../src/lower/kernel.js";
 import { emitMoeExperts, GROUPED_BM, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, moePath, MXFP4_DOWN_ROWS, MXFP4_GATEUP_PAIRS } from "../../src/codegen/moe.js";
 import { decodeE2m1, decodeE8m0, type DType, roundTo } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom, tensorFromBytes, tensorToBytes } from "../../src/ir/host-tensor.js";

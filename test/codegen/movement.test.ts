@@ -2,7 +2,7 @@
 // launch geometry (pure); the gpt-oss-20b specializations compile (NVRTC); every op bit-exact against
 // the interpreter at awkward token counts, out-of-range and repeated indices included (GPU).
 import { beforeAll, describe, expect, it } from "vitest";
-import { evalSize, type NodeKernels } from "../../src/codegen/kernel.js";
+import { evalSize, type NodeKernels } from "../../src/lower/kernel.js";
 import { MOVEMENT_EMITTERS, emitConcat, emitGather, emitScatter, emitSlice, emitTranspose } from "../../src/codegen/movement.js";
 import type { DType } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom } from "../../src/ir/host-tensor.js";

@@ -2,7 +2,7 @@
 // against the interpreter on a GPU: rows 1, 3, 50, 783, 4096, N and block-count tails, scales on both
 // sides of the one-multiply range (≤ 128 and > 128), the extreme scale codes 0 and 255 (NaN), bf16/f16/f32.
 import { describe, expect, it } from "vitest";
-import { type ArgBinding, evalSize } from "../../src/codegen/kernel.js";
+import { type ArgBinding, evalSize } from "../../src/lower/kernel.js";
 import type { MatmulPath } from "../../src/codegen/matmul.js";
 import { emitMxfp4Matmul, mxfp4MatmulPath } from "../../src/codegen/mxfp4-matmul.js";
 import type { DType } from "../../src/ir/dtype.js";

@@ -1,7 +1,7 @@
 // Reduce codegen: mode choice, vector widths and launch geometry (pure); the gpt-oss-20b reductions
 // compile (NVRTC); sum/max/min/mean on every kind of axis against the interpreter (GPU).
 import { beforeAll, describe, expect, it } from "vitest";
-import { evalSize } from "../../src/codegen/kernel.js";
+import { evalSize } from "../../src/lower/kernel.js";
 import { emitReduce } from "../../src/codegen/reduce.js";
 import type { DType } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom } from "../../src/ir/host-tensor.js";

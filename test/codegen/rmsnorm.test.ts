@@ -1,7 +1,7 @@
 // fusedRmsNorm codegen: emitted sources and geometry (pure), the gpt-oss specializations compile
 // (NVRTC), and every variant against the interpreter on a GPU at awkward row counts.
 import { describe, expect, it } from "vitest";
-import { type ArgBinding, evalSize, type NodeKernels } from "../../src/codegen/kernel.js";
+import { type ArgBinding, evalSize, type NodeKernels } from "../../src/lower/kernel.js";
 import { emitFusedRmsNorm, emitResidualRmsNormPair, rmsNormGeometry } from "../../src/codegen/rmsnorm.js";
 import type { DType } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom } from "../../src/ir/host-tensor.js";

@@ -2,7 +2,7 @@
 // (pure); router top-4 and vocab arg-max at gpt-oss sizes compile (NVRTC); values and indices against
 // the interpreter with ties and NaNs, in every mode (GPU).
 import { beforeAll, describe, expect, it } from "vitest";
-import { type ArgBinding, evalSize, type NodeKernels } from "../../src/codegen/kernel.js";
+import { type ArgBinding, evalSize, type NodeKernels } from "../../src/lower/kernel.js";
 import { emitTopk, emitTopkPair } from "../../src/codegen/topk.js";
 import type { DType } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom } from "../../src/ir/host-tensor.js";

@@ -22,8 +22,8 @@ import { join } from "node:path";
 import { gptOssCheckpointTensors } from "../../models/gpt-oss-checkpoint.js";
 import { GPT_OSS_TINY, type GptOssConfig, gptOssConfigToJson, loadGptOssConfig } from "../../models/gpt-oss-config.js";
 import { gptOssModel } from "../../models/gpt-oss.js";
-import type { NodeKernels } from "../../src/codegen/kernel.js";
-import { evalSize } from "../../src/codegen/kernel.js";
+import type { NodeKernels } from "../../src/lower/kernel.js";
+import { evalSize } from "../../src/lower/kernel.js";
 import { emitMoeExperts } from "../../src/codegen/moe.js";
 import { bf16Bits, bf16FromBits, dtypeBytes, roundTo } from "../../src/ir/dtype.js";
 import { findEntry, type Graph } from "../../src/ir/graph.js";
@@ -316,7 +316,7 @@ function perturb(m: Model, ref: Reference, flipLast: boolean): unknown[] {
 async function gpuRun(dir: string, m: Model, ref: Reference, experts: "mxfp4" | "dense"): Promise<Record<string, unknown>> {
   const { Arena, Device, loadKernels, PlanExecutor } = await import("../../runtime/index.js");
   const { streamCheckpoint } = await import("../../runtime/load-checkpoint.js");
-  const { compile } = await import("../../src/compile.js");
+  const { compile } = await import("../../src/compile/compile.js");
   const gpu = Device.open(0);
   const result: Record<string, unknown> = { device: gpu.info.name ?? gpu.info.arch, experts, tokens: m.prompt.length };
 

@@ -1,7 +1,7 @@
 // Model state (the KV cache): declared once, read by entry points, updated in place by a scatter that the
 // scheduler orders after every read of the old value.
 import { describe, expect, it } from "vitest";
-import { compile } from "../../src/compile.js";
+import { compile } from "../../src/compile/compile.js";
 import { defineModel } from "../../src/ir/builder.js";
 import { graphFromJson, graphToJson } from "../../src/ir/json.js";
 import { hostTensor } from "../../src/ir/host-tensor.js";

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { gptOssModel } from "../../models/gpt-oss.js";
 import { GPT_OSS_TINY } from "../../models/gpt-oss-config.js";
-import { compile } from "../../src/compile.js";
+import { compile } from "../../src/compile/compile.js";
 import { KvCacheBook } from "../../src/generate/generate.js";
 import type { Graph } from "../../src/ir/graph.js";
 import { hostTensor } from "../../src/ir/host-tensor.js";

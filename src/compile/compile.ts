@@ -12,20 +12,20 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { TEMPLATE_DIR } from "./codegen/templates.js";
-import { lowerInPlaceUpdate, lowerNode, lowerSiblings } from "./codegen/emit.js";
-import type { KernelSource, SizeExpr } from "./codegen/kernel.js";
-import { evalSize, sourceHash } from "./codegen/kernel.js";
-import { type Plan, type PlanArg, PLAN_FORMAT, PLAN_VERSION, parsePlan } from "./codegen/plan.js";
-import type { Graph } from "./ir/graph.js";
-import { graphNodes } from "./ir/graph.js";
-import { dtypeBytes } from "./ir/dtype.js";
-import { FUSED_OPS } from "./ir/ops.js";
-import { evalShape, numElements } from "./ir/shape.js";
-import { type EntriesMemoryPlan, planEntries } from "./passes/memory-plan.js";
-import { type PassReport, opCounts, runPipeline } from "./passes/pipeline.js";
-import { scheduleGraph } from "./passes/schedule.js";
-import { CODEGEN_VERSION, compileKernels, defaultCacheDir, type CompileProgress } from "../runtime/index.js";
+import { TEMPLATE_DIR } from "../codegen/templates.js";
+import { lowerInPlaceUpdate, lowerNode, lowerSiblings } from "../codegen/emit.js";
+import type { KernelSource, SizeExpr } from "../lower/kernel.js";
+import { evalSize, sourceHash } from "../lower/kernel.js";
+import { type Plan, type PlanArg, PLAN_FORMAT, PLAN_VERSION, parsePlan } from "../lower/plan.js";
+import type { Graph } from "../ir/graph.js";
+import { graphNodes } from "../ir/graph.js";
+import { dtypeBytes } from "../ir/dtype.js";
+import { FUSED_OPS } from "../ir/ops.js";
+import { evalShape, numElements } from "../ir/shape.js";
+import { type EntriesMemoryPlan, planEntries } from "../lower/memory-plan.js";
+import { type PassReport, opCounts, runPipeline } from "../passes/pipeline.js";
+import { scheduleGraph } from "../lower/schedule.js";
+import { CODEGEN_VERSION, compileKernels, defaultCacheDir, type CompileProgress } from "../../runtime/index.js";
 
 export type CompileEvent =
   | { readonly kind: "pass"; readonly report: PassReport }
@@ -94,16 +94,16 @@ export function graphHash(g: Graph): string {
 let fingerprint: string | undefined;
 
 /**
- * A hash of the compiler itself: the modules of the passes and the code generator and the kernel
- * templates, as loaded. A cached plan is keyed by it, so changing any pass or template never serves a
+ * A hash of the compiler itself: the modules of compile, the passes, lowering and the code generator and
+ * the kernel templates, as loaded. A cached plan is keyed by it, so changing any pass or template never serves a
  * stale plan (kernels are safe anyway: their cache key covers their source).
  */
 export function compilerFingerprint(): string {
   if (fingerprint) return fingerprint;
-  const here = dirname(fileURLToPath(import.meta.url));
+  const src = join(dirname(fileURLToPath(import.meta.url)), "..");
   const h = createHash("sha256").update(CODEGEN_VERSION);
-  const files: string[] = [join(here, "compile.js"), join(here, "compile.ts")];
-  for (const dir of [join(here, "passes"), join(here, "codegen"), TEMPLATE_DIR]) {
+  const files: string[] = [];
+  for (const dir of [join(src, "compile"), join(src, "passes"), join(src, "lower"), join(src, "codegen"), TEMPLATE_DIR]) {
     if (!existsSync(dir)) continue;
     for (const name of readdirSync(dir)) files.push(join(dir, name));
   }

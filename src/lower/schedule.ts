@@ -18,8 +18,8 @@ import type { EntryPoint, Graph } from "../ir/graph.js";
 import { entryNodes, entryResults } from "../ir/graph.js";
 import { type Node, type NodeOf, topoOrder, usersOf } from "../ir/node.js";
 import { evalShape, numElements } from "../ir/shape.js";
-import type { KernelLaunch, NodeKernels } from "../codegen/kernel.js";
-import { evalSize } from "../codegen/kernel.js";
+import type { KernelLaunch, NodeKernels } from "./kernel.js";
+import { evalSize } from "./kernel.js";
 import type { BufferKind, BufferRequest, EntrySchedule, Step } from "./memory-plan.js";
 
 export type NodeLowering = { readonly kind: "leaf" } | { readonly kind: "view" } | { readonly kind: "kernels"; readonly kernels: NodeKernels };

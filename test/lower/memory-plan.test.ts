@@ -16,7 +16,7 @@ import {
   type MemoryPlan,
   type Schedule,
   type Step,
-} from "../../src/passes/memory-plan.js";
+} from "../../src/lower/memory-plan.js";
 
 // ---------------------------------------------------------------------------------------------------------
 // Helpers
