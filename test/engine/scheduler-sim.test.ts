@@ -20,13 +20,14 @@ function randomRequests(seed: number, n: number, maxPrompt: number, maxOutput: n
     const own = Array.from({ length: int(1, Math.max(1, maxPrompt - shared.length)) }, () => int(0, VOCAB - 1));
     const arrival = rand() < 0.3 ? 0 : int(0, 80);
     const aborted = rand() < abortRate;
+    const maxTokens = int(1, maxOutput);
     return {
       id: `r${i}`,
       promptIds: [...shared, ...own],
-      maxTokens: int(1, maxOutput),
+      maxTokens,
       ...(rand() < 0.5 ? { stopTokenIds: [STOP] } : {}),
       arrival,
-      ...(aborted ? { abortAt: arrival + int(0, 30), abortInFlight: rand() < 0.5 } : {}),
+      ...(aborted ? { ...(rand() < 0.3 ? { abortAt: arrival + int(0, 30) } : { abortAfterTokens: int(0, maxTokens - 1) }), abortInFlight: rand() < 0.5 } : {}),
     };
   });
 }
@@ -35,7 +36,7 @@ function randomRequests(seed: number, n: number, maxPrompt: number, maxOutput: n
 function aloneWithAmplePool(config: SchedulerConfig, r: SimRequest): WorkloadResult {
   const blocks = Math.ceil(config.maxContext / config.blockSize) + 2;
   const ample: SchedulerConfig = { ...config, groups: config.groups.map((g) => ({ ...g, numBlocks: Math.max(g.numBlocks, blocks) })) };
-  const { abortAt: _a, abortInFlight: _b, ...plain } = r;
+  const { abortAt: _a, abortAfterTokens: _t, abortInFlight: _b, ...plain } = r;
   return runWorkload(ample, [{ ...plain, arrival: 0 }], VOCAB, 1000);
 }
 
@@ -46,7 +47,7 @@ interface Case {
   readonly maxPrompt: number;
   readonly maxOutput: number;
   /** What a run of this case must have exercised, summed over its seeds. */
-  readonly expects: readonly ("preemption" | "prefixHits" | "errors" | "rejections" | "aborts")[];
+  readonly expects: readonly ("preemption" | "prefixHits" | "errors" | "rejections" | "aborts" | "runningAborts" | "inFlightAborts")[];
 }
 
 const cases: readonly Case[] = [
@@ -56,7 +57,7 @@ const cases: readonly Case[] = [
     requests: 40,
     maxPrompt: 90,
     maxOutput: 40,
-    expects: ["preemption", "prefixHits", "aborts"],
+    expects: ["preemption", "prefixHits", "aborts", "runningAborts", "inFlightAborts"],
   },
   {
     name: "B 16, full + sliding window 32, pool of a few sequences",
@@ -64,7 +65,7 @@ const cases: readonly Case[] = [
     requests: 40,
     maxPrompt: 100,
     maxOutput: 50,
-    expects: ["preemption", "prefixHits", "aborts"],
+    expects: ["preemption", "prefixHits", "aborts", "runningAborts", "inFlightAborts"],
   },
   {
     name: "B 8, window 128 longer than any sequence, prefix caching off",
@@ -72,7 +73,7 @@ const cases: readonly Case[] = [
     requests: 30,
     maxPrompt: 70,
     maxOutput: 40,
-    expects: ["preemption", "aborts"],
+    expects: ["preemption", "aborts", "runningAborts", "inFlightAborts"],
   },
   {
     name: "full group only, one sequence a step, budget 1 token over the slots",
@@ -96,7 +97,7 @@ const cases: readonly Case[] = [
     requests: 30,
     maxPrompt: 70,
     maxOutput: 30,
-    expects: ["preemption", "prefixHits", "aborts"],
+    expects: ["preemption", "prefixHits", "aborts", "runningAborts", "inFlightAborts"],
   },
 ];
 
@@ -110,8 +111,10 @@ describe("scheduler against the fake paged model, random workloads", () => {
       let errors = 0;
       let rejections = 0;
       let aborts = 0;
+      let runningAborts = 0;
+      let inFlightAborts = 0;
       for (const seed of SEEDS) {
-        const requests = randomRequests(seed * 101 + c.requests, c.requests, c.maxPrompt, c.maxOutput, c.expects.includes("aborts") ? 0.15 : 0);
+        const requests = randomRequests(seed * 101 + c.requests, c.requests, c.maxPrompt, c.maxOutput, c.expects.includes("aborts") ? 0.25 : 0);
         const result = runWorkload(c.config, requests, VOCAB, 20_000);
         expectMatchesReference(c.config, requests, result, VOCAB);
         // a refusal is exactly a prompt that cannot fit the context or the pool alone
@@ -136,8 +139,10 @@ describe("scheduler against the fake paged model, random workloads", () => {
         errors += s.finished.error;
         rejections += result.rejected.size;
         aborts += s.finished.abort;
+        runningAborts += result.runningAborts;
+        inFlightAborts += result.inFlightAborts;
       }
-      const seen = { preemption: preemptions, prefixHits, errors, rejections, aborts };
+      const seen = { preemption: preemptions, prefixHits, errors, rejections, aborts, runningAborts, inFlightAborts };
       for (const what of c.expects) expect(seen[what], `${what} never happened in this case`).toBeGreaterThan(0);
       if (!c.expects.includes("errors")) expect(errors).toBe(0);
       if (!c.expects.includes("rejections")) expect(rejections).toBe(0);

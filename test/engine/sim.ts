@@ -43,8 +43,11 @@ function nextToken(groups: readonly KvGroupConfig[], p: number, valueAt: (group:
 export interface SimRequest extends SchedulerRequest {
   /** Step at which the request is added. */
   readonly arrival: number;
-  /** Step at which the request is aborted, if any (before planning that step, or mid-flight). */
+  /** Step at which the request is aborted, if any (waiting or running). */
   readonly abortAt?: number;
+  /** Abort once the request has generated this many tokens (mid-stream). */
+  readonly abortAfterTokens?: number;
+  /** Abort between planning the step and completing it, instead of before planning it. */
   readonly abortInFlight?: boolean;
 }
 
@@ -151,6 +154,8 @@ export interface WorkloadResult {
   readonly rejected: ReadonlyMap<string, string>;
   readonly stats: SchedulerStats;
   readonly steps: number;
+  /** Aborts of running sequences: between steps, and while the sequence's step was in flight. */
+  readonly runningAborts: number;
   readonly inFlightAborts: number;
   readonly peakRunning: number;
 }
@@ -180,6 +185,8 @@ export function runWorkload(config: SchedulerConfig, requests: readonly SimReque
   };
   const pendingArrivals = [...requests].sort((a, b) => a.arrival - b.arrival);
   let inFlightAborts = 0;
+  let runningAborts = 0;
+  const running = new Set<string>(); // in the last plan
   let peakRunning = 0;
   let step = 0;
   for (; step < maxSteps; step++) {
@@ -194,7 +201,13 @@ export function runWorkload(config: SchedulerConfig, requests: readonly SimReque
         rejected.set(r.id, e.field);
       }
     }
-    for (const r of requests) if (r.abortAt === step && !r.abortInFlight) record(scheduler.abort(r.id));
+    const abortsNow = (r: SimRequest): boolean => r.abortAt === step || (r.abortAfterTokens !== undefined && (generated.get(r.id)?.length ?? -1) >= r.abortAfterTokens);
+    for (const r of requests) {
+      if (!abortsNow(r) || r.abortInFlight) continue;
+      const f = scheduler.abort(r.id);
+      if (f !== undefined && running.has(r.id)) runningAborts++;
+      record(f);
+    }
     const plan = scheduler.schedule();
     if (plan === undefined) {
       if (pendingArrivals.length === 0) break;
@@ -222,6 +235,8 @@ export function runWorkload(config: SchedulerConfig, requests: readonly SimReque
       nextStart.set(seq.id, seq.start + seq.tokenIds.length);
     }
     peakRunning = Math.max(peakRunning, plan.seqs.length);
+    running.clear();
+    for (const seq of plan.seqs) running.add(seq.id);
     const inputs = stepInputs(plan, layout);
     // the step writes only blocks its sequence holds alone and that are not cached
     config.groups.forEach((g, gi) => {
@@ -233,9 +248,9 @@ export function runWorkload(config: SchedulerConfig, requests: readonly SimReque
       }
     });
     for (const r of requests) {
-      if (r.abortAt === step && r.abortInFlight && scheduler.has(r.id)) {
+      if (abortsNow(r) && r.abortInFlight && scheduler.has(r.id)) {
         record(scheduler.abort(r.id));
-        inFlightAborts++;
+        if (running.has(r.id)) inFlightAborts++;
       }
     }
     const sampled = model.step(inputs);
@@ -259,7 +274,7 @@ export function runWorkload(config: SchedulerConfig, requests: readonly SimReque
     expect(counts.free).toBe(counts.total);
   }
   for (const r of requests) expect(outcomes.has(r.id) || rejected.has(r.id), `request ${r.id} was lost`).toBe(true);
-  return { outcomes, rejected, stats, steps: step, inFlightAborts, peakRunning };
+  return { outcomes, rejected, stats, steps: step, runningAborts, inFlightAborts, peakRunning };
 }
 
 /** Checks a run against the pool-free reference: equal tokens and reason, or a prefix of them when aborted. */
