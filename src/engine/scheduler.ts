@@ -10,7 +10,10 @@
 //      token budget and the free blocks allow (chunked prefill);
 //   3. waiting sequences are admitted first come first served while budget, sequence slots and blocks last; each
 //      takes its cached prompt prefix and a first chunk sized like in 2. The first that does not fit stops
-//      admission (no overtaking, so a long prompt is never starved by short ones).
+//      admission (no overtaking, so a long prompt is never starved by short ones). Nothing is admitted in a step
+//      that had to preempt: the pool is tight, and the blocks just freed are what the running sequences need next.
+// A chunk is cut short only where the budget or some group's free blocks run out, and then nothing after it is
+// admitted; so at most one sequence is ever mid-prompt, the newest, last in the plan.
 // When a running sequence cannot get blocks for even one token, the most recently admitted running sequence is
 // preempted (possibly itself): its blocks are freed and it goes back to the front of the waiting queue, to be
 // recomputed from its prompt plus what it has generated so far (the prefix cache usually makes that cheap).
