@@ -197,6 +197,28 @@ describe("Scheduler", () => {
     expect(s.stats()).toMatchObject({ prefixHitTokens: 8, prefixQueryTokens: 21 });
   });
 
+  it("runs a 64k-token sequence: full blocks grow with it, sliding blocks stay flat between steps", () => {
+    const B = 16;
+    // the sliding pool holds one window (9 blocks) plus a whole prefill chunk's blocks, all written in the step
+    const s = new Scheduler({ blockSize: B, groups: [{ name: "full", numBlocks: 4100 }, { name: "sliding", numBlocks: 9 + 8192 / B + 1, window: 128 }], maxSeqs: 4, maxTokensPerStep: 8192, maxContext: 65536 });
+    const step = makeStepper(s);
+    s.add({ id: "long", promptIds: range(0, 65_000), maxTokens: 5 });
+    const chunks: number[] = [];
+    let finished = false;
+    for (let i = 0; i < 20 && !finished; i++) {
+      const { plan, result } = step();
+      chunks.push(plan.seqs[0]!.tokenIds.length);
+      finished = result.finished.length > 0;
+      if (!finished) {
+        const counts = s.stats().blocks;
+        expect(counts["sliding"]!.used).toBeLessThanOrEqual(9);
+        expect(counts["full"]!.used).toBe(Math.ceil(chunks.reduce((a, b) => a + b, 0) / B)); // every computed position
+      }
+    }
+    expect(chunks).toEqual([...new Array<number>(7).fill(8192), 65_000 - 7 * 8192, 1, 1, 1, 1]);
+    expect(finished).toBe(true);
+  });
+
   it("never runs more than maxSeqs sequences", () => {
     const s = new Scheduler(config({ maxSeqs: 2, maxTokensPerStep: 2 }));
     const step = makeStepper(s);
