@@ -197,7 +197,7 @@ export class Scheduler {
     if (badStop !== undefined) throw new EngineRequestError("stopTokenIds", `request "${id}": stop token ${badStop} is not a token id`);
     const limit = this.config.maxContext - 1;
     if (promptIds.length > limit) throw new EngineRequestError("promptIds", `request "${id}": the prompt has ${promptIds.length} tokens; at most ${limit} fit (maxContext ${this.config.maxContext}, less one to generate)`);
-    const short = this.kv.fitsAlone(promptIds.length);
+    const short = this.kv.shortfallAlone(promptIds.length);
     if (short !== undefined) throw new EngineRequestError("promptIds", `request "${id}": the prompt's ${promptIds.length} tokens need ${short.need} KV blocks in group "${short.group}", whose pool has ${short.have}`);
     if (this.waiting.length >= this.config.maxWaiting) throw new EngineOverloadedError(this.waiting.length);
     const seq = new Sequence(request, this.config.blockSize);
@@ -274,6 +274,7 @@ export class Scheduler {
       chunks.set(seq, chunk);
       budget -= chunk;
       if (this.config.prefixCaching) {
+        // per admission: a recomputation after preemption looks its tokens up again (and usually hits)
         this.prefixQueryTokens += seq.tokens.length;
         this.prefixHitTokens += match.tokens;
       }
@@ -297,6 +298,9 @@ export class Scheduler {
       numTokens += chunk;
       if (sample) numSampled++;
     }
+    // every running sequence gets a token (budget ≥ maxSeqs ≥ running) and, with none running, the queue's head
+    // fits the empty pool (it fits alone): an empty plan would mean the loop can never progress
+    if (seqs.length === 0) throw new Error(`internal: step ${this.stepsPlanned} planned nothing with ${this.running.length} running and ${this.waiting.length} waiting`);
     const plan: StepPlan = {
       step: this.stepsPlanned++,
       blockSize: this.config.blockSize,
@@ -383,7 +387,7 @@ export class Scheduler {
   private endOf(seq: Sequence, token: number): { reason: FinishReason; stoppedBy?: number; error?: string } | undefined {
     if (seq.stop.has(token)) return { reason: "stop", stoppedBy: token };
     if (seq.generated >= seq.request.maxTokens || seq.tokens.length >= this.config.maxContext) return { reason: "length" };
-    const short = this.kv.fitsAlone(seq.tokens.length);
+    const short = this.kv.shortfallAlone(seq.tokens.length);
     if (short !== undefined) return { reason: "error", error: `request "${seq.id}" needs ${short.need} KV blocks in group "${short.group}" for its ${seq.tokens.length} tokens; the pool has ${short.have}` };
     return undefined;
   }
