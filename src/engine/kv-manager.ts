@@ -11,8 +11,9 @@
 // chunk thus briefly holds chunk / B more (size a sliding pool for maxSeqs windows plus maxTokensPerStep / B):
 // writing them all is what lets the prefix cache serve a prompt prefix of any length on sliding layers.
 //
-// Prefix cache (BlockPool): blocks become shareable when full and computed (hashed at `commit`); a released
-// hashed block stays findable until evicted. `matchPrefix` finds the longest whole-block prompt prefix, at most
+// Prefix cache (BlockPool): blocks become shareable when full and computed (hashed at `commit`, before a
+// windowed group releases them, so released sliding blocks stay cached too); a released hashed block stays
+// findable until evicted. `matchPrefix` finds the longest whole-block prompt prefix, at most
 // promptLength − 1 tokens (one token must be computed to get logits), such that every full group has all its
 // blocks cached and every windowed group has the blocks its first computed query at L can see, [L − window + 1,
 // L). Blocks a windowed group would hold only to release them at once are not taken.
@@ -37,7 +38,10 @@ export interface KvManagerConfig {
   readonly prefixCaching: boolean;
 }
 
-/** One sequence's blocks in every group. Created by KvManager.newSequence, dead after KvManager.free. */
+/**
+ * One sequence's blocks in every group. Created by KvManager.newSequence, dead after KvManager.free; the manager
+ * owns its fields, everyone else only reads them.
+ */
 export class KvSequence {
   /** Per group (config order): the physical block of each logical block, NO_BLOCK where released or not held. */
   readonly tables: number[][];
