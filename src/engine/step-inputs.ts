@@ -3,7 +3,7 @@
 // each sampling sequence in plan order, block tables padded with −1 to maxBlocksPerSeq, and each token's pool
 // row per group. O(tokens + sequences · maxBlocksPerSeq) per step: the block tables are the largest part
 // (measured on the dev host: 256 sequences × 1037 blocks × 2 groups take about 2 ms, most of it in hostTensor's
-// per-element rounding; hostTensor alone takes about 8 ms for one [256, 4096] table, 64k contexts).
+// per-element rounding; hostTensor alone takes 14 to 28 ms for one [256, 4096] table, 64k contexts).
 
 import { type HostTensor, hostTensor } from "../ir/host-tensor.js";
 import { NO_BLOCK } from "./block-pool.js";
