@@ -5,13 +5,15 @@
 // Full groups grow block by block. A windowed (sliding) group drops, after every step, the blocks no future query
 // of the sequence can see: a query at q sees keys j with q − j < window and future queries have q ≥ computed (the
 // positions whose keys are in the pool), so block b is dead once (b + 1)·B ≤ computed − window + 1. Its table
-// entry becomes NO_BLOCK. Between steps a sliding table therefore holds the blocks covering
-// [computed − window + 1, computed), at most ceil((window − 1) / B) + 1 ≤ ceil(window / B) + 1 of them; during a
-// step it also holds the blocks of the step's own new tokens, all of which are written (a long prefill chunk
-// briefly holds more: writing them all is what lets the prefix cache serve any prefix length on sliding layers).
+// entry becomes NO_BLOCK. Between steps a sliding table therefore holds the blocks covering the window − 1
+// positions [computed − window + 1, computed), at most ceil((window − 2) / B) + 1 ≤ ceil(window / B) + 1 of them;
+// during a step it also holds the blocks of the step's own new tokens, all of which are written. A long prefill
+// chunk thus briefly holds chunk / B more (size a sliding pool for maxSeqs windows plus maxTokensPerStep / B):
+// writing them all is what lets the prefix cache serve a prompt prefix of any length on sliding layers.
 //
-// Prefix cache (BlockPool): blocks become shareable when full and computed (hashed at `commit`); a released
-// hashed block stays findable until evicted. `matchPrefix` finds the longest whole-block prompt prefix, at most
+// Prefix cache (BlockPool): blocks become shareable when full and computed (hashed at `commit`, before a
+// windowed group releases them, so released sliding blocks stay cached too); a released hashed block stays
+// findable until evicted. `matchPrefix` finds the longest whole-block prompt prefix, at most
 // promptLength − 1 tokens (one token must be computed to get logits), such that every full group has all its
 // blocks cached and every windowed group has the blocks its first computed query at L can see, [L − window + 1,
 // L). Blocks a windowed group would hold only to release them at once are not taken.
@@ -36,7 +38,10 @@ export interface KvManagerConfig {
   readonly prefixCaching: boolean;
 }
 
-/** One sequence's blocks in every group. Created by KvManager.newSequence, dead after KvManager.free. */
+/**
+ * One sequence's blocks in every group. Created by KvManager.newSequence, dead after KvManager.free; the manager
+ * owns its fields, everyone else only reads them.
+ */
 export class KvSequence {
   /** Per group (config order): the physical block of each logical block, NO_BLOCK where released or not held. */
   readonly tables: number[][];
@@ -119,11 +124,11 @@ export class KvManager {
   }
 
   /**
-   * Whether a sequence of `tokens` tokens could compute all of them with the whole pool to itself (one token a
-   * step at worst): every full group must hold all its blocks; a windowed group needs at most windowBlocks, which
-   * the constructor checked every windowed pool holds.
+   * Why a sequence of `tokens` tokens could not compute all of them even with the whole pool to itself (one token
+   * a step at worst), or undefined when it could: a full group must hold all its blocks; a windowed group needs at
+   * most windowBlocks, which the constructor checked every windowed pool holds.
    */
-  fitsAlone(tokens: number): { readonly group: string; readonly need: number; readonly have: number } | undefined {
+  shortfallAlone(tokens: number): { readonly group: string; readonly need: number; readonly have: number } | undefined {
     const need = Math.ceil(tokens / this.blockSize);
     for (let g = 0; g < this.groups.length; g++) {
       const group = this.groups[g]!;

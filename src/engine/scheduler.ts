@@ -10,7 +10,10 @@
 //      token budget and the free blocks allow (chunked prefill);
 //   3. waiting sequences are admitted first come first served while budget, sequence slots and blocks last; each
 //      takes its cached prompt prefix and a first chunk sized like in 2. The first that does not fit stops
-//      admission (no overtaking, so a long prompt is never starved by short ones).
+//      admission (no overtaking, so a long prompt is never starved by short ones). Nothing is admitted in a step
+//      that had to preempt: the pool is tight, and the blocks just freed are what the running sequences need next.
+// A chunk is cut short only where the budget or some group's free blocks run out, and then nothing after it is
+// admitted; so at most one sequence is ever mid-prompt, the newest, last in the plan.
 // When a running sequence cannot get blocks for even one token, the most recently admitted running sequence is
 // preempted (possibly itself): its blocks are freed and it goes back to the front of the waiting queue, to be
 // recomputed from its prompt plus what it has generated so far (the prefix cache usually makes that cheap).
@@ -194,7 +197,7 @@ export class Scheduler {
     if (badStop !== undefined) throw new EngineRequestError("stopTokenIds", `request "${id}": stop token ${badStop} is not a token id`);
     const limit = this.config.maxContext - 1;
     if (promptIds.length > limit) throw new EngineRequestError("promptIds", `request "${id}": the prompt has ${promptIds.length} tokens; at most ${limit} fit (maxContext ${this.config.maxContext}, less one to generate)`);
-    const short = this.kv.fitsAlone(promptIds.length);
+    const short = this.kv.shortfallAlone(promptIds.length);
     if (short !== undefined) throw new EngineRequestError("promptIds", `request "${id}": the prompt's ${promptIds.length} tokens need ${short.need} KV blocks in group "${short.group}", whose pool has ${short.have}`);
     if (this.waiting.length >= this.config.maxWaiting) throw new EngineOverloadedError(this.waiting.length);
     const seq = new Sequence(request, this.config.blockSize);
@@ -271,6 +274,7 @@ export class Scheduler {
       chunks.set(seq, chunk);
       budget -= chunk;
       if (this.config.prefixCaching) {
+        // per admission: a recomputation after preemption looks its tokens up again (and usually hits)
         this.prefixQueryTokens += seq.tokens.length;
         this.prefixHitTokens += match.tokens;
       }
@@ -294,6 +298,9 @@ export class Scheduler {
       numTokens += chunk;
       if (sample) numSampled++;
     }
+    // every running sequence gets a token (budget ≥ maxSeqs ≥ running) and, with none running, the queue's head
+    // fits the empty pool (it fits alone): an empty plan would mean the loop can never progress
+    if (seqs.length === 0) throw new Error(`internal: step ${this.stepsPlanned} planned nothing with ${this.running.length} running and ${this.waiting.length} waiting`);
     const plan: StepPlan = {
       step: this.stepsPlanned++,
       blockSize: this.config.blockSize,
@@ -380,7 +387,7 @@ export class Scheduler {
   private endOf(seq: Sequence, token: number): { reason: FinishReason; stoppedBy?: number; error?: string } | undefined {
     if (seq.stop.has(token)) return { reason: "stop", stoppedBy: token };
     if (seq.generated >= seq.request.maxTokens || seq.tokens.length >= this.config.maxContext) return { reason: "length" };
-    const short = this.kv.fitsAlone(seq.tokens.length);
+    const short = this.kv.shortfallAlone(seq.tokens.length);
     if (short !== undefined) return { reason: "error", error: `request "${seq.id}" needs ${short.need} KV blocks in group "${short.group}" for its ${seq.tokens.length} tokens; the pool has ${short.have}` };
     return undefined;
   }

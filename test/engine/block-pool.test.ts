@@ -137,7 +137,7 @@ describe("BlockPool", () => {
         const b = cached[Math.floor(rand() * cached.length)]!;
         expect(pool.lookup(hashOf.get(b)!)).toBe(b);
         pool.retain(b);
-        if (refs[b]++ === 0) lru = lru.filter((x) => x !== b);
+        if (refs[b]!++ === 0) lru = lru.filter((x) => x !== b);
         hits++;
       }
       expect(pool.usedBlocks).toBe(refs.filter((c) => c > 0).length);

@@ -99,6 +99,14 @@ const cases: readonly Case[] = [
     maxOutput: 30,
     expects: ["preemption", "prefixHits", "aborts", "runningAborts", "inFlightAborts"],
   },
+  {
+    name: "a sliding group only (window 12, B 4): sequences longer than the pool",
+    config: { blockSize: 4, groups: [{ name: "sliding", numBlocks: 10, window: 12 }], maxSeqs: 4, maxTokensPerStep: 12, maxContext: 200 },
+    requests: 20,
+    maxPrompt: 80,
+    maxOutput: 80,
+    expects: ["preemption", "prefixHits"],
+  },
 ];
 
 const SEEDS = [1, 2, 3];

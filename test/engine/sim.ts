@@ -234,6 +234,9 @@ export function runWorkload(config: SchedulerConfig, requests: readonly SimReque
       expect(seq.sample).toBe(seq.start + seq.tokenIds.length === tokens.length);
       nextStart.set(seq.id, seq.start + seq.tokenIds.length);
     }
+    // chunking policy: a prompt is cut only where the budget or the blocks run out, and nothing is admitted after
+    // that, so at most one sequence is mid-prompt: the last of the plan
+    expect(plan.seqs.slice(0, -1).every((q) => q.sample), "a sequence other than the last stops mid-prompt").toBe(true);
     peakRunning = Math.max(peakRunning, plan.seqs.length);
     running.clear();
     for (const seq of plan.seqs) running.add(seq.id);
