@@ -11,7 +11,7 @@ import { type DType, MXFP4_BLOCK } from "./dtype.js";
 import { type Dim, type Shape, canonicalDim, formatShape, isSymbolName, normalizeAxis } from "./shape.js";
 import { type BinaryFn, type CompareFn, type Op, type OpAttrs, type ReduceFn, type UnaryFn, broadcastShapes } from "./ops.js";
 import { type Node, type SourceSite, IRError, NodeTable, topoOrder } from "./node.js";
-import { type EntryOutput, type EntryPoint, type Graph, type InputDecl, type ParamDecl, type QuantDesc, type StateDecl, entryResults } from "./graph.js";
+import { type EntryBuckets, type EntryOutput, type EntryPoint, type Graph, type InputDecl, type ParamDecl, type QuantDesc, type StateDecl, entryResults } from "./graph.js";
 
 /** A handle on one IR value: what builder methods take and return. */
 export class Tensor {
@@ -99,6 +99,24 @@ export interface AttentionOptions {
   /** Per-head learned sink logits [H]: an extra softmax column that absorbs probability mass. */
   readonly sinks?: Tensor;
   /** Score scale; default 1/sqrt(headDim). */
+  readonly scale?: number;
+}
+
+/** How `pagedAttention` finds each token's cached keys (src/engine/contract.ts has the layout). */
+export interface PagedAttentionOptions {
+  /** Position of each token, i32 [T]. */
+  readonly positions: Tensor;
+  /** Each token's sequence (an index into contextLens and blockTable), i32 [T]. */
+  readonly tokenSeqs: Tensor;
+  /** Positions of each sequence already in the pool, i32 [S]. */
+  readonly contextLens: Tensor;
+  /** Physical block of each logical block, i32 [S, MB] (static MB); −1 where there is none. */
+  readonly blockTable: Tensor;
+  /** Pool rows per block. */
+  readonly blockSize: number;
+  /** 0 for full causal attention; w lets a query see itself and the previous w − 1 positions. */
+  readonly window?: number;
+  readonly sinks?: Tensor;
   readonly scale?: number;
 }
 
@@ -194,7 +212,8 @@ export class ModelBuilder {
 
   /**
    * Declares model state (the KV cache): a tensor in the arena beside the weights that starts zeroed and
-   * keeps its value between entry calls. Entries read it like a param and change it with `e.update`.
+   * keeps its value between entry calls. Entries read it like a param and change it with `e.update`. A dim
+   * may be a symbol, fixed when the plan is loaded (a load-time symbol: no entry input may use it).
    */
   state(name: string, dtype: DType, shape: Shape): Tensor {
     const decl: StateDecl = { name, dtype, shape: shape.map(canonicalDim) };
@@ -203,9 +222,18 @@ export class ModelBuilder {
     if (prev && (prev.dtype !== dtype || formatShape(prev.shape) !== formatShape(decl.shape))) {
       this.error(`state ${name} was declared as ${prev.dtype}${formatShape(prev.shape)}, now ${dtype}${formatShape(decl.shape)}`);
     }
-    if (decl.shape.some((d) => typeof d !== "number")) this.error(`state ${name} has shape ${formatShape(decl.shape)}; state shapes are static (it is allocated once)`);
+    // a symbol in a state's shape is a load-time symbol: fixed when the plan is loaded (a KV pool sized by free memory)
+    for (const dim of decl.shape) {
+      if (typeof dim === "string" && !isSymbolName(dim)) this.error(`state ${name} has shape ${formatShape(decl.shape)}; a state dim is a number or one symbol (fixed at load)`);
+    }
+    this.checkSymbols(decl.shape, `state ${name}`);
     this.stateDecls.set(name, prev ?? decl);
     return this.make("state", { name, dtype, shape: decl.shape }, []);
+  }
+
+  /** @internal */
+  symbolBound(name: string): number | undefined {
+    return this.symbolBounds[name];
   }
 
   /** @internal */
@@ -487,6 +515,54 @@ export class ModelBuilder {
     return this.cast(this.transpose(this.reshape(out, [...batch, h, t, d]), b(1, 0, 2)), q.dtype);
   }
 
+  /**
+   * Attention of a ragged token batch over a paged KV cache: q [T, H, D] and the step's own k, v [T, KVH, D];
+   * the pools kPool, vPool [P, KVH, D] hold earlier positions, block by block (opts). Token t of sequence s
+   * sees s's pool positions j < contextLens[s] (row blockTable[s, j / blockSize]·blockSize + j mod blockSize)
+   * followed by the step's tokens of s, under the usual position mask. Written as plain math: each token's
+   * keys are gathered ([T, MB·blockSize + T, KVH, D]) and handed to `attention`; the compiler's paged-attention
+   * fusion reads the pool in place instead.
+   */
+  pagedAttention(q: Tensor, k: Tensor, v: Tensor, kPool: Tensor, vPool: Tensor, o: PagedAttentionOptions): Tensor {
+    if (q.rank !== 3 || k.rank !== 3 || v.rank !== 3) this.error(`pagedAttention needs q [T, H, D], k and v [T, KVH, D], got ${q}, ${k}, ${v}`);
+    if (kPool.rank !== 3 || vPool.rank !== 3) this.error(`pagedAttention needs pools [rows, KVH, D], got ${kPool}, ${vPool}`);
+    if (o.blockTable.rank !== 2) this.error(`pagedAttention needs blockTable [S, blocks], got ${o.blockTable}`);
+    const [t, h, d] = q.shape as [Dim, Dim, Dim];
+    const [kvh] = k.shape.slice(1) as [Dim];
+    const width = o.blockTable.shape[1]!;
+    if (typeof width !== "number") this.error(`pagedAttention needs a static block-table width, got ${o.blockTable}`);
+    if (!Number.isInteger(o.blockSize) || o.blockSize < 1) this.error(`pagedAttention needs a positive integer blockSize, got ${o.blockSize}`);
+    const bs = o.blockSize;
+    const slots = width * bs;
+    // pool keys: logical position j of sequence s sits at row table[s, j / B]·B + j mod B
+    const j = this.iota([slots], 0);
+    const logicalBlock = this.div(j, bs);
+    const offset = this.sub(j, this.mul(logicalBlock, bs));
+    const blocks = this.gather(this.gather(o.blockTable, o.tokenSeqs, 0), logicalBlock, 1); // [T, slots]
+    const rows = this.add(this.mul(blocks, bs), offset);
+    const cachedLen = this.reshape(this.gather(o.contextLens, o.tokenSeqs, 0), [t, 1]);
+    const cachedPos = this.where(this.lt(j, cachedLen), j, -1); // [T, slots]
+    // the step's own keys: token t' is a key of t when both belong to one sequence
+    const sameSeq = this.eq(this.reshape(o.tokenSeqs, [1, t]), this.reshape(o.tokenSeqs, [t, 1]));
+    const stepPos = this.where(sameSeq, this.reshape(o.positions, [1, t]), -1); // [T, T]
+    const everyToken = (x: Tensor) => this.broadcast(this.reshape(x, [1, t, kvh, d]), [t, t, kvh, d]);
+    const keys = this.concat([this.gather(kPool, rows, 0), everyToken(k)], 1);
+    const values = this.concat([this.gather(vPool, rows, 0), everyToken(v)], 1);
+    const out = this.attention(this.reshape(q, [t, 1, h, d]), keys, values, {
+      qpos: this.reshape(o.positions, [t, 1]),
+      kpos: this.concat([cachedPos, stepPos], 1),
+      ...(o.window ? { window: o.window } : {}),
+      ...(o.sinks ? { sinks: o.sinks } : {}),
+      ...(o.scale !== undefined ? { scale: o.scale } : {}),
+    });
+    return this.reshape(out, [t, h, d]);
+  }
+
+  /** One token per row of logits [R, V] (the `sample` op: greedy at temperature ≤ 0, else top-k/top-p with the given draws). */
+  sample(logits: Tensor, o: { readonly temperature: Tensor; readonly topK: Tensor; readonly topP: Tensor; readonly uniform: Tensor }): Tensor {
+    return this.make("sample", {}, [logits, o.temperature, o.topK, o.topP, o.uniform]);
+  }
+
   /** Top-k routing: the k largest logits per row and their softmax weights. */
   topkRouting(logits: Tensor, k: number): { indices: Tensor; weights: Tensor } {
     const { values, indices } = this.topk(logits, k);
@@ -554,6 +630,7 @@ export class EntryBuilder {
   private readonly inputs: InputDecl[] = [];
   private readonly outputs: EntryOutput[] = [];
   private readonly updates: EntryOutput[] = [];
+  private bucketSpec: EntryBuckets | undefined;
 
   constructor(
     private readonly model: ModelBuilder,
@@ -584,9 +661,23 @@ export class EntryBuilder {
     this.updates.push({ name, node: value.node });
   }
 
+  /**
+   * Plans this entry per shape bucket of `symbol` (1, 2, 4, … up to its bound): each rung gets kernels chosen for
+   * its sizes. `cobounded` symbols never exceed `symbol` in a call (e.g. a step's sequences ≤ its tokens).
+   */
+  bucketBy(symbol: Dim, cobounded: readonly Dim[] = []): void {
+    const site = captureSite()();
+    const names = [symbol, ...cobounded];
+    for (const s of names) {
+      if (typeof s !== "string" || !isSymbolName(s) || this.model.symbolBound(s) === undefined) throw new IRError(`entry ${this.name}: bucketBy needs declared symbols, got ${String(s)}`, site);
+    }
+    if (this.bucketSpec) throw new IRError(`entry ${this.name}: buckets are declared twice`, site);
+    this.bucketSpec = { symbol: symbol as string, cobounded: cobounded as string[] };
+  }
+
   finish(): EntryPoint {
     if (this.outputs.length === 0) throw new IRError(`entry ${this.name} has no outputs`);
-    return { name: this.name, inputs: [...this.inputs], outputs: [...this.outputs], updates: [...this.updates] };
+    return { name: this.name, ...(this.bucketSpec ? { buckets: this.bucketSpec } : {}), inputs: [...this.inputs], outputs: [...this.outputs], updates: [...this.updates] };
   }
 }
 

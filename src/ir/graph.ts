@@ -38,8 +38,28 @@ export interface EntryOutput {
   readonly node: Node;
 }
 
+/**
+ * An entry point's shape buckets: its batch-like symbol gets a ladder of upper bounds (1, 2, 4, … up to its
+ * bound); lowering picks kernels per rung, and a call runs the smallest rung that holds its size. Each
+ * co-bounded symbol can never exceed the bucketed one (a step's sequences ≤ its tokens), so a rung bounds it too.
+ */
+export interface EntryBuckets {
+  readonly symbol: string;
+  readonly cobounded: readonly string[];
+}
+
+/** The rungs of a bucket ladder for a symbol bounded by `bound`: powers of two below it, then the bound itself. */
+export function bucketLadder(bound: number): number[] {
+  const rungs: number[] = [];
+  for (let r = 1; r < bound; r *= 2) rungs.push(r);
+  rungs.push(bound);
+  return rungs;
+}
+
 export interface EntryPoint {
   readonly name: string;
+  /** Shape buckets of this entry; absent: one plan at the symbols' bounds. */
+  readonly buckets?: EntryBuckets;
   readonly inputs: readonly InputDecl[];
   readonly outputs: readonly EntryOutput[];
   /** New values of model state after the call, by state name (each read of a state sees the old value). */
@@ -61,6 +81,16 @@ export function findEntry(g: Graph, name: string): EntryPoint {
   const e = g.entries.find((x) => x.name === name);
   if (!e) throw new Error(`model ${g.name} has no entry point "${name}" (it has: ${g.entries.map((x) => x.name).join(", ")})`);
   return e;
+}
+
+/**
+ * Load-time symbols: those in state shapes. A state is allocated once, so their values are chosen when a plan
+ * is loaded (e.g. a KV pool sized by the memory left after the weights) and hold for every call.
+ */
+export function loadTimeSymbols(g: Pick<Graph, "states">): string[] {
+  const names = new Set<string>();
+  for (const st of g.states) for (const d of st.shape) if (typeof d === "string") names.add(d);
+  return [...names];
 }
 
 /** The nodes an entry point computes for its caller: its outputs, then its state updates. */

@@ -284,6 +284,14 @@ const EVALUATORS: { readonly [K in Op]: Evaluator<K> } = {
     const map = broadcastIndexMap(x!.shape, shape);
     return map ? Float64Array.from(map, (i) => x!.data[i]!) : x!.data;
   },
+  sample: (_n, [logits, temperature, topK, topP, uniform]) => {
+    const [rows, vocab] = logits!.shape as [number, number];
+    const out = new Float64Array(rows);
+    for (let r = 0; r < rows; r++) {
+      out[r] = sampleRow(logits!.data.subarray(r * vocab, (r + 1) * vocab), temperature!.data[r]!, topK!.data[r]!, topP!.data[r]!, uniform!.data[r]!);
+    }
+    return out;
+  },
   topk: (n, [x], _ctx, shape) => {
     const len = x!.shape[x!.shape.length - 1]!;
     const rows = x!.data.length / Math.max(len, 1);
@@ -318,6 +326,29 @@ const EVALUATORS: { readonly [K in Op]: Evaluator<K> } = {
     return out;
   },
   sinkAttention: (n, ins) => sinkAttention(n, ins),
+  pagedAttention: (n, ins) => pagedAttention(n, ins),
+  seqTokenRanges: (_n, [tokenSeqs, contextLens]) => {
+    const seqs = contextLens!.shape[0]!;
+    const tokens = tokenSeqs!.data.length;
+    const out = new Float64Array(2 * seqs);
+    for (let s = 0; s < seqs; s++) [out[2 * s], out[2 * s + 1]] = [tokens, -1];
+    tokenSeqs!.data.forEach((s, t) => {
+      if (s < 0 || s >= seqs) return;
+      out[2 * s] = Math.min(out[2 * s]!, t);
+      out[2 * s + 1] = Math.max(out[2 * s + 1]!, t);
+    });
+    return out;
+  },
+  uniqueIndices: (_n, [idx]) => {
+    const out = Float64Array.from(idx!.data);
+    const later = new Set<number>();
+    for (let j = out.length - 1; j >= 0; j--) {
+      const i = out[j]!;
+      if (i < 0 || later.has(i)) out[j] = -1;
+      later.add(i);
+    }
+    return out;
+  },
   moeExperts: (n, ins) => moeExperts(n, ins),
   mxfp4Matmul: (n, [x, blocks, scales]) => {
     const [rowsN, nb] = [blocks!.shape[0]!, blocks!.shape[1]!];
@@ -460,6 +491,119 @@ function sinkAttention(n: NodeOf<"sinkAttention">, ins: readonly HostTensor[]): 
       }
     }
   return out;
+}
+
+/**
+ * pagedAttention: sinkAttention over each token's keys gathered from the pool and the step, with the same
+ * roundings and the same key order (pool positions ascending, then the step's tokens in order). Keys the
+ * position rule hides are left out: in sinkAttention they add exactly 0 to every sum.
+ */
+function pagedAttention(n: NodeOf<"pagedAttention">, ins: readonly HostTensor[]): Float64Array {
+  const [q, k, v, kPool, vPool, positions, tokenSeqs, contextLens, blockTable] = ins as HostTensor[] as [
+    HostTensor, HostTensor, HostTensor, HostTensor, HostTensor, HostTensor, HostTensor, HostTensor, HostTensor,
+  ];
+  const sinks = n.attrs.hasSinks ? ins[ins.length - 1]! : undefined;
+  const [tokens, h, d] = q.shape as [number, number, number];
+  const kvh = k.shape[1]!;
+  const poolRows = kPool.shape[0]!;
+  const [seqs, width] = blockTable.shape as [number, number];
+  const { blockSize, window } = n.attrs;
+  const g = h / kvh;
+  const scale = Math.fround(n.attrs.scale);
+  const out = new Float64Array(q.data.length);
+  const zeros = new Float64Array(d);
+  for (let t = 0; t < tokens; t++) {
+    const seq = tokenSeqs.data[t]!;
+    const qp = positions.data[t]!;
+    const visible = (kp: number) => kp >= 0 && kp <= qp && (window === 0 || qp - kp < window);
+    // this token's visible keys: [k data, v data, offset] in key order
+    const keys: [Float64Array, Float64Array, number][] = [];
+    if (seq >= 0 && seq < seqs) {
+      const cached = contextLens.data[seq]!;
+      for (let j = 0; j < Math.min(cached, width * blockSize); j++) {
+        if (!visible(j)) continue;
+        const lb = Math.floor(j / blockSize);
+        const block = lb < width ? blockTable.data[seq * width + lb]! : -1;
+        const row = block * blockSize + (j % blockSize);
+        keys.push(row >= 0 && row < poolRows && block >= 0 ? [kPool.data, vPool.data, row * kvh] : [zeros, zeros, -1]);
+      }
+    }
+    for (let u = 0; u < tokens; u++) if (tokenSeqs.data[u] === seq && visible(positions.data[u]!)) keys.push([k.data, v.data, u * kvh]);
+    const scores = new Float64Array(keys.length + 1);
+    for (let head = 0; head < h; head++) {
+      const kvHead = Math.floor(head / g);
+      const qOff = (t * h + head) * d;
+      const at = (rowBase: number) => (rowBase < 0 ? 0 : (rowBase + kvHead) * d);
+      keys.forEach(([kd], j) => {
+        const off = at(keys[j]![2]);
+        let acc = 0;
+        for (let c = 0; c < d; c++) acc += q.data[qOff + c]! * kd[off + c]!;
+        scores[j] = Math.fround(Math.fround(acc) * scale);
+      });
+      const s = keys.length;
+      const cols = sinks ? s + 1 : s;
+      if (sinks) scores[s] = Math.fround(sinks.data[head]!);
+      let m = -Infinity;
+      for (let j = 0; j < cols; j++) m = applyBinary("max", m, scores[j]!, "f32");
+      let sum = 0;
+      for (let j = 0; j < cols; j++) {
+        scores[j] = Math.fround(Math.exp(Math.fround(scores[j]! - m)));
+        sum += scores[j]!;
+      }
+      const denom = Math.fround(sum);
+      for (let c = 0; c < d; c++) {
+        let acc = 0;
+        for (let j = 0; j < s; j++) acc += Math.fround(scores[j]! / denom) * keys[j]![1][at(keys[j]![2]) + c]!;
+        out[qOff + c] = roundTo(n.dtype, Math.fround(acc));
+      }
+    }
+  }
+  return out;
+}
+
+/** The `sample` op on one row (ops.ts states the rule; weights and sums in f32 as the kernel keeps them). */
+export function sampleRow(logits: ArrayLike<number>, temperature: number, topK: number, topP: number, uniform: number): number {
+  const vocab = logits.length;
+  let best = 0;
+  for (let i = 0; i < vocab; i++) {
+    const l = logits[i]!;
+    if (Number.isNaN(l) || l === Infinity) return -1;
+    if (l > logits[best]!) best = i;
+  }
+  if (!(temperature > 0)) return best;
+  const max = logits[best]!;
+  const t = Math.fround(temperature);
+  const w = new Float64Array(vocab);
+  for (let i = 0; i < vocab; i++) w[i] = Math.fround(Math.exp(Math.fround(Math.fround(logits[i]! - max) / t)));
+  // the kept set, largest weights first (ties to the lower id)
+  let order = Array.from({ length: vocab }, (_, i) => i);
+  order.sort((a, b) => w[b]! - w[a]! || a - b);
+  if (topK > 0 && topK < vocab) order = order.slice(0, topK);
+  if (topP < 1) {
+    let total = 0;
+    for (const i of order) total = Math.fround(total + w[i]!);
+    const target = Math.fround(Math.fround(topP) * total);
+    let mass = 0;
+    let kept = order.length;
+    for (let j = 0; j < order.length; j++) {
+      mass = Math.fround(mass + w[order[j]!]!);
+      if (mass >= target) {
+        kept = j + 1;
+        break;
+      }
+    }
+    order = order.slice(0, kept);
+  }
+  const keep = order.sort((a, b) => a - b);
+  let sum = 0;
+  for (const i of keep) sum = Math.fround(sum + w[i]!);
+  const r = Math.fround(Math.fround(uniform) * sum);
+  let run = 0;
+  for (const i of keep) {
+    run = Math.fround(run + w[i]!);
+    if (run > r) return i;
+  }
+  return keep[keep.length - 1]!;
 }
 
 /** MoE with the roundings of the builder's `moe` expansion in x's dtype. */
@@ -605,6 +749,13 @@ export function interpretStep(
 ): { outputs: Record<string, HostTensor>; updates: Record<string, HostTensor> } {
   const entry = findEntry(graph, entryName);
   const symbols = bindSymbols(graph, entryName, inputs);
+  // load-time symbols (state sized when loaded, a KV pool) take their values from the states given
+  for (const decl of graph.states) {
+    const t = states[decl.name];
+    if (!t || !decl.shape.some((d) => typeof d === "string")) continue;
+    const err = bindShape(decl.shape, t.shape, symbols);
+    if (err) throw new Error(`state ${decl.name} ${formatShape(t.shape)}: ${err}`);
+  }
   const results = evaluateNodes(entryResults(entry), { symbols, inputs, params, states });
   const outputs: Record<string, HostTensor> = {};
   const updates: Record<string, HostTensor> = {};

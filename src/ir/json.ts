@@ -68,9 +68,13 @@ const ATTR_SCHEMAS: { readonly [K in Op]: z.ZodType<OpAttrs[K]> } = {
   scatter: z.strictObject({ axis: intSchema }),
   broadcast: z.strictObject({ shape: shapeSchema }),
   topk: z.strictObject({ k: intSchema, result: z.enum(["values", "indices"]) }),
+  sample: z.strictObject({}),
   dequantMxfp4: z.strictObject({ dtype: dtypeSchema }),
   fusedRmsNorm: z.strictObject({ eps: z.number(), hasResidual: z.boolean(), result: z.enum(["normed", "sum"]) }),
   sinkAttention: z.strictObject({ scale: z.number(), window: intSchema, hasSinks: z.boolean() }),
+  seqTokenRanges: z.strictObject({}),
+  uniqueIndices: z.strictObject({}),
+  pagedAttention: z.strictObject({ scale: z.number(), window: intSchema, blockSize: intSchema, hasSinks: z.boolean() }),
   moeExperts: z.strictObject({ topK: intSchema, limit: z.number(), alpha: z.number(), weightFormat: z.enum(["dense", "mxfp4"]) }),
   mxfp4Matmul: z.strictObject({}) as unknown as z.ZodType<OpAttrs["mxfp4Matmul"]>,
   fusedLinear: z.strictObject({ transposeB: z.boolean() }),
@@ -111,6 +115,7 @@ export const graphJsonSchema = z.strictObject({
   entries: z.array(
     z.strictObject({
       name: z.string().min(1),
+      buckets: z.strictObject({ symbol: z.string().min(1), cobounded: z.array(z.string().min(1)) }).optional(),
       inputs: z.array(declSchema),
       outputs: z.array(z.strictObject({ name: z.string().min(1), node: z.number().int().nonnegative() })),
       updates: z.array(z.strictObject({ name: z.string().min(1), node: z.number().int().nonnegative() })).optional(),
@@ -156,6 +161,7 @@ export function graphToJson(g: Graph): GraphJson {
     })),
     entries: g.entries.map((e) => ({
       name: e.name,
+      ...(e.buckets ? { buckets: { symbol: e.buckets.symbol, cobounded: [...e.buckets.cobounded] } } : {}),
       inputs: e.inputs.map((i) => ({ name: i.name, dtype: i.dtype, shape: encodeShape(i.shape) })),
       outputs: e.outputs.map((o) => ({ name: o.name, node: ids.get(o.node)! })),
       ...(e.updates.length ? { updates: e.updates.map((u) => ({ name: u.name, node: ids.get(u.node)! })) } : {}),
@@ -208,6 +214,7 @@ export function graphFromJson(value: unknown, source = "graph JSON"): Graph {
   };
   const entries: EntryPoint[] = j.entries.map((e) => ({
     name: e.name,
+    ...(e.buckets ? { buckets: { symbol: e.buckets.symbol, cobounded: [...e.buckets.cobounded] } } : {}),
     inputs: e.inputs.map((i) => ({ name: i.name, dtype: i.dtype as DType, shape: i.shape })),
     outputs: e.outputs.map((o) => ({ name: o.name, node: nodeAt(o.node, `entry ${e.name} output ${o.name}`) })),
     updates: (e.updates ?? []).map((u) => ({ name: u.name, node: nodeAt(u.node, `entry ${e.name} update of ${u.name}`) })),

@@ -98,6 +98,15 @@ export interface OpAttrs {
   broadcast: { readonly shape: Shape };
   /** k largest along the last axis, descending, ties to the lower index; `result` picks values or i32 indices. */
   topk: { readonly k: number; readonly result: "values" | "indices" };
+  /**
+   * One token per row of logits [R, V], with per-row temperature f32 [R], topK i32 [R], topP f32 [R] and a
+   * uniform draw f32 [R] in [0, 1) → i32 [R]. A row holding NaN or +inf gives −1. Temperature ≤ 0: the arg-max
+   * (ties to the lower id). Otherwise, in f32: w = exp((logit − max) / temperature); keep the topK largest w
+   * (0 or ≥ V: all; ties to the lower id), then the fewest of those, largest first, whose w reach topP of their
+   * sum (topP ≥ 1: all); the draw picks the first kept token, in id order, whose running sum of kept w exceeds
+   * uniform · (sum of kept w).
+   */
+  sample: Record<string, never>;
   /** blocks fp4e2m1x2 [..., nb, 16] and scales e8m0 [..., nb] → [..., nb·32]. */
   dequantMxfp4: { readonly dtype: DType };
   // fused ops: produced only by passes
@@ -108,6 +117,30 @@ export interface OpAttrs {
    * The keys are the first S of the R rows (R = S, or static R ≥ S: a KV cache read in place).
    */
   sinkAttention: { readonly scale: number; readonly window: number; readonly hasSinks: boolean };
+  /**
+   * Attention of a ragged token batch over a paged KV cache (the engine's step; src/engine/contract.ts):
+   * q [T, H, D], the step's own keys and values k, v [T, KVH, D], the pools kPool, vPool [P, KVH, D],
+   * positions i32 [T], tokenSeqs i32 [T] (each token's sequence), contextLens i32 [S] (positions already in the
+   * pool per sequence), blockTable i32 [S, MB] (physical block of each logical block, −1 none) (, sinks [H])
+   * → [T, H, D]. Token t of sequence s at position p sees, in this order, pool keys at positions j < contextLens[s]
+   * (row blockTable[s, ⌊j / blockSize⌋]·blockSize + j mod blockSize; a row outside the pool reads as zeros), then
+   * the step's tokens t' of s (key position positions[t']), each under the position rule with qpos p; computed
+   * exactly as sinkAttention over those keys. An optional input after blockTable, seqRanges i32 [S, 2], must be
+   * seqTokenRanges(tokenSeqs, contextLens): kernels scan only that range of tokens (the fusion adds it).
+   */
+  pagedAttention: { readonly scale: number; readonly window: number; readonly blockSize: number; readonly hasSinks: boolean };
+  /**
+   * tokenSeqs i32 [T], contextLens i32 [S] (for S) → i32 [S, 2]: the first and last token index of each
+   * sequence (T and −1 for a sequence without tokens). Computed once per step and shared by every
+   * pagedAttention launch (its optional last input before the sinks), which then scans only that range.
+   */
+  seqTokenRanges: Record<string, never>;
+  /**
+   * idx i32 [N] → i32 [N]: idx with every element that a later element repeats, or that is negative, replaced
+   * by −1. scatter(x, uniqueIndices(idx), u) writes exactly what scatter(x, idx, u) writes, and each row at most
+   * once, so its kernel needs no owner table.
+   */
+  uniqueIndices: Record<string, never>;
   /**
    * Router + top-k + softmax + clamped-SwiGLU experts + weighted sum. x [T, D], router W [E, D], b [E];
    * dense: gate_up W [E, D, 2I], b [E, 2I], down W [E, I, D], b [E, D];
@@ -142,9 +175,9 @@ export type Op = keyof OpAttrs;
 
 export const PRIMITIVE_OPS = [
   "input", "param", "state", "constant", "literal", "iota", "unary", "binary", "ternary", "compare", "cast", "reduce",
-  "matmul", "reshape", "transpose", "slice", "concat", "gather", "scatter", "broadcast", "topk", "dequantMxfp4",
+  "matmul", "reshape", "transpose", "slice", "concat", "gather", "scatter", "broadcast", "topk", "sample", "dequantMxfp4",
 ] as const satisfies readonly Op[];
-export const FUSED_OPS = ["fusedRmsNorm", "sinkAttention", "moeExperts", "mxfp4Matmul", "fusedLinear", "groupedLinear", "fusedRope", "fusedElementwise"] as const satisfies readonly Op[];
+export const FUSED_OPS = ["fusedRmsNorm", "sinkAttention", "pagedAttention", "seqTokenRanges", "uniqueIndices", "moeExperts", "mxfp4Matmul", "fusedLinear", "groupedLinear", "fusedRope", "fusedElementwise"] as const satisfies readonly Op[];
 export const ALL_OPS: readonly Op[] = [...PRIMITIVE_OPS, ...FUSED_OPS];
 
 export interface TensorType {
@@ -397,6 +430,17 @@ export const TYPE_RULES: { readonly [K in Op]: TypeRule<K> } = {
     if (!Number.isInteger(a.k) || a.k < 1 || (isStaticDim(last) && a.k > last)) fail(`k = ${a.k} is out of range for a last dim of ${last}`);
     return { dtype: a.result === "values" ? x.dtype : "i32", shape: [...x.shape.slice(0, -1), a.k] };
   },
+  sample: (_a, ins) => {
+    expectArity(ins, [5]);
+    const [logits, temperature, topK, topP, uniform] = ins as [TensorType, TensorType, TensorType, TensorType, TensorType];
+    requireFloat(logits, "logits");
+    requireRank(logits, 2, "logits");
+    const rows = logits.shape[0]!;
+    for (const [t, what, dtype] of [[temperature, "temperature", "f32"], [topK, "topK", "i32"], [topP, "topP", "f32"], [uniform, "uniform", "f32"]] as const) {
+      if (t.dtype !== dtype || !shapesEqual(t.shape, [rows])) fail(`${what} must be ${dtype}[${rows}], got ${t.dtype}${formatShape(t.shape)}`);
+    }
+    return { dtype: "i32", shape: [rows] };
+  },
   dequantMxfp4: (a, ins) => {
     expectArity(ins, [2]);
     const [blocks, scales] = [ins[0]!, ins[1]!];
@@ -449,6 +493,57 @@ export const TYPE_RULES: { readonly [K in Op]: TypeRule<K> } = {
       if (!shapesEqual(sinks.shape, [h])) fail(`sinks must be [${h}]`);
     }
     if (!Number.isInteger(a.window) || a.window < 0) fail(`window must be a non-negative integer`);
+    return { dtype: q.dtype, shape: q.shape };
+  },
+  seqTokenRanges: (_a, ins) => {
+    expectArity(ins, [2]);
+    const [tokenSeqs, contextLens] = [ins[0]!, ins[1]!];
+    requireInteger(tokenSeqs, "tokenSeqs");
+    requireRank(tokenSeqs, 1, "tokenSeqs");
+    requireRank(contextLens, 1, "contextLens");
+    return { dtype: "i32", shape: [contextLens.shape[0]!, 2] };
+  },
+  uniqueIndices: (_a, ins) => {
+    expectArity(ins, [1]);
+    const idx = ins[0]!;
+    if (idx.dtype !== "i32") fail(`indices must be i32, got ${idx.dtype}`);
+    requireRank(idx, 1, "indices");
+    return { dtype: "i32", shape: idx.shape };
+  },
+  pagedAttention: (a, ins) => {
+    // optional trailing inputs: seqTokenRanges(tokenSeqs, contextLens) [S, 2], then sinks
+    const hasRanges = ins.length === (a.hasSinks ? 11 : 10);
+    expectArity(ins, a.hasSinks ? [10, 11] : [9, 10]);
+    const [q, k, v, kPool, vPool, positions, tokenSeqs, contextLens, blockTable] = ins as [TensorType, TensorType, TensorType, TensorType, TensorType, TensorType, TensorType, TensorType, TensorType];
+    requireFloat(q, "q");
+    for (const [t, what] of [[k, "k"], [v, "v"], [kPool, "kPool"], [vPool, "vPool"]] as const) {
+      if (t.dtype !== q.dtype) fail(`${what} must share q's dtype ${q.dtype}, got ${t.dtype}`);
+      requireRank(t, 3, what);
+    }
+    requireRank(q, 3, "q");
+    const [tokens, h, d] = q.shape as [Dim, Dim, Dim];
+    const [kt, kvh, kd] = k.shape as [Dim, Dim, Dim];
+    requireDim(kt, tokens, "k and q have different token counts");
+    if (!shapesEqual(v.shape, k.shape)) fail(`v must match k ${formatShape(k.shape)}`);
+    requireDim(kd, d, "head dims differ");
+    if (!isStaticDim(h) || !isStaticDim(kvh) || h % kvh !== 0) fail(`query heads (${h}) must be a static multiple of kv heads (${kvh})`);
+    if (!shapesEqual(kPool.shape.slice(1), [kvh, d]) || !shapesEqual(vPool.shape, kPool.shape)) fail(`kPool and vPool must be [rows, ${kvh}, ${d}]`);
+    for (const [t, what] of [[positions, "positions"], [tokenSeqs, "tokenSeqs"], [contextLens, "contextLens"], [blockTable, "blockTable"]] as const) {
+      if (t.dtype !== "i32") fail(`${what} must be i32, got ${t.dtype}`);
+    }
+    if (!shapesEqual(positions.shape, [tokens]) || !shapesEqual(tokenSeqs.shape, [tokens])) fail(`positions and tokenSeqs must be [${tokens}]`);
+    requireRank(contextLens, 1, "contextLens");
+    requireRank(blockTable, 2, "blockTable");
+    requireDim(blockTable.shape[0]!, contextLens.shape[0]!, "blockTable and contextLens have different sequence counts");
+    if (!isStaticDim(blockTable.shape[1]!)) fail(`blockTable's width (blocks per sequence) must be static`);
+    if (hasRanges && !(ins[9]!.dtype === "i32" && shapesEqual(ins[9]!.shape, [contextLens.shape[0]!, 2]))) fail(`seqRanges must be i32 [${contextLens.shape[0]}, 2]`);
+    if (a.hasSinks) {
+      const sinks = ins[ins.length - 1]!;
+      requireFloat(sinks, "sinks");
+      if (!shapesEqual(sinks.shape, [h])) fail(`sinks must be [${h}]`);
+    }
+    if (!Number.isInteger(a.window) || a.window < 0) fail(`window must be a non-negative integer`);
+    if (!Number.isInteger(a.blockSize) || a.blockSize < 1) fail(`blockSize must be a positive integer`);
     return { dtype: q.dtype, shape: q.shape };
   },
   moeExperts: (a, ins) => {

@@ -2,7 +2,7 @@
 // (declared symbols, parameters and inputs, unique names). Passes run it after they rewrite.
 
 import type { EntryPoint, Graph } from "./graph.js";
-import { entryNodes } from "./graph.js";
+import { entryNodes, loadTimeSymbols } from "./graph.js";
 import { type Node, type NodeOf, formatSite } from "./node.js";
 import { type Op, type OpAttrs, type TensorType, TYPE_RULES, TypeRuleError } from "./ops.js";
 import { type Shape, dimSymbols, evalDim, formatShape, shapesEqual } from "./shape.js";
@@ -47,6 +47,7 @@ const STRUCTURE_CHECKS: { readonly [K in Op]: StructureCheck<K> } = {
   scatter: noStructure,
   broadcast: noStructure,
   topk: noStructure,
+  sample: noStructure,
   dequantMxfp4: noStructure,
   fusedRmsNorm: noStructure,
   sinkAttention: (n, g) => {
@@ -56,6 +57,9 @@ const STRUCTURE_CHECKS: { readonly [K in Op]: StructureCheck<K> } = {
     const bound = evalDim(keys, g.symbols);
     return bound > rows ? `kpos's ${keys} keys can reach ${bound} (its bound), past the ${rows} rows of k and v` : undefined;
   },
+  pagedAttention: noStructure,
+  seqTokenRanges: noStructure,
+  uniqueIndices: noStructure,
   moeExperts: noStructure,
   mxfp4Matmul: noStructure,
   fusedLinear: noStructure,
@@ -99,8 +103,14 @@ export function verifyGraph(g: Graph): string[] {
     paramNames.add(st.name);
     problems.push(...undeclaredSymbols(g, st.shape, `state ${st.name}`));
   }
+  const atLoad = new Set(loadTimeSymbols(g));
   for (const e of g.entries) {
-    for (const i of e.inputs) problems.push(...undeclaredSymbols(g, i.shape, `input ${i.name} of entry ${e.name}`));
+    for (const i of e.inputs) {
+      problems.push(...undeclaredSymbols(g, i.shape, `input ${i.name} of entry ${e.name}`));
+      for (const s of i.shape.flatMap(dimSymbols)) {
+        if (atLoad.has(s)) problems.push(`input ${i.name} of entry ${e.name} uses ${s}, a load-time symbol (it sizes state, so it is fixed when the plan loads, not by a call's inputs)`);
+      }
+    }
     for (const n of entryNodes(e)) {
       const at = (): string => `${n.op} at ${formatSite(n.site)}`; // formatting a site is costly: only on a problem
       let type: TensorType | undefined;

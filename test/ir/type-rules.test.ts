@@ -11,6 +11,8 @@ function withBuilder(body: (b: ModelBuilder) => void): void {
   defineModel("t", (b) => {
     b.sym("tokens", 16);
     b.sym("past", 8);
+    b.sym("seqs", 4);
+    b.sym("blocks", 4);
     body(b);
     b.entry("e", (e) => e.output("y", b.constant(1, "f32")));
   });
@@ -54,8 +56,11 @@ const CASES: { [K in Op]: OpCase } = {
     invalid: (b) => expectIRError(() => b.param("w2", "f32", [2.5]), "param", "invalid dim 2.5"),
   },
   state: {
-    valid: (b) => expect(typeOf(b.state("kv", "bf16", [16, 2, 8]))).toBe("bf16[16, 2, 8]"),
-    invalid: (b) => expectIRError(() => b.state("kv2", "f32", ["tokens", 2]), "state kv2", "state shapes are static"),
+    valid: (b) => {
+      expect(typeOf(b.state("kv", "bf16", [16, 2, 8]))).toBe("bf16[16, 2, 8]");
+      expect(typeOf(b.state("pool", "bf16", ["past", 2, 8]))).toBe("bf16[past, 2, 8]"); // sized at load
+    },
+    invalid: (b) => expectIRError(() => b.state("kv2", "f32", ["past+1", 2]), "state kv2", "a number or one symbol"),
   },
   constant: {
     valid: (b) => expect(typeOf(b.constant(-Infinity, "f32", ["tokens", 2]))).toBe("f32[tokens, 2]"),
@@ -176,6 +181,49 @@ const CASES: { [K in Op]: OpCase } = {
       const pos = (n: number) => b.constant(0, "i32", [n]).node;
       expectIRError(() => b.table.make("sinkAttention", { scale: 1, window: 0, hasSinks: false }, [q, k, k, pos(3), pos(5)], { file: "test/ir/type-rules.test.ts", line: 2, column: 1 }), "sinkAttention", "static multiple of kv heads");
     },
+  },
+  pagedAttention: {
+    valid: (b) => {
+      const c = (dtype: "bf16" | "i32", shape: (number | string)[]) => b.constant(1, dtype, shape).node;
+      const n = b.table.make("pagedAttention", { scale: 0.25, window: 0, blockSize: 16, hasSinks: true }, [
+        c("bf16", ["tokens", 8, 16]), c("bf16", ["tokens", 2, 16]), c("bf16", ["tokens", 2, 16]), c("bf16", [64, 2, 16]), c("bf16", [64, 2, 16]),
+        c("i32", ["tokens"]), c("i32", ["tokens"]), c("i32", ["seqs"]), c("i32", ["seqs", 4]), b.constant(0, "f32", [8]).node,
+      ]);
+      expect(typeOf(new Tensor(n))).toBe("bf16[tokens, 8, 16]");
+    },
+    invalid: (b) => {
+      const c = (dtype: "f32" | "i32", shape: (number | string)[]) => b.constant(1, dtype, shape).node;
+      expectIRError(
+        () => b.table.make("pagedAttention", { scale: 1, window: 0, blockSize: 16, hasSinks: false }, [
+          c("f32", [3, 8, 16]), c("f32", [3, 2, 16]), c("f32", [3, 2, 16]), c("f32", [64, 2, 16]), c("f32", [64, 2, 16]),
+          c("i32", [3]), c("i32", [3]), c("i32", ["seqs"]), c("i32", ["seqs", "blocks"]),
+        ], { file: "test/ir/type-rules.test.ts", line: 4, column: 1 }),
+        "pagedAttention", "width (blocks per sequence) must be static",
+      );
+    },
+  },
+  sample: {
+    valid: (b) => {
+      const n = b.sample(b.constant(1, "bf16", ["seqs", 32]), { temperature: b.constant(0, "f32", ["seqs"]), topK: b.constant(0, "i32", ["seqs"]), topP: b.constant(1, "f32", ["seqs"]), uniform: b.constant(0, "f32", ["seqs"]) });
+      expect(typeOf(n)).toBe("i32[seqs]");
+    },
+    invalid: (b) =>
+      expectIRError(
+        () => b.sample(b.constant(1, "f32", ["seqs", 32]), { temperature: b.constant(0, "f32", ["seqs"]), topK: b.constant(0, "f32", ["seqs"]), topP: b.constant(1, "f32", ["seqs"]), uniform: b.constant(0, "f32", ["seqs"]) }),
+        "sample", "topK must be i32[seqs]",
+      ),
+  },
+  seqTokenRanges: {
+    valid: (b) => {
+      const n = b.table.make("seqTokenRanges", {}, [b.constant(0, "i32", ["tokens"]).node, b.constant(0, "i32", ["seqs"]).node]);
+      expect(typeOf(new Tensor(n))).toBe("i32[seqs, 2]");
+    },
+    invalid: (b) =>
+      expectIRError(() => b.table.make("seqTokenRanges", {}, [b.constant(0, "i32", ["tokens", 2]).node, b.constant(0, "i32", ["seqs"]).node], { file: "test/ir/type-rules.test.ts", line: 5, column: 1 }), "seqTokenRanges", "tokenSeqs must have rank 1"),
+  },
+  uniqueIndices: {
+    valid: (b) => expect(typeOf(new Tensor(b.table.make("uniqueIndices", {}, [b.constant(0, "i32", ["tokens"]).node])))).toBe("i32[tokens]"),
+    invalid: (b) => expectIRError(() => b.table.make("uniqueIndices", {}, [b.constant(0, "f32", ["tokens"]).node], { file: "test/ir/type-rules.test.ts", line: 6, column: 1 }), "uniqueIndices", "indices must be i32"),
   },
   moeExperts: {
     valid: (b) => {
