@@ -16,8 +16,10 @@ import { fuseMxfp4Matmul } from "./fuse-mxfp4-matmul.js";
 import { fuseResidualRmsNorm } from "./fuse-residual-rmsnorm.js";
 import { fuseRmsNorm } from "./fuse-rmsnorm.js";
 import { fuseRope } from "./fuse-rope.js";
+import { fusePagedAttention } from "./fuse-paged-attention.js";
 import { fuseSinkAttention } from "./fuse-sink-attention.js";
 import { groupLinears } from "./group-linears.js";
+import { uniqueScatterIndices } from "./unique-scatter-indices.js";
 import { type Pass, applyRulePass } from "./rewrite.js";
 
 export interface Phase {
@@ -29,9 +31,11 @@ export const PIPELINE: readonly Phase[] = [
   // CSE is structural (interning); constant folding; view, transpose and cast simplification
   { phase: "canonicalize", passes: [canonicalize] },
   // whole patterns into fused ops, largest first
-  { phase: "pattern fusion", passes: [fuseMoe, fuseSinkAttention, fuseRmsNorm, fuseResidualRmsNorm, fuseMxfp4Matmul, fuseRope, fuseLinear] },
+  { phase: "pattern fusion", passes: [fuseMoe, fuseSinkAttention, fusePagedAttention, fuseRmsNorm, fuseResidualRmsNorm, fuseMxfp4Matmul, fuseRope, fuseLinear] },
   // layers of one input into one launch (q, k, v)
   { phase: "grouping", passes: [groupLinears] },
+  // scatters of many rows resolve duplicate indices once, so state updates write rows in place directly
+  { phase: "scatter indices", passes: [uniqueScatterIndices] },
   // what is left of elementwise math into one kernel per chain
   { phase: "elementwise fusion", passes: [canonicalize, fuseElementwise] },
   // drop declarations the fusions orphaned
