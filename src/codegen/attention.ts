@@ -146,7 +146,7 @@ function prefillKernels(a: AttnSpec): NodeKernels {
   const mma = a.dtype !== "f32";
   const bn = mma ? PREFILL_KEYS_MMA : PREFILL_KEYS_SIMT;
   const entry = specName("attention_prefill", a);
-  const source = renderTemplate("attention-prefill.cu.njk", { ...templateContext(a, entry), mma, BM: PREFILL_ROWS, BN: bn, threads: THREADS });
+  const source = renderTemplate("attention-prefill.cu.njk", { ...templateContext(a, entry), mma, mmaType: a.dtype === "f16" ? "f16" : "bf16", BM: PREFILL_ROWS, BN: bn, threads: THREADS });
   // the SIMT path keeps Q, K, V and P tiles in dynamic shared memory (f32, padded)
   const d = a.d;
   const simtShared = 4 * ((PREFILL_ROWS * (d + 1)) + 2 * bn * (d + 1) + PREFILL_ROWS * (bn + 1));

@@ -14,7 +14,9 @@ import {
 import type { NodeKernels } from "../lower/kernel.js";
 import { emitFusedLinear, emitGroupedLinear, emitGroupedLinearLayer, emitMatmul } from "./matmul.js";
 import { emitMoeExperts } from "./moe.js";
-import { emitConcat, emitGather, emitScatter, emitScatterInPlace, emitSlice, emitTranspose } from "./movement.js";
+import { emitConcat, emitGather, emitScatter, emitScatterInPlace, emitSlice, emitTranspose, emitUniqueIndices } from "./movement.js";
+import { emitPagedAttention, emitSeqTokenRanges } from "./paged-attention.js";
+import { emitSample } from "./sample.js";
 import { emitMxfp4Matmul } from "./mxfp4-matmul.js";
 import { emitReduce } from "./reduce.js";
 import { emitFusedRmsNorm, emitResidualRmsNormPair } from "./rmsnorm.js";
@@ -50,9 +52,13 @@ export const LOWERINGS: { readonly [K in Op]: Lowering<K> } = {
   scatter: kernels(emitScatter),
   broadcast: kernels(emitBroadcast),
   topk: kernels(emitTopk),
+  sample: kernels(emitSample),
   dequantMxfp4: kernels(emitDequantMxfp4),
   fusedRmsNorm: kernels(emitFusedRmsNorm),
   sinkAttention: kernels(emitSinkAttention),
+  pagedAttention: kernels(emitPagedAttention),
+  seqTokenRanges: kernels(emitSeqTokenRanges),
+  uniqueIndices: kernels(emitUniqueIndices),
   moeExperts: kernels(emitMoeExperts),
   mxfp4Matmul: kernels((n, bounds) => emitMxfp4Matmul(n, { symbolBounds: bounds })),
   fusedLinear: kernels((n, bounds) => emitFusedLinear(n, { symbolBounds: bounds })),

@@ -276,13 +276,21 @@ function scatterModule(n: NodeOf<"scatter">) {
 export const SCATTER_SCAN_MAX = 32;
 
 /**
- * A scatter written into its own first operand (a state update): only the scattered slices move. With at
+ * A scatter written into its own first operand (a state update): only the scattered slices move. Indices from
+ * uniqueIndices (the unique-scatter-indices pass) hold no duplicates: one launch writes every slice. With at
  * most SCATTER_SCAN_MAX updates (decode), one launch in which an update yields to any later one with the
  * same index; otherwise an owner table as in `emitScatter` (last index wins), without the copy of x.
  */
 export function emitScatterInPlace(n: NodeOf<"scatter">, bounds: Readonly<Record<string, number>>): NodeKernels {
   const idx = n.inputs[1]!;
   const { entry, count, written, vec, size, symArgs } = scatterModule(n);
+  if (idx.op === "uniqueIndices") {
+    const unique = entry("write_unique");
+    return {
+      launches: [launch(unique.name, unique.source, linearGrid(monoSize(written, vec), BLOCK), [BLOCK, 1, 1], [{ kind: "output" }, { kind: "input", index: 1 }, { kind: "input", index: 2 }, ...symArgs])],
+      scratchBytes: [],
+    };
+  }
   const countBound = typeof idx.shape[0] === "number" ? idx.shape[0] : (bounds[idx.shape[0]!] ?? Infinity);
   if (countBound <= SCATTER_SCAN_MAX) {
     const last = entry("write_last");
@@ -299,6 +307,18 @@ export function emitScatterInPlace(n: NodeOf<"scatter">, bounds: Readonly<Record
       launch(write.name, write.source, linearGrid(monoSize(written, vec), BLOCK), [BLOCK, 1, 1], [{ kind: "output" }, { kind: "input", index: 1 }, { kind: "input", index: 2 }, { kind: "scratch", index: 0 }, ...symArgs]),
     ],
     scratchBytes: [sizeExpr(size.syms, 4 * Math.max(size.c, 0))],
+  };
+}
+
+// ---- uniqueIndices --------------------------------------------------------------------------------
+
+/** uniqueIndices(idx i32 [N]): one launch, a thread per index (see movement.cu.njk, mode "unique"). */
+export function emitUniqueIndices(n: NodeOf<"uniqueIndices">): NodeKernels {
+  const count = n.shape[0]!;
+  const { name, source } = renderKernel("movement", "unique_indices", "movement.cu.njk", { mode: "unique", what: "uniqueIndices i32[n]" });
+  return {
+    launches: [launch(name, source, linearGrid(sizeExpr([count]), BLOCK), [BLOCK, 1, 1], [{ kind: "output" }, { kind: "input", index: 0 }, { kind: "i32", value: sizeExpr([count]) }])],
+    scratchBytes: [],
   };
 }
 

@@ -1,0 +1,38 @@
+// Code generation for `sample` (templates/sample.cu.njk: shapes and thread mapping in its header).
+//
+//   logits [R, V] (f32, bf16 or f16), temperature f32 [R], topK i32 [R], topP f32 [R], uniform f32 [R] → i32 [R]
+//
+// One launch, a block of 1024 threads per row. Greedy rows read their logits once; rows with top-k and top-p
+// bisect thresholds over the row, about 100 passes through L2.
+
+import type { DType } from "../ir/dtype.js";
+import type { NodeOf } from "../ir/node.js";
+import { formatShape } from "../ir/shape.js";
+import { loadExpr } from "./elementwise.js";
+import { type ArgBinding, constSize, type NodeKernels, sizeExpr } from "../lower/kernel.js";
+import { CUDA_STORAGE_TYPE, renderTemplate } from "./templates.js";
+
+const FLOAT_DTYPES: readonly DType[] = ["f32", "bf16", "f16"];
+
+export function emitSample(node: NodeOf<"sample">): NodeKernels {
+  const logits = node.inputs[0]!;
+  if (!FLOAT_DTYPES.includes(logits.dtype)) throw new Error(`tsgc codegen: sample (logits ${logits.dtype}${formatShape(logits.shape)}): logits must be f32, bf16 or f16`);
+  const [rows, vocab] = logits.shape as [string | number, string | number];
+  const entry = `sample_${logits.dtype}`;
+  const source = renderTemplate("sample.cu.njk", {
+    entry,
+    dtype: logits.dtype,
+    elemType: CUDA_STORAGE_TYPE[logits.dtype as "f32" | "bf16" | "f16"],
+    loadElem: loadExpr(logits.dtype, "p[i]"),
+  });
+  return {
+    launches: [{
+      kernel: { name: entry, family: "sample", source, entry },
+      grid: [sizeExpr([rows]), constSize(1), constSize(1)],
+      block: [1024, 1, 1],
+      sharedBytes: 0,
+      args: [...[0, 1, 2, 3, 4].map((index): ArgBinding => ({ kind: "input", index })), { kind: "output" }, { kind: "i32", value: sizeExpr([vocab]) }],
+    }],
+    scratchBytes: [],
+  };
+}
