@@ -1,28 +1,47 @@
 // The executor: runs a Plan on one device out of one arena.
-//   load    — kernels from the cache (compiling misses), one cuMemAlloc of the plan's arena size,
-//             model state (the KV cache) zeroed
+//   load    — kernels from the cache (compiling misses), one cuMemAlloc: the plan's arena plus the state sized at
+//             load (a KV pool: `loadSymbols` gives its load-time symbols), model state zeroed
 //   setParams — weights copied straight into their offsets
-//   run     — symbol values bound from the inputs' shapes, inputs copied in, launches replayed with
-//             their sizes evaluated (or, for entries given to replayAsGraph, one CUDA graph per set of
-//             symbol values, captured on first use), outputs copied back
-// No allocation happens after load: every tensor lives at the offset the memory planner gave it.
+//   run     — symbol values bound from the inputs' shapes (and the load-time ones), the smallest shape bucket
+//             that holds them chosen, inputs copied into its slots, launches replayed with their sizes evaluated
+//             (or, for entries given to replayAsGraph, one CUDA graph per bucket and set of symbol values,
+//             captured on first use and kept in a bounded cache), outputs copied back
+// No allocation happens after load: every tensor lives at the offset the memory planner (or load) gave it.
 
-import type { Plan } from "../src/codegen/plan.js";
-import { evalSize } from "../src/codegen/kernel.js";
+import type { Plan, PlanBucket, PlanEntry } from "../src/lower/plan.js";
+import { evalSize } from "../src/lower/kernel.js";
 import { type HostTensor, tensorFromBytes, tensorToBytes } from "../src/ir/host-tensor.js";
 import { dtypeBytes } from "../src/ir/dtype.js";
 import { bindShape, evalShape, formatShape, numElements } from "../src/ir/shape.js";
-import { Arena } from "./arena.js";
+import { ARENA_ALIGNMENT, Arena } from "./arena.js";
 import type { CudaGraph, Device, Kernel, KernelArg, Stream } from "./cuda.js";
 import { loadKernels } from "./kernel-cache.js";
 
 export interface ExecutorOptions {
   /** Kernel cache directory, or false for none. Default: the standard cache. */
   readonly cacheDir?: string | false;
+  /** Values of the plan's load-time symbols (those in the shapes of state sized at load, e.g. a KV pool's rows). */
+  readonly loadSymbols?: Readonly<Record<string, number>>;
+}
+
+/** CUDA graphs kept per executor (one per bucket and set of symbol values); the least recently used go first. */
+export const MAX_CACHED_GRAPHS = 512;
+
+const align = (n: number) => Math.ceil(n / ARENA_ALIGNMENT) * ARENA_ALIGNMENT;
+
+/** The load-time symbols of a plan: those in the shapes of its state sized at load. */
+export function planLoadSymbols(plan: Plan): string[] {
+  return [...new Set(plan.states.filter((s) => s.atLoad).flatMap((s) => s.shape.filter((d): d is string => typeof d === "string")))];
+}
+
+/** Bytes of the state sized at load, for these load-time symbol values (each state rounded up to the arena alignment). */
+export function loadSizedStateBytes(plan: Plan, loadSymbols: Readonly<Record<string, number>>): number {
+  return plan.states.filter((s) => s.atLoad).reduce((sum, s) => sum + align(numElements(evalShape(s.shape, loadSymbols)) * dtypeBytes(s.dtype)), 0);
 }
 
 export class PlanExecutor {
   private readonly graphEntries = new Set<string>();
+  private last: { readonly bucket: PlanBucket; readonly symbols: Readonly<Record<string, number>> } | undefined;
   private readonly graphs = new Map<string, CudaGraph>();
   private replayStream: Stream | undefined;
 
@@ -33,27 +52,57 @@ export class PlanExecutor {
     private readonly kernels: readonly Kernel[],
     /** How the kernels were obtained: cache hits and NVRTC compiles. */
     readonly kernelStats: { readonly hits: number; readonly misses: number },
+    /** The load-time symbols' values. */
+    readonly loadSymbols: Readonly<Record<string, number>>,
+    /** Arena offset of each state (state sized at load sits after the planned region). */
+    private readonly stateOffsets: readonly number[],
   ) {}
 
   static async load(plan: Plan, device: Device, opts: ExecutorOptions = {}): Promise<PlanExecutor> {
     if (plan.arch !== device.info.arch) throw new Error(`the plan was compiled for ${plan.arch} but device ${device.ordinal} is ${device.info.arch}; recompile with --arch ${device.info.arch}`);
+    const loadSymbols = { ...(opts.loadSymbols ?? {}) };
+    for (const name of planLoadSymbols(plan)) {
+      const value = loadSymbols[name];
+      const bound = plan.symbols[name]!;
+      if (value === undefined) throw new Error(`the plan sizes state by ${name} when it is loaded; give its value (loadSymbols.${name}, at most ${bound})`);
+      if (!Number.isInteger(value) || value < 1 || value > bound) throw new Error(`load-time symbol ${name} = ${value} must be an integer in [1, ${bound}]`);
+    }
+    // state sized at load goes after the planned region, in declaration order
+    let next = align(plan.arena.bytes);
+    const stateOffsets = plan.states.map((s) => {
+      if (!s.atLoad) return s.offset;
+      const at = next;
+      next += align(numElements(evalShape(s.shape, loadSymbols)) * dtypeBytes(s.dtype));
+      return at;
+    });
     const loaded = await loadKernels(
       device,
       plan.kernels.map((k) => ({ name: k.name, source: k.source, entry: k.entry })),
       opts.cacheDir === undefined ? {} : { cache: opts.cacheDir },
     );
     for (const e of plan.entries) {
-      for (const l of e.launches) if (l.sharedBytes > 48 * 1024) loaded.kernels[l.kernel]!.setMaxDynamicSharedBytes(l.sharedBytes);
+      for (const b of e.buckets) for (const l of b.launches) if (l.sharedBytes > 48 * 1024) loaded.kernels[l.kernel]!.setMaxDynamicSharedBytes(l.sharedBytes);
     }
-    const arena = Arena.allocate(device, Math.max(plan.arena.bytes, 256));
-    const exec = new PlanExecutor(plan, device, arena, loaded.kernels, { hits: loaded.compileResult.hits, misses: loaded.compileResult.misses });
+    const arena = Arena.allocate(device, Math.max(next, 256));
+    const exec = new PlanExecutor(plan, device, arena, loaded.kernels, { hits: loaded.compileResult.hits, misses: loaded.compileResult.misses }, loadSymbols, stateOffsets);
     exec.resetState();
     return exec;
   }
 
+  /** Arena offset and bytes of state `name`. */
+  state(name: string): { readonly offset: number; readonly bytes: number } {
+    const i = this.plan.states.findIndex((s) => s.name === name);
+    if (i < 0) throw new Error(`the plan has no state "${name}"`);
+    const s = this.plan.states[i]!;
+    return { offset: this.stateOffsets[i]!, bytes: s.atLoad ? numElements(evalShape(s.shape, this.loadSymbols)) * dtypeBytes(s.dtype) : s.bytes };
+  }
+
   /** Zeroes every piece of model state (the KV cache), as after load. */
   resetState(): void {
-    for (const st of this.plan.states) if (st.bytes > 0) this.arena.view(st.offset, st.bytes).fill(0);
+    for (const s of this.plan.states) {
+      const { offset, bytes } = this.state(s.name);
+      if (bytes > 0) this.arena.view(offset, bytes).fill(0);
+    }
     this.device.stream.synchronize();
   }
 
@@ -72,71 +121,150 @@ export class PlanExecutor {
   }
 
   /**
-   * From now on, `run` replays this entry point as one CUDA graph per set of symbol values (captured on first
-   * use) instead of launching kernel by kernel: decode steps pay ~1 µs per kernel instead of ~6.
+   * From now on, `run` replays this entry point as one CUDA graph per bucket and set of symbol values (captured on
+   * first use) instead of launching kernel by kernel: steps pay ~1 µs per kernel instead of ~6.
    */
   replayAsGraph(entryName: string): void {
     this.entry(entryName);
     this.graphEntries.add(entryName);
   }
 
-  /** Runs one entry point; returns its outputs at their actual sizes. */
-  run(entryName: string, inputs: Readonly<Record<string, HostTensor>>): Record<string, HostTensor> {
-    const entry = this.entry(entryName);
-    const symbols: Record<string, number> = {};
-    for (const slot of entry.inputs) {
+  /** Symbol values of a call: bound from the inputs' shapes, plus the load-time symbols. */
+  bindInputs(entry: PlanEntry, inputs: Readonly<Record<string, HostTensor>>): Record<string, number> {
+    const symbols: Record<string, number> = { ...this.loadSymbols };
+    // every bucket has the same inputs (their bounds differ): bind against the largest
+    for (const slot of entry.buckets[entry.buckets.length - 1]!.inputs) {
       const t = inputs[slot.name];
-      if (!t) throw new Error(`entry ${entryName}: input ${slot.name} (${slot.dtype}${formatShape(slot.shape)}) was not provided`);
-      if (t.dtype !== slot.dtype) throw new Error(`entry ${entryName}: input ${slot.name} is ${t.dtype}, expected ${slot.dtype}`);
+      if (!t) throw new Error(`entry ${entry.name}: input ${slot.name} (${slot.dtype}${formatShape(slot.shape)}) was not provided`);
+      if (t.dtype !== slot.dtype) throw new Error(`entry ${entry.name}: input ${slot.name} is ${t.dtype}, expected ${slot.dtype}`);
       const err = bindShape(slot.shape, t.shape, symbols);
-      if (err) throw new Error(`entry ${entryName}: input ${slot.name} ${formatShape(t.shape)}: ${err}`);
+      if (err) throw new Error(`entry ${entry.name}: input ${slot.name} ${formatShape(t.shape)}: ${err}`);
     }
-    for (const slot of entry.inputs) {
-      const bytes = tensorToBytes(inputs[slot.name]!);
-      if (bytes.byteLength > 0) this.arena.view(slot.offset, bytes.byteLength).copyFromHost(bytes);
-    }
-    if (this.graphEntries.has(entryName)) {
-      const stream = (this.replayStream ??= this.device.createStream());
-      const key = `${entryName}\0${JSON.stringify(Object.entries(symbols).sort(([a], [b]) => (a < b ? -1 : 1)))}`;
-      let graph = this.graphs.get(key);
-      if (!graph) this.graphs.set(key, (graph = stream.capture(() => this.launch(entryName, symbols, stream))));
-      graph.launch(stream);
-      stream.synchronize();
-    } else {
-      this.launch(entryName, symbols);
-    }
-    const outputs: Record<string, HostTensor> = {};
-    for (const slot of entry.outputs) {
-      const shape = evalShape(slot.shape, symbols);
-      const bytes = new Uint8Array(numElements(shape) * dtypeBytes(slot.dtype));
-      if (bytes.byteLength > 0) this.arena.view(slot.offset, bytes.byteLength).copyToHost(bytes);
-      outputs[slot.name] = tensorFromBytes(slot.dtype, shape, bytes);
-    }
-    return outputs;
+    return symbols;
+  }
+
+  /** The smallest bucket of `entry` whose bounds hold every symbol value; an error names the value past its bound. */
+  bucketFor(entry: PlanEntry, symbols: Readonly<Record<string, number>>): PlanBucket {
+    for (const b of entry.buckets) if (Object.entries(symbols).every(([name, v]) => b.bounds[name] === undefined || v <= b.bounds[name]!)) return b;
+    const top = entry.buckets[entry.buckets.length - 1]!.bounds;
+    const over = Object.entries(symbols).find(([name, v]) => top[name] !== undefined && v > top[name]!)!;
+    throw new Error(`entry ${entry.name}: ${over[0]} = ${over[1]} exceeds the bound ${top[over[0]]} the plan was compiled for`);
   }
 
   /**
-   * Launches an entry point's kernels for the given symbol values, on `stream` (default: the device's),
-   * with its inputs already in place in the arena. This is what a CUDA graph captures for replay.
+   * Runs one entry point; returns its outputs at their actual sizes (only those named in `outputs`, when given:
+   * the others stay on the device, where `readOutput` can fetch rows of them until the next run).
+   */
+  run(entryName: string, inputs: Readonly<Record<string, HostTensor>>, outputs?: readonly string[]): Record<string, HostTensor> {
+    const entry = this.entry(entryName);
+    const { bucket, symbols } = this.stage(entryName, inputs);
+    if (this.graphEntries.has(entryName)) this.replay(entry, bucket, symbols);
+    else this.launchBucket(bucket, symbols);
+    const result: Record<string, HostTensor> = {};
+    for (const slot of bucket.outputs) if (!outputs || outputs.includes(slot.name)) result[slot.name] = this.readOutput(slot.name);
+    return result;
+  }
+
+  /** Rows [first, first + count) (along the first dim; default all) of output `name` of the last run. */
+  readOutput(name: string, first = 0, count?: number): HostTensor {
+    if (!this.last) throw new Error(`no entry point has run yet, so there is no output ${name} to read`);
+    const { bucket, symbols } = this.last;
+    const slot = bucket.outputs.find((o) => o.name === name);
+    if (!slot) throw new Error(`the last run has no output "${name}" (it has: ${bucket.outputs.map((o) => o.name).join(", ")})`);
+    const shape = evalShape(slot.shape, symbols);
+    const rows = shape[0] ?? 1;
+    const n = count ?? rows - first;
+    if (!(Number.isInteger(first) && Number.isInteger(n) && first >= 0 && n >= 0 && first + n <= rows)) throw new RangeError(`rows [${first}, ${first + n}) of output ${name} are outside its ${rows} rows`);
+    const rowBytes = (numElements(shape) / Math.max(rows, 1)) * dtypeBytes(slot.dtype);
+    const bytes = new Uint8Array(n * rowBytes);
+    if (bytes.byteLength > 0) this.arena.view(slot.offset + first * rowBytes, bytes.byteLength).copyToHost(bytes);
+    return tensorFromBytes(slot.dtype, shape.length === 0 ? [] : [n, ...shape.slice(1)], bytes);
+  }
+
+  /**
+   * Binds a call's symbols, picks its bucket and copies its inputs into place, launching nothing (benchmarks then
+   * capture `launch` themselves); `readOutput` reads this call's outputs afterwards.
+   */
+  stage(entryName: string, inputs: Readonly<Record<string, HostTensor>>): { readonly bucket: PlanBucket; readonly symbols: Readonly<Record<string, number>> } {
+    const entry = this.entry(entryName);
+    const symbols = this.bindInputs(entry, inputs);
+    const bucket = this.bucketFor(entry, symbols);
+    this.last = { bucket, symbols };
+    for (const slot of bucket.inputs) {
+      const bytes = tensorToBytes(inputs[slot.name]!);
+      if (bytes.byteLength > 0) this.arena.view(slot.offset, bytes.byteLength).copyFromHost(bytes);
+    }
+    return this.last;
+  }
+
+  /**
+   * `run` without blocking the event loop: the work is queued on a stream and completion is polled between other
+   * callbacks (setImmediate), so a server keeps answering while the GPU computes. Outputs stay on the device:
+   * fetch them with `readOutput`.
+   */
+  async runAsync(entryName: string, inputs: Readonly<Record<string, HostTensor>>): Promise<void> {
+    const entry = this.entry(entryName);
+    const { bucket, symbols } = this.stage(entryName, inputs);
+    const stream = (this.replayStream ??= this.device.createStream());
+    if (this.graphEntries.has(entryName)) this.graphFor(entry, bucket, symbols, stream).launch(stream);
+    else this.launchBucket(bucket, symbols, stream);
+    while (!stream.query()) await new Promise<void>((resolve) => setImmediate(resolve));
+    stream.synchronize(); // surfaces an error of the finished work
+  }
+
+  private replay(entry: PlanEntry, bucket: PlanBucket, symbols: Readonly<Record<string, number>>): void {
+    const stream = (this.replayStream ??= this.device.createStream());
+    this.graphFor(entry, bucket, symbols, stream).launch(stream);
+    stream.synchronize();
+  }
+
+  /** The CUDA graph of a bucket at these symbol values: from the cache (least recently used evicted), or captured now. */
+  private graphFor(entry: PlanEntry, bucket: PlanBucket, symbols: Readonly<Record<string, number>>, stream: Stream): CudaGraph {
+    const key = `${entry.name}\0${entry.buckets.indexOf(bucket)}\0${JSON.stringify(Object.entries(symbols).sort(([a], [b]) => (a < b ? -1 : 1)))}`;
+    let graph = this.graphs.get(key);
+    if (graph) {
+      this.graphs.delete(key); // most recently used last
+    } else {
+      graph = stream.capture(() => this.launchBucket(bucket, symbols, stream));
+      if (this.graphs.size >= MAX_CACHED_GRAPHS) {
+        const [oldest, old] = this.graphs.entries().next().value as [string, CudaGraph];
+        old.dispose();
+        this.graphs.delete(oldest);
+      }
+    }
+    this.graphs.set(key, graph);
+    return graph;
+  }
+
+  /** Captured CUDA graphs now held (for stats and tests). */
+  get cachedGraphs(): number {
+    return this.graphs.size;
+  }
+
+  /**
+   * Launches an entry point's kernels for the given symbol values (the load-time ones added), in the bucket that
+   * holds them, on `stream` (default: the device's), with its inputs already in place. This is what a CUDA graph
+   * captures for replay.
    */
   launch(entryName: string, symbols: Readonly<Record<string, number>>, stream?: Stream): void {
     const entry = this.entry(entryName);
-    for (const [name, value] of Object.entries(symbols)) {
-      const bound = this.plan.symbols[name];
-      if (bound !== undefined && value > bound) throw new Error(`entry ${entryName}: ${name} = ${value} exceeds the bound ${bound} the plan was compiled for`);
-    }
-    for (let i = 0; i < entry.launches.length; i++) this.launchOne(entry, i, symbols, stream);
+    const all = { ...this.loadSymbols, ...symbols };
+    this.launchBucket(this.bucketFor(entry, all), all, stream);
   }
 
-  /** Launches one of an entry point's launches (profiling replays them one by one). */
-  launchOne(entry: Plan["entries"][number], index: number, symbols: Readonly<Record<string, number>>, stream?: Stream): void {
-    const l = entry.launches[index]!;
+  private launchBucket(bucket: PlanBucket, symbols: Readonly<Record<string, number>>, stream?: Stream): void {
+    for (let i = 0; i < bucket.launches.length; i++) this.launchOne(bucket, i, symbols, stream);
+  }
+
+  /** Launches one of a bucket's launches (profiling replays them one by one); `symbols` include the load-time ones. */
+  launchOne(bucket: PlanBucket, index: number, symbols: Readonly<Record<string, number>>, stream?: Stream): void {
+    const l = bucket.launches[index]!;
     const grid = l.grid.map((g) => evalSize(g, symbols)) as [number, number, number];
     if (grid.some((g) => g === 0)) return; // an empty tensor: nothing to compute
     const base = this.arena.pointer;
     const args: KernelArg[] = l.args.map((a) => {
       switch (a.kind) {
-        case "buffer": return { ptr: base + BigInt(a.offset) };
+        case "buffer": return { ptr: base + BigInt((a.state !== undefined ? this.stateOffsets[a.state]! : 0) + a.offset) };
         case "i32": return { i32: evalSize(a.value, symbols) };
         case "f32": return { f32: a.value };
       }
@@ -144,7 +272,7 @@ export class PlanExecutor {
     this.kernels[l.kernel]!.launch({ grid, block: l.block, sharedBytes: l.sharedBytes, args, ...(stream ? { stream } : {}) });
   }
 
-  entry(name: string): Plan["entries"][number] {
+  entry(name: string): PlanEntry {
     const entry = this.plan.entries.find((e) => e.name === name);
     if (!entry) throw new Error(`the plan has no entry point "${name}" (it has: ${this.plan.entries.map((e) => e.name).join(", ")})`);
     return entry;

@@ -10,22 +10,20 @@
 
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { TEMPLATE_DIR } from "../codegen/templates.js";
-import { lowerInPlaceUpdate, lowerNode, lowerSiblings } from "../codegen/emit.js";
-import type { KernelSource, SizeExpr } from "../lower/kernel.js";
-import { evalSize, sourceHash } from "../lower/kernel.js";
-import { type Plan, type PlanArg, PLAN_FORMAT, PLAN_VERSION, parsePlan } from "../lower/plan.js";
+import { type Plan, parsePlan } from "../lower/plan.js";
 import type { Graph } from "../ir/graph.js";
 import { graphNodes } from "../ir/graph.js";
-import { dtypeBytes } from "../ir/dtype.js";
 import { FUSED_OPS } from "../ir/ops.js";
-import { evalShape, numElements } from "../ir/shape.js";
-import { type EntriesMemoryPlan, planEntries } from "../lower/memory-plan.js";
-import { type PassReport, opCounts, runPipeline } from "../passes/pipeline.js";
-import { scheduleGraph } from "../lower/schedule.js";
+import { type PassReport, runPipeline } from "../passes/pipeline.js";
 import { CODEGEN_VERSION, compileKernels, defaultCacheDir, type CompileProgress } from "../../runtime/index.js";
+import { buildPlan } from "./build-plan.js";
+import { graphHash } from "./graph-hash.js";
+
+export { buildPlan } from "./build-plan.js";
+export { graphHash } from "./graph-hash.js";
 
 export type CompileEvent =
   | { readonly kind: "pass"; readonly report: PassReport }
@@ -58,7 +56,10 @@ export interface CompileStats {
   readonly opsAfterByKind: Readonly<Record<string, number>>;
   readonly fusedOps: Readonly<Record<string, number>>;
   readonly kernels: number;
+  /** Launches per call of each entry point, in its largest bucket. */
   readonly launches: Readonly<Record<string, number>>;
+  /** Per entry point, each shape bucket: its bounds, launch count and the kernels it launches (distinct, in order). */
+  readonly buckets: Readonly<Record<string, readonly BucketStats[]>>;
   readonly cacheHits: number;
   readonly cacheMisses: number;
   readonly planCacheHit: boolean;
@@ -72,24 +73,18 @@ export interface CompileStats {
   readonly compileMs: number;
 }
 
+export interface BucketStats {
+  readonly bounds: Readonly<Record<string, number>>;
+  readonly launches: number;
+  readonly kernels: readonly string[];
+}
+
 export interface CompileResult {
   readonly plan: Plan;
   readonly stats: CompileStats;
 }
 
 const FUSED = new Set<string>(FUSED_OPS);
-
-/** Structural identity of a graph: its name, symbols, params, state and every entry output's and update's hash. */
-export function graphHash(g: Graph): string {
-  const h = createHash("sha256");
-  h.update(JSON.stringify({ name: g.name, symbols: g.symbols, params: g.params, states: g.states }));
-  for (const e of g.entries) {
-    h.update(`\0${e.name}`);
-    for (const o of e.outputs) h.update(`\0${o.name}=${o.node.hash}`);
-    for (const u of e.updates) h.update(`\0update ${u.name}=${u.node.hash}`);
-  }
-  return h.digest("hex");
-}
 
 let fingerprint: string | undefined;
 
@@ -105,10 +100,11 @@ export function compilerFingerprint(): string {
   const files: string[] = [];
   for (const dir of [join(src, "compile"), join(src, "passes"), join(src, "lower"), join(src, "codegen"), TEMPLATE_DIR]) {
     if (!existsSync(dir)) continue;
-    for (const name of readdirSync(dir)) files.push(join(dir, name));
+    // templates include the shared device library from a subfolder (templates/lib/)
+    for (const name of readdirSync(dir, { recursive: true })) files.push(join(dir, String(name)));
   }
   for (const file of files.filter((f) => existsSync(f) && statSync(f).isFile() && !f.endsWith(".map")).sort()) {
-    h.update(`\0${basename(file)}\0`).update(readFileSync(file));
+    h.update(`\0${relative(src, file)}\0`).update(readFileSync(file));
   }
   return (fingerprint = h.digest("hex").slice(0, 16));
 }
@@ -132,95 +128,6 @@ function writeAtomically(path: string, text: string): void {
   const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
   writeFileSync(tmp, text);
   renameSync(tmp, path);
-}
-
-const sizeJson = (e: SizeExpr) => ({ dims: [...e.dims], scale: e.scale, divisor: e.divisor });
-
-/** Builds the plan from a fused graph: schedule, memory plan, kernel table, resolved arguments. */
-export function buildPlan(fused: Graph, input: Graph, arch: string): { plan: Plan; memory: EntriesMemoryPlan } {
-  const schedules = scheduleGraph(fused, {
-    node: (n) => lowerNode(n, fused.symbols),
-    siblings: (nodes) => lowerSiblings(nodes, fused.symbols),
-    inPlaceUpdate: (n) => lowerInPlaceUpdate(n, fused.symbols),
-  });
-  const memory = planEntries(schedules.map((s) => s.planInput));
-  const kernelIndex = new Map<string, number>();
-  const kernels: Plan["kernels"] = [];
-  const kernelOf = (k: KernelSource): number => {
-    const hash = sourceHash(k);
-    let i = kernelIndex.get(hash);
-    if (i === undefined) {
-      i = kernels.length;
-      kernelIndex.set(hash, i);
-      kernels.push({ name: k.name, family: k.family, entry: k.entry, source: k.source, sourceHash: hash });
-    }
-    return i;
-  };
-  const offsets = memory.entries.map((e) => new Map(e.buffers.map((b) => [b.id, b.offset])));
-  const offsetIn = (entry: number, id: number): number => {
-    const offset = offsets[entry]!.get(id);
-    if (offset === undefined) throw new Error(`compile: buffer ${id} has no placement`);
-    return offset;
-  };
-  const slot = (entry: number, name: string, id: number) => {
-    const info = schedules[entry]!.buffers.find((b) => b.id === id)!;
-    const node = info.node!;
-    return { name, dtype: node.dtype, shape: [...node.shape], offset: offsetIn(entry, id), bytes: info.bytes };
-  };
-  const entries: Plan["entries"] = schedules.map((s, ei) => ({
-    name: s.name,
-    inputs: [...s.inputs].map(([name, id]) => slot(ei, name, id)),
-    outputs: [...s.outputs].map(([name, id]) => slot(ei, name, id)),
-    launches: s.launches.map((l) => ({
-      kernel: kernelOf(l.launch.kernel),
-      op: l.node.op,
-      grid: [sizeJson(l.launch.grid[0]), sizeJson(l.launch.grid[1]), sizeJson(l.launch.grid[2])],
-      block: [l.launch.block[0], l.launch.block[1], l.launch.block[2]],
-      sharedBytes: l.launch.sharedBytes,
-      args: l.launch.args.map((a): PlanArg => {
-        switch (a.kind) {
-          case "input": return { kind: "buffer", offset: offsetIn(ei, l.operands[a.index]!) };
-          case "output": return { kind: "buffer", offset: offsetIn(ei, l.result) };
-          case "scratch": return { kind: "buffer", offset: offsetIn(ei, l.scratch[a.index]!) };
-          case "sibling": return { kind: "buffer", offset: offsetIn(ei, l.siblings.get(a.result)!) };
-          case "i32": return { kind: "i32", value: sizeJson(a.value) };
-          case "f32": return { kind: "f32", value: a.value };
-        }
-      }),
-    })),
-    activationBytes: memory.entries[ei]!.activationBytes,
-    peakLiveBytes: memory.entries[ei]!.peakLiveBytes,
-    naiveBytes: memory.entries[ei]!.naiveBytes,
-  }));
-  const params: Plan["params"] = fused.params.map((p, id) => {
-    const placement = memory.weights.find((w) => w.id === id);
-    const bytes = numElements(evalShape(p.shape, fused.symbols)) * dtypeBytes(p.dtype);
-    return { name: p.name, dtype: p.dtype, shape: [...p.shape], offset: placement?.offset ?? 0, bytes, ...(p.quant ? { quant: { ...p.quant } } : {}) };
-  });
-  const states: Plan["states"] = fused.states.map((st, i) => {
-    const placement = memory.weights.find((w) => w.id === fused.params.length + i);
-    if (!placement) throw new Error(`compile: state ${st.name} has no place in the arena`);
-    const bytes = numElements(evalShape(st.shape, fused.symbols)) * dtypeBytes(st.dtype);
-    return { name: st.name, dtype: st.dtype, shape: [...st.shape], offset: placement.offset, bytes };
-  });
-  const plan: Plan = {
-    format: PLAN_FORMAT,
-    version: PLAN_VERSION,
-    model: input.name,
-    graphHash: graphHash(input),
-    arch,
-    codegenVersion: CODEGEN_VERSION,
-    symbols: { ...fused.symbols },
-    opCounts: opCounts(fused),
-    kernels,
-    arena: { bytes: memory.arenaBytes, weightBytes: memory.weightBytes, activationOffset: memory.activationOffset, activationBytes: memory.activationBytes },
-    params,
-    states,
-    entries,
-  };
-  // a launch grid must be computable at the symbols' bounds: catches a malformed size early
-  for (const e of entries) for (const l of e.launches) for (const g of l.grid) evalSize(g, fused.symbols);
-  return { plan, memory };
 }
 
 /** Compiles a graph into a plan, using (and filling) the plan and kernel caches. */
@@ -269,7 +176,11 @@ export async function compile(graph: Graph, options: CompileOptions): Promise<Co
   if (cachePath && !planCacheHit && kernelsCompiled) writeAtomically(cachePath, JSON.stringify(plan));
   const counts = plan.opCounts;
   const launches: Record<string, number> = {};
-  for (const e of plan.entries) launches[e.name] = e.launches.length;
+  const buckets: Record<string, BucketStats[]> = {};
+  for (const e of plan.entries) {
+    launches[e.name] = e.buckets[e.buckets.length - 1]!.launches.length;
+    buckets[e.name] = e.buckets.map((b) => ({ bounds: b.bounds, launches: b.launches.length, kernels: [...new Set(b.launches.map((l) => plan!.kernels[l.kernel]!.name))] }));
+  }
   return {
     plan,
     stats: {
@@ -281,6 +192,7 @@ export async function compile(graph: Graph, options: CompileOptions): Promise<Co
       fusedOps: Object.fromEntries(Object.entries(counts).filter(([op]) => FUSED.has(op))),
       kernels: plan.kernels.length,
       launches,
+      buckets,
       cacheHits: hits,
       cacheMisses: misses,
       planCacheHit,

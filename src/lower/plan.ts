@@ -1,21 +1,25 @@
 // The plan: everything the runtime needs to run a compiled model, as JSON validated with zod.
 // Kernels (source, entry, cache key inputs), the arena layout (parameters and state, then each entry
-// point's activations), and per entry point the launch list with arguments resolved to arena offsets and
-// symbolic sizes. A saved plan runs without the compiler: its kernels come from the kernel cache.
+// point's activations), and per entry point and shape bucket the launch list with arguments resolved to
+// arena offsets and symbolic sizes. A saved plan runs without the compiler: its kernels come from the kernel cache.
+//
+// Arena: [ weights and fixed-size state | activations (shared by every entry and bucket) | state sized at load ].
+// State whose shape holds a load-time symbol (a KV pool) is placed by the executor after the planned region,
+// once the symbol's value is known; arguments that point into it carry the state's index and an offset within it.
 
 import { z } from "zod";
 import { DTYPES } from "../ir/dtype.js";
 
 export const PLAN_FORMAT = "tsgc-plan";
-export const PLAN_VERSION = 2;
+export const PLAN_VERSION = 3;
 
 const dim = z.union([z.number().int().nonnegative(), z.string().min(1)]);
 const sizeExpr = z.strictObject({ dims: z.array(dim), scale: z.number(), divisor: z.number().positive() });
 const dtype = z.enum(DTYPES);
 
 const planArg = z.discriminatedUnion("kind", [
-  /** A device pointer: the arena base plus this offset. */
-  z.strictObject({ kind: z.literal("buffer"), offset: z.number().int().nonnegative() }),
+  /** A device pointer: the arena base plus this offset, or (with `state`) that load-sized state's base plus it. */
+  z.strictObject({ kind: z.literal("buffer"), offset: z.number().int().nonnegative(), state: z.number().int().nonnegative().optional() }),
   z.strictObject({ kind: z.literal("i32"), value: sizeExpr }),
   z.strictObject({ kind: z.literal("f32"), value: z.number() }),
 ]);
@@ -57,34 +61,44 @@ export const planSchema = z.strictObject({
     activationOffset: z.number().int().nonnegative(),
     activationBytes: z.number().int().nonnegative(),
   }),
-  /** Model state (the KV cache): in the weights region, zeroed when the plan is loaded, kept between runs. */
-  states: z.array(tensorSlot),
+  /** Model state (the KV cache): zeroed when the plan is loaded, kept between runs; in the weights region, or (atLoad) after the planned arena, sized by load-time symbols. */
+  states: z.array(tensorSlot.extend({ atLoad: z.boolean() })),
   params: z.array(tensorSlot.extend({ quant: z.strictObject({ format: z.literal("mxfp4"), role: z.enum(["blocks", "scales"]), weight: z.string() }).optional() })),
   entries: z.array(
     z.strictObject({
       name: z.string(),
-      inputs: z.array(tensorSlot),
-      outputs: z.array(tensorSlot),
-      launches: z.array(
+      /** The bucketed symbol and those it bounds; absent: one bucket at the symbols' bounds. */
+      bucketBy: z.strictObject({ symbol: z.string(), cobounded: z.array(z.string()) }).optional(),
+      /** Ascending rungs: a call runs the first bucket whose bounds hold all of its symbol values. */
+      buckets: z.array(
         z.strictObject({
-          kernel: z.number().int().nonnegative(),
-          /** The IR op this launch computes (for profiles and error messages). */
-          op: z.string(),
-          grid: z.tuple([sizeExpr, sizeExpr, sizeExpr]),
-          block: z.tuple([z.number().int().positive(), z.number().int().positive(), z.number().int().positive()]),
-          sharedBytes: z.number().int().nonnegative(),
-          args: z.array(planArg),
+          bounds: z.record(z.string(), z.number().int().positive()),
+          inputs: z.array(tensorSlot),
+          outputs: z.array(tensorSlot),
+          launches: z.array(
+            z.strictObject({
+              kernel: z.number().int().nonnegative(),
+              /** The IR op this launch computes (for profiles and error messages). */
+              op: z.string(),
+              grid: z.tuple([sizeExpr, sizeExpr, sizeExpr]),
+              block: z.tuple([z.number().int().positive(), z.number().int().positive(), z.number().int().positive()]),
+              sharedBytes: z.number().int().nonnegative(),
+              args: z.array(planArg),
+            }),
+          ),
+          activationBytes: z.number().int().nonnegative(),
+          peakLiveBytes: z.number().int().nonnegative(),
+          naiveBytes: z.number().int().nonnegative(),
         }),
-      ),
-      activationBytes: z.number().int().nonnegative(),
-      peakLiveBytes: z.number().int().nonnegative(),
-      naiveBytes: z.number().int().nonnegative(),
+      ).min(1),
     }),
   ),
 });
 
 export type Plan = z.infer<typeof planSchema>;
-export type PlanLaunch = Plan["entries"][number]["launches"][number];
+export type PlanEntry = Plan["entries"][number];
+export type PlanBucket = PlanEntry["buckets"][number];
+export type PlanLaunch = PlanBucket["launches"][number];
 export type PlanArg = PlanLaunch["args"][number];
 
 /** Validates a plan read from disk; errors name the JSON path. */
@@ -93,10 +107,18 @@ export function parsePlan(value: unknown, source = "plan"): Plan {
   if (!r.success) throw new Error(`${source} is not a valid tsgc plan: ${r.error.issues.slice(0, 5).map((i) => `$.${i.path.join(".")}: ${i.message}`).join("; ")}`);
   const plan = r.data;
   for (const e of plan.entries) {
-    for (const [i, l] of e.launches.entries()) {
-      if (l.kernel >= plan.kernels.length) throw new Error(`${source}: entry ${e.name} launch ${i} names kernel ${l.kernel}, but the plan has ${plan.kernels.length}`);
-      for (const a of l.args) {
-        if (a.kind === "buffer" && a.offset >= plan.arena.bytes && plan.arena.bytes > 0) throw new Error(`${source}: entry ${e.name} launch ${i} points at offset ${a.offset}, outside the ${plan.arena.bytes}-byte arena`);
+    for (const bucket of e.buckets) {
+      const where = `${source}: entry ${e.name}${e.bucketBy ? ` (bucket ${e.bucketBy.symbol} ≤ ${bucket.bounds[e.bucketBy.symbol]})` : ""}`;
+      for (const [i, l] of bucket.launches.entries()) {
+        if (l.kernel >= plan.kernels.length) throw new Error(`${where} launch ${i} names kernel ${l.kernel}, but the plan has ${plan.kernels.length}`);
+        for (const a of l.args) {
+          if (a.kind !== "buffer") continue;
+          if (a.state !== undefined) {
+            if (!plan.states[a.state]?.atLoad) throw new Error(`${where} launch ${i} points into state ${a.state}, which is not sized at load`);
+          } else if (a.offset >= plan.arena.bytes && plan.arena.bytes > 0) {
+            throw new Error(`${where} launch ${i} points at offset ${a.offset}, outside the ${plan.arena.bytes}-byte arena`);
+          }
+        }
       }
     }
   }

@@ -15,7 +15,7 @@
 
 import { dtypeBytes } from "../ir/dtype.js";
 import type { EntryPoint, Graph } from "../ir/graph.js";
-import { entryNodes, entryResults } from "../ir/graph.js";
+import { entryNodes, entryResults, loadTimeSymbols } from "../ir/graph.js";
 import { type Node, type NodeOf, topoOrder, usersOf } from "../ir/node.js";
 import { evalShape, numElements } from "../ir/shape.js";
 import type { KernelLaunch, NodeKernels } from "./kernel.js";
@@ -87,7 +87,7 @@ function stepOf(launch: KernelLaunch, operands: readonly number[], result: numbe
   return { reads, writes };
 }
 
-function bytesAtBound(n: Node, bounds: Readonly<Record<string, number>>): number {
+function nodeBytes(n: Node, bounds: Readonly<Record<string, number>>): number {
   return numElements(evalShape(n.shape, bounds)) * dtypeBytes(n.dtype);
 }
 
@@ -99,15 +99,31 @@ export function persistentIds(g: Graph): Map<string, number> {
   return ids;
 }
 
-/** Schedules every entry point of `g` with the given lowerings. */
+/** Schedules every entry point of `g` with the given lowerings, at the symbols' bounds. */
 export function scheduleGraph(g: Graph, lowerers: Lowerers): ScheduledEntry[] {
+  const lowerOnce = memoized(lowerers);
+  return g.entries.map((e) => scheduleEntry(g, e, persistentIds(g), lowerOnce, g.symbols));
+}
+
+/**
+ * Schedules one entry point with sizes bounded by `bounds` (a shape bucket: the symbols' bounds lowered to the
+ * rung's); the lowerings are given for the same bounds.
+ */
+export function scheduleEntryAt(g: Graph, e: EntryPoint, bounds: Readonly<Record<string, number>>, lowerers: Lowerers): ScheduledEntry {
+  return scheduleEntry(g, e, persistentIds(g), memoized(lowerers), bounds);
+}
+
+/** Each node lowered once (nodes shared by several entry points, or reached twice). */
+function memoized(lowerers: Lowerers): Lowerers {
   const lowered = new Map<Node, NodeLowering>();
-  const lowerOnce = (n: Node): NodeLowering => {
-    let l = lowered.get(n);
-    if (!l) lowered.set(n, (l = lowerers.node(n)));
-    return l;
+  return {
+    ...lowerers,
+    node: (n: Node): NodeLowering => {
+      let l = lowered.get(n);
+      if (!l) lowered.set(n, (l = lowerers.node(n)));
+      return l;
+    },
   };
-  return g.entries.map((e) => scheduleEntry(g, e, persistentIds(g), { ...lowerers, node: lowerOnce }));
 }
 
 /**
@@ -162,9 +178,12 @@ function siblingGroups(nodes: readonly Node[]): Node[][] {
   return [...groups.values()].filter((g) => g.length > 1);
 }
 
-function scheduleEntry(g: Graph, e: EntryPoint, paramIds: ReadonlyMap<string, number>, lowerers: Lowerers): ScheduledEntry {
+function scheduleEntry(g: Graph, e: EntryPoint, paramIds: ReadonlyMap<string, number>, lowerers: Lowerers, bounds: Readonly<Record<string, number>>): ScheduledEntry {
   const { node: lower, siblings: lowerSiblings, inPlaceUpdate } = lowerers;
-  const bounds = g.symbols;
+  // state sized at load (a KV pool) and its views and in-place updates take no room in the planned arena
+  const atLoad = new Set(loadTimeSymbols(g));
+  const sizedAtLoad = (n: Node) => n.shape.some((d) => typeof d === "string" && atLoad.has(d));
+  const bytesAtBound = (n: Node, b: Readonly<Record<string, number>>) => (sizedAtLoad(n) ? 0 : nodeBytes(n, b));
   const buffers: BufferInfo[] = [];
   const aliases = new Map<number, number>();
   const bufferOf = new Map<Node, number>();

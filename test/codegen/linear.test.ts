@@ -120,7 +120,7 @@ describeGpu("groupedLinear on the GPU", () => {
       const graph = threeLinears("bf16", ns, 256, maxTokens);
       const { plan } = await compile(graph, { arch: device.info.arch, cacheDir: false });
       expect(plan.opCounts["groupedLinear"]).toBe(3);
-      expect(plan.entries[0]!.launches.filter((l) => l.op === "groupedLinear")).toHaveLength(maxTokens <= 8 ? 1 : 3);
+      expect(plan.entries[0]!.buckets[0]!.launches.filter((l) => l.op === "groupedLinear")).toHaveLength(maxTokens <= 8 ? 1 : 3);
       const exec = await PlanExecutor.load(plan, device, { cacheDir: false });
       try {
         const rand = seededRandom(maxTokens);

@@ -8,10 +8,15 @@ import { findBuiltinModel } from "../../models/index.js";
 import { compile } from "../../src/compile/compile.js";
 import { PLAN_VERSION, parsePlan } from "../../src/lower/plan.js";
 import { hostTensor } from "../../src/ir/host-tensor.js";
-import { gptOssModel } from "../../models/gpt-oss.js";
-import { GPT_OSS_TINY } from "../../models/gpt-oss-config.js";
-import { generateBatch, interpreterRunner, KvCacheBook } from "../../src/generate/generate.js";
+import { gptOssModel } from "../../models/gpt-oss/model.js";
+import { GPT_OSS_TINY } from "../../models/gpt-oss/config.js";
 import { randomParams } from "../../src/loader/random-params.js";
+import { openEngine } from "../../src/engine/open.js";
+import { interpreterBackend, planBackend } from "../../src/engine/backend.js";
+import { blockTableInput, kvSlotsInput, poolSlotsSymbol, STEP_NAMES } from "../../src/engine/contract.js";
+import { gptOssLayout } from "../../models/gpt-oss/model.js";
+import { runPipeline } from "../../src/passes/pipeline.js";
+import type { HostTensor } from "../../src/ir/host-tensor.js";
 import { clearKernelMemo, Device } from "../../runtime/index.js";
 import { PlanExecutor } from "../../runtime/executor.js";
 import { describeGpu, describeNvrtc } from "../tiers.js";
@@ -29,23 +34,33 @@ describe("compile (no NVRTC)", () => {
     const graph = findBuiltinModel("gpt-oss-tiny").build({ dtype: "bf16" });
     const emitDir = tempDir();
     const { plan, stats } = await compile(graph, { arch: "sm_80", cacheDir: false, nvrtc: "skip", emitCudaDir: emitDir });
-    expect(stats.fusedOps["sinkAttention"]).toBe(4);
-    expect(stats.fusedOps["moeExperts"]).toBe(4);
-    expect(stats.fusedOps["fusedRmsNorm"]).toBeGreaterThanOrEqual(8);
+    expect(stats.fusedOps["pagedAttention"]).toBe(2);
+    expect(stats.fusedOps["sinkAttention"]).toBeUndefined();
+    expect(stats.fusedOps["moeExperts"]).toBe(2);
+    expect(stats.fusedOps["fusedRmsNorm"]).toBeGreaterThanOrEqual(4);
     expect(stats.opsAfterByKind["dequantMxfp4"]).toBeUndefined();
     expect(stats.kernelsCompiled).toBe(false);
+    // one step entry, a bucket per power of two of its token count up to the bound (256)
+    const step = plan.entries.find((e) => e.name === "step")!;
+    expect(step.buckets.map((b) => b.bounds["tokens"])).toEqual([1, 2, 4, 8, 16, 32, 64, 128, 256]);
+    expect(step.buckets.map((b) => b.bounds["seqs"])).toEqual([1, 2, 4, 8, 16, 16, 16, 16, 16]);
+    expect(stats.buckets["step"]!.map((b) => b.launches)).toEqual(step.buckets.map((b) => b.launches.length));
     // a residual norm's two results come from one launch; bias broadcasts dissolve into their adds
-    const decode = plan.entries.find((e) => e.name === "decode")!;
-    expect(decode.launches.filter((l) => l.op === "fusedRmsNorm")).toHaveLength(5); // layer 0's input norm alone, then 4 pairs
-    expect(decode.launches.filter((l) => l.op === "broadcast")).toHaveLength(0);
+    const one = step.buckets[0]!;
+    expect(one.launches.filter((l) => l.op === "fusedRmsNorm")).toHaveLength(5); // layer 0's input norm alone, then 4 pairs
+    expect(one.launches.filter((l) => l.op === "broadcast")).toHaveLength(0);
+    // the KV pools are sized when the plan loads: no room in the planned arena, arguments point into them by state
+    expect(plan.states.every((s) => s.atLoad && s.bytes === 0)).toBe(true);
+    expect(one.launches.some((l) => l.args.some((a) => a.kind === "buffer" && a.state !== undefined))).toBe(true);
     // the plan survives JSON and its offsets stay in the arena
     const back = parsePlan(JSON.parse(JSON.stringify(plan)));
     expect(back).toEqual(plan);
-    for (const e of plan.entries) {
-      expect(e.launches.length).toBeGreaterThan(10);
-      expect(e.activationBytes).toBeGreaterThanOrEqual(e.peakLiveBytes);
-      expect(e.activationBytes).toBeLessThanOrEqual(e.naiveBytes);
-      for (const slot of [...e.inputs, ...e.outputs]) expect(slot.offset + slot.bytes).toBeLessThanOrEqual(plan.arena.bytes);
+    for (const b of step.buckets) {
+      expect(b.launches.length).toBeGreaterThan(10);
+      expect(b.activationBytes).toBeGreaterThanOrEqual(b.peakLiveBytes);
+      expect(b.activationBytes).toBeLessThanOrEqual(b.naiveBytes);
+      expect(plan.arena.activationBytes).toBeGreaterThanOrEqual(b.activationBytes); // one region, as large as the largest bucket's
+      for (const slot of [...b.inputs, ...b.outputs]) expect(slot.offset + slot.bytes).toBeLessThanOrEqual(plan.arena.bytes);
     }
     for (const p of plan.params) expect(p.offset + p.bytes).toBeLessThanOrEqual(plan.arena.weightBytes);
     // --emit-cuda wrote every kernel
@@ -58,14 +73,15 @@ describe("compile (no NVRTC)", () => {
     const files = readdirSync(dumpDir).sort();
     expect(files[0]).toBe("00-input.ir");
     expect(files).toContain("03-fuse-sink-attention.ir");
-    expect(readFileSync(join(dumpDir, files.at(-1)!), "utf8")).toContain("sinkAttention");
-    expect(readFileSync(join(dumpDir, "00-input.ir"), "utf8")).not.toContain("sinkAttention");
+    expect(files).toContain("04-fuse-paged-attention.ir");
+    expect(readFileSync(join(dumpDir, files.at(-1)!), "utf8")).toContain("pagedAttention");
+    expect(readFileSync(join(dumpDir, "00-input.ir"), "utf8")).not.toContain("pagedAttention");
   });
 
   it("rejects a damaged plan with the path of the problem", () => {
     expect(() => parsePlan({ format: "tsgc-plan", version: PLAN_VERSION })).toThrow(/not a valid tsgc plan: \$\.model/);
-    // a plan of an older format (before model state) is refused by its version, not misread
-    expect(() => parsePlan({ format: "tsgc-plan", version: 1 })).toThrow(/\$\.version/);
+    // a plan of an older format (before shape buckets) is refused by its version, not misread
+    expect(() => parsePlan({ format: "tsgc-plan", version: 2 })).toThrow(/\$\.version/);
   });
 });
 
@@ -105,11 +121,50 @@ function expectNear(gpu: Record<string, { data: Float64Array }>, ref: Record<str
 // bf16 checks everything else on a tiny model that routes every token to all its experts.
 const TINY_ALL_EXPERTS = { ...GPT_OSS_TINY, expertsPerToken: GPT_OSS_TINY.numExperts };
 
+/** A ragged step over empty pools: sequence s has fresh[s] new tokens from position 0, written to blocks of its own. */
+function raggedStep(layout: ReturnType<typeof gptOssLayout>, fresh: readonly number[], vocab: number): Record<string, HostTensor> {
+  const B = layout.blockSize;
+  const T = fresh.reduce((a, b) => a + b, 0);
+  const S = fresh.length;
+  const ids: number[] = [], positions: number[] = [], tokenSeqs: number[] = [], slots: number[] = [];
+  const table = new Array<number>(S * layout.maxBlocksPerSeq).fill(-1);
+  let nextBlock = 0;
+  fresh.forEach((n, s) => {
+    for (let j = 0; j < Math.ceil(n / B); j++) table[s * layout.maxBlocksPerSeq + j] = nextBlock++;
+    for (let p = 0; p < n; p++) {
+      ids.push((s * 131 + p * 17 + 3) % vocab);
+      positions.push(p);
+      tokenSeqs.push(s);
+      slots.push(table[s * layout.maxBlocksPerSeq + Math.floor(p / B)]! * B + (p % B));
+    }
+  });
+  const rows = fresh.map((_, s) => fresh.slice(0, s + 1).reduce((a, b) => a + b, 0) - 1);
+  const inputs: Record<string, HostTensor> = {
+    [STEP_NAMES.ids]: hostTensor("i32", [T], ids),
+    [STEP_NAMES.positions]: hostTensor("i32", [T], positions),
+    [STEP_NAMES.tokenSeqs]: hostTensor("i32", [T], tokenSeqs),
+    [STEP_NAMES.contextLens]: hostTensor("i32", [S], new Array<number>(S).fill(0)),
+    [STEP_NAMES.logitRows]: hostTensor("i32", [S], rows),
+    [STEP_NAMES.temperature]: hostTensor("f32", [S], new Array<number>(S).fill(0)),
+    [STEP_NAMES.topK]: hostTensor("i32", [S], new Array<number>(S).fill(0)),
+    [STEP_NAMES.topP]: hostTensor("f32", [S], new Array<number>(S).fill(1)),
+    [STEP_NAMES.uniform]: hostTensor("f32", [S], new Array<number>(S).fill(0.5)),
+  };
+  for (const g of layout.groups) {
+    inputs[blockTableInput(g.name)] = hostTensor("i32", [S, layout.maxBlocksPerSeq], table);
+    inputs[kvSlotsInput(g.name)] = hostTensor("i32", [T], slots);
+  }
+  return inputs;
+}
+
 describeGpu("the tiny model's compiled plan on the GPU", () => {
   for (const dtype of ["f32", "bf16"] as const) {
-    it(`matches the interpreter (${dtype}) in prefill and decode, with the KV cache in the arena`, async () => {
+    it(`every bucket's kernels match the interpreter (${dtype}) on ragged steps of 1, 3, 17, 100 and 255 tokens, from a saved plan with zero compiles`, async () => {
       const device = Device.open(0);
-      const graph = dtype === "f32" ? findBuiltinModel("gpt-oss-tiny").build({ dtype }) : gptOssModel(TINY_ALL_EXPERTS, { dtype, maxPrefillTokens: 64, maxContext: 64 });
+      const config = dtype === "f32" ? GPT_OSS_TINY : TINY_ALL_EXPERTS;
+      const bounds = { dtype, maxContext: 256, maxTokensPerStep: 256, maxSeqsPerStep: 16 } as const;
+      const graph = gptOssModel(config, bounds);
+      const layout = gptOssLayout(config, bounds);
       const cacheDir = tempDir();
       clearKernelMemo(); // so every kernel of this plan lands in this test's cache directory
       const { plan } = await compile(graph, { arch: device.info.arch, cacheDir });
@@ -117,36 +172,22 @@ describeGpu("the tiny model's compiled plan on the GPU", () => {
       const planFile = join(cacheDir, "plan.json");
       writeFileSync(planFile, JSON.stringify(plan));
       clearKernelMemo();
-      const exec = await PlanExecutor.load(parsePlan(JSON.parse(readFileSync(planFile, "utf8"))), device, { cacheDir });
+      const blocks = 64;
+      const loadSymbols = Object.fromEntries(layout.groups.map((g) => [poolSlotsSymbol(g.name), blocks * layout.blockSize]));
+      const exec = await PlanExecutor.load(parsePlan(JSON.parse(readFileSync(planFile, "utf8"))), device, { cacheDir, loadSymbols });
       expect(exec.kernelStats).toEqual({ hits: plan.kernels.length, misses: 0 });
+      const params = randomParams(graph, 11);
+      exec.setParams(params);
+      const gpu = planBackend(exec);
+      const fused = runPipeline(graph).graph;
       try {
-        const params = randomParams(graph, 11);
-        exec.setParams(params);
-        exec.replayAsGraph("decode");
-        for (const tokens of [1, 3, 50]) {
-          // a fresh cache on both sides: the interpreter's starts zeroed, the arena's is zeroed again
+        for (const fresh of [[1], [1, 1, 1], [5, 1, 11], [40, 1, 1, 30, 28], [100, 100, 20, 20, 15]]) {
           exec.resetState();
-          const reference = interpreterRunner(graph, params);
-          const book = new KvCacheBook(graph);
-          const ids = Array.from({ length: tokens }, (_, i) => (i * 37 + 5) % 128);
-          // the prompt in two chunks: the second reads the rows the first wrote (the sliding ring wraps at 4)
-          for (const [start, end] of [[0, Math.ceil(tokens / 2)], [Math.ceil(tokens / 2), tokens]] as const) {
-            if (end === start) continue;
-            const inputs = {
-              ids: hostTensor("i32", [end - start], ids.slice(start, end)),
-              positions: hostTensor("i32", [end - start], ids.slice(start, end).map((_, i) => start + i)),
-              logit_rows: hostTensor("i32", [1], [end - start - 1]),
-              ...book.prefillInputs(0, end - start),
-            };
-            expectNear(exec.run("prefill", inputs), reference("prefill", inputs), dtype, `prefill of [${start}, ${end}) of ${tokens}`);
-            book.advance(0, end - start);
-          }
-          // decode steps written to and read from the arena's cache, replayed as a CUDA graph
-          for (let step = 0; step < 6; step++) {
-            const decode = { ids: hostTensor("i32", [1], [7 + step]), positions: hostTensor("i32", [1], [book.length(0)]), ...book.decodeInputs([true]) };
-            expectNear(exec.run("decode", decode), reference("decode", decode), dtype, `decode step ${step} after ${tokens}`);
-            book.advance(0, 1);
-          }
+          const cpu = interpreterBackend(fused, params, loadSymbols);
+          const inputs = raggedStep(layout, fresh, config.vocabSize);
+          const [a, b] = [await gpu.step(inputs), await cpu.step(inputs)];
+          fresh.forEach((_, r) => expectNear({ logits: { data: a.logits(r) } }, { logits: { data: b.logits(r) } }, dtype, `${fresh.join("+")} tokens, row ${r}`));
+          if (dtype === "f32") expect(Array.from(a.tokens)).toEqual(Array.from(b.tokens));
         }
       } finally {
         exec.dispose();
@@ -154,24 +195,27 @@ describeGpu("the tiny model's compiled plan on the GPU", () => {
     }, 300_000);
   }
 
-  it("decodes a batch of sequences as the interpreter does (bf16), each as alone", async () => {
-    const device = Device.open(0);
-    const graph = gptOssModel(TINY_ALL_EXPERTS, { dtype: "bf16", maxPrefillTokens: 16, maxContext: 32, maxBatch: 4 });
-    const { plan } = await compile(graph, { arch: device.info.arch, cacheDir: false });
-    const exec = await PlanExecutor.load(plan, device, { cacheDir: false });
+  it("the engine on the GPU gives each request the tokens it gets alone, and the interpreter's (f32), through every bucket", async () => {
+    const options = { model: "gpt-oss-tiny", dtype: "f32", maxContext: 128, maxSeqs: 8, maxStepTokens: 64, seed: 5, kvBlocks: 48 } as const;
+    const gpu = await openEngine({ ...options, device: "cuda", cacheDir: false });
+    const cpu = await openEngine({ ...options, device: "cpu" });
+    const prompts = Array.from({ length: 12 }, (_, i) => Array.from({ length: 1 + ((i * 13) % 40) }, (_, j) => (i * 31 + j * 7) % 128));
+    const run = async (engine: typeof gpu.engine, ps: number[][]) => Promise.all(ps.map(async (promptIds) => {
+      const s = engine.generate({ promptIds, maxTokens: 12 });
+      const tokens: number[] = [];
+      for await (const o of s) tokens.push(o.token);
+      return tokens;
+    }));
     try {
-      const params = randomParams(graph, 5);
-      exec.setParams(params);
-      exec.replayAsGraph("decode");
-      const prompts = [[1, 2, 3], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], [42], [100, 7, 3, 5, 9]];
-      const opts = { maxNewTokens: 8, keepLogits: true };
-      const gpu = generateBatch(graph, (e, i) => exec.run(e, i), prompts, opts);
-      const cpu = generateBatch(graph, interpreterRunner(graph, params), prompts, opts);
-      prompts.forEach((_, b) => {
-        gpu[b]!.logits.forEach((l, step) => expectNear({ logits: hostTensor("f32", [l.length], Array.from(l)) }, { logits: hostTensor("f32", [l.length], Array.from(cpu[b]!.logits[step]!)) }, "bf16", `sequence ${b} step ${step}`));
-      });
+      const together = await run(gpu.engine, prompts);
+      const alone: number[][] = [];
+      for (const p of prompts) alone.push((await run(gpu.engine, [p]))[0]!);
+      expect(together).toEqual(alone);
+      expect(together).toEqual(await run(cpu.engine, prompts));
+      for (const c of Object.values(gpu.engine.stats().blocks)) expect(c.used).toBe(0);
     } finally {
-      exec.dispose();
+      await gpu.engine.close();
+      await cpu.engine.close();
     }
   }, 300_000);
 });

@@ -63,9 +63,9 @@ describe("model state", () => {
   it("is written in place after every read of its old value, in the weights region", async () => {
     const { plan } = await compile(cacheModel(), { arch: "sm_80", cacheDir: false, nvrtc: "skip" });
     const [state] = plan.states;
-    expect(state).toMatchObject({ name: "cache", bytes: 6 * 4 * 4 });
+    expect(state).toMatchObject({ name: "cache", bytes: 6 * 4 * 4, atLoad: false });
     expect(state!.offset).toBeLessThan(plan.arena.weightBytes);
-    const step = plan.entries[0]!;
+    const step = plan.entries[0]!.buckets[0]!;
     const ops = step.launches.map((l) => l.op);
     // the gather of the old rows comes before the scatter, even though the scatter was built first
     expect(ops.indexOf("gather")).toBeLessThan(ops.indexOf("scatter"));
