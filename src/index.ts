@@ -23,16 +23,14 @@ export { hostTensor, zerosTensor, randomTensor, seededRandom } from "./ir/host-t
 export type { HostTensor } from "./ir/host-tensor.js";
 
 // models
-export { gptOssModel } from "../models/gpt-oss.js";
-export type { GptOssBuildOptions } from "../models/gpt-oss.js";
-export { GPT_OSS_20B, GPT_OSS_120B, GPT_OSS_TINY, parseGptOssConfig, loadGptOssConfig } from "../models/gpt-oss-config.js";
-export type { GptOssConfig } from "../models/gpt-oss-config.js";
+export { gptOssModel, gptOssLayout } from "../models/gpt-oss/model.js";
+export type { GptOssBuildOptions } from "../models/gpt-oss/model.js";
+export { GPT_OSS_20B, GPT_OSS_120B, GPT_OSS_TINY, parseGptOssConfig, loadGptOssConfig } from "../models/gpt-oss/config.js";
+export type { GptOssConfig } from "../models/gpt-oss/config.js";
 export { BUILTIN_MODELS, DEFAULT_MODEL, findBuiltinModel } from "../models/index.js";
 
 // weights and generation
 export { randomParams } from "./loader/random-params.js";
-export { generate, referenceGenerate, interpreterRunner, sampleToken, argmax } from "./generate/generate.js";
-export type { EntryRunner, GenerateOptions, GenerateResult, SamplingOptions } from "./generate/generate.js";
 export { loadParams } from "./loader/load-params.js";
 
 // the compiler
@@ -42,3 +40,17 @@ export { runPipeline, PIPELINE, opCounts } from "./passes/pipeline.js";
 export { parsePlan, planSchema } from "./lower/plan.js";
 export type { Plan } from "./lower/plan.js";
 export { PlanExecutor } from "../runtime/executor.js";
+
+// the serving engine
+export { openEngine, gpuPresent } from "./engine/open.js";
+export type { OpenEngineOptions, OpenedEngine, OpenProgress } from "./engine/open.js";
+export { ServingEngine, logprobsOf } from "./engine/engine.js";
+export type { EngineOptions } from "./engine/engine.js";
+export { EngineOverloadedError, EngineRequestError } from "./engine/api.js";
+export type {
+  Engine, EngineModelInfo, EngineStats, FinishReason, GenerationRequest, GenerationStream, GenerationSummary, SamplingParams, TokenLogprob, TokenOutput,
+} from "./engine/api.js";
+export { interpreterBackend, planBackend } from "./engine/backend.js";
+export type { StepBackend, StepOutputs } from "./engine/backend.js";
+export { STEP_ENTRY, STEP_NAMES, STEP_SYMBOLS } from "./engine/contract.js";
+export type { KvGroup, PagedDecoderLayout } from "./engine/contract.js";

@@ -5,8 +5,8 @@ import { formatBytes } from "../format.js";
 import { type CliIo, processIo } from "./io.js";
 import { basename } from "node:path";
 import type { Command } from "commander";
-import { gptOssCheckpointTensors, configExpertFormat } from "../../models/gpt-oss-checkpoint.js";
-import { loadGptOssConfig, type GptOssConfig } from "../../models/gpt-oss-config.js";
+import { gptOssCheckpointTensors, configExpertFormat } from "../../models/gpt-oss/checkpoint.js";
+import { loadGptOssConfig, type GptOssConfig } from "../../models/gpt-oss/config.js";
 import { openCheckpoint } from "../loader/checkpoint.js";
 import { compareTensors, type CheckpointIssue } from "../loader/validate.js";
 

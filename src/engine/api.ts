@@ -28,6 +28,8 @@ export interface GenerationRequest extends SamplingParams {
   readonly signal?: AbortSignal;
   /** A caller-chosen id for logs and stats; the engine makes one otherwise. */
   readonly id?: string;
+  /** Also report the full logits behind every token (parity checks: a vocabulary of floats per token). */
+  readonly logits?: boolean;
 }
 
 export interface TokenLogprob {
@@ -42,6 +44,8 @@ export interface TokenOutput {
   readonly text: string;
   readonly logprob?: number;
   readonly topLogprobs?: readonly TokenLogprob[];
+  /** With `logits` in the request: the logits this token was sampled from. */
+  readonly logits?: Float64Array;
 }
 
 export type FinishReason = "stop" | "length" | "abort" | "error";

@@ -20,10 +20,15 @@
 //                                 pool; −1 where none (a sliding group frees blocks no future query can see)
 //     kv_slots.G      i32[T]      pool row (block · B + offset) where the token's keys and values are written in
 //                                 group G; −1 writes nothing
-//   output
-//     logits          [R, vocab]
-//   states: per layer of group G, `layers.N.k_cache` / `layers.N.v_cache` [GBlocks, B, kvHeads, headDim], where
-//     the symbol `${G}Blocks` (poolBlocksSymbol) is the pool's block count, chosen when the plan is loaded.
+//     sample_temperature f32[R], sample_top_k i32[R], sample_top_p f32[R], sample_uniform f32[R]
+//                     per sampling row: its sampling settings and this step's uniform draw in [0, 1)
+//   outputs
+//     tokens          i32[R]      the token sampled for each row on the device (the `sample` op: greedy at
+//                                 temperature 0; −1 when the row's logits hold NaN or +inf)
+//     logits          [R, vocab]  (read back only for rows that ask for log-probabilities)
+//   states: per layer of group G, `layers.N.k_cache` / `layers.N.v_cache` [GSlots, kvHeads, headDim]: the pool's
+//     rows, block b holding rows b·B … b·B + B − 1. The symbol `${G}Slots` (poolSlotsSymbol) is a load-time
+//     symbol: the pool size is chosen when the plan is loaded (from the memory left after weights), a multiple of B.
 //
 // Semantics: token t (sequence s, position p) attends to the keys of s at positions j ≤ p (and p − j < window on
 // a windowed group): positions j < context_lens[s] are read from the pool through s's block table, the step's
@@ -40,6 +45,11 @@ export const STEP_NAMES = {
   tokenSeqs: "token_seqs",
   contextLens: "context_lens",
   logitRows: "logit_rows",
+  temperature: "sample_temperature",
+  topK: "sample_top_k",
+  topP: "sample_top_p",
+  uniform: "sample_uniform",
+  tokens: "tokens",
   logits: "logits",
 } as const;
 
@@ -48,8 +58,8 @@ export const STEP_SYMBOLS = { tokens: "tokens", seqs: "seqs", rows: "rows" } as 
 
 export const blockTableInput = (group: string): string => `block_tables.${group}`;
 export const kvSlotsInput = (group: string): string => `kv_slots.${group}`;
-/** The symbol holding group G's pool size in blocks (a load-time choice: the memory left after weights). */
-export const poolBlocksSymbol = (group: string): string => `${group}Blocks`;
+/** The load-time symbol holding group G's pool size in rows (blocks · blockSize). */
+export const poolSlotsSymbol = (group: string): string => `${group}Slots`;
 
 /** One KV group: layers sharing an attention kind, a pool of blocks and one block table per sequence. */
 export interface KvGroup {

@@ -11,8 +11,8 @@
 // so memory stays at about one expert's matrix whatever the model size.
 import { copyFile, readdir, rename, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { expertTensorNames, gptOssCheckpointTensors } from "../../models/gpt-oss-checkpoint.js";
-import { MXFP4_MODULES_TO_NOT_CONVERT, parseGptOssConfig, readConfigJson } from "../../models/gpt-oss-config.js";
+import { expertTensorNames, gptOssCheckpointTensors } from "../../models/gpt-oss/checkpoint.js";
+import { MXFP4_MODULES_TO_NOT_CONVERT, parseGptOssConfig, readConfigJson } from "../../models/gpt-oss/config.js";
 import { INDEX_FILE, writeCheckpointTensors, type WriteCheckpointOptions } from "./checkpoint.js";
 import { dequantizeMxfp4, mxfp4Shapes, quantizeMxfp4 } from "./mxfp4.js";
 import { SAFETENSORS_DTYPE_BYTES, decodeFloats, type TensorSpec } from "./safetensors.js";

@@ -3,8 +3,8 @@
 // norm weights are 1 + noise, sinks and biases are noisy too, so no test passes by multiplying zeros.
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { gptOssCheckpointTensors, type ExpectedTensor } from "../../models/gpt-oss-checkpoint.js";
-import { gptOssConfigToJson, type GptOssConfig } from "../../models/gpt-oss-config.js";
+import { gptOssCheckpointTensors, type ExpectedTensor } from "../../models/gpt-oss/checkpoint.js";
+import { gptOssConfigToJson, type GptOssConfig } from "../../models/gpt-oss/config.js";
 import { writeCheckpointTensors, type ShardPlan, type WriteCheckpointOptions } from "./checkpoint.js";
 import { encodeFloats, type SafetensorsDType } from "./safetensors.js";
 import { seededRandom } from "../ir/host-tensor.js";

@@ -1,6 +1,6 @@
 // Checks a checkpoint's tensors against the list a gpt-oss config implies, reporting every difference precisely.
-import { gptOssCheckpointTensors, configExpertFormat, type ExpectedTensor, type ExpertFormat } from "../../models/gpt-oss-checkpoint.js";
-import { loadGptOssConfig, type GptOssConfig } from "../../models/gpt-oss-config.js";
+import { gptOssCheckpointTensors, configExpertFormat, type ExpectedTensor, type ExpertFormat } from "../../models/gpt-oss/checkpoint.js";
+import { loadGptOssConfig, type GptOssConfig } from "../../models/gpt-oss/config.js";
 import { openCheckpoint, type Checkpoint } from "./checkpoint.js";
 
 export type CheckpointIssueKind = "missing" | "unexpected" | "shape" | "dtype";

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { GPT_OSS_TINY } from "../../models/gpt-oss-config.js";
+import { GPT_OSS_TINY } from "../../models/gpt-oss/config.js";
 import { quantizeCheckpoint } from "../../src/loader/quantize-checkpoint.js";
 import { writeRandomGptOssCheckpoint } from "../../src/loader/random-checkpoint.js";
 import { describeGpu, REPO_ROOT } from "../tiers.js";

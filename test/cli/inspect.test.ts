@@ -3,7 +3,7 @@ import { stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { GPT_OSS_TINY } from "../../models/gpt-oss-config.js";
+import { GPT_OSS_TINY } from "../../models/gpt-oss/config.js";
 import { registerInspectCommand, type InspectReport } from "../../src/cli/inspect.js";
 import { formatBytes } from "../../src/format.js";
 import { captureCli } from "./capture.js";

@@ -7,8 +7,8 @@ import { graphFromJson, graphFromJsonText, graphToJson, graphToJsonText } from "
 import { NodeTable, stableStringify } from "../../src/ir/node.js";
 import { printGraph } from "../../src/ir/print.js";
 import { verifyGraph } from "../../src/ir/verify.js";
-import { gptOssModel } from "../../models/gpt-oss.js";
-import { GPT_OSS_20B, GPT_OSS_TINY } from "../../models/gpt-oss-config.js";
+import { gptOssModel } from "../../models/gpt-oss/model.js";
+import { GPT_OSS_20B, GPT_OSS_TINY } from "../../models/gpt-oss/config.js";
 
 function smallModel(eps = 1e-5): Graph {
   return defineModel("small", (b) => {

@@ -11,7 +11,7 @@ import {
   gptOssConfigToJson,
   loadGptOssConfig,
   parseGptOssConfig,
-} from "../../models/gpt-oss-config.js";
+} from "../../models/gpt-oss/config.js";
 
 /** config.json of openai/gpt-oss-20b as published on the hub (transformers 4.55 spelling). */
 function hub20bConfig(): Record<string, unknown> {

@@ -1,22 +1,23 @@
 // The gpt-oss graph: its parameters are the checkpoint's tensors, it runs through the interpreter,
 // and incremental decoding with the KV cache gives the same logits as recomputing the whole sequence.
 import { describe, expect, it } from "vitest";
-import { gptOssModel } from "../../models/gpt-oss.js";
-import { GPT_OSS_120B, GPT_OSS_20B, GPT_OSS_TINY, type GptOssConfig } from "../../models/gpt-oss-config.js";
-import { gptOssCheckpointTensors } from "../../models/gpt-oss-checkpoint.js";
+import { gptOssLayout, gptOssModel } from "../../models/gpt-oss/model.js";
+import { GPT_OSS_120B, GPT_OSS_20B, GPT_OSS_TINY, type GptOssConfig } from "../../models/gpt-oss/config.js";
+import { gptOssCheckpointTensors } from "../../models/gpt-oss/checkpoint.js";
 import { findBuiltinModel } from "../../models/index.js";
 import { graphNodes } from "../../src/ir/graph.js";
 import { hostTensor } from "../../src/ir/host-tensor.js";
 import { interpret } from "../../src/ir/interpret.js";
 import { evalShape } from "../../src/ir/shape.js";
 import { verifyGraph } from "../../src/ir/verify.js";
-import { generate, generateBatch, interpreterRunner, KvCacheBook, referenceGenerate } from "../../src/generate/generate.js";
+import { openEngine } from "../../src/engine/open.js";
+import { maxRelErr, recomputeGreedy, recomputeLogits } from "../engine/reference.js";
 import { randomParams } from "../../src/loader/random-params.js";
 
 const SAFETENSORS_OF = { f32: "F32", bf16: "BF16", fp4e2m1x2: "U8", e8m0: "U8" } as const;
 
 function paramTable(config: GptOssConfig, experts: "mxfp4" | "dense") {
-  const g = gptOssModel(config, { dtype: "bf16", experts, maxPrefillTokens: 64, maxContext: 64 });
+  const g = gptOssModel(config, { dtype: "bf16", experts, maxTokensPerStep: 64, maxContext: 64 });
   return g.params.map((p) => ({ name: p.name, shape: evalShape(p.shape, g.symbols), dtype: SAFETENSORS_OF[p.dtype as keyof typeof SAFETENSORS_OF] })).sort((a, b) => (a.name < b.name ? -1 : 1));
 }
 
@@ -32,13 +33,15 @@ describe("gpt-oss graph", () => {
     }
   });
 
-  it("builds a valid 20b graph with prefill and decode entry points", () => {
+  it("builds a valid 20b graph with one step entry, bucketed by its token count", () => {
     const g = findBuiltinModel("gpt-oss-20b").build({ dtype: "bf16" });
     expect(verifyGraph(g)).toEqual([]);
-    expect(g.entries.map((e) => e.name)).toEqual(["prefill", "decode"]);
+    expect(g.entries.map((e) => e.name)).toEqual(["step"]);
+    expect(g.entries[0]!.buckets).toEqual({ symbol: "tokens", cobounded: ["seqs", "rows"] });
     const ops = graphNodes(g).map((n) => n.op);
     expect(ops.filter((o) => o === "dequantMxfp4").length).toBe(24 * 2); // gate_up and down per layer
-    expect(ops.filter((o) => o === "topk").length).toBe(24 * 2 * 2); // values + indices per layer and entry
+    expect(ops.filter((o) => o === "topk").length).toBe(24 * 2); // values + indices per layer
+    expect(ops.filter((o) => o === "sample").length).toBe(1);
   });
 
   it("omits attention biases when the config has none", () => {
@@ -47,100 +50,64 @@ describe("gpt-oss graph", () => {
   });
 });
 
-describe("gpt-oss through the reference interpreter", () => {
-  const graph = gptOssModel(GPT_OSS_TINY, { dtype: "f32", maxPrefillTokens: 32, maxContext: 32 });
-  const params = randomParams(graph, 7);
+describe("gpt-oss through the engine on the reference interpreter", () => {
   const prompt = [3, 17, 42, 99, 5, 64, 8];
+  const open = (o: { maxStepTokens?: number; maxContext?: number } = {}) =>
+    openEngine({ device: "cpu", model: "gpt-oss-tiny", dtype: "f32", maxContext: o.maxContext ?? 32, maxSeqs: 4, maxStepTokens: o.maxStepTokens ?? 32, seed: 7 });
 
-  const maxRelErr = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-    let maxErr = 0;
-    let maxRef = 0;
-    for (let j = 0; j < b.length; j++) {
-      maxErr = Math.max(maxErr, Math.abs(a[j]! - b[j]!));
-      maxRef = Math.max(maxRef, Math.abs(b[j]!));
-    }
-    return maxErr / maxRef;
-  };
-  const vocab = GPT_OSS_TINY.vocabSize;
+  async function logitsOf(engine: Awaited<ReturnType<typeof open>>["engine"], promptIds: readonly number[], maxTokens: number) {
+    const s = engine.generate({ promptIds, maxTokens, logits: true });
+    const out: { token: number; logits: Float64Array }[] = [];
+    for await (const o of s) out.push({ token: o.token, logits: o.logits! });
+    return out;
+  }
 
-  /** One prefill of `ids` on a fresh cache, logits for every row. */
-  const recompute = (ids: readonly number[]) =>
-    interpret(graph, "prefill", {
-      ids: hostTensor("i32", [ids.length], ids),
-      positions: hostTensor("i32", [ids.length], ids.map((_, i) => i)),
-      logit_rows: hostTensor("i32", [ids.length], ids.map((_, i) => i)),
-      ...new KvCacheBook(graph).prefillInputs(0, ids.length),
-    }, params).logits!;
-
-  it("decodes with the KV cache exactly as a full recomputation does, past the sliding window", () => {
-    // the tiny config's window is 4: 6 generated tokens after 7 prompt tokens wrap the sliding ring
-    const result = referenceGenerate(graph, params, prompt, { maxNewTokens: 6 });
-    expect(result.tokens).toHaveLength(6);
-    const full = recompute([...prompt, ...result.tokens.slice(0, -1)]);
-    result.logits.forEach((step, i) => {
-      expect(maxRelErr(step, full.data.subarray((prompt.length - 1 + i) * vocab, (prompt.length + i) * vocab))).toBeLessThan(1e-6);
-    });
+  it("decodes with the paged KV cache exactly as a full recomputation does, past the sliding window", async () => {
+    // the tiny config's window is 4: 6 generated tokens after 7 prompt tokens slide it past whole blocks
+    const { engine, graph } = await open();
+    const params = randomParams(graph, 7);
+    const out = await logitsOf(engine, prompt, 6);
+    expect(out).toHaveLength(6);
+    // the oracle: the same model, every position's logits from one fresh step (rows up to the whole context)
+    const bounds = { dtype: "f32", maxContext: 32, maxTokensPerStep: 32, maxSeqsPerStep: 32 } as const;
+    const [oracle, layout] = [gptOssModel(GPT_OSS_TINY, bounds, "gpt-oss-tiny"), gptOssLayout(GPT_OSS_TINY, bounds)];
+    const ids = [...prompt, ...out.slice(0, -1).map((o) => o.token)];
+    const full = recomputeLogits(oracle, layout, params, ids);
+    const vocab = GPT_OSS_TINY.vocabSize;
+    out.forEach((o, i) => expect(maxRelErr(o.logits, full.data.subarray((prompt.length - 1 + i) * vocab, (prompt.length + i) * vocab))).toBeLessThan(1e-6));
+    expect(out.map((o) => o.token)).toEqual(recomputeGreedy(oracle, layout, params, prompt, 6));
+    await engine.close();
   });
 
-  it("prefills in chunks (reading the cached rows, sliding ring included) as in one call", () => {
-    const run = interpreterRunner(graph, params);
-    const book = new KvCacheBook(graph);
-    const ids = [...prompt, 11, 12, 13, 14, 15, 16];
-    const chunks = [ids.slice(0, 5), ids.slice(5, 6), ids.slice(6)];
-    const logits: number[] = [];
-    for (const chunk of chunks) {
-      const start = book.length(0);
-      const out = run("prefill", {
-        ids: hostTensor("i32", [chunk.length], chunk),
-        positions: hostTensor("i32", [chunk.length], chunk.map((_, i) => start + i)),
-        logit_rows: hostTensor("i32", [chunk.length], chunk.map((_, i) => i)),
-        ...book.prefillInputs(0, chunk.length),
-      });
-      book.advance(0, chunk.length);
-      logits.push(...out.logits!.data);
-    }
-    expect(maxRelErr(logits, recompute(ids).data)).toBeLessThan(1e-6);
+  it("prefills in chunks (reading the pool, the window included) as in one step", async () => {
+    const long = [...prompt, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20];
+    const chunked = await open({ maxStepTokens: 4 });
+    const whole = await open({ maxStepTokens: 32 });
+    const a = await logitsOf(chunked.engine, long, 3);
+    const b = await logitsOf(whole.engine, long, 3);
+    expect(a.map((o) => o.token)).toEqual(b.map((o) => o.token));
+    a.forEach((o, i) => expect(maxRelErr(o.logits, b[i]!.logits)).toBeLessThan(1e-6));
+    expect(chunked.engine.stats().steps).toBeGreaterThan(whole.engine.stats().steps);
+    await chunked.engine.close();
+    await whole.engine.close();
   });
 
-  it("decodes a batch of sequences as each alone, finishing at different times", () => {
-    const batched = gptOssModel(GPT_OSS_TINY, { dtype: "f32", maxPrefillTokens: 32, maxContext: 32, maxBatch: 3 });
-    const prompts = [prompt, [9, 8, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]];
-    const sampling = { maxNewTokens: 5, temperature: 0.8, keepLogits: true };
-    // prompt 1 stops at its second token
-    const stopTokens = [generate(batched, interpreterRunner(batched, params), prompts[1]!, { ...sampling, seed: 5 }).tokens[1]!];
-    const opts = { ...sampling, seed: 4, stopTokens };
-    const together = generateBatch(batched, interpreterRunner(batched, params), prompts, opts);
-    prompts.forEach((p, i) => {
-      const alone = generate(batched, interpreterRunner(batched, params), p, { ...opts, seed: 4 + i });
-      expect(together[i]!.tokens).toEqual(alone.tokens);
-      together[i]!.logits.forEach((l, j) => expect(maxRelErr(l, alone.logits[j]!)).toBeLessThan(1e-6));
-    });
-    expect(together[1]!.tokens.length).toBeLessThan(5); // stopped early while the others went on
+  it("keeps one KV group per attention kind, sliding blocks bounded by the window", () => {
+    const layout = gptOssLayout(GPT_OSS_20B, { dtype: "bf16", maxContext: 8192, blockSize: 16 });
+    expect(layout.groups.map((g) => [g.name, g.window, g.layers.length])).toEqual([["sliding", 128, 12], ["full", undefined, 12]]);
+    expect(layout.groups[0]!.bytesPerBlock).toBe(12 * 2 * 16 * 8 * 64 * 2);
+    expect(layout.maxBlocksPerSeq).toBe(512);
+    const g = gptOssModel(GPT_OSS_20B, { dtype: "bf16", maxContext: 8192 });
+    // pools are sized when the plan loads: their row count is a load-time symbol
+    expect(g.states.find((x) => x.name === "layers.0.k_cache")!.shape).toEqual(["slidingSlots", 8, 64]);
+    expect(g.states.find((x) => x.name === "layers.1.k_cache")!.shape).toEqual(["fullSlots", 8, 64]);
   });
 
-  it("gives sliding layers a ring of `window` rows per sequence, whatever the context bound", () => {
-    const stateBytes = (maxContext: number, layer: number) => {
-      const g = gptOssModel(GPT_OSS_20B, { dtype: "bf16", maxContext, maxPrefillTokens: 64 });
-      const st = g.states.find((x) => x.name === `layers.${layer}.k_cache`)!;
-      return evalShape(st.shape, g.symbols).reduce((a, b) => a * b, 2);
-    };
-    // layer 0 slides (window 128), layer 1 is full
-    expect(stateBytes(1024, 0)).toBe(128 * 8 * 64 * 2);
-    expect(stateBytes(8192, 0)).toBe(stateBytes(1024, 0));
-    expect(stateBytes(8192, 1)).toBe(8 * stateBytes(1024, 1));
-    const book = new KvCacheBook(graph);
-    book.advance(0, 9);
-    const inputs = book.decodeInputs([true]);
-    // position 9 goes to ring row 9 mod 4 = 1; the ring then holds positions 8, 9, 6, 7
-    expect(Array.from(inputs["cache_slots.sliding"]!.data)).toEqual([1]);
-    expect(Array.from(inputs["cache_positions.sliding"]!.data)).toEqual([8, 9, 6, 7]);
-    expect(Array.from(inputs["cache_positions.full"]!.data).filter((p) => p >= 0)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    expect(() => book.decodeInputs([true, true])).toThrow(/1 to 1 sequences \(maxBatch\)/);
-  });
-
-  it("is deterministic for a seed", () => {
-    const a = referenceGenerate(graph, params, prompt, { maxNewTokens: 3 }).tokens;
-    const b = referenceGenerate(graph, randomParams(graph, 7), prompt, { maxNewTokens: 3 }).tokens;
-    expect(a).toEqual(b);
+  it("is deterministic for a seed", async () => {
+    const a = await open();
+    const b = await open();
+    expect((await logitsOf(a.engine, prompt, 3)).map((o) => o.token)).toEqual((await logitsOf(b.engine, prompt, 3)).map((o) => o.token));
+    await a.engine.close();
+    await b.engine.close();
   });
 });

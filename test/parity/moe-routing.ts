@@ -19,9 +19,9 @@
 //   bf16/ and mxfp4/); --dtype f32 runs the f32 variant
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { gptOssCheckpointTensors } from "../../models/gpt-oss-checkpoint.js";
-import { GPT_OSS_TINY, type GptOssConfig, gptOssConfigToJson, loadGptOssConfig } from "../../models/gpt-oss-config.js";
-import { gptOssModel } from "../../models/gpt-oss.js";
+import { gptOssCheckpointTensors } from "../../models/gpt-oss/checkpoint.js";
+import { GPT_OSS_TINY, type GptOssConfig, gptOssConfigToJson, loadGptOssConfig } from "../../models/gpt-oss/config.js";
+import { gptOssLayout, gptOssModel } from "../../models/gpt-oss/model.js";
 import type { NodeKernels } from "../../src/lower/kernel.js";
 import { evalSize } from "../../src/lower/kernel.js";
 import { emitMoeExperts } from "../../src/codegen/moe.js";
@@ -37,7 +37,7 @@ import { quantizeCheckpoint } from "../../src/loader/quantize-checkpoint.js";
 import { gaussian } from "../../src/loader/random-checkpoint.js";
 import { encodeFloats } from "../../src/loader/safetensors.js";
 import { runPipeline } from "../../src/passes/pipeline.js";
-import { generate } from "../../src/generate/generate.js";
+import { freshStepInputs, oneBlockPools } from "../engine/reference.js";
 
 // ---- the checkpoint ------------------------------------------------------------------------------
 
@@ -91,6 +91,7 @@ interface Model {
   params: Record<string, HostTensor>;
   moes: NodeOf<"moeExperts">[];
   inputs: Record<string, HostTensor>;
+  loadSymbols: Record<string, number>;
   prompt: number[];
 }
 
@@ -108,27 +109,19 @@ async function loadModel(dir: string, experts: "mxfp4" | "dense", tokens: number
     : Array.from({ length: tokens }, () => 1 + Math.floor(rand() * (config.vocabSize - 2)));
   tokens = prompt.length;
 
-  const graph = gptOssModel(config, { dtype, maxPrefillTokens: bound(tokens), maxContext: bound(tokens + 64) });
+  const bounds = { dtype, maxTokensPerStep: bound(tokens), maxSeqsPerStep: 1, maxContext: bound(tokens + 64) };
+  const graph = gptOssModel(config, bounds);
+  const layout = gptOssLayout(config, bounds);
   const params = await loadParams(ckpt, graph);
   const { graph: fused } = runPipeline(graph);
-  const entry = findEntry(fused, "prefill");
+  const entry = findEntry(fused, "step");
   const moes = topoOrder(entry.outputs.map((o) => o.node)).filter((n): n is NodeOf<"moeExperts"> => n.op === "moeExperts");
   if (moes.length !== config.numLayers) throw new Error(`expected ${config.numLayers} moeExperts nodes after the pipeline, found ${moes.length}`);
-  // the prefill inputs exactly as generation builds them (whatever the model's cache interface): the first
-  // call generate() makes, caught before it runs
-  let inputs: Record<string, HostTensor> | undefined;
-  const stop = new Error("inputs captured");
-  try {
-    generate(graph, (entry, ins) => {
-      if (entry !== "prefill") throw new Error(`generation began with ${entry}, expected prefill`);
-      inputs = { ...ins };
-      throw stop;
-    }, prompt, { maxNewTokens: 1 });
-  } catch (err) {
-    if (err !== stop) throw err;
-  }
-  if (!inputs) throw new Error("generate() made no prefill call");
-  return { graph, fused, params, moes, inputs, prompt };
+  // one step prefilling the prompt into an empty pool, the last row's logits
+  const inputs: Record<string, HostTensor> = { ...freshStepInputs(layout, prompt), logit_rows: hostTensor("i32", [1], [prompt.length - 1]) };
+  for (const name of ["sample_temperature", "sample_top_p", "sample_uniform"]) inputs[name] = hostTensor("f32", [1], [name === "sample_top_p" ? 1 : 0]);
+  inputs["sample_top_k"] = hostTensor("i32", [1], [0]);
+  return { graph, fused, params, moes, inputs, prompt, loadSymbols: oneBlockPools(layout) };
 }
 
 interface Reference {
@@ -138,9 +131,9 @@ interface Reference {
 }
 
 function interpretPrefill(m: Model, params?: Record<string, HostTensor>): Reference {
-  const entry = findEntry(m.fused, "prefill");
+  const entry = findEntry(m.fused, "step");
   const logitsNode = entry.outputs.find((o) => o.name === "logits")!.node;
-  const symbols = bindSymbols(m.fused, "prefill", m.inputs);
+  const symbols = bindSymbols(m.fused, "step", m.inputs);
   const roots: Node[] = [logitsNode, ...m.moes.map((n) => n.inputs[0]!), ...m.moes];
   const values = evaluateNodes(roots, { symbols, inputs: m.inputs, params: params ?? m.params });
   const l = m.moes.length;
@@ -325,11 +318,11 @@ async function gpuRun(dir: string, m: Model, ref: Reference, experts: "mxfp4" | 
   let planLogits: HostTensor | undefined;
   for (const loader of ["stream", "host"] as const) {
     // a fresh executor per run: no state (KV cache) carried over from the other
-    const exec = await PlanExecutor.load(plan, gpu);
+    const exec = await PlanExecutor.load(plan, gpu, { loadSymbols: m.loadSymbols });
     try {
       if (loader === "stream") await streamCheckpoint(exec, join(dir, experts === "mxfp4" ? "mxfp4" : "bf16"));
       else exec.setParams(m.params);
-      const out = exec.run("prefill", m.inputs);
+      const out = exec.run("step", m.inputs);
       planLogits ??= out["logits"]!;
       result[`plan_${loader}`] = compare(out["logits"]!, ref.logits);
     } finally {

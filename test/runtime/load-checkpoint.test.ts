@@ -4,12 +4,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { gptOssModel } from "../../models/gpt-oss.js";
-import { GPT_OSS_TINY } from "../../models/gpt-oss-config.js";
+import { gptOssLayout, gptOssModel } from "../../models/gpt-oss/model.js";
+import { GPT_OSS_TINY } from "../../models/gpt-oss/config.js";
 import { compile } from "../../src/compile/compile.js";
-import { KvCacheBook } from "../../src/generate/generate.js";
-import type { Graph } from "../../src/ir/graph.js";
-import { hostTensor } from "../../src/ir/host-tensor.js";
+import { freshStepInputs, oneBlockPools } from "../engine/reference.js";
 import { openCheckpoint } from "../../src/loader/checkpoint.js";
 import { loadParams, readParams } from "../../src/loader/load-params.js";
 import { quantizeCheckpoint } from "../../src/loader/quantize-checkpoint.js";
@@ -51,10 +49,10 @@ describe("dense experts from an MXFP4 checkpoint (--dequantize)", () => {
   it("takes blocks and scales for a dense expert weight, transposed to [experts, in, out], and names a mismatch", async () => {
     const checkpoint = await openCheckpoint(dirs["MXFP4"]!);
     try {
-      const dense = gptOssModel(GPT_OSS_TINY, { dtype: "f32", experts: "dense", maxPrefillTokens: 16, maxContext: 16 });
+      const dense = gptOssModel(GPT_OSS_TINY, { dtype: "f32", experts: "dense", maxTokensPerStep: 16, maxContext: 16 });
       expect(paramProblems(dense.params, dense.symbols, checkpoint)).toEqual([]);
       const params = await readParams(dense, checkpoint);
-      const packed = await readParams(gptOssModel(GPT_OSS_TINY, { dtype: "f32", experts: "mxfp4", maxPrefillTokens: 16, maxContext: 16 }), checkpoint);
+      const packed = await readParams(gptOssModel(GPT_OSS_TINY, { dtype: "f32", experts: "mxfp4", maxTokensPerStep: 16, maxContext: 16 }), checkpoint);
       // expert 1, input feature 3, output feature 5 of gate_up: the packed row 5, element 3 of expert 1
       const name = "model.layers.0.mlp.experts.gate_up_proj";
       const [, d, twoI] = params[name]!.shape as [number, number, number];
@@ -63,7 +61,7 @@ describe("dense experts from an MXFP4 checkpoint (--dequantize)", () => {
       const code = (blocks[(1 * twoI + 5) * (d / 2) + 1]! >> 4) & 0xf; // element 3 = high nibble of byte 1
       const e2m1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, -1, -1.5, -2, -3, -4, -6][code]!;
       expect(params[name]!.data[(1 * d + 3) * twoI + 5]).toBe(e2m1 * 2 ** (scales[(1 * twoI + 5) * (d / 32)]! - 127));
-      const wider = gptOssModel({ ...GPT_OSS_TINY, intermediateSize: 64 }, { dtype: "f32", experts: "dense", maxPrefillTokens: 16, maxContext: 16 });
+      const wider = gptOssModel({ ...GPT_OSS_TINY, intermediateSize: 64 }, { dtype: "f32", experts: "dense", maxTokensPerStep: 16, maxContext: 16 });
       expect(paramProblems(wider.params, wider.symbols, checkpoint).join("\n")).toMatch(
         /model\.layers\.0\.mlp\.experts\.gate_up_proj \(from .*_blocks and .*_scales in .*\): blocks \[4, 64, 2, 16\] and scales \[4, 64, 2\] do not encode \[4, 64, 128\]/,
       );
@@ -74,20 +72,16 @@ describe("dense experts from an MXFP4 checkpoint (--dequantize)", () => {
 });
 
 describeGpu("streamCheckpoint", () => {
-  const inputs = (graph: Graph) => ({
-    ids: hostTensor("i32", [5], [3, 1, 4, 1, 5]),
-    positions: hostTensor("i32", [5], [0, 1, 2, 3, 4]),
-    logit_rows: hostTensor("i32", [1], [4]),
-    ...new KvCacheBook(graph).prefillInputs(0, 5),
-  });
-
   for (const [stored, dtype, experts] of [["BF16", "bf16", "dense"], ["F32", "bf16", "dense"], ["BF16", "f32", "dense"], ["MXFP4", "bf16", "mxfp4"]] as const) {
     it(`streams a ${stored} checkpoint into a ${dtype} plan exactly as host parameters would (${experts} experts)`, async () => {
       const device = Device.open(0);
-      const graph = gptOssModel(GPT_OSS_TINY, { dtype, experts, maxPrefillTokens: 16, maxContext: 16 });
+      const bounds = { dtype, experts, maxTokensPerStep: 16, maxSeqsPerStep: 8, maxContext: 16 } as const;
+      const [graph, layout] = [gptOssModel(GPT_OSS_TINY, bounds), gptOssLayout(GPT_OSS_TINY, bounds)];
       const { plan } = await compile(graph, { arch: device.info.arch, cacheDir: false });
-      const streamed = await PlanExecutor.load(plan, device, { cacheDir: false });
-      const staged = await PlanExecutor.load(plan, device, { cacheDir: false });
+      const load = { cacheDir: false as const, loadSymbols: oneBlockPools(layout) };
+      const streamed = await PlanExecutor.load(plan, device, load);
+      const staged = await PlanExecutor.load(plan, device, load);
+      const inputs = freshStepInputs(layout, [3, 1, 4, 1, 5]);
       try {
         const progress: number[] = [];
         // a tiny staging buffer forces many chunks per tensor
@@ -95,8 +89,8 @@ describeGpu("streamCheckpoint", () => {
         expect(bytes).toBe(plan.params.reduce((a, p) => a + p.bytes, 0));
         expect(progress).toHaveLength(plan.params.length);
         staged.setParams(await loadParams(dirs[stored]!, graph));
-        const a = streamed.run("prefill", inputs(graph));
-        const b = staged.run("prefill", inputs(graph));
+        const a = streamed.run("step", inputs);
+        const b = staged.run("step", inputs);
         expect(Array.from(a["logits"]!.data)).toEqual(Array.from(b["logits"]!.data));
       } finally {
         streamed.dispose();

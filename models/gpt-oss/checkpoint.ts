@@ -27,7 +27,7 @@
 // Dtypes: the hub checkpoints store every unquantized tensor in BF16; transformers writes F32 when saved from an f32
 // model, and the original conversion keeps norms and biases in whatever the source held (F32 or BF16). So every
 // unquantized tensor may be any float dtype (F32, BF16, F16); MXFP4 blocks and scales are always U8.
-import type { GptOssConfig } from "./gpt-oss-config.js";
+import type { GptOssConfig } from "./config.js";
 
 /** How the experts' weights are stored. */
 export type ExpertFormat = "bf16" | "mxfp4";
