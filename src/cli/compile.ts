@@ -3,16 +3,22 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
-import { gptOssModel } from "../../models/gpt-oss.js";
-import { parseGptOssConfig } from "../../models/gpt-oss-config.js";
+import { gptOssModel } from "../../models/gpt-oss/model.js";
+import { parseGptOssConfig } from "../../models/gpt-oss/config.js";
 import { type CompileEvent, compile } from "../compile/compile.js";
 import type { Graph } from "../ir/graph.js";
 import { formatBytes } from "../format.js";
 import { deviceCount, deviceInfo } from "../../runtime/index.js";
+import { findBuiltinModel } from "../../models/index.js";
+import { positiveInt } from "./engine-options.js";
 import { loadModel } from "./load-model.js";
 
 interface CompileFlags {
   config?: string;
+  maxContext?: number;
+  maxBatch?: number;
+  maxStepTokens?: number;
+  blockSize?: number;
   arch?: string;
   dtype: "bf16" | "f32";
   out?: string;
@@ -32,8 +38,22 @@ function defaultArch(): string {
   return "sm_90";
 }
 
+/** The gpt-oss bounds given on the command line. */
+function bounds(flags: CompileFlags) {
+  return {
+    ...(flags.maxContext !== undefined ? { maxContext: flags.maxContext } : {}),
+    ...(flags.maxBatch !== undefined ? { maxSeqsPerStep: flags.maxBatch } : {}),
+    ...(flags.maxStepTokens !== undefined ? { maxTokensPerStep: flags.maxStepTokens } : {}),
+    ...(flags.blockSize !== undefined ? { blockSize: flags.blockSize } : {}),
+  };
+}
+
 async function graphFor(model: string, flags: CompileFlags): Promise<Graph> {
-  if (!flags.config) return loadModel(model, { dtype: flags.dtype });
+  const given = bounds(flags);
+  if (!flags.config) {
+    if (Object.keys(given).length > 0 && !findBuiltinModel(model, { orUndefined: true })) throw new Error(`--max-context, --max-batch, --max-step-tokens and --block-size apply to the built-in gpt-oss models; ${model} is a model file`);
+    return loadModel(model, { dtype: flags.dtype, ...given });
+  }
   if (!model.startsWith("gpt-oss")) throw new Error(`--config applies to gpt-oss models; ${model} is not one`);
   let json: unknown;
   try {
@@ -41,7 +61,7 @@ async function graphFor(model: string, flags: CompileFlags): Promise<Graph> {
   } catch (err) {
     throw new Error(`cannot read ${flags.config}: ${err instanceof Error ? err.message : String(err)}`);
   }
-  return gptOssModel(parseGptOssConfig(json, flags.config), { dtype: flags.dtype }, model);
+  return gptOssModel(parseGptOssConfig(json, flags.config), { dtype: flags.dtype, ...given }, model);
 }
 
 /** One line per phase on stderr; a live counter while kernels compile on a terminal. */
@@ -79,6 +99,10 @@ export function registerCompileCommand(program: Command): void {
     .argument("<model>", "built-in model name (see `tsgc models`) or a model file")
     .option("--config <config.json>", "a Hugging Face gpt-oss config.json to build the model from")
     .option("--arch <sm_XX>", "target GPU architecture (default: the local GPU's, else sm_90)")
+    .option("--max-context <n>", "gpt-oss: most tokens (prompt and output) one sequence holds", positiveInt("--max-context"))
+    .option("--max-batch <n>", "gpt-oss: most sequences one step runs", positiveInt("--max-batch"))
+    .option("--max-step-tokens <n>", "gpt-oss: most tokens one step runs (the bucketed dim: 1, 2, 4, … up to it)", positiveInt("--max-step-tokens"))
+    .option("--block-size <n>", "gpt-oss: tokens per KV block", positiveInt("--block-size"))
     .option("--dtype <dtype>", "bf16 or f32", (v: string) => {
       if (v !== "bf16" && v !== "f32") throw new Error(`--dtype must be bf16 or f32, got "${v}"`);
       return v;
@@ -113,7 +137,11 @@ export function registerCompileCommand(program: Command): void {
           `${stats.model} for ${arch}: ${stats.opsBefore} ops → ${stats.opsAfter} (${fused})`,
           `kernels: ${stats.kernels} distinct, launches ${Object.entries(stats.launches).map(([e, n]) => `${e} ${n}`).join(", ")}; ${stats.kernelsCompiled ? `${stats.cacheHits} from cache, ${stats.cacheMisses} compiled` : "not compiled"}`,
           `arena: ${formatBytes(stats.arenaBytes)} = weights ${formatBytes(stats.weightBytes - stats.stateBytes)} + KV cache ${formatBytes(stats.stateBytes)} + activations ${formatBytes(stats.activationBytes)}`,
-          ...plan.entries.map((e) => `  ${e.name}: activations ${formatBytes(e.activationBytes)} (peak live ${formatBytes(e.peakLiveBytes)}, naive sum ${formatBytes(e.naiveBytes)})`),
+          ...plan.entries.flatMap((e) => {
+            const top = e.buckets[e.buckets.length - 1]!;
+            const rungs = e.bucketBy ? `; buckets of ${e.bucketBy.symbol}: ${e.buckets.map((b) => `≤${b.bounds[e.bucketBy!.symbol]} ${b.launches.length} launches`).join(", ")}` : "";
+            return [`  ${e.name}: activations ${formatBytes(top.activationBytes)} (peak live ${formatBytes(top.peakLiveBytes)}, naive sum ${formatBytes(top.naiveBytes)})${rungs}`];
+          }),
           `${stats.compileMs} ms${stats.planCacheHit ? " (plan from cache)" : ""}${flags.out ? `; plan written to ${join(flags.out, "plan.json")}` : ""}`,
         ].join("\n") + "\n",
       );

@@ -1,7 +1,7 @@
 // `tsgc compile` as a user runs it: a child process on the built CLI.
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { GPT_OSS_TINY, gptOssConfigToJson } from "../../models/gpt-oss-config.js";
+import { GPT_OSS_TINY, gptOssConfigToJson } from "../../models/gpt-oss/config.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -27,7 +27,8 @@ describe("tsgc compile", () => {
     expect(r.code, r.stderr).toBe(0);
     const stats = JSON.parse(r.stdout);
     expect(stats.kernelsCompiled).toBe(false);
-    expect(stats.fusedOps.sinkAttention).toBe(4);
+    expect(stats.fusedOps.pagedAttention).toBe(2);
+    expect(stats.buckets.step.map((b: { bounds: { tokens: number } }) => b.bounds.tokens)).toEqual([1, 2, 4, 8, 16, 32, 64, 128, 256]);
     expect(readdirSync(join(dir, "cuda")).filter((f) => f.endsWith(".cu"))).toHaveLength(stats.kernels);
   });
 
@@ -54,8 +55,12 @@ describe("tsgc compile", () => {
     writeFileSync(config, JSON.stringify(gptOssConfigToJson({ ...GPT_OSS_TINY, numLayers: 4, layerTypes: ["sliding_attention", "full_attention", "sliding_attention", "full_attention"] })));
     const r = tsgc(["compile", "gpt-oss", "--config", config, "--no-cache", "--arch", "sm_80", "--emit-cuda", join(dir, "cuda")], { TSGC_NVRTC_LIBRARY: "/nonexistent/libnvrtc.so" });
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/sinkAttention 8/);
-    expect(r.stdout).toMatch(/^ {2}prefill: activations .* \(peak live .*, naive sum .*\)$/m);
+    expect(r.stdout).toMatch(/pagedAttention 4/);
+    expect(r.stdout).toMatch(/^ {2}step: activations .* \(peak live .*, naive sum .*\); buckets of tokens: ≤1 \d+ launches, ≤2/m);
+    // the bounds: --max-step-tokens sets the ladder, --max-batch and --max-context the rest
+    const bounded = tsgc(["compile", "gpt-oss", "--config", config, "--no-cache", "--arch", "sm_80", "--emit-cuda", join(dir, "cuda2"), "--json", "--max-step-tokens", "8", "--max-batch", "4", "--max-context", "64"], { TSGC_NVRTC_LIBRARY: "/nonexistent/libnvrtc.so" });
+    expect(bounded.code, bounded.stderr).toBe(0);
+    expect(JSON.parse(bounded.stdout).buckets.step.map((b: { bounds: Record<string, number> }) => [b.bounds["tokens"], b.bounds["seqs"]])).toEqual([[1, 1], [2, 2], [4, 4], [8, 4]]);
     const bad = join(dir, "bad.json");
     writeFileSync(bad, JSON.stringify({ ...JSON.parse(readFileSync(config, "utf8")), rope_scaling: { rope_type: "linear", factor: 2 } }));
     expect(tsgc(["compile", "gpt-oss", "--config", bad]).stderr).toMatch(/rope_scaling\.rope_type/);

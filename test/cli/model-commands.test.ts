@@ -37,7 +37,7 @@ describe("tsgc CLI", () => {
   it("prints the IR as text, JSON and a summary", async () => {
     const io = capture();
     await run(["node", "tsgc", "ir", "gpt-oss-tiny", "--summary"]);
-    expect(io.out()).toMatch(/^gpt-oss-tiny: \d+ nodes, 37 params, entries prefill, decode/);
+    expect(io.out()).toMatch(/^gpt-oss-tiny: \d+ nodes, 37 params, entries step/);
     vi.restoreAllMocks();
     const io2 = capture();
     await run(["node", "tsgc", "ir", "--json"]);
