@@ -10,7 +10,7 @@ import { Arena } from "../runtime/arena.js";
 import { CudaGraph, Device, type Kernel, type KernelArg } from "../runtime/cuda.js";
 import { loadKernels } from "../runtime/kernel-cache.js";
 import { nvrtcVersion } from "../runtime/nvrtc.js";
-import { evalSize, type NodeKernels } from "../src/codegen/kernel.js";
+import { evalSize, type NodeKernels } from "../src/lower/kernel.js";
 import { DEFAULT_GEMM_TILE, emitMatmul, type GemmTile } from "../src/codegen/matmul.js";
 import { emitMxfp4Matmul } from "../src/codegen/mxfp4-matmul.js";
 import { emitFusedRmsNorm, emitResidualRmsNormPair } from "../src/codegen/rmsnorm.js";

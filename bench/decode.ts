@@ -2,12 +2,12 @@
 // GPU memory, load/init, generation, decode at each batch size against the bandwidth floor, a per-launch
 // profile and optionally a prefill. `tsgc bench` runs the same with flags.
 //
-//   npm run build && node dist/bench/decode.js [model=gpt-oss-20b] [past=1024] [replays=100] [prefillTokens=0] [batches=1,8] [context=4096]
+//   npm run build && node dist/bench/decode.js [model=gpt-oss-20b] [past=1024] [replays=100] [prefillTokens=0] [batches=1,2,…,256] [context=4096]
 
 import { formatGptOssBench, runGptOssBench } from "../src/bench/gpt-oss-bench.js";
 
 async function main(): Promise<void> {
-  const [model = "gpt-oss-20b", past = "1024", replays = "100", prefillTokens = "0", batches = "1,8", context = "4096"] = process.argv.slice(2);
+  const [model = "gpt-oss-20b", past = "1024", replays = "100", prefillTokens = "0", batches = "1,2,4,8,16,32,64,128,256", context = "4096"] = process.argv.slice(2);
   const result = await runGptOssBench({
     model,
     past: Number(past),

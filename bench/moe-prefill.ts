@@ -6,9 +6,9 @@
 //
 //   npm run build && node dist/bench/moe-prefill.js [tokens=512,2048] [replays=5]
 
-import { type DeviceFill, deviceFill } from "../src/bench/device-fill.js";
+import { type DeviceFill, deviceFill } from "../src/engine/device-random.js";
 import { emitMoeExperts, type MoePath } from "../src/codegen/moe.js";
-import { evalSize, type NodeKernels } from "../src/codegen/kernel.js";
+import { evalSize, type NodeKernels } from "../src/lower/kernel.js";
 import { type DType } from "../src/ir/dtype.js";
 import { tensorFromBytes } from "../src/ir/host-tensor.js";
 import { type NodeOf, NodeTable } from "../src/ir/node.js";

@@ -2,7 +2,7 @@
 // offset inside it. Views are bounds- and alignment-checked when made, so a bad plan fails here
 // with the offsets in the message rather than as a corrupted neighbour on the GPU.
 import { type DType, dtypeBytes } from "../src/ir/dtype.js";
-import { ARENA_ALIGNMENT } from "../src/passes/memory-plan.js";
+import { ARENA_ALIGNMENT } from "../src/lower/memory-plan.js";
 import { native } from "./native.js";
 import type { Device, DevicePointer, PinnedBuffer, Stream } from "./cuda.js";
 

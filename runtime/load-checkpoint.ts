@@ -5,7 +5,7 @@
 // against the plan before the first byte moves. A dense expert weight the checkpoint holds as MXFP4
 // blocks and scales (a plan built with dense experts, `--dequantize`) is dequantized one expert at a time.
 
-import type { Plan } from "../src/codegen/plan.js";
+import type { Plan } from "../src/lower/plan.js";
 import { type DType, dtypeBytes } from "../src/ir/dtype.js";
 import { evalShape } from "../src/ir/shape.js";
 import { openCheckpoint } from "../src/loader/checkpoint.js";

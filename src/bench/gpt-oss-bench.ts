@@ -1,186 +1,229 @@
-// gpt-oss at full size on one GPU with seeded random weights made on the device: GPU memory in use, load
-// and init time, a short greedy generation through `generate`, decode steps at each batch size (one CUDA
-// graph per step) against the bandwidth floor (the bytes a step must read: every weight it touches once,
-// the KV cache it attends to), KV-cache bytes at 1k and 8k context, and optionally a per-launch profile
-// and a prefill timing. Used by `tsgc bench` and bench/decode.ts.
+// `tsgc bench`: gpt-oss at full size on one GPU, the engine's compiled plan with seeded random weights made on the
+// device (no checkpoint). In one run: the card's ceilings (src/bench/ceilings.ts), GPU memory, compile/load/init
+// time, a short generation through the engine, then `step` calls timed as CUDA-graph replays —
+//   decode: B sequences, each one token at position `past` (its KV at [0, past] in the pools), for every B of the
+//           ladder (each in its shape bucket of the one plan)
+//   prefill: one fresh sequence of N tokens
+// — each against its floor: max(bytes the step must read / the measured read bandwidth, FLOPs / the measured bf16
+// rate). Bytes: every weight the step touches once (the experts its tokens route to, expected count), the KV it
+// attends to. Optionally a per-launch profile of the batch-1 step.
 
-import { gptOssModel } from "../../models/gpt-oss.js";
 import { findBuiltinModel } from "../../models/index.js";
-import { compile } from "../compile/compile.js";
-import { generate, KvCacheBook } from "../generate/generate.js";
-import type { Graph } from "../ir/graph.js";
-import { dtypeBytes } from "../ir/dtype.js";
-import { type HostTensor, hostTensor, tensorFromBytes, tensorToBytes } from "../ir/host-tensor.js";
-import { evalShape, numElements } from "../ir/shape.js";
-import { Device, PlanExecutor } from "../../runtime/index.js";
-import { deviceFill, fillPlanRandom } from "./device-fill.js";
-
-/** Measured HBM copy bandwidth of an H100 SXM (DESIGN.md, "Performance method"). */
-const HBM_BYTES_PER_S = 3.0e12;
-/** Dense bf16 tensor throughput of an H100 SXM. */
-const TENSOR_FLOP_PER_S = 790e12;
+import type { GptOssConfig } from "../../models/gpt-oss/config.js";
+import { blockTableInput, kvSlotsInput, type PagedDecoderLayout, STEP_ENTRY, STEP_NAMES } from "../engine/contract.js";
+import { deviceFill, fillPlanRandom } from "../engine/device-random.js";
+import { openEngine } from "../engine/open.js";
+import { type HostTensor, hostTensor } from "../ir/host-tensor.js";
+import { CudaGraph, Device, type PlanExecutor } from "../../runtime/index.js";
+import { type Ceilings, measureCeilings } from "./ceilings.js";
 
 export interface GptOssBenchOptions {
   readonly model: string;
   /** Position of every decoding sequence (tokens already cached). */
   readonly past: number;
+  /** Decode batch sizes; the plan's batch bound is the largest. */
   readonly batches: readonly number[];
-  /** Tokens of KV cache per sequence (the plan's maxContext). */
+  /** Tokens per sequence the plan holds (maxContext). */
   readonly context: number;
   readonly replays: number;
   /** Time a prefill of this many fresh tokens too (0: no). */
   readonly prefillTokens: number;
-  /** Time every decode launch alone (slow: one graph per launch). */
+  /** Time every launch of the batch-1 step alone (slow: one graph per launch). */
   readonly profile: boolean;
-  /** Progress lines (compiling, loading, timing). */
   readonly onProgress?: (line: string) => void;
 }
 
-export interface DecodeTiming {
+export interface StepTiming {
   readonly batch: number;
   readonly ms: number;
   readonly tokensPerSecond: number;
   readonly floorMs: number;
+  /** floorMs / ms */
+  readonly ofFloor: number;
+  /** What bounds the floor. */
+  readonly bound: "bytes" | "flops";
+  readonly launches: number;
+  /** The bucket this step ran in (its token bound). */
+  readonly bucket: number;
 }
 
 export interface GptOssBenchResult {
   readonly device: string;
   readonly model: string;
+  readonly ceilings: Ceilings;
   readonly context: number;
   readonly past: number;
   readonly maxBatch: number;
   readonly kernels: number;
-  readonly launchesPerDecodeStep: number;
-  readonly arena: { readonly bytes: number; readonly weightBytes: number; readonly kvBytes: number; readonly activationBytes: number };
+  readonly buckets: readonly number[];
+  readonly arena: { readonly plannedBytes: number; readonly weightBytes: number; readonly activationBytes: number; readonly kvPoolBytes: number };
   readonly gpuMemory: { readonly inUseBytes: number; readonly beforeLoadBytes: number; readonly totalBytes: number };
-  /** KV bytes of the plan, and per sequence at 1k and 8k context, for full and sliding layers. */
-  readonly kvCache: { readonly full: number; readonly sliding: number; readonly perSequence1k: KvSplit; readonly perSequence8k: KvSplit };
+  readonly kvPerSequence: { readonly at1k: number; readonly at8k: number; readonly sliding: number };
   readonly compileMs: number;
   readonly planCached: boolean;
   readonly loadMs: number;
   readonly initMs: number;
-  readonly generate: { readonly promptTokens: number; readonly tokens: readonly number[]; readonly ms: number };
-  readonly logitsFinite: boolean;
-  readonly bytesPerStep: number;
-  readonly directLaunchMs: number;
-  readonly decode: readonly DecodeTiming[];
+  readonly generate: { readonly promptTokens: number; readonly tokens: readonly number[]; readonly ms: number; readonly finishReason: string };
+  readonly decode: readonly StepTiming[];
   readonly profile?: readonly { readonly kind: string; readonly launches: number; readonly ms: number }[];
-  readonly prefill?: { readonly tokens: number; readonly ms: number; readonly floorMs: number; readonly top: readonly { readonly kind: string; readonly ms: number }[] };
+  readonly prefill?: { readonly tokens: number; readonly ms: number; readonly floorMs: number; readonly ofFloor: number; readonly tokensPerSecond: number };
 }
 
-interface KvSplit {
-  readonly full: number;
-  readonly sliding: number;
+/** Bytes and FLOPs a step must move and do (see the header). */
+export function stepCost(c: GptOssConfig, tokens: number, kvKeysPerToken: { readonly full: number; readonly sliding: number }): { bytes: number; flops: number } {
+  const bf16 = 2;
+  const mxfp4PerWeight = 17 / 32;
+  const attnParams = c.numHeads * c.headDim * c.hiddenSize * 2 + c.numKvHeads * c.headDim * c.hiddenSize * 2;
+  const expertParams = 3 * c.intermediateSize * c.hiddenSize;
+  const routerParams = c.numExperts * c.hiddenSize;
+  // T tokens touch E·(1 − (1 − k/E)^T) distinct experts per layer (expected)
+  const experts = c.numExperts * (1 - (1 - c.expertsPerToken / c.numExperts) ** tokens);
+  const fullLayers = c.layerTypes.filter((t) => t === "full_attention").length;
+  const kvBytes = tokens * (fullLayers * kvKeysPerToken.full + (c.numLayers - fullLayers) * kvKeysPerToken.sliding) * 2 * c.numKvHeads * c.headDim * bf16;
+  const bytes = c.numLayers * ((attnParams + routerParams) * bf16 + experts * expertParams * mxfp4PerWeight) + c.vocabSize * c.hiddenSize * bf16 + kvBytes;
+  const attnFlops = tokens * (fullLayers * kvKeysPerToken.full + (c.numLayers - fullLayers) * kvKeysPerToken.sliding) * 4 * c.numHeads * c.headDim;
+  const flops = 2 * tokens * (c.numLayers * (attnParams + routerParams + c.expertsPerToken * expertParams) + c.vocabSize * c.hiddenSize) + attnFlops;
+  return { bytes, flops };
+}
+
+/** Step inputs of B sequences, each decoding one token at position `past` (its earlier positions already in its blocks). */
+export function decodeInputs(layout: PagedDecoderLayout, batch: number, past: number, vocab: number): Record<string, HostTensor> {
+  const B = layout.blockSize;
+  const MB = layout.maxBlocksPerSeq;
+  const blocksPerSeq = Math.floor(past / B) + 1;
+  const inputs: Record<string, HostTensor> = {
+    [STEP_NAMES.ids]: hostTensor("i32", [batch], Array.from({ length: batch }, (_, b) => (1234 + 97 * b) % vocab)),
+    [STEP_NAMES.positions]: hostTensor("i32", [batch], new Array<number>(batch).fill(past)),
+    [STEP_NAMES.tokenSeqs]: hostTensor("i32", [batch], Array.from({ length: batch }, (_, b) => b)),
+    [STEP_NAMES.contextLens]: hostTensor("i32", [batch], new Array<number>(batch).fill(past)),
+    [STEP_NAMES.logitRows]: hostTensor("i32", [batch], Array.from({ length: batch }, (_, b) => b)),
+    [STEP_NAMES.temperature]: hostTensor("f32", [batch], new Array<number>(batch).fill(0)),
+    [STEP_NAMES.topK]: hostTensor("i32", [batch], new Array<number>(batch).fill(0)),
+    [STEP_NAMES.topP]: hostTensor("f32", [batch], new Array<number>(batch).fill(1)),
+    [STEP_NAMES.uniform]: hostTensor("f32", [batch], new Array<number>(batch).fill(0)),
+  };
+  for (const g of layout.groups) {
+    // full layers: every block of [0, past]; windowed ones: the blocks covering the window only
+    const first = g.window === undefined ? 0 : Math.max(0, Math.floor((past - g.window + 1) / B));
+    const held = blocksPerSeq - first;
+    const table = new Array<number>(batch * MB).fill(-1);
+    const slots: number[] = [];
+    for (let b = 0; b < batch; b++) {
+      for (let j = first; j < blocksPerSeq; j++) table[b * MB + j] = b * held + (j - first);
+      slots.push(table[b * MB + Math.floor(past / B)]! * B + (past % B));
+    }
+    inputs[blockTableInput(g.name)] = hostTensor("i32", [batch, MB], table);
+    inputs[kvSlotsInput(g.name)] = hostTensor("i32", [batch], slots);
+  }
+  return inputs;
+}
+
+/** Step inputs of one fresh sequence of `n` tokens (positions 0…n−1), the last row's logits. */
+function prefillInputs(layout: PagedDecoderLayout, n: number, vocab: number): Record<string, HostTensor> {
+  const B = layout.blockSize;
+  const MB = layout.maxBlocksPerSeq;
+  const inputs: Record<string, HostTensor> = {
+    [STEP_NAMES.ids]: hostTensor("i32", [n], Array.from({ length: n }, (_, i) => (i * 7919) % vocab)),
+    [STEP_NAMES.positions]: hostTensor("i32", [n], Array.from({ length: n }, (_, i) => i)),
+    [STEP_NAMES.tokenSeqs]: hostTensor("i32", [n], new Array<number>(n).fill(0)),
+    [STEP_NAMES.contextLens]: hostTensor("i32", [1], [0]),
+    [STEP_NAMES.logitRows]: hostTensor("i32", [1], [n - 1]),
+    [STEP_NAMES.temperature]: hostTensor("f32", [1], [0]),
+    [STEP_NAMES.topK]: hostTensor("i32", [1], [0]),
+    [STEP_NAMES.topP]: hostTensor("f32", [1], [1]),
+    [STEP_NAMES.uniform]: hostTensor("f32", [1], [0]),
+  };
+  for (const g of layout.groups) {
+    inputs[blockTableInput(g.name)] = hostTensor("i32", [1, MB], Array.from({ length: MB }, (_, j) => (j * B < n ? j : -1)));
+    inputs[kvSlotsInput(g.name)] = hostTensor("i32", [n], Array.from({ length: n }, (_, i) => i));
+  }
+  return inputs;
 }
 
 export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBenchResult> {
   const say = o.onProgress ?? (() => {});
-  if (!(o.past >= 0 && o.past < o.context)) throw new Error(`past ${o.past} must be below the context ${o.context}`);
+  if (!(o.past >= 0 && o.past < o.context)) throw new Error(`--past ${o.past} must be below --context ${o.context}`);
   if (o.batches.length === 0 || o.batches.some((b) => !(Number.isInteger(b) && b >= 1))) throw new Error(`batch sizes must be positive integers, got ${o.batches.join(",")}`);
-  const model = findBuiltinModel(o.model);
-  const c = model.config;
+  const c = findBuiltinModel(o.model).config;
   const device = Device.open(0);
   const memoryBefore = device.memoryInfo();
+  say("measuring the card's ceilings: copy and read bandwidth, bf16 matmul rate");
+  const ceilings = await measureCeilings(device);
   const maxBatch = Math.max(...o.batches);
-  const graph = gptOssModel(c, { dtype: "bf16", maxContext: o.context, maxBatch, maxPrefillTokens: Math.max(o.prefillTokens, 512) }, o.model);
-  say(`compiling ${o.model} for ${device.info.arch}`);
-  const t0 = performance.now();
-  const { plan, stats } = await compile(graph, { arch: device.info.arch });
-  const compileMs = performance.now() - t0;
-  const t1 = performance.now();
-  const exec = await PlanExecutor.load(plan, device);
-  const loadMs = performance.now() - t1;
+  const blockSize = 16;
+  // pools: every decoding sequence's blocks of [0, past] (full layers; windowed ones take what the engine gives them)
+  const fullBlocks = Math.max(maxBatch * (Math.floor(o.past / blockSize) + 1), Math.ceil(Math.max(o.prefillTokens, 64) / blockSize), Math.ceil(o.context / blockSize));
+  say(`compiling ${o.model} (maxBatch ${maxBatch}, context ${o.context}) and loading it with random weights made on the device`);
+  const opened = await openEngine({
+    device: "cuda",
+    model: o.model,
+    dtype: "bf16",
+    maxContext: o.context,
+    maxSeqs: maxBatch,
+    maxStepTokens: Math.max(maxBatch, o.prefillTokens, 64),
+    blockSize,
+    kvBlocks: fullBlocks,
+  });
+  const exec: PlanExecutor = opened.executor!;
+  const { engine, layout } = opened;
   try {
-    say(`filling ${(plan.arena.weightBytes / 1e9).toFixed(1)} GB of weights and KV cache on the device`);
-    const fill = await deviceFill(device);
-    const t2 = performance.now();
-    fillPlanRandom(fill, plan, exec.arena.pointer);
-    device.synchronize();
-    const initMs = performance.now() - t2;
     const memoryAfter = device.memoryInfo();
-
-    say("generating 32 tokens through generate()");
-    exec.replayAsGraph("decode");
+    say("generating 32 tokens after a 32-token prompt through the engine");
     const promptIds = Array.from({ length: 32 }, (_, i) => (i * 7919 + 11) % c.vocabSize);
     const genStarted = performance.now();
-    const generated = generate(graph, (e, inputs) => exec.run(e, inputs), promptIds, { maxNewTokens: 32 });
+    const stream = engine.generate({ promptIds, maxTokens: 32 });
+    const tokens: number[] = [];
+    for await (const out of stream) tokens.push(out.token);
+    const summary = await stream.done;
     const genMs = performance.now() - genStarted;
-    // the generation wrote its rows: put random state back so every decode below reads finite, varied keys
-    fillPlanRandom(fill, { ...plan, params: [] }, exec.arena.pointer);
-
-    const entry = exec.entry("decode");
-    const put = (name: string, t: HostTensor) => {
-      const slot = entry.inputs.find((s) => s.name === name)!;
-      const bytes = tensorToBytes(t);
-      if (bytes.byteLength > 0) exec.arena.view(slot.offset, bytes.byteLength).copyFromHost(bytes);
-    };
-    /** Every sequence of the batch at position `past`; returns the step's symbol values. */
-    const placeDecodeInputs = (batch: number): Record<string, number> => {
-      const book = new KvCacheBook(graph);
-      for (let b = 0; b < batch; b++) book.advance(b, o.past);
-      put("ids", hostTensor("i32", [batch], Array.from({ length: batch }, (_, b) => 1234 + b)));
-      put("positions", hostTensor("i32", [batch], new Array<number>(batch).fill(o.past)));
-      const cache = book.decodeInputs(new Array<boolean>(batch).fill(true));
-      for (const [name, t] of Object.entries(cache)) put(name, t);
-      return { batch, kvLen: cache["cache_positions.full"]!.shape[1]! };
-    };
-    const batch1 = o.batches[0]!;
-    const symbols1 = placeDecodeInputs(batch1);
-    exec.launch("decode", symbols1);
+    // random KV everywhere, so every decode below attends to finite, varied keys
+    fillPlanRandom(await deviceFill(device), exec, { params: false, states: true });
     device.synchronize();
-    const logitsSlot = entry.outputs.find((s) => s.name === "logits")!;
-    const logitsShape = evalShape(logitsSlot.shape, symbols1);
-    const logitBytes = new Uint8Array(numElements(logitsShape) * dtypeBytes(logitsSlot.dtype));
-    exec.arena.view(logitsSlot.offset, logitBytes.byteLength).copyToHost(logitBytes);
-    const logitsFinite = tensorFromBytes(logitsSlot.dtype, logitsShape, logitBytes).data.every(Number.isFinite);
 
-    const stream = device.createStream();
+    const timing = device.createStream();
     const [start, stop] = [device.createEvent(), device.createEvent()];
     const timeMs = (body: () => void, n: number) => {
       body();
-      stream.synchronize();
-      start.record(stream);
+      timing.synchronize();
+      start.record(timing);
       for (let i = 0; i < n; i++) body();
-      stop.record(stream);
+      stop.record(timing);
       stop.synchronize();
       return stop.elapsedMsSince(start) / n;
     };
-    say("timing decode steps");
-    const directLaunchMs = timeMs(() => exec.launch("decode", symbols1, stream), Math.min(o.replays, 20));
-
-    // the floor: bytes one step must read (weights it touches once, KV it attends to)
-    const bf16 = 2;
-    const mxfp4PerWeight = 17 / 32;
-    const windowPast = Math.min(c.slidingWindow - 1, o.past);
-    const attn = (c.numHeads * c.headDim * c.hiddenSize * 2 + c.numKvHeads * c.headDim * c.hiddenSize * 2) * bf16;
-    const expertBytes = (2 * c.intermediateSize * c.hiddenSize + c.hiddenSize * c.intermediateSize) * mxfp4PerWeight;
-    const router = c.numExperts * c.hiddenSize * bf16;
-    const kvPerSequence = c.layerTypes.reduce((sum, t) => sum + 2 * ((t === "sliding_attention" ? windowPast : o.past) + 1) * c.numKvHeads * c.headDim * bf16, 0);
-    // a batch of B tokens touches E·(1 − (1 − k/E)^B) distinct experts per layer (expected)
-    const stepBytes = (batch: number) =>
-      c.numLayers * (attn + router + c.numExperts * (1 - (1 - c.expertsPerToken / c.numExperts) ** batch) * expertBytes) + batch * kvPerSequence + c.vocabSize * c.hiddenSize * bf16;
-    const floorMs = (batch: number) => (stepBytes(batch) / HBM_BYTES_PER_S) * 1e3;
-    const decode: DecodeTiming[] = [];
+    const floorOf = (cost: { bytes: number; flops: number }) => {
+      const bytesMs = (cost.bytes / ceilings.readBytesPerS) * 1e3;
+      const flopsMs = (cost.flops / ceilings.bf16FlopPerS) * 1e3;
+      return { floorMs: Math.max(bytesMs, flopsMs), bound: bytesMs >= flopsMs ? ("bytes" as const) : ("flops" as const) };
+    };
+    const kvKeys = { full: o.past + 1, sliding: Math.min(o.past + 1, c.slidingWindow) };
+    say(`timing decode steps at batch ${o.batches.join(", ")} (position ${o.past}, ${o.replays} CUDA-graph replays each)`);
+    const decode: StepTiming[] = [];
     for (const batch of o.batches) {
-      const symbols = placeDecodeInputs(batch);
-      const step = stream.capture(() => exec.launch("decode", symbols, stream));
-      const ms = timeMs(() => step.launch(stream), o.replays);
-      step.dispose();
-      decode.push({ batch, ms, tokensPerSecond: (batch * 1e3) / ms, floorMs: floorMs(batch) });
+      const { bucket, symbols } = exec.stage(STEP_ENTRY, decodeInputs(layout, batch, o.past, c.vocabSize));
+      const graph = CudaGraph.capture(timing, () => exec.launch(STEP_ENTRY, symbols, timing));
+      try {
+        const ms = timeMs(() => graph.launch(timing), o.replays);
+        const { floorMs, bound } = floorOf(stepCost(c, batch, kvKeys));
+        decode.push({ batch, ms, tokensPerSecond: (batch * 1e3) / ms, floorMs, ofFloor: floorMs / ms, bound, launches: bucket.launches.length, bucket: bucket.bounds["tokens"]! });
+      } finally {
+        graph.dispose();
+      }
     }
 
     let profile: GptOssBenchResult["profile"];
     if (o.profile) {
-      say("profiling every decode launch");
-      placeDecodeInputs(batch1);
+      say("profiling every launch of the batch-1 step");
+      const { bucket, symbols } = exec.stage(STEP_ENTRY, decodeInputs(layout, 1, o.past, c.vocabSize));
+      const all = { ...exec.loadSymbols, ...symbols };
       const byKind = new Map<string, { launches: number; ms: number }>();
-      entry.launches.forEach((l, i) => {
-        const g = stream.capture(() => {
-          for (let r = 0; r < 20; r++) exec.launchOne(entry, i, symbols1, stream);
+      bucket.launches.forEach((l, i) => {
+        const g = CudaGraph.capture(timing, () => {
+          for (let r = 0; r < 20; r++) exec.launchOne(bucket, i, all, timing);
         });
-        const ms = timeMs(() => g.launch(stream), 3) / 20;
+        const ms = timeMs(() => g.launch(timing), 3) / 20;
         g.dispose();
-        const kind = `${l.op} (${plan.kernels[l.kernel]!.family})`;
+        const kind = `${l.op} (${exec.plan.kernels[l.kernel]!.family})`;
         const acc = byKind.get(kind) ?? { launches: 0, ms: 0 };
         byKind.set(kind, { launches: acc.launches + 1, ms: acc.ms + ms });
       });
@@ -189,98 +232,82 @@ export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBench
 
     let prefill: GptOssBenchResult["prefill"];
     if (o.prefillTokens > 0) {
-      say(`timing a prefill of ${o.prefillTokens} tokens`);
-      const pre = exec.entry("prefill");
-      const putPre = (name: string, t: HostTensor) => {
-        const slot = pre.inputs.find((s) => s.name === name)!;
-        const bytes = tensorToBytes(t);
-        if (bytes.byteLength > 0) exec.arena.view(slot.offset, bytes.byteLength).copyFromHost(bytes);
-      };
       const n = o.prefillTokens;
-      putPre("ids", hostTensor("i32", [n], Array.from({ length: n }, (_, i) => (i * 7919) % c.vocabSize)));
-      putPre("positions", hostTensor("i32", [n], Array.from({ length: n }, (_, i) => i)));
-      putPre("logit_rows", hostTensor("i32", [1], [n - 1]));
-      for (const [name, t] of Object.entries(new KvCacheBook(graph).prefillInputs(0, n))) putPre(name, t);
-      const symbols = { tokens: n, rows: 1, past: 0, windowPast: 0 };
-      const ms = timeMs(() => exec.launch("prefill", symbols, stream), 3);
-      const activeParams = c.numLayers * (attn / bf16 + c.expertsPerToken * 3 * c.intermediateSize * c.hiddenSize + c.numExperts * c.hiddenSize);
-      const byKind = new Map<string, number>();
-      pre.launches.forEach((l, i) => {
-        const t = timeMs(() => exec.launchOne(pre, i, symbols, stream), 1);
-        const kind = `${l.op} (${plan.kernels[l.kernel]!.family})`;
-        byKind.set(kind, (byKind.get(kind) ?? 0) + t);
-      });
-      prefill = {
-        tokens: n,
-        ms,
-        floorMs: ((2 * activeParams * n) / TENSOR_FLOP_PER_S) * 1e3,
-        top: [...byKind].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([kind, t]) => ({ kind, ms: t })),
-      };
+      say(`timing a prefill of ${n} tokens`);
+      const { symbols } = exec.stage(STEP_ENTRY, prefillInputs(layout, n, c.vocabSize));
+      const graph = CudaGraph.capture(timing, () => exec.launch(STEP_ENTRY, symbols, timing));
+      try {
+        const ms = timeMs(() => graph.launch(timing), 5);
+        // a prompt of n tokens: token i attends to i + 1 keys (the window caps sliding layers)
+        const cost = stepCost(c, n, { full: (n + 1) / 2, sliding: Math.min((n + 1) / 2, c.slidingWindow) });
+        const { floorMs } = floorOf(cost);
+        prefill = { tokens: n, ms, floorMs, ofFloor: floorMs / ms, tokensPerSecond: (n * 1e3) / ms };
+      } finally {
+        graph.dispose();
+      }
     }
-    stream.dispose();
+    start.dispose();
+    stop.dispose();
+    timing.dispose();
 
-    const kvBytes = (g: Graph, sliding: boolean) =>
-      g.states
-        .filter((st) => (c.layerTypes[Number(st.name.split(".")[1])] === "sliding_attention") === sliding)
-        .reduce((sum, st) => sum + numElements(evalShape(st.shape, g.symbols)) * dtypeBytes(st.dtype), 0);
-    const perSequence = (context: number): KvSplit => {
-      const g = gptOssModel(c, { dtype: "bf16", maxContext: context, maxBatch: 1, maxPrefillTokens: 16 }, o.model);
-      return { full: kvBytes(g, false), sliding: kvBytes(g, true) };
-    };
+    const fullGroup = layout.groups.find((g) => g.window === undefined)!;
+    const slidingGroup = layout.groups.find((g) => g.window !== undefined);
+    const perToken = fullGroup.bytesPerBlock / layout.blockSize;
+    const kvPoolBytes = layout.groups.reduce((sum, g) => sum + opened.poolBlocks[g.name]! * g.bytesPerBlock, 0);
+    const plan = exec.plan;
     return {
       device: `${device.info.name} (${device.info.arch})`,
       model: o.model,
+      ceilings,
       context: o.context,
       past: o.past,
       maxBatch,
-      kernels: stats.kernels,
-      launchesPerDecodeStep: entry.launches.length,
-      arena: { bytes: plan.arena.bytes, weightBytes: plan.arena.weightBytes - stats.stateBytes, kvBytes: stats.stateBytes, activationBytes: plan.arena.activationBytes },
+      kernels: plan.kernels.length,
+      buckets: plan.entries[0]!.buckets.map((b) => b.bounds["tokens"]!),
+      arena: { plannedBytes: plan.arena.bytes, weightBytes: plan.arena.weightBytes, activationBytes: plan.arena.activationBytes, kvPoolBytes },
       gpuMemory: { inUseBytes: memoryAfter.totalBytes - memoryAfter.freeBytes, beforeLoadBytes: memoryBefore.totalBytes - memoryBefore.freeBytes, totalBytes: memoryAfter.totalBytes },
-      kvCache: { full: kvBytes(graph, false), sliding: kvBytes(graph, true), perSequence1k: perSequence(1024), perSequence8k: perSequence(8192) },
-      compileMs,
-      planCached: stats.planCacheHit,
-      loadMs,
-      initMs,
-      generate: { promptTokens: promptIds.length, tokens: generated.tokens, ms: genMs },
-      logitsFinite,
-      bytesPerStep: stepBytes(1),
-      directLaunchMs,
+      kvPerSequence: { at1k: 1024 * perToken, at8k: 8192 * perToken, sliding: slidingGroup ? (Math.ceil(c.slidingWindow / layout.blockSize) + 1) * slidingGroup.bytesPerBlock : 0 },
+      compileMs: opened.timings.compileMs,
+      planCached: opened.compileStats?.planCacheHit ?? false,
+      loadMs: opened.timings.loadMs,
+      initMs: opened.timings.weightsMs,
+      generate: { promptTokens: promptIds.length, tokens, ms: genMs, finishReason: summary.finishReason },
       decode,
       ...(profile ? { profile } : {}),
       ...(prefill ? { prefill } : {}),
     };
   } finally {
-    exec.dispose();
+    await engine.close();
   }
 }
 
-/** The result as aligned text lines. */
+/** The result as a table and aligned lines. */
 export function formatGptOssBench(r: GptOssBenchResult): string {
   const gb = (n: number) => `${(n / 1e9).toFixed(2)} GB`;
+  const c = r.ceilings;
   const rows: [string, string][] = [
     ["device", r.device],
-    ["model", `${r.model}, KV cache ${r.context} tokens × ${r.maxBatch} sequences, decode at position ${r.past}`],
-    ["plan", `${r.kernels} kernels, ${r.launchesPerDecodeStep} launches per decode step; arena ${gb(r.arena.bytes)} = weights ${gb(r.arena.weightBytes)} + KV ${gb(r.arena.kvBytes)} + activations ${gb(r.arena.activationBytes)}`],
+    ["ceilings (measured)", `copy ${(c.copyBytesPerS / 1e12).toFixed(2)} TB/s (read + write), read ${(c.readBytesPerS / 1e12).toFixed(2)} TB/s, bf16 ${(c.bf16FlopPerS / 1e12).toFixed(0)} TFLOP/s (${c.bf16Source === "cublas" ? "cuBLAS" : "tsgc's GEMM: cuBLAS not found"})`],
+    ["model", `${r.model}, maxBatch ${r.maxBatch}, context ${r.context}, decode at position ${r.past}`],
+    ["plan", `${r.kernels} kernels; step buckets ${r.buckets.join(", ")}; planned arena ${gb(r.arena.plannedBytes)} = weights ${gb(r.arena.weightBytes)} + activations ${gb(r.arena.activationBytes)}; KV pools ${gb(r.arena.kvPoolBytes)}`],
     ["GPU memory in use", `${gb(r.gpuMemory.inUseBytes)} (${gb(r.gpuMemory.beforeLoadBytes)} before loading, of ${gb(r.gpuMemory.totalBytes)})`],
-    ["KV cache", `full layers ${gb(r.kvCache.full)}, sliding ${gb(r.kvCache.sliding)}; per sequence at 1k / 8k context: full ${gb(r.kvCache.perSequence1k.full)} / ${gb(r.kvCache.perSequence8k.full)}, sliding ${gb(r.kvCache.perSequence1k.sliding)} / ${gb(r.kvCache.perSequence8k.sliding)}`],
+    ["KV per sequence", `full layers ${gb(r.kvPerSequence.at1k)} at 1k tokens, ${gb(r.kvPerSequence.at8k)} at 8k; sliding layers ${gb(r.kvPerSequence.sliding)} at any length`],
     ["compile / load / init", `${r.compileMs.toFixed(0)} ms (${r.planCached ? "plan cached" : "cold"}) / ${r.loadMs.toFixed(0)} ms / ${r.initMs.toFixed(0)} ms`],
-    ["generate", `${r.generate.promptTokens}-token prompt + ${r.generate.tokens.length} greedy tokens in ${r.generate.ms.toFixed(0)} ms`],
-    ["logits", r.logitsFinite ? "all finite" : "NOT all finite"],
-    ["bytes per step (B=1)", `${gb(r.bytesPerStep)}: floor ${((r.bytesPerStep / HBM_BYTES_PER_S) * 1e3).toFixed(3)} ms at 3.0 TB/s`],
-    ["direct launches", `batch ${r.decode[0]!.batch}: ${r.directLaunchMs.toFixed(3)} ms/step`],
-    ...r.decode.map((d): [string, string] => [`decode batch ${d.batch}`, `${d.ms.toFixed(3)} ms/step, ${d.tokensPerSecond.toFixed(1)} tokens/s; floor ${d.floorMs.toFixed(3)} ms (${((d.floorMs / d.ms) * 100).toFixed(1)}%)`]),
+    ["generate", `${r.generate.promptTokens}-token prompt + ${r.generate.tokens.length} greedy tokens through the engine in ${r.generate.ms.toFixed(0)} ms (${r.generate.finishReason})`],
   ];
   const lines = rows.map(([k, v]) => `${k.padEnd(22)} ${v}`);
-  if (r.profile) {
-    const total = r.profile.reduce((a, p) => a + p.ms, 0);
-    lines.push(``, `per-launch profile (sum ${total.toFixed(3)} ms; each launch alone, so L2 is warm for small ones):`);
-    for (const p of r.profile) lines.push(`  ${p.kind.padEnd(34)} ${String(p.launches).padStart(4)} launches ${p.ms.toFixed(3).padStart(8)} ms ${((p.ms / total) * 100).toFixed(1).padStart(5)}%`);
+  lines.push("", "batch   bucket  launches     ms/step      tokens/s   floor ms  of floor  bound");
+  for (const d of r.decode) {
+    lines.push(`${String(d.batch).padStart(5)}  ${String(d.bucket).padStart(7)}  ${String(d.launches).padStart(8)}  ${d.ms.toFixed(3).padStart(10)}  ${d.tokensPerSecond.toFixed(0).padStart(12)}  ${d.floorMs.toFixed(3).padStart(9)}  ${(d.ofFloor * 100).toFixed(1).padStart(7)}%  ${d.bound}`);
   }
   if (r.prefill) {
     const p = r.prefill;
-    lines.push(``, `prefill ${p.tokens} tokens: ${p.ms.toFixed(1)} ms, ${((p.tokens / p.ms) * 1e3).toFixed(0)} tokens/s; floor ${p.floorMs.toFixed(1)} ms (${((p.floorMs / p.ms) * 100).toFixed(1)}%)`);
-    for (const t of p.top) lines.push(`  ${t.kind.padEnd(34)} ${t.ms.toFixed(2).padStart(9)} ms`);
+    lines.push("", `prefill ${p.tokens} tokens: ${p.ms.toFixed(1)} ms, ${p.tokensPerSecond.toFixed(0)} tokens/s; floor ${p.floorMs.toFixed(1)} ms (${(p.ofFloor * 100).toFixed(1)}%)`);
+  }
+  if (r.profile) {
+    const total = r.profile.reduce((a, p) => a + p.ms, 0);
+    lines.push("", `per-launch profile of the batch-1 step (sum ${total.toFixed(3)} ms; each launch alone, so small weights sit in L2):`);
+    for (const p of r.profile) lines.push(`  ${p.kind.padEnd(34)} ${String(p.launches).padStart(4)} launches ${p.ms.toFixed(3).padStart(8)} ms ${((p.ms / total) * 100).toFixed(1).padStart(5)}%`);
   }
   return `${lines.join("\n")}\n`;
 }
