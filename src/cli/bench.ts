@@ -30,14 +30,14 @@ function parseBatches(v: string): number[] {
 export function registerBenchCommand(program: Command): void {
   program
     .command("bench")
-    .description("benchmark a built-in gpt-oss model on GPU 0 with random device-side weights: GPU memory, load time, decode tokens/s per batch size vs the bandwidth floor")
+    .description("benchmark a built-in gpt-oss model on GPU 0 with random device-side weights: the card's ceilings, GPU memory, load time, decode tokens/s per batch size and prefill against floors from those ceilings")
     .argument("[model]", "built-in model name", "gpt-oss-20b")
     .option("--past <n>", "position of every decoding sequence (cached tokens)", integer("--past", 0), 1024)
-    .option("--batches <list>", "decode batch sizes, e.g. 1,8 (the KV cache holds the largest)", parseBatches, [1, 8])
-    .option("--context <n>", "tokens of KV cache per sequence", integer("--context", 1), 4096)
+    .option("--batches <list>", "decode batch sizes, all in one plan whose batch bound is the largest", parseBatches, [1, 2, 4, 8, 16, 32, 64, 128, 256])
+    .option("--context <n>", "most tokens per sequence (the plan's maxContext)", integer("--context", 1), 4096)
     .option("--replays <n>", "timed replays of each decode step", integer("--replays", 1), 100)
     .option("--prefill <n>", "also time a prefill of this many tokens", integer("--prefill", 0), 0)
-    .option("--profile", "time every decode launch alone and sum by kernel kind")
+    .option("--profile", "time every launch of the batch-1 step alone and sum by kernel kind")
     .option("--json", "print one JSON object")
     .action(async (model: string, flags: BenchFlags) => {
       findBuiltinModel(model); // an unknown name fails here, before any GPU work
