@@ -50,6 +50,7 @@ export function submitChoices(ctx: RequestContext, requests: readonly Omit<Gener
  */
 export async function driveChoice(ctx: RequestContext, run: ChoiceRun, onToken: (token: TokenOutput) => boolean | Promise<boolean>): Promise<GenerationSummary> {
   let last: number | undefined;
+  let failure: string | undefined;
   try {
     for await (const token of run.stream) {
       const now = performance.now();
@@ -62,14 +63,16 @@ export async function driveChoice(ctx: RequestContext, run: ChoiceRun, onToken: 
         break;
       }
     }
-  } catch {
-    // The stream failed: make sure the engine lets go of the request; its summary says what happened.
+  } catch (err) {
+    // The stream (or turning its tokens into the response) failed: the engine lets go of the request, and the
+    // summary says "error" whatever the engine's says (it saw an abort).
     run.controller.abort();
+    failure = err instanceof Error ? err.message : String(err);
   }
   const summary = await run.stream.done;
   ctx.metrics.promptTokens.inc({}, summary.promptTokens);
   ctx.metrics.requestLatency.observe((performance.now() - ctx.receivedAt) / 1000);
-  return summary;
+  return failure === undefined ? summary : { ...summary, finishReason: "error", error: failure };
 }
 
 /** Why a request could not be answered, when its summary says it did not finish by itself (undefined: it did). */

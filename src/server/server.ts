@@ -8,8 +8,9 @@
 //   GET  /health                200 while serving, 503 while shutting down
 //   GET  /metrics               Prometheus text (metrics.ts)
 //
-// close() stops accepting connections, answers 503 to requests that still arrive on open connections, lets
-// in-flight requests finish for shutdownGraceMs, then aborts them and closes every connection.
+// close() drains: every request that arrives from then on is answered 503 with Retry-After (so /health tells a load
+// balancer to look elsewhere, and clients retry there), in-flight requests get shutdownGraceMs to finish, then the
+// ones still running are aborted, and the listener and every connection are closed.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Engine } from "../engine/api.js";
@@ -167,11 +168,10 @@ export function createOpenAiServer(engine: Engine, serverOptions: ServerOptions 
     close() {
       closed ??= (async () => {
         closing = true;
-        const stopped = new Promise<void>((resolve) => http.close(() => resolve()));
-        http.closeIdleConnections();
         await settle(options.shutdownGraceMs);
         for (const e of inFlight) e.controller.abort("shutdown" satisfies AbortCause);
         await settle(2_000);
+        const stopped = new Promise<void>((resolve) => http.close(() => resolve()));
         http.closeAllConnections();
         await stopped;
       })();

@@ -52,7 +52,7 @@ export async function startHarness(engineOptions: FakeEngineOptions = {}, server
 export async function eventually(check: () => boolean, ms = 5_000): Promise<void> {
   const until = Date.now() + ms;
   while (!check()) {
-    if (Date.now() > until) throw new Error("condition not reached in time");
+    if (Date.now() > until) throw new Error(`condition not reached in ${ms} ms: ${check.toString()}`);
     await new Promise((r) => setTimeout(r, 5));
   }
 }
