@@ -67,7 +67,13 @@ export function createOpenAiServer(engine: Engine, serverOptions: ServerOptions 
   let closed: Promise<void> | undefined;
 
   const models: Handler = async (_ctx, req, res) => {
-    const id = decodeURIComponent((req.url ?? "").split("?")[0]!.slice("/v1/models/".length));
+    const raw = (req.url ?? "").split("?")[0]!.slice("/v1/models/".length);
+    let id: string;
+    try {
+      id = decodeURIComponent(raw);
+    } catch {
+      id = raw;
+    }
     if (id !== "") {
       if (!options.modelNames.includes(id)) throw new ApiError(404, `the model ${JSON.stringify(id)} does not exist`, "invalid_request_error", "model", "model_not_found");
       sendJson(res, 200, modelObject(id, engine, startedAt));

@@ -243,6 +243,22 @@ describe("the server, through the openai client", () => {
     expect(h.engine.requests.slice(-3).map((r) => r.seed)).toEqual([7, 8, 9]);
     expect(reply.usage!.completion_tokens).toBe(3 * tok.encodeWithSpecials(ANSWER).length);
     expect(reply.usage!.prompt_tokens).toBe(h.engine.requests[h.engine.requests.length - 1]!.promptIds.length);
+
+    // Streamed: the choices' chunks interleave, each choice's adds up on its own, with logprobs per content token.
+    const stream = await h.client.chat.completions.create({ model: "fake-gpt-oss", messages: [{ role: "user", content: "Hi!" }], n: 2, stream: true, logprobs: true });
+    const content = ["", ""];
+    const logprobs = [0, 0];
+    const finishes: (string | null)[][] = [[], []];
+    for await (const chunk of stream) {
+      for (const c of chunk.choices) {
+        content[c.index] += c.delta.content ?? "";
+        logprobs[c.index]! += c.logprobs?.content?.length ?? 0;
+        finishes[c.index]!.push(c.finish_reason);
+      }
+    }
+    expect(content).toEqual(["Hello there! Nice to meet you 🙂", "Hello there! Nice to meet you 🙂"]);
+    expect(logprobs).toEqual([tok.encode("Hello there! Nice to meet you 🙂").length, tok.encode("Hello there! Nice to meet you 🙂").length]);
+    expect(finishes.map((f) => f.filter((x) => x !== null))).toEqual([["stop"], ["stop"]]);
   });
 });
 
