@@ -5,7 +5,7 @@ import type { GenerationSummary } from "../engine/api.js";
 import { HARMONY_STOP_TOKENS } from "../generate/tokenizer.js";
 import { ChatChoiceOutput, type ChatStep } from "./chat-output.js";
 import { chatPrompt } from "./chat-prompt.js";
-import { ApiError, badRequest } from "./errors.js";
+import { badRequest, type ApiError } from "./errors.js";
 import { driveChoice, submitChoices, unfinishedError, usageOf, type ChoiceRun, type RequestContext } from "./generation.js";
 import { SseWriter, sendJson } from "./http-io.js";
 import { randomId, unixSeconds } from "./ids.js";

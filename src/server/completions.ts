@@ -5,8 +5,8 @@
 import type { ServerResponse } from "node:http";
 import type { GenerationSummary } from "../engine/api.js";
 import { CompletionChoiceOutput, type CompletionStep } from "./completion-output.js";
-import { ApiError, badRequest } from "./errors.js";
-import { driveChoice, submitChoices, unfinishedError, usageOf, type ChoiceRun, type RequestContext } from "./generation.js";
+import { badRequest, type ApiError } from "./errors.js";
+import { driveChoice, submitChoices, unfinishedError, type ChoiceRun, type RequestContext } from "./generation.js";
 import { SseWriter, sendJson } from "./http-io.js";
 import { randomId, unixSeconds } from "./ids.js";
 import { choiceSeeds, engineFieldNames, samplingParams, stopList } from "./sampling.js";
@@ -26,7 +26,7 @@ interface Choice {
 interface Prepared {
   readonly request: CompletionRequest;
   readonly choices: Choice[];
-  /** Choices of each prompt, for usage (a prompt is counted once however many choices it has). */
+  /** How many prompts the choices are for (n choices each). */
   readonly prompts: number;
   readonly id: string;
   readonly created: number;
@@ -89,13 +89,19 @@ export async function handleCompletion(ctx: RequestContext, body: unknown, res: 
   else await wholeCompletion(ctx, p, res);
 }
 
-/** Usage over all prompts: each prompt once, every choice's completion. */
+/** Usage over all prompts: each prompt once (not once per choice), every choice's completion. */
 function usage(p: Prepared, summaries: readonly GenerationSummary[]): Record<string, unknown> {
-  const n = p.choices.length / p.prompts;
-  const perPrompt = Array.from({ length: p.prompts }, (_, i) => usageOf(summaries.slice(i * n, (i + 1) * n), undefined) as { prompt_tokens: number; completion_tokens: number; prompt_tokens_details: { cached_tokens: number } });
-  const prompt = perPrompt.reduce((s, u) => s + u.prompt_tokens, 0);
-  const completion = perPrompt.reduce((s, u) => s + u.completion_tokens, 0);
-  const cached = perPrompt.reduce((s, u) => s + u.prompt_tokens_details.cached_tokens, 0);
+  const perPrompt = p.choices.length / p.prompts;
+  let prompt = 0;
+  let cached = 0;
+  let completion = 0;
+  summaries.forEach((s, i) => {
+    completion += s.completionTokens;
+    if (i % perPrompt === 0) {
+      prompt += s.promptTokens;
+      cached += s.cachedPromptTokens;
+    }
+  });
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: { cached_tokens: cached } };
 }
 
