@@ -16,11 +16,22 @@
 //
 //   # Valid channels: analysis, commentary, final. Channel must be included for every message.
 //
-// and the developer message holds the instructions (what other formats call the system prompt):
+// and the developer message holds the instructions (what other formats call the system prompt) and the function
+// tools (harmony-tools.ts renders them as a TypeScript-like `functions` namespace):
 //
 //   # Instructions
 //
 //   {instructions}
+//
+//   # Tools
+//   …
+//
+// When some developer message declares function tools, the system message's channel line gains the reference's
+// note "Calls to these tools must go to the commentary channel: 'functions'." An assistant's call to a tool is
+// `<|start|>assistant to=functions.NAME<|channel|>commentary <|constrain|>json<|message|>{arguments}<|call|>` and
+// the tool's answer `<|start|>functions.NAME to=assistant<|channel|>commentary<|message|>{output}<|end|>`
+// (toolCallMessage, toolResultMessage).
+import { renderToolsSection, type FunctionTool, type ToolNamespace } from "./harmony-tools.js";
 import { HarmonyTokenizer } from "./tokenizer.js";
 
 export type HarmonyRole = "system" | "developer" | "user" | "assistant" | "tool";
@@ -36,13 +47,25 @@ export interface SystemContent {
   readonly currentDate?: string | null;
   readonly validChannels?: readonly string[] | null;
   readonly channelRequired?: boolean;
-  /** Adds the reference's note that function calls go to the commentary channel (set when developer tools exist). */
+  /**
+   * Adds the reference's note that function calls go to the commentary channel. Rendering a conversation sets it
+   * by itself when a developer message declares function tools, as the reference does.
+   */
   readonly hasFunctionTools?: boolean;
 }
 
 export interface DeveloperContent {
   readonly type: "developer";
   readonly instructions?: string;
+  /** Tool namespaces (see functionsNamespace), rendered after the instructions in name order. */
+  readonly tools?: readonly ToolNamespace[];
+}
+
+/** The namespace that holds a request's function tools; a call to one is addressed `to=functions.NAME`. */
+export const FUNCTIONS_NAMESPACE = "functions";
+
+export function functionsNamespace(tools: readonly FunctionTool[]): ToolNamespace {
+  return { name: FUNCTIONS_NAMESPACE, tools };
 }
 
 export interface HarmonyMessage {
@@ -86,7 +109,15 @@ export function renderSystemContent(content: SystemContent): string {
 }
 
 export function renderDeveloperContent(content: DeveloperContent): string {
-  return content.instructions === undefined ? "" : `# Instructions\n\n${content.instructions}`;
+  const sections: string[] = [];
+  if (content.instructions !== undefined) sections.push("# Instructions", content.instructions);
+  if (content.tools !== undefined && content.tools.length > 0) sections.push(renderToolsSection(content.tools));
+  return sections.join("\n\n");
+}
+
+/** Whether a developer message of the conversation declares function tools (the reference's conversation_has_function_tools). */
+export function hasFunctionTools(messages: readonly HarmonyMessage[]): boolean {
+  return messages.some((m) => typeof m.content !== "string" && m.content.type === "developer" && (m.content.tools ?? []).some((ns) => ns.name === FUNCTIONS_NAMESPACE && ns.tools.length > 0));
 }
 
 /** A prompt as an alternation of text (tokenized as ordinary text) and special tokens. */
@@ -94,7 +125,7 @@ export type HarmonySegment = { readonly special: string } | { readonly text: str
 
 const CONSTRAIN = "<|constrain|>";
 
-function messageSegments(m: HarmonyMessage): HarmonySegment[] {
+function messageSegments(m: HarmonyMessage, conversationHasFunctionTools: boolean): HarmonySegment[] {
   const out: HarmonySegment[] = [{ special: "<|start|>" }];
   if (m.role === "tool") {
     if (m.name === undefined) throw new Error("harmony: a tool message needs the tool's name");
@@ -119,7 +150,7 @@ function messageSegments(m: HarmonyMessage): HarmonySegment[] {
   if (typeof content === "string") out.push({ text: content });
   else if (content.type === "system") {
     if (m.role !== "system") throw new Error(`harmony: system content may only appear in a system message, found in ${m.role}`);
-    out.push({ text: renderSystemContent(content) });
+    out.push({ text: renderSystemContent(conversationHasFunctionTools ? { ...content, hasFunctionTools: true } : content) });
   } else {
     if (m.role !== "developer") throw new Error(`harmony: developer content may only appear in a developer message, found in ${m.role}`);
     out.push({ text: renderDeveloperContent(content) });
@@ -142,10 +173,11 @@ export function harmonySegments(messages: readonly HarmonyMessage[], options: Re
   const lastAssistant = [...messages].reverse().find((m) => m.role === "assistant");
   const dropAnalysis = (options.autoDropAnalysis ?? true) && lastAssistant?.channel === "final";
   const firstFinal = messages.findIndex((m) => m.channel === "final");
+  const functionTools = hasFunctionTools(messages);
   const out: HarmonySegment[] = [];
   messages.forEach((m, i) => {
     if (dropAnalysis && firstFinal >= 0 && i < firstFinal && m.channel === "analysis") return;
-    out.push(...messageSegments(m));
+    out.push(...messageSegments(m, functionTools));
   });
   const next = options.nextRole === undefined ? "assistant" : options.nextRole;
   if (next !== null) out.push({ special: "<|start|>" }, { text: next });
@@ -178,18 +210,47 @@ export function encodeHarmony(
   return ids;
 }
 
-export interface ChatPromptOptions {
-  readonly user: string;
+/** An assistant's call to function tool `name` with JSON `args`, as the model writes one (ends with `<|call|>`). */
+export function toolCallMessage(name: string, args: string): HarmonyMessage {
+  return { role: "assistant", channel: "commentary", recipient: `${FUNCTIONS_NAMESPACE}.${name}`, contentType: "<|constrain|>json", content: args };
+}
+
+/** Function tool `name`'s answer to the assistant. */
+export function toolResultMessage(name: string, output: string): HarmonyMessage {
+  return { role: "tool", name: `${FUNCTIONS_NAMESPACE}.${name}`, recipient: "assistant", channel: "commentary", content: output };
+}
+
+/**
+ * Drops the chain of thought of completed turns: every analysis message followed by a final answer. Reasoning of
+ * the turn in progress (analysis, tool call, tool result, …, no final answer yet) stays, so the model can continue
+ * it. The reference renderer's autoDropAnalysis only drops analysis before the conversation's first final answer;
+ * this is OpenAI's guidance for multi-turn chats (and what vLLM does).
+ */
+export function dropCompletedReasoning(messages: readonly HarmonyMessage[]): HarmonyMessage[] {
+  let finalSeen = false;
+  const kept: HarmonyMessage[] = [];
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const m = messages[i]!;
+    if (m.role === "assistant" && m.channel === "final") finalSeen = true;
+    if (finalSeen && m.role === "assistant" && m.channel === "analysis") continue;
+    kept.push(m);
+  }
+  return kept.reverse();
+}
+
+export interface ConversationOptions {
   /** Developer instructions (the "system prompt" of other formats). */
   readonly instructions?: string;
+  /** Function tools, declared in the developer message's `functions` namespace. */
+  readonly tools?: readonly FunctionTool[];
   readonly reasoningEffort?: ReasoningEffort;
   /** `YYYY-MM-DD`; omitted when absent. */
   readonly currentDate?: string;
   readonly knowledgeCutoff?: string;
 }
 
-/** The messages of a one-turn chat: system (identity, dates, effort, channels), optional developer, user. */
-export function chatMessages(options: ChatPromptOptions): HarmonyMessage[] {
+/** The messages that open a chat: system (identity, dates, effort, channels), and developer when there are instructions or tools. */
+export function conversationStart(options: ConversationOptions): HarmonyMessage[] {
   const system: SystemContent = {
     type: "system",
     reasoningEffort: options.reasoningEffort ?? "medium",
@@ -197,7 +258,23 @@ export function chatMessages(options: ChatPromptOptions): HarmonyMessage[] {
     ...(options.knowledgeCutoff !== undefined ? { knowledgeCutoff: options.knowledgeCutoff } : {}),
   };
   const messages: HarmonyMessage[] = [{ role: "system", content: system }];
-  if (options.instructions !== undefined) messages.push({ role: "developer", content: { type: "developer", instructions: options.instructions } });
-  messages.push({ role: "user", content: options.user });
+  const tools = options.tools ?? [];
+  if (options.instructions !== undefined || tools.length > 0) {
+    const developer: DeveloperContent = {
+      type: "developer",
+      ...(options.instructions !== undefined ? { instructions: options.instructions } : {}),
+      ...(tools.length > 0 ? { tools: [functionsNamespace(tools)] } : {}),
+    };
+    messages.push({ role: "developer", content: developer });
+  }
   return messages;
+}
+
+export interface ChatPromptOptions extends ConversationOptions {
+  readonly user: string;
+}
+
+/** The messages of a one-turn chat: conversationStart, then the user's message. */
+export function chatMessages(options: ChatPromptOptions): HarmonyMessage[] {
+  return [...conversationStart(options), { role: "user", content: options.user }];
 }

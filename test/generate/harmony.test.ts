@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { chatMessages, encodeHarmony, renderHarmony, renderSystemContent, type HarmonyMessage } from "../../src/generate/harmony.js";
+import { chatMessages, dropCompletedReasoning, encodeHarmony, renderHarmony, renderSystemContent, toolCallMessage, toolResultMessage, type HarmonyMessage } from "../../src/generate/harmony.js";
 import { HarmonyTokenizer } from "../../src/generate/tokenizer.js";
 
 const tok = HarmonyTokenizer.instance();
@@ -130,5 +130,36 @@ describe("harmony rendering", () => {
     expect(() => renderHarmony([{ role: "user", content: { type: "system" } }])).toThrow(
       "harmony: system content may only appear in a system message, found in user",
     );
+  });
+});
+
+describe("harmony conversations with tools", () => {
+  it("renders a tool call and its result as the reference does, and keeps reasoning only for the turn in progress", () => {
+    const messages: HarmonyMessage[] = [
+      { role: "user", content: "Weather in Tokyo?" },
+      { role: "assistant", channel: "analysis", content: "Need the tool." },
+      toolCallMessage("get_weather", '{"location":"Tokyo"}'),
+      toolResultMessage("get_weather", '{"temperature":20}'),
+    ];
+    expect(renderHarmony(dropCompletedReasoning(messages))).toBe(
+      "<|start|>user<|message|>Weather in Tokyo?<|end|>" +
+        "<|start|>assistant<|channel|>analysis<|message|>Need the tool.<|end|>" +
+        '<|start|>assistant to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>{"location":"Tokyo"}<|call|>' +
+        '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>{"temperature":20}<|end|>' +
+        "<|start|>assistant",
+    );
+    // Once the turn has its final answer, its reasoning goes (and the reference's own drop would keep a second turn's).
+    const later: HarmonyMessage[] = [
+      ...messages,
+      { role: "assistant", channel: "final", content: "20 degrees." },
+      { role: "user", content: "And Osaka?" },
+      { role: "assistant", channel: "analysis", content: "Again the tool." },
+      { role: "assistant", channel: "final", content: "Also 20." },
+      { role: "user", content: "Thanks" },
+    ];
+    const kept = dropCompletedReasoning(later);
+    expect(kept.filter((m) => m.channel === "analysis")).toEqual([]);
+    expect(kept).toHaveLength(later.length - 2);
+    expect(renderHarmony(later)).toContain("Again the tool."); // the reference's auto-drop alone keeps it
   });
 });
