@@ -9,7 +9,8 @@ import { conversationStart, dropCompletedReasoning, encodeHarmony, type HarmonyM
 import { HarmonyOutputParser, type HarmonyOutputEvent, type ParsedHarmonyMessage } from "../generate/harmony-parser.js";
 import { HARMONY_STOP_TOKENS, HarmonyTokenizer } from "../generate/tokenizer.js";
 import type { OpenEngine } from "../server/index.js";
-import { addEngineOptions, engineOpenOptions, type EngineFlags } from "./serve.js";
+import { type EngineFlags, engineOptions } from "./engine-options.js";
+import { addEngineArguments } from "./serve.js";
 
 export interface ChatSessionOptions {
   readonly engine: Engine;
@@ -169,7 +170,7 @@ export interface ChatDeps {
 
 export function registerChatCommand(program: Command, openEngine: OpenEngine, deps: ChatDeps = {}): Command {
   const command = program.command("chat").description("chat with a model in the terminal (harmony format, multi-turn; Ctrl-C stops an answer, twice quits)");
-  return addEngineOptions(command)
+  return addEngineArguments(command)
     .option("--system <text>", "developer instructions (the system prompt)")
     .option("--reasoning-effort <effort>", "low, medium or high", (v: string) => {
       if (v !== "low" && v !== "medium" && v !== "high") throw new Error(`--reasoning-effort must be low, medium or high, got "${v}"`);
@@ -192,7 +193,7 @@ export function registerChatCommand(program: Command, openEngine: OpenEngine, de
       return n;
     })
     .action(async (model: string, flags: ChatFlags) => {
-      const engine = await openEngine(engineOpenOptions(model, flags));
+      const engine = await openEngine(engineOptions(flags, model));
       try {
         await runChatSession({
           engine,

@@ -7,6 +7,14 @@ import { registerModelCommands } from "./model-commands.js";
 import { registerCacheCommand } from "./cache.js";
 import { registerInspectCommand } from "./inspect.js";
 import { registerQuantizeCommand } from "./quantize.js";
+import { registerChatCommand } from "./chat.js";
+import { registerServeCommand } from "./serve.js";
+import { openEngine } from "../engine/open.js";
+import type { OpenEngineOptions } from "../engine/open.js";
+import { progressPrinter } from "./generate.js";
+
+/** The serve and chat verbs' engine: opened with progress on stderr. */
+const openServingEngine = async (o: OpenEngineOptions) => (await openEngine({ ...o, onProgress: progressPrinter(false) })).engine;
 
 export function buildProgram(): Command {
   const program = new Command()
@@ -17,6 +25,8 @@ export function buildProgram(): Command {
   registerModelCommands(program);
   registerCompileCommand(program);
   registerGenerateCommand(program);
+  registerServeCommand(program, openServingEngine);
+  registerChatCommand(program, openServingEngine);
   registerBenchCommand(program);
   registerCacheCommand(program);
   registerInspectCommand(program);

@@ -3,7 +3,8 @@
 // the server (a second one exits at once) and closes the engine.
 import type { Command } from "commander";
 import { DEFAULT_MODEL } from "../../models/index.js";
-import { createOpenAiServer, type EngineOpenOptions, type ListeningAddress, type OpenEngine } from "../server/index.js";
+import { createOpenAiServer, type ListeningAddress, type OpenEngine } from "../server/index.js";
+import { type EngineFlags, engineFlags, engineOptions } from "./engine-options.js";
 import { processIo, type CliIo } from "./io.js";
 
 const integer = (flag: string, min: number) => (v: string): number => {
@@ -12,55 +13,10 @@ const integer = (flag: string, min: number) => (v: string): number => {
   return n;
 };
 
-const fraction = (flag: string) => (v: string): number => {
-  const n = Number(v);
-  if (!(n > 0 && n <= 1)) throw new Error(`${flag} must be in (0, 1], got "${v}"`);
-  return n;
-};
-
-const oneOf = <T extends string>(flag: string, values: readonly T[]) => (v: string): T => {
-  if (!(values as readonly string[]).includes(v)) throw new Error(`${flag} must be ${values.join(" or ")}, got "${v}"`);
-  return v as T;
-};
-
-/** The flags behind EngineOpenOptions, as commander parses them. */
-export interface EngineFlags {
-  readonly checkpoint?: string;
-  readonly dtype: "bf16" | "f32";
-  readonly device: "cuda" | "cpu";
-  readonly maxSequences?: number;
-  readonly gpuMemoryUtilization?: number;
-  readonly kvBlocks?: number;
-  readonly maxContext?: number;
-  readonly seed: number;
-}
-
 /** Adds the `[model]` argument and the engine's flags (shared by serve and chat). */
-export function addEngineOptions(command: Command): Command {
-  return command
-    .argument("[model]", "built-in model name, with seeded random weights (ignored with --checkpoint)", DEFAULT_MODEL)
-    .option("--checkpoint <dir>", "a gpt-oss checkpoint directory (config.json + safetensors)")
-    .option("--dtype <dtype>", "bf16 or f32", oneOf("--dtype", ["bf16", "f32"] as const), "bf16" as const)
-    .option("--device <device>", "cuda (a compiled plan on GPU 0) or cpu (the reference interpreter)", oneOf("--device", ["cuda", "cpu"] as const), "cuda" as const)
-    .option("--max-sequences <n>", "most sequences decoded together", integer("--max-sequences", 1))
-    .option("--gpu-memory-utilization <f>", "fraction of GPU memory for weights, activations and the KV pool", fraction("--gpu-memory-utilization"))
-    .option("--kv-blocks <n>", "KV pool size in blocks (instead of sizing it from the memory fraction)", integer("--kv-blocks", 1))
-    .option("--max-context <n>", "longest sequence (prompt + output) in tokens", integer("--max-context", 1))
-    .option("--seed <n>", "seed of a built-in model's random weights", integer("--seed", 0), 0);
-}
-
-export function engineOpenOptions(model: string, flags: EngineFlags): EngineOpenOptions {
-  return {
-    model,
-    dtype: flags.dtype,
-    device: flags.device,
-    seed: flags.seed,
-    ...(flags.checkpoint !== undefined ? { checkpoint: flags.checkpoint } : {}),
-    ...(flags.maxSequences !== undefined ? { maxSequences: flags.maxSequences } : {}),
-    ...(flags.gpuMemoryUtilization !== undefined ? { gpuMemoryUtilization: flags.gpuMemoryUtilization } : {}),
-    ...(flags.kvBlocks !== undefined ? { kvBlocks: flags.kvBlocks } : {}),
-    ...(flags.maxContext !== undefined ? { maxContext: flags.maxContext } : {}),
-  };
+export function addEngineArguments(command: Command): Command {
+  return engineFlags(command.argument("[model]", "built-in model name, with seeded random weights (ignored with --checkpoint)", DEFAULT_MODEL))
+    .option("--seed <n>", "seed of a built-in model's random weights", integer("--seed", 0));
 }
 
 interface ServeFlags extends EngineFlags {
@@ -94,7 +50,7 @@ function untilSignal(): Promise<void> {
 export function registerServeCommand(program: Command, openEngine: OpenEngine, deps: ServeDeps = {}): Command {
   const io = deps.io ?? processIo;
   const command = program.command("serve").description("serve a model over an OpenAI-compatible HTTP API (chat completions, completions, models, health, metrics)");
-  return addEngineOptions(command)
+  return addEngineArguments(command)
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--port <port>", "port to listen on (0: any free port)", integer("--port", 0), 8000)
     .option("--served-model-name <names>", "comma-separated names clients use for the model (default: the model's name)", (v: string) => v.split(",").map((s) => s.trim()).filter((s) => s !== ""))
@@ -103,7 +59,7 @@ export function registerServeCommand(program: Command, openEngine: OpenEngine, d
     .action(async (model: string, flags: ServeFlags) => {
       if (flags.port > 65535) throw new Error(`--port must be at most 65535, got ${flags.port}`);
       io.stderr(`tsgc serve: loading ${flags.checkpoint ?? model} on ${flags.device}\n`);
-      const engine = await openEngine(engineOpenOptions(model, flags));
+      const engine = await openEngine(engineOptions(flags, model));
       const server = createOpenAiServer(engine, {
         ...(flags.servedModelName !== undefined ? { modelNames: flags.servedModelName } : {}),
         ...(flags.maxBodyBytes !== undefined ? { maxBodyBytes: flags.maxBodyBytes } : {}),

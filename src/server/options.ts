@@ -1,29 +1,10 @@
 // What it takes to open an engine for `tsgc serve` and `tsgc chat` (the CLI fills it from flags, the lead's factory
 // turns it into an Engine), and the server's own settings.
 import type { Engine } from "../engine/api.js";
-
-export interface EngineOpenOptions {
-  /** A built-in model's name (with seeded random weights); ignored when `checkpoint` is given. */
-  readonly model: string;
-  /** A gpt-oss checkpoint directory (config.json + safetensors). */
-  readonly checkpoint?: string;
-  readonly dtype: "bf16" | "f32";
-  /** "cuda": a compiled plan on GPU 0; "cpu": the reference interpreter. */
-  readonly device: "cuda" | "cpu";
-  /** Most sequences decoded together. */
-  readonly maxSequences?: number;
-  /** Fraction of the GPU's memory the weights, activations and KV pool may take, in (0, 1]. */
-  readonly gpuMemoryUtilization?: number;
-  /** KV pool size in blocks (instead of sizing it from gpuMemoryUtilization). */
-  readonly kvBlocks?: number;
-  /** Longest sequence (prompt + output) in tokens. */
-  readonly maxContext?: number;
-  /** Seed of the random weights of a built-in model. */
-  readonly seed: number;
-}
+import type { OpenEngineOptions } from "../engine/open.js";
 
 /** Opens an engine; injected into the CLI verbs so they never name a backend. */
-export type OpenEngine = (options: EngineOpenOptions) => Promise<Engine>;
+export type OpenEngine = (options: OpenEngineOptions) => Promise<Engine>;
 
 export interface ServerOptions {
   /** Names clients may use for the model in `model`; the first is the one listed first. Default: the engine's model name. */

@@ -7,7 +7,8 @@ import { registerChatCommand, runChatSession } from "../../src/cli/chat.js";
 import { registerServeCommand } from "../../src/cli/serve.js";
 import type { GenerationRequest } from "../../src/engine/api.js";
 import { HarmonyTokenizer } from "../../src/generate/tokenizer.js";
-import type { EngineOpenOptions, ListeningAddress } from "../../src/server/index.js";
+import type { ListeningAddress } from "../../src/server/index.js";
+import type { OpenEngineOptions } from "../../src/engine/open.js";
 import { FakeEngine, type FakeEngineOptions } from "./fake-engine.js";
 import { eventually } from "./harness.js";
 
@@ -56,7 +57,7 @@ describe("tsgc chat", () => {
 
   it("shows reasoning with --show-reasoning, through the registered verb, and closes the engine", async () => {
     const io = chatStreams();
-    const opened: EngineOpenOptions[] = [];
+    const opened: OpenEngineOptions[] = [];
     let engine: FakeEngine | undefined;
     const cli = program();
     registerChatCommand(
@@ -73,7 +74,7 @@ describe("tsgc chat", () => {
     io.type("Hi\n");
     io.input.end();
     await run;
-    expect(opened).toEqual([{ model: "gpt-oss-tiny", dtype: "bf16", device: "cpu", seed: 0, maxContext: 2048 }]);
+    expect(opened).toEqual([{ model: "gpt-oss-tiny", device: "cpu", maxContext: 2048 }]);
     expect(io.text()).toContain("thinking: Turn 1 thoughts.\n\nAnswer 1 ✓\n");
     expect(tok.decode(engine!.requests[0]!.promptIds)).toContain("Reasoning: low");
     expect(engine!.requests[0]!.maxTokens).toBe(100);
@@ -113,7 +114,7 @@ describe("tsgc chat", () => {
 describe("tsgc serve", () => {
   it("opens the engine from its flags, serves until shutdown, then drains and closes the engine", async () => {
     const err: string[] = [];
-    const opened: EngineOpenOptions[] = [];
+    const opened: OpenEngineOptions[] = [];
     let engine: FakeEngine | undefined;
     let address: ListeningAddress | undefined;
     let shutdown!: () => void;
@@ -128,11 +129,11 @@ describe("tsgc serve", () => {
       { io: { stdout: () => {}, stderr: (t) => void err.push(t) }, untilShutdown: () => new Promise((resolve) => (shutdown = resolve)), onListening: (a) => (address = a) },
     );
     const run = cli.parseAsync(
-      ["serve", "gpt-oss-20b", "--port", "0", "--served-model-name", "gpt-oss,oss", "--device", "cpu", "--dtype", "f32", "--max-sequences", "4", "--kv-blocks", "512", "--gpu-memory-utilization", "0.8", "--seed", "3", "--shutdown-grace", "1"],
+      ["serve", "gpt-oss-20b", "--port", "0", "--served-model-name", "gpt-oss,oss", "--device", "cpu", "--dtype", "f32", "--max-batch", "4", "--kv-blocks", "512", "--gpu-memory-utilization", "0.8", "--seed", "3", "--shutdown-grace", "1"],
       { from: "user" },
     );
     await eventually(() => address !== undefined);
-    expect(opened).toEqual([{ model: "gpt-oss-20b", dtype: "f32", device: "cpu", seed: 3, maxSequences: 4, kvBlocks: 512, gpuMemoryUtilization: 0.8 }]);
+    expect(opened).toEqual([{ model: "gpt-oss-20b", dtype: "f32", device: "cpu", seed: 3, maxSeqs: 4, kvBlocks: 512, gpuMemoryUtilization: 0.8 }]);
     const models = (await (await fetch(`${address!.url}/v1/models`)).json()) as { data: { id: string }[] };
     expect(models.data.map((m) => m.id)).toEqual(["gpt-oss", "oss"]);
     const reply = await fetch(`${address!.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "oss", messages: [{ role: "user", content: "Hi" }] }) });
