@@ -7,7 +7,8 @@
         "runtime/native/loader.cc",
         "runtime/native/cuda.cc",
         "runtime/native/nvrtc.cc",
-        "runtime/native/nccl.cc"
+        "runtime/native/nccl.cc",
+        "runtime/native/cublas.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

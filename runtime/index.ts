@@ -1,5 +1,5 @@
 // The native runtime's public surface: NVRTC, the CUDA driver (devices, streams, events, modules,
-// launches, graphs), the arena, NCCL collectives and the compiled-kernel cache.
+// launches, graphs), the arena, NCCL collectives, the optional cuBLAS GEMM and the compiled-kernel cache.
 export { addonPath, errorCode, native, type Handle } from "./native.js";
 export {
   compile, imageOrThrow, nvrtcOptions, nvrtcSupportedArchs, nvrtcVersion, parseArch, NvrtcCompileError,
@@ -12,6 +12,9 @@ export {
 } from "./cuda.js";
 export { Arena, ARENA_ALIGNMENT, DeviceView } from "./arena.js";
 export { NcclComm, ncclGroup, ncclUniqueId, ncclVersion, NCCL_UNIQUE_ID_BYTES, type ReduceOp } from "./nccl.js";
+export {
+  Cublas, cublasAvailable, cublasLibraryPath, rowMajorABt, type GemmBf16, type GemmOperand, type RowMajorABt,
+} from "./cublas.js";
 export {
   cacheKey, CacheArchiveError, CacheEntryError, clearKernelMemo, CODEGEN_VERSION, compileCount, compileKernels,
   decodeEntry, decodePack, defaultCacheDir, encodeEntry, encodePack, KernelCache, loadKernels,

@@ -118,6 +118,17 @@ export interface NativeAddon {
   ncclBroadcast(send: Handle, recv: Handle, count: number, dtype: number, root: number, comm: Handle, stream: Handle): void;
   ncclGroupStart(): void;
   ncclGroupEnd(): void;
+  // cuBLAS (optional; column-major, bf16 in and out, f32 accumulation)
+  cublasLibraryPath(): string;
+  cublasCreate(): Handle;
+  cublasDestroy(handle: Handle): void;
+  cublasSetStream(handle: Handle, stream: Handle): void;
+  cublasVersion(handle: Handle): number;
+  cublasGemmBf16(
+    handle: Handle, m: number, n: number, k: number,
+    a: Handle, b: Handle, c: Handle, lda: number, ldb: number, ldc: number,
+    transA: boolean, transB: boolean,
+  ): void;
 }
 
 const ADDON_FILE = join("build", "Release", "tsgc_native.node");

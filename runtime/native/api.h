@@ -1,4 +1,4 @@
-// The few CUDA driver, NVRTC and NCCL declarations tsgc uses, written out by hand so the addon builds
+// The few CUDA driver, NVRTC, NCCL and cuBLAS declarations tsgc uses, written out by hand so the addon builds
 // with g++ alone (no CUDA headers). Layouts and values follow the public headers of CUDA 11.2–13;
 // where a header #defines a name to a versioned symbol (cuMemAlloc -> cuMemAlloc_v2), we resolve
 // that versioned symbol, because the unversioned one is an older ABI kept for old binaries.
@@ -161,6 +161,29 @@ struct NcclApi {
   ncclResult_t (*ncclGroupEnd)();
 };
 
+// ---- cuBLAS (optional: the benchmarks' dense bf16 GEMM ceiling) ---------------------------------
+using cublasStatus_t = int;
+using cublasHandle_t = struct cublasContext*;
+constexpr cublasStatus_t CUBLAS_STATUS_SUCCESS = 0;
+constexpr int CUBLAS_OP_N = 0;               // cublasOperation_t
+constexpr int CUBLAS_OP_T = 1;
+constexpr int CUDA_R_16BF = 14;              // cudaDataType_t (library_types.h)
+constexpr int CUBLAS_COMPUTE_32F = 68;       // cublasComputeType_t (CUDA 11+)
+constexpr int CUBLAS_GEMM_DEFAULT = -1;      // cublasGemmAlgo_t
+
+struct CublasApi {
+  std::string path;
+  cublasStatus_t (*cublasCreate)(cublasHandle_t*);
+  cublasStatus_t (*cublasDestroy)(cublasHandle_t);
+  cublasStatus_t (*cublasSetStream)(cublasHandle_t, CUstream);
+  cublasStatus_t (*cublasGetVersion)(cublasHandle_t, int*);
+  // (handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc, computeType, algo)
+  cublasStatus_t (*cublasGemmEx)(cublasHandle_t, int, int, int, int, int, const void*, const void*, int, int,
+                                 const void*, int, int, const void*, void*, int, int, int, int);
+  const char* (*cublasGetStatusName)(cublasStatus_t);    // 11.4.2+, may be null
+  const char* (*cublasGetStatusString)(cublasStatus_t);  // 11.4.2+, may be null
+};
+
 // ---- Loading -----------------------------------------------------------------------------------
 // Each accessor loads its library on first use (thread-safe) and throws LibraryError when it cannot.
 // Failures are not remembered, so a later call (after the environment changed) tries again.
@@ -172,5 +195,6 @@ struct LibraryError {
 const CudaApi& cuda_api();
 const NvrtcApi& nvrtc_api();
 const NcclApi& nccl_api();
+const CublasApi& cublas_api();
 
 }  // namespace tsgc

@@ -1,4 +1,4 @@
-// Finds libcuda, libnvrtc and libnccl at run time with dlopen and resolves the symbols in api.h.
+// Finds libcuda, libnvrtc, libnccl and libcublas at run time with dlopen and resolves the symbols in api.h.
 // A library that cannot be found is an error naming it, every path tried (with dlerror's reason)
 // and the environment variable that overrides the search.
 #include <dlfcn.h>
@@ -199,15 +199,34 @@ void fill_nccl(NcclApi& api) {
   resolve(h, p, api.ncclGroupEnd, {"ncclGroupEnd"});
 }
 
-std::mutex cuda_mutex, nvrtc_mutex, nccl_mutex;
+void fill_cublas(CublasApi& api) {
+  const LibrarySpec spec{"libcublas (NVIDIA's dense linear algebra library)",
+                         "TSGC_CUBLAS_LIBRARY",
+                         with_cuda_dirs({"libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"}),
+                         "It ships with the CUDA toolkit and with the nvidia-cublas Python wheel (under nvidia/cublas/lib, "
+                         "or nvidia/cu13/lib for CUDA 13); tsgc uses it only to measure the dense bf16 GEMM rate."};
+  void* h = open_library(spec, api.path);
+  const std::string& p = api.path;
+  resolve(h, p, api.cublasCreate, {"cublasCreate_v2"});
+  resolve(h, p, api.cublasDestroy, {"cublasDestroy_v2"});
+  resolve(h, p, api.cublasSetStream, {"cublasSetStream_v2"});
+  resolve(h, p, api.cublasGetVersion, {"cublasGetVersion_v2"});
+  resolve(h, p, api.cublasGemmEx, {"cublasGemmEx"});
+  resolve(h, p, api.cublasGetStatusName, {"cublasGetStatusName"}, false);
+  resolve(h, p, api.cublasGetStatusString, {"cublasGetStatusString"}, false);
+}
+
+std::mutex cuda_mutex, nvrtc_mutex, nccl_mutex, cublas_mutex;
 CudaApi* cuda_loaded = nullptr;
 NvrtcApi* nvrtc_loaded = nullptr;
 NcclApi* nccl_loaded = nullptr;
+CublasApi* cublas_loaded = nullptr;
 
 }  // namespace
 
 const CudaApi& cuda_api() { return load_once(cuda_mutex, cuda_loaded, fill_cuda); }
 const NvrtcApi& nvrtc_api() { return load_once(nvrtc_mutex, nvrtc_loaded, fill_nvrtc); }
 const NcclApi& nccl_api() { return load_once(nccl_mutex, nccl_loaded, fill_nccl); }
+const CublasApi& cublas_api() { return load_once(cublas_mutex, cublas_loaded, fill_cublas); }
 
 }  // namespace tsgc

@@ -85,5 +85,6 @@ inline HostSpan host_span(const Napi::Value& value) {
 void register_cuda(Napi::Env env, Napi::Object exports);
 void register_nvrtc(Napi::Env env, Napi::Object exports);
 void register_nccl(Napi::Env env, Napi::Object exports);
+void register_cublas(Napi::Env env, Napi::Object exports);
 
 }  // namespace tsgc
