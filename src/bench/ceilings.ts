@@ -10,6 +10,7 @@
 import { DEFAULT_GEMM_TILE, matmulLaunch } from "../codegen/matmul.js";
 import { evalSize } from "../lower/kernel.js";
 import { Arena, type Device, loadKernels } from "../../runtime/index.js";
+import { Cublas, cublasAvailable } from "../../runtime/cublas.js";
 
 export interface Ceilings {
   /** Bytes per second of a device-to-device copy, read + write. */
@@ -78,7 +79,18 @@ export async function measureCeilings(device: Device): Promise<Ceilings> {
     const [A, B, C] = [arena.pointer, arena.pointer + BigInt(mat), arena.pointer + BigInt(2 * mat)];
     let bf16Ms: number;
     let bf16Source: Ceilings["bf16Source"];
-    {
+    if (cublasAvailable()) {
+      const blas = Cublas.open(device);
+      try {
+        bf16Ms = timeOnStream(device, (s) => {
+          blas.setStream(s);
+          blas.matmulABt({ m: n, n, k: n, a: A, b: B, c: C });
+        }, 7);
+      } finally {
+        blas.dispose();
+      }
+      bf16Source = "cublas";
+    } else {
       // tsgc's own tensor-core GEMM: C [n, n] = A [n, n] · B [n, n]ᵀ
       const launch = matmulLaunch({ dtype: "bf16", rows: [n], batch: [], n, k: n, transposeB: true, bShared: true, bFormat: "dense" }, "gemm-mma", "gemm.cu.njk", "gemm", {}, DEFAULT_GEMM_TILE);
       const { kernels: [gemm] } = await loadKernels(device, [{ name: launch.kernel.name, source: launch.kernel.source, entry: launch.kernel.entry }]);
