@@ -3,19 +3,21 @@
 //   a [...batch, M, K] · b [...batch, K, N]  (b [...batch, N, K] with transposeB)  → [...batch, M, N]
 //   b of rank 2 is shared across a's batch: then a's leading dims all fold into the rows (M).
 //
-// Paths, chosen from M (its static value, or its bound when the caller passes symbol bounds):
-// - M ≤ 8, GEMV (decode; weight-bandwidth bound, the weight is read once per 8 rows):
-//   "gemv-mma"  bf16/f16 with transposeB and K % 8 == 0 (x·Wᵀ, gpt-oss's linear layers): tensor cores;
-//   "gemv-rows" other transposed cases (f32, odd K): a warp per weight row;
-//   "gemv-cols" b [K, N]: a thread per 8 (bf16) or 4 (f32) columns, K split over warps.
+// Paths, chosen from M (its static value, or its bound — a shape bucket's — when the caller passes symbol bounds):
+// - GEMV (decode; weight-bandwidth bound):
+//   "gemv-mma"  bf16/f16 with transposeB and K % 8 == 0 (x·Wᵀ, gpt-oss's linear layers), M ≤ GEMV_MMA_MAX_M:
+//               tensor cores, each weight fragment reused by MMT = 8, 16, 32 or 64 rows of x (the smallest that
+//               holds M's bound), row tiles of x sharing a weight tile launched next to each other (L2 reuse);
+//   "gemv-rows" other transposed cases (f32, odd K), M ≤ 8: a warp per weight row;
+//   "gemv-cols" b [K, N], M ≤ 8: a thread per 8 (bf16) or 4 (f32) columns, K split over warps.
 // - otherwise GEMM (prefill):
 //   "gemm-mma"  bf16/f16 with K % 8 == 0 (and N % 8 == 0 when b is [K, N]): mma.sync tiles (default
 //               128×128×32, 4-stage cp.async pipeline, 64 KiB of dynamic shared memory);
 //   "gemm-simt" everything else (f32): 64×64 tiles in f32.
 // Kernel parameters: (a, b, out, M, N, K); N and K are also baked in when static. Grid z is the batch
 // (at most 65535). Integer matmuls are rejected.
-// groupedLinear (several x·W_iᵀ + b_i of one x): on the "gemv-mma" path one launch whose x-blocks run
-// through the layers' 16-row tiles one layer after another (grid.x = Σ ceil(N_i / 16)), so small layers
+// groupedLinear (several x·W_iᵀ + b_i of one x): on the "gemv-mma" path one launch whose blocks run
+// through the layers' 16-row tiles one layer after another (grid.y = Σ ceil(N_i / 16)), so small layers
 // (k_proj, v_proj: N = 512) no longer leave most SMs idle; on other paths one launch per layer.
 
 import { dtypeBytes, type DType } from "../ir/dtype.js";
@@ -46,8 +48,15 @@ export function gemmSharedBytes(t: GemmTile): number {
   return t.stages * (128 + 4 * t.warpN) * t.k * 2;
 }
 
-/** Largest M that takes a GEMV path. */
+/** Largest M that takes a GEMV path (any variant); rows of x per block of the rows/cols variants. */
 export const GEMV_MAX_M = 8;
+/** Largest M the tensor-core GEMV takes: up to here a weight tile read once serves every row, over the GEMM's few CTAs. */
+export const GEMV_MMA_MAX_M = 256;
+
+/** Rows of x per block of the tensor-core GEMV for an M bound: 8, 16, 32 or 64. */
+export function gemvRowsPerBlock(mBound: number): number {
+  return mBound <= 8 ? 8 : mBound <= 16 ? 16 : mBound <= 32 ? 32 : 64;
+}
 /** Warps per block of the tensor-core GEMV kernels (they split K). */
 export const GEMV_KSPLIT = 8;
 export const GEMM_SIMT_TILE = { m: 64, n: 64, k: 16 } as const;
@@ -92,10 +101,9 @@ const isStatic = (d: Dim): d is number => typeof d === "number";
 export function choosePath(s: MatmulShape, bounds: SymbolBounds | undefined): MatmulPath {
   const tensor = s.dtype === "bf16" || s.dtype === "f16";
   const kAligned = isStatic(s.k) && s.k % 8 === 0;
-  if (rowsBound(s.rows, bounds) <= GEMV_MAX_M) {
-    if (!s.transposeB) return "gemv-cols";
-    return tensor && kAligned ? "gemv-mma" : "gemv-rows";
-  }
+  const m = rowsBound(s.rows, bounds);
+  if (tensor && kAligned && s.transposeB && m <= GEMV_MMA_MAX_M) return "gemv-mma";
+  if (m <= GEMV_MAX_M) return s.transposeB ? "gemv-rows" : "gemv-cols";
   const nAligned = s.transposeB || (isStatic(s.n) && s.n % 8 === 0);
   return tensor && kAligned && nAligned ? "gemm-mma" : "gemm-simt";
 }
@@ -111,8 +119,9 @@ export function vectorWidth(dim: Dim, dtype: DType): number {
 const ceilDiv = (d: Dim, by: number): SizeExpr => (isStatic(d) ? constSize(Math.ceil(d / by)) : sizeExpr([d], 1, by));
 
 /** What the GEMV/GEMM templates are rendered with for a contraction shape and path (`extra` may override). */
-function templateContext(s: MatmulShape, path: MatmulPath, entry: string, vec: number, tile: GemmTile): Record<string, unknown> {
+function templateContext(s: MatmulShape, path: MatmulPath, entry: string, vec: number, tile: GemmTile, mt = GEMV_MAX_M): Record<string, unknown> {
   return {
+    mt,
     entry,
     included: false,
     hasBias: false,
@@ -143,7 +152,8 @@ export interface MatmulBinding {
 }
 
 /** One launch of a matmul-family kernel: template, path, context, geometry. Shared with mxfp4-matmul. */
-export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string, family: string, extra: Record<string, unknown> = {}, tile: GemmTile = DEFAULT_GEMM_TILE, binding?: MatmulBinding): KernelLaunch {
+export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string, family: string, extra: Record<string, unknown> = {}, tile: GemmTile = DEFAULT_GEMM_TILE, binding?: MatmulBinding, mBound = GEMV_MAX_M): KernelLaunch {
+  const mt = gemvRowsPerBlock(mBound);
   const tileValid = [32, 64].includes(tile.warpN) && [32, 64].includes(tile.k) && Number.isInteger(tile.stages) && tile.stages >= 2;
   if (!tileValid) throw new Error(`tsgc codegen: bad GEMM tile ${JSON.stringify(tile)}`);
   const defaultTile = tile.warpN === DEFAULT_GEMM_TILE.warpN && tile.k === DEFAULT_GEMM_TILE.k && tile.stages === DEFAULT_GEMM_TILE.stages;
@@ -163,11 +173,12 @@ export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string,
     `k${isStatic(s.k) ? s.k : "x"}`,
     vec > 0 && vec !== 32 ? `v${vec}` : "",
     path === "gemm-mma" && !defaultTile ? `t${4 * tile.warpN}x${tile.k}s${tile.stages}` : "",
+    path === "gemv-mma" && mt !== GEMV_MAX_M ? `m${mt}` : "",
   ]
     .filter((p) => p !== "")
     .join("_");
   const hasBias = extra["hasBias"] === true;
-  const source = renderTemplate(template, { ...templateContext(s, path, name, vec, tile), ...extra });
+  const source = renderTemplate(template, { ...templateContext(s, path, name, vec, tile, mt), ...extra });
   const m = sizeExpr(s.rows);
   const batch = sizeExpr(s.batch);
   let grid: readonly [SizeExpr, SizeExpr, SizeExpr];
@@ -176,7 +187,8 @@ export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string,
   const mTiles = (tile: number) => sizeExpr(s.rows, 1, tile);
   switch (path) {
     case "gemv-mma":
-      grid = [ceilDiv(s.n, 16), mTiles(GEMV_MAX_M), batch];
+      // mxfp4-matmul's GEMV keeps weight tiles on x and 8-row tiles of x on y
+      grid = family === "mxfp4-matmul" ? [ceilDiv(s.n, 16), mTiles(GEMV_MAX_M), batch] : [mTiles(mt), ceilDiv(s.n, 16), batch];
       block = [32 * GEMV_KSPLIT, 1, 1];
       break;
     case "gemv-rows":
@@ -251,7 +263,7 @@ export function emitFusedLinear(node: NodeOf<"fusedLinear">, opts: MatmulOptions
   });
   const path = choosePath(shape, opts.symbolBounds);
   const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
-  return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile)], scratchBytes: [] };
+  return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile, undefined, rowsBound(shape.rows, opts.symbolBounds))], scratchBytes: [] };
 }
 
 /** The contraction shape of layer `r` of a groupedLinear node. */
@@ -269,7 +281,7 @@ export function emitGroupedLinearLayer(node: NodeOf<"groupedLinear">, opts: Matm
   const path = choosePath(shape, opts.symbolBounds);
   const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
   const binding: MatmulBinding = { x: 0, w: 1 + 2 * r, bias: 2 + 2 * r, out: { kind: "output" } };
-  return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile, binding)], scratchBytes: [] };
+  return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile, binding, rowsBound(shape.rows, opts.symbolBounds))], scratchBytes: [] };
 }
 
 /**
@@ -286,7 +298,7 @@ export function emitGroupedLinear(layers: readonly NodeOf<"groupedLinear">[], op
     return {
       launches: shapes.map((s, r) => {
         const template = paths[r]!.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
-        return matmulLaunch(s, paths[r]!, template, paths[r]!.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile, { x: 0, w: 1 + 2 * r, bias: 2 + 2 * r, out: out(r) });
+        return matmulLaunch(s, paths[r]!, template, paths[r]!.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile, { x: 0, w: 1 + 2 * r, bias: 2 + 2 * r, out: out(r) }, rowsBound(s.rows, opts.symbolBounds));
       }),
       scratchBytes: [],
     };
@@ -294,17 +306,18 @@ export function emitGroupedLinear(layers: readonly NodeOf<"groupedLinear">[], op
   const s = shapes[0]!;
   const ns = shapes.map((x) => x.n as number);
   const tiles = ns.map((n) => Math.ceil(n / 16));
-  const name = ["gemv_grouped_bias_mma", s.dtype, ...ns.map((n) => `n${n}`), `k${s.k}`].join("_");
+  const mt = gemvRowsPerBlock(rowsBound(s.rows, opts.symbolBounds));
+  const name = ["gemv_grouped_bias_mma", s.dtype, ...ns.map((n) => `n${n}`), `k${s.k}`, ...(mt !== GEMV_MAX_M ? [`m${mt}`] : [])].join("_");
   const grouped = ns.map((n, r) => ({ n, firstTile: tiles.slice(0, r).reduce((a, b) => a + b, 0), tiles: tiles[r] }));
   // every layer's N is passed per tile; the single-layer N parameter is not used
-  const source = renderTemplate("gemv.cu.njk", { ...templateContext(s, "gemv-mma", name, 0, DEFAULT_GEMM_TILE), hasBias: true, grouped, nExpr: "N_" });
+  const source = renderTemplate("gemv.cu.njk", { ...templateContext(s, "gemv-mma", name, 0, DEFAULT_GEMM_TILE, mt), hasBias: true, grouped, nExpr: "N_" });
   const args: ArgBinding[] = [
     { kind: "input", index: 0 },
     ...ns.flatMap((_, r): ArgBinding[] => [{ kind: "input", index: 1 + 2 * r }, out(r), { kind: "input", index: 2 + 2 * r }]),
     { kind: "i32", value: sizeExpr(s.rows) },
     { kind: "i32", value: sizeExpr([s.k]) },
   ];
-  const grid: readonly [SizeExpr, SizeExpr, SizeExpr] = [constSize(tiles.reduce((a, b) => a + b, 0)), sizeExpr(s.rows, 1, GEMV_MAX_M), constSize(1)];
+  const grid: readonly [SizeExpr, SizeExpr, SizeExpr] = [sizeExpr(s.rows, 1, mt), constSize(tiles.reduce((a, b) => a + b, 0)), constSize(1)];
   return { launches: [{ kernel: { name, family: "gemv", source, entry: name }, grid, block: [32 * GEMV_KSPLIT, 1, 1], sharedBytes: 0, args }], scratchBytes: [] };
 }
 
@@ -313,5 +326,5 @@ export function emitMatmul(node: MatmulNode, opts: MatmulOptions = {}): NodeKern
   const shape = matmulShape(node);
   const path = choosePath(shape, opts.symbolBounds);
   const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
-  return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", {}, opts.gemmTile)], scratchBytes: [] };
+  return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", {}, opts.gemmTile, undefined, rowsBound(shape.rows, opts.symbolBounds))], scratchBytes: [] };
 }

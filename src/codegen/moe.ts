@@ -29,7 +29,7 @@
 
 import { type DType, MXFP4_BLOCK, roundTo } from "../ir/dtype.js";
 import type { Node, NodeOf } from "../ir/node.js";
-import { type Dim, evalDim, formatShape, isStaticDim, type SymbolBounds } from "../ir/shape.js";
+import { type Dim, dimAdd, evalDim, formatShape, isStaticDim, type SymbolBounds } from "../ir/shape.js";
 import { f32Literal } from "./attention.js";
 import { loadExpr, storeExpr } from "./elementwise.js";
 import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, sizeExpr } from "../lower/kernel.js";
@@ -235,7 +235,9 @@ function emitGrouped(s: MoeSpec, ctx: Record<string, unknown>, route: KernelLaun
     args,
   });
   const pairs = sizeExpr([s.t], s.k);
-  const rowTiles = sizeExpr([s.t], s.k, GROUPED_BM);
+  // the tiles of P = T·K pairs cut per expert: at most P/BM + E (each expert's last tile may be partial); blocks
+  // past the bucket's real tile count return at once
+  const rowTiles = sizeExpr([dimAdd(s.t, Math.ceil((s.e * GROUPED_BM) / s.k))], s.k, GROUPED_BM);
   const xBytes = s.dtype === "f32" ? 4 : 2;
   const bucket = launch("bucket", `moe_bucket_e${s.e}k${s.k}_m${GROUPED_BM}`, [constSize(1), constSize(1), constSize(1)], 1024, [
     scratch(0), scratch(2), scratch(3), scratch(4), { kind: "i32", value: pairs },

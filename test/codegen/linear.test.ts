@@ -59,7 +59,7 @@ describe("groupedLinear kernels", () => {
   it("run every layer's 16-row tiles in one GEMV launch, each layer's output bound as its sibling", () => {
     const { launches } = emitGroupedLinear(groupedNodes([4096, 512, 512], 2880), { symbolBounds: { tokens: 1 } });
     expect(launches).toHaveLength(1);
-    expect(launches[0]!.grid[0]).toEqual({ dims: [], scale: 256 + 32 + 32, divisor: 1 });
+    expect(launches[0]!.grid[1]).toEqual({ dims: [], scale: 256 + 32 + 32, divisor: 1 });
     expect(launches[0]!.args.slice(0, 7)).toEqual([
       { kind: "input", index: 0 },
       { kind: "input", index: 1 }, { kind: "sibling", result: "0" }, { kind: "input", index: 2 },
@@ -113,14 +113,14 @@ describeGpu("fusedLinear on the GPU", () => {
 });
 
 describeGpu("groupedLinear on the GPU", () => {
-  for (const [maxTokens, tokensList] of [[8, [1, 3, 8]], [64, [50]]] as const) {
-    it(`computes each layer as its own linear would (bf16, ${maxTokens <= 8 ? "one grouped GEMV" : "a GEMM per layer"})`, async () => {
+  for (const [maxTokens, tokensList] of [[8, [1, 3, 8]], [64, [50, 17]], [512, [300]]] as const) {
+    it(`computes each layer as its own linear would (bf16, ${maxTokens <= 256 ? `one grouped GEMV, up to ${maxTokens} rows` : "a GEMM per layer"})`, async () => {
       const device = Device.open(0);
       const ns = [520, 16, 48];
       const graph = threeLinears("bf16", ns, 256, maxTokens);
       const { plan } = await compile(graph, { arch: device.info.arch, cacheDir: false });
       expect(plan.opCounts["groupedLinear"]).toBe(3);
-      expect(plan.entries[0]!.buckets[0]!.launches.filter((l) => l.op === "groupedLinear")).toHaveLength(maxTokens <= 8 ? 1 : 3);
+      expect(plan.entries[0]!.buckets[0]!.launches.filter((l) => l.op === "groupedLinear")).toHaveLength(maxTokens <= 256 ? 1 : 3);
       const exec = await PlanExecutor.load(plan, device, { cacheDir: false });
       try {
         const rand = seededRandom(maxTokens);

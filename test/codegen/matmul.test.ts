@@ -34,11 +34,14 @@ function i32Arg(a: ArgBinding | undefined, sym: SymbolValues): number {
 }
 
 describe("matmul codegen (pure)", () => {
-  it("chooses GEMV for M ≤ 8 (static or bounded) and tensor cores for bf16/f16 when aligned", () => {
+  it("chooses the tensor-core GEMV up to M 256 (static or bounded), other GEMVs for M ≤ 8, and tensor cores for bf16/f16 when aligned", () => {
     const path = (c: MmCase, bounds?: Record<string, number>): MatmulPath => matmulPath(matmulNode(c), bounds ? { symbolBounds: bounds } : {});
     expect(path(linear("bf16", [1], 5760, 2880))).toBe("gemv-mma");
     expect(path(linear("f16", [8], 5760, 2880))).toBe("gemv-mma");
-    expect(path(linear("bf16", [9], 5760, 2880))).toBe("gemm-mma");
+    expect(path(linear("bf16", [9], 5760, 2880))).toBe("gemv-mma");
+    expect(path(linear("bf16", [256], 5760, 2880))).toBe("gemv-mma");
+    expect(path(linear("bf16", [257], 5760, 2880))).toBe("gemm-mma");
+    expect(path(linear("bf16", ["rows"], 2880, 2880), { rows: 64 })).toBe("gemv-mma");
     expect(path(linear("bf16", ["tokens"], 2880, 2880))).toBe("gemm-mma");
     expect(path(linear("bf16", ["rows"], 201088, 2880), { rows: 4 })).toBe("gemv-mma");
     expect(path(linear("bf16", ["rows"], 201088, 2880), { rows: 4096 })).toBe("gemm-mma");
@@ -51,12 +54,17 @@ describe("matmul codegen (pure)", () => {
     expect(path({ dtype: "bf16", a: ["tokens", 64], b: [64, 100], transposeB: false })).toBe("gemm-simt");
   });
 
-  it("geometry: GEMV tiles of 16 weight rows × 8 x rows; GEMM tiles of 128×128 with 64 KiB shared; batch on z", () => {
+  it("geometry: GEMV tiles of 16 weight rows × 8–64 x rows (x tiles on grid x); GEMM tiles of 128×128 with 64 KiB shared; batch on z", () => {
     const gemv = emitMatmul(matmulNode(linear("bf16", [1], 201088, 2880))).launches[0]!;
-    expect(gemv.grid.map((g) => evalSize(g, {}))).toEqual([12568, 1, 1]);
+    expect(gemv.grid.map((g) => evalSize(g, {}))).toEqual([1, 12568, 1]);
     expect(gemv.block).toEqual([256, 1, 1]);
     expect(gemv.kernel.source).toContain("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32");
-    expect(gemv.kernel.source).toContain("M, 201088, 2880, blockIdx.x);"); // static N and K baked into the tile call
+    expect(gemv.kernel.source).toContain("M, 201088, 2880, blockIdx.y);"); // static N and K baked into the tile call
+    expect(gemv.kernel.source).toContain("#define MMT 8");
+    const wide = emitMatmul(matmulNode(linear("bf16", ["rows"], 2880, 2880)), { symbolBounds: { rows: 200 } }).launches[0]!;
+    expect(wide.kernel.source).toContain("#define MMT 64");
+    expect(wide.kernel.name).toMatch(/_m64$/);
+    expect(wide.grid.map((g) => evalSize(g, { rows: 130 }))).toEqual([3, 180, 1]);
     expect(gemv.args).toEqual([
       { kind: "input", index: 0 },
       { kind: "input", index: 1 },
