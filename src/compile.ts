@@ -4,19 +4,22 @@
 //                                    │
 //                                    └─ codegen (one KernelSource per distinct kernel) ─▶ NVRTC / kernel cache
 //
-// Plans are cached on disk next to the kernels, keyed by the input graph's structural hash, the target
-// and a fingerprint of the compiler's own code, so compiling the same model twice runs no pass and no
-// NVRTC compile, and a changed compiler never serves a stale plan.
+// Plans are cached on disk next to the kernels (compile/plan-cache.ts: checksummed, verified, recompiled
+// when damaged), keyed by the input graph's structural hash, the target and a fingerprint of the
+// compiler's own code, so compiling the same model twice runs no pass and no NVRTC compile, and a changed
+// compiler never serves a stale plan.
 
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { TEMPLATE_DIR } from "./codegen/templates.js";
+import { planCachePath, readCachedPlan, writeCachedPlan } from "./compile/plan-cache.js";
+import { ensureDirectory } from "./fs-safe.js";
 import { lowerInPlaceUpdate, lowerNode, lowerSiblings } from "./codegen/emit.js";
 import type { KernelSource, SizeExpr } from "./codegen/kernel.js";
 import { evalSize, sourceHash } from "./codegen/kernel.js";
-import { type Plan, type PlanArg, PLAN_FORMAT, PLAN_VERSION, parsePlan } from "./codegen/plan.js";
+import { type Plan, type PlanArg, PLAN_FORMAT, PLAN_VERSION } from "./codegen/plan.js";
 import type { Graph } from "./ir/graph.js";
 import { graphNodes } from "./ir/graph.js";
 import { dtypeBytes } from "./ir/dtype.js";
@@ -111,27 +114,6 @@ export function compilerFingerprint(): string {
     h.update(`\0${basename(file)}\0`).update(readFileSync(file));
   }
   return (fingerprint = h.digest("hex").slice(0, 16));
-}
-
-function planCachePath(cacheDir: string, key: string): string {
-  return join(cacheDir, "plans", `${key}.json`);
-}
-
-function readCachedPlan(path: string): Plan | undefined {
-  if (!existsSync(path)) return undefined;
-  try {
-    return parsePlan(JSON.parse(readFileSync(path, "utf8")), path);
-  } catch (err) {
-    process.emitWarning(`ignoring a damaged cached plan (${err instanceof Error ? err.message : String(err)}); recompiling`, { code: "TSGC_PLAN_CACHE" });
-    return undefined;
-  }
-}
-
-function writeAtomically(path: string, text: string): void {
-  mkdirSync(join(path, ".."), { recursive: true });
-  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
 }
 
 const sizeJson = (e: SizeExpr) => ({ dims: [...e.dims], scale: e.scale, divisor: e.divisor });
@@ -231,7 +213,7 @@ export async function compile(graph: Graph, options: CompileOptions): Promise<Co
   const opsBefore = graphNodes(graph).length;
   const key = createHash("sha256").update(`${graphHash(graph)}\0${options.arch}\0${compilerFingerprint()}`).digest("hex");
   const cachePath = cacheDir ? planCachePath(cacheDir, key) : undefined;
-  let plan = cachePath && !options.dumpIrDir ? readCachedPlan(cachePath) : undefined;
+  let plan = cacheDir && !options.dumpIrDir ? readCachedPlan(cacheDir, key, graphHash(graph)) : undefined;
   const planCacheHit = plan !== undefined;
   if (cachePath) emit({ kind: "plan-cache", hit: planCacheHit, path: cachePath });
   if (!plan) {
@@ -242,7 +224,7 @@ export async function compile(graph: Graph, options: CompileOptions): Promise<Co
     plan = buildPlan(fused, graph, options.arch).plan;
   }
   if (options.emitCudaDir) {
-    mkdirSync(options.emitCudaDir, { recursive: true });
+    ensureDirectory(options.emitCudaDir);
     for (const k of plan.kernels) writeFileSync(join(options.emitCudaDir, `${k.name}.cu`), k.source);
   }
   let hits = 0;
@@ -266,7 +248,7 @@ export async function compile(graph: Graph, options: CompileOptions): Promise<Co
       else throw err;
     }
   }
-  if (cachePath && !planCacheHit && kernelsCompiled) writeAtomically(cachePath, JSON.stringify(plan));
+  if (cacheDir && !planCacheHit && kernelsCompiled) writeCachedPlan(cacheDir, key, plan);
   const counts = plan.opCounts;
   const launches: Record<string, number> = {};
   for (const e of plan.entries) launches[e.name] = e.launches.length;
