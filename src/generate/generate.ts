@@ -50,11 +50,40 @@ export interface GenerateResult {
   readonly logits: Float64Array[];
 }
 
-/** Index of the largest value; ties to the lower index. */
-export function argmax(v: ArrayLike<number>): number {
+/** Index of the largest value; ties to the lower index. A NaN has no place in an order: it throws. */
+export function argmax(v: ArrayLike<number>, label = "argmax"): number {
   let best = 0;
-  for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;
+  for (let i = 0; i < v.length; i++) {
+    if (Number.isNaN(v[i])) checkLogits(v, label);
+    if (v[i]! > v[best]!) best = i;
+  }
   return best;
+}
+
+/**
+ * Throws when logits hold NaN or +Inf (overflowed arithmetic or damaged weights: no token can be chosen
+ * honestly), or no finite value at all. A −Inf logit is a masked token (probability 0) and is allowed.
+ * `label` names the call in the message, e.g. "step 3".
+ */
+export function checkLogits(logits: ArrayLike<number>, label = "sampling"): void {
+  let bad = 0;
+  let first = -1;
+  let finite = false;
+  const kinds = new Set<string>();
+  for (let i = 0; i < logits.length; i++) {
+    const v = logits[i]!;
+    if (Number.isNaN(v) || v === Infinity) {
+      bad++;
+      kinds.add(Number.isNaN(v) ? "NaN" : "Inf");
+      if (first < 0) first = i;
+    } else if (v !== -Infinity) {
+      finite = true;
+    }
+  }
+  if (bad > 0) {
+    throw new Error(`${label}: the logits hold ${[...kinds].join("/")} (${bad} of ${logits.length} values are NaN or infinite; the first at token ${first}): the model's arithmetic overflowed or its weights are damaged`);
+  }
+  if (!finite) throw new Error(`${label}: the logits hold no finite value (all ${logits.length} are -Inf): no token can be chosen`);
 }
 
 /** Checks sampling options; throws naming the option. */
@@ -68,9 +97,11 @@ export function checkSampling(o: SamplingOptions): void {
  * Picks the next token from logits: argmax at temperature 0; otherwise softmax(logits / temperature)
  * restricted to the top-k tokens, then to the smallest prefix (by probability) reaching top-p, sampled
  * with `rand`. Ties keep the lower token id first, as argmax does. Only the tokens that can be kept are
- * sorted (a full-vocabulary sort per token would cost more than a GPU decode step).
+ * sorted (a full-vocabulary sort per token would cost more than a GPU decode step). Non-finite logits
+ * throw (checkLogits), naming `label` (e.g. "step 3").
  */
-export function sampleToken(logits: ArrayLike<number>, o: SamplingOptions, rand: () => number): number {
+export function sampleToken(logits: ArrayLike<number>, o: SamplingOptions, rand: () => number, label?: string): number {
+  checkLogits(logits, label);
   const temperature = o.temperature ?? 0;
   if (temperature === 0) return argmax(logits);
   const vocab = logits.length;
@@ -298,7 +329,9 @@ export function generateBatch(graph: Graph, run: EntryRunner, prompts: readonly 
       if (!logits) return -1;
       const r = results[seq]!;
       if (opts.keepLogits) r.logits.push(logits);
-      const token = sampleToken(logits, opts, rands[seq]!);
+      // step 0 is the token after the prompt (the prefill's logits), step k the k-th decode's
+      const step = `${prompts.length > 1 ? `prompt ${seq}, ` : ""}step ${r.tokens.length}`;
+      const token = sampleToken(logits, opts, rands[seq]!, step);
       r.tokens.push(token);
       opts.onToken?.(token, seq);
       if (stop.has(token) || r.tokens.length >= opts.maxNewTokens) pending[seq] = undefined;

@@ -103,3 +103,37 @@ describe("generate options", () => {
     expect(() => generate(graph, run, prompt, { maxNewTokens: 2, topP: 1.5 })).toThrow(/top-p must be in \(0, 1\]/);
   });
 });
+
+describe("non-finite logits", () => {
+  const vocab = 16;
+  const nan = new Array<number>(vocab).fill(Number.NaN);
+
+  it("are an error naming the step, greedy or sampled, never a token", () => {
+    expect(() => sampleToken(nan, { temperature: 0 }, seededRandom(1), "step 3")).toThrow(/^step 3: the logits hold NaN \(16 of 16 values are NaN or infinite; the first at token 0\)/);
+    expect(() => sampleToken(nan, { temperature: 1, topK: 4 }, seededRandom(1), "step 3")).toThrow(/^step 3: the logits hold NaN/);
+    const inf = Array.from({ length: vocab }, (_, i) => (i === 5 ? Infinity : 0));
+    expect(() => sampleToken(inf, { temperature: 0.7 }, seededRandom(1))).toThrow(/the logits hold Inf \(1 of 16 values .* the first at token 5\)/);
+    expect(() => sampleToken(new Array<number>(vocab).fill(-Infinity), { temperature: 0 }, seededRandom(1))).toThrow(/no finite value/);
+  });
+
+  it("a -Inf logit is a masked token (probability 0), not an error", () => {
+    const masked = [-Infinity, 0.5, -Infinity, 0.2];
+    expect(sampleToken(masked, { temperature: 0 }, seededRandom(1))).toBe(1);
+    expect(new Set(draws(masked, { temperature: 1 }, 2, 200))).toEqual(new Set([1, 3]));
+  });
+
+  it("stop generation at the step that produced them, for the interpreter or any runner", () => {
+    const graph = gptOssModel(GPT_OSS_TINY, { dtype: "f32", maxPrefillTokens: 8, maxContext: 16 });
+    const run = interpreterRunner(graph, randomParams(graph, 1));
+    let decodes = 0;
+    const poisonedAtDecode2 = (entry: string, inputs: Parameters<typeof run>[1]) => {
+      const out = run(entry, inputs);
+      if (entry === "decode" && ++decodes === 2) return { ...out, logits: { ...out["logits"]!, data: out["logits"]!.data.map(() => Number.NaN) } };
+      return out;
+    };
+    const tokens: number[] = [];
+    expect(() => generate(graph, poisonedAtDecode2, [1, 2, 3], { maxNewTokens: 6, onToken: (t) => tokens.push(t) })).toThrow(/^step 2: the logits hold NaN/);
+    expect(tokens).toHaveLength(2);
+    expect(tokens.every((t) => Number.isInteger(t) && t >= 0)).toBe(true);
+  });
+});
