@@ -232,6 +232,8 @@ export function gptOssModel(c: GptOssConfig, opts: GptOssBuildOptions, name = "g
   const layout: CacheLayout = { maxBatch: opts.maxBatch ?? 1, maxContext: opts.maxContext ?? GPT_OSS_DEFAULT_MAX_CONTEXT };
   if (!(Number.isInteger(layout.maxBatch) && layout.maxBatch >= 1)) throw new Error(`${name}: maxBatch must be a positive integer, got ${layout.maxBatch}`);
   if (!(Number.isInteger(layout.maxContext) && layout.maxContext >= 1)) throw new Error(`${name}: maxContext must be a positive integer, got ${layout.maxContext}`);
+  // positions past the trained range are out of the RoPE scaling's domain: never silently generate there
+  if (layout.maxContext > c.maxPositionEmbeddings) throw new Error(`${name}: maxContext ${layout.maxContext} exceeds the config's max_position_embeddings (${c.maxPositionEmbeddings})`);
   return defineModel(name, (b) => {
     const maxPrefill = opts.maxPrefillTokens ?? GPT_OSS_DEFAULT_MAX_PREFILL;
     b.sym("tokens", maxPrefill);

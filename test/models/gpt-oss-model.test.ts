@@ -144,3 +144,13 @@ describe("gpt-oss through the reference interpreter", () => {
     expect(a).toEqual(b);
   });
 });
+
+describe("gpt-oss context bound", () => {
+  it("maxContext may not exceed the config's max_position_embeddings", () => {
+    const short = { ...GPT_OSS_TINY, maxPositionEmbeddings: 8 };
+    expect(() => gptOssModel(short, { dtype: "f32", maxContext: 27, maxPrefillTokens: 8 }, "short")).toThrow(
+      "short: maxContext 27 exceeds the config's max_position_embeddings (8)",
+    );
+    expect(gptOssModel(short, { dtype: "f32", maxContext: 8, maxPrefillTokens: 8 }).symbols["past"]).toBe(8);
+  });
+});
