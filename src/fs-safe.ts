@@ -161,7 +161,10 @@ export function ensureDirectory(path: string): void {
       throw fileError(err, "create directory", path);
     }
     if (stats !== undefined) {
-      if (!stats.isDirectory()) throw new FileAccessError("cannot create directory", path, `${dir} is ${fileKind(stats)}`, "ENOTDIR");
+      if (!stats.isDirectory()) {
+        const reason = dir === resolve(path) ? `it is ${fileKind(stats)}, not a directory` : `${dir} is ${fileKind(stats)}, not a directory`;
+        throw new FileAccessError("cannot create directory", path, reason, "ENOTDIR");
+      }
       break;
     }
     missing.push(dir);
