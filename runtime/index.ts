@@ -13,7 +13,7 @@ export {
 export { Arena, ARENA_ALIGNMENT, DeviceView } from "./arena.js";
 export { NcclComm, ncclGroup, ncclUniqueId, ncclVersion, NCCL_UNIQUE_ID_BYTES, type ReduceOp } from "./nccl.js";
 export {
-  cacheKey, CacheArchiveError, CacheEntryError, clearKernelMemo, CODEGEN_VERSION, compileCount, compileKernels,
+  cacheKey, CacheArchiveError, CacheEntryError, CacheFullError, CacheUnusableError, clearKernelMemo, CODEGEN_VERSION, compileCount, compileKernels,
   decodeEntry, decodePack, defaultCacheDir, encodeEntry, encodePack, KernelCache, loadKernels,
   type CacheEntry, type CacheKeyInputs, type CacheListing, type CacheProblem, type CompiledKernel, type CompileKernelsOptions,
   type CompileKernelsResult, type CompileProgress, type EntryHeader, type KernelOrigin, type KernelSource, type LoadedKernels,
