@@ -16,8 +16,8 @@
 //   40  u32 header length H
 //   44  header JSON (EntryHeader), H bytes
 //   ..  source, image, log               sizes given in the header
-import { createHash, randomBytes } from "node:crypto";
-import { existsSync, lstatSync, readdirSync, rmdirSync, rmSync, type Stats, statSync, unlinkSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { lstatSync, readdirSync, rmdirSync, rmSync, type Stats, statSync, unlinkSync } from "node:fs";
 import { homedir } from "node:os";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import {
@@ -137,7 +137,7 @@ const warnedUnusable = new Set<string>();
 export function warnCacheUnusable(dir: string, reason: string): void {
   if (warnedUnusable.has(dir)) return;
   warnedUnusable.add(dir);
-  process.emitWarning(`the kernel cache ${dir} cannot be used (${reason}); compiling in memory only`, { code: "TSGC_CACHE_UNUSABLE" });
+  process.emitWarning(`the cache directory ${dir} cannot be used (${reason}); compiling in memory only`, { code: "TSGC_CACHE_UNUSABLE" });
 }
 
 export function encodeEntry(entry: CacheEntry): Buffer {
@@ -250,7 +250,7 @@ export class KernelCache {
     return join(this.dir, ...this.relativePathFor(key, nvrtcVersion).split("/"));
   }
 
-  /** Throws when the cache path exists but is not a directory (a cache of a file would list as empty). */
+  /** Whether the cache directory exists; throws when the path is something else (a file would list as an empty cache). */
   private checkIsDirectory(): boolean {
     let stats: Stats;
     try {
@@ -311,7 +311,7 @@ export class KernelCache {
     const path = join(this.dir, ...relativePath.split("/"));
     const attempt = (): string => {
       ensureDirectory(join(path, ".."));
-      return writeFileAtomically(path, bytes);
+      return writeFileAtomically(path, bytes, { links: "replace" });
     };
     try {
       try {

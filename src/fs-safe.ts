@@ -11,7 +11,7 @@
 // - Errors are one line naming the path and what is wrong, never a bare errno.
 import { randomBytes } from "node:crypto";
 import {
-  closeSync, constants, fstatSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync,
+  closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync,
   type Stats, writeFileSync,
 } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
@@ -146,6 +146,15 @@ function statOrUndefined(path: string): Stats | undefined {
   }
 }
 
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
 /**
  * Creates `path` and its missing parents, one level at a time (see the header: no recursive mkdir).
  * Throws a FileAccessError naming the first level that cannot be created.
@@ -188,22 +197,33 @@ export function ensureDirectory(path: string): void {
 /** Marks temp files of writeFileAtomically (the kernel cache recognises and cleans them up by it). */
 export const TEMP_MARKER = ".tmp-";
 
+export interface AtomicWriteOptions {
+  /** Create missing parent directories. */
+  readonly createParents?: boolean;
+  /**
+   * A symbolic link at `path`: write through it, replacing the file it points at (a path the user named,
+   * default), or replace the link itself (a cache's own files: a planted link never redirects a write).
+   */
+  readonly links?: "follow" | "replace";
+}
+
 /**
  * Writes `data` to `path` atomically: an exclusively created temp file beside the target, renamed over it.
- * A symlink to a regular file is written through (its target is replaced); a target that is a directory,
- * a device or a pipe is refused. Creates missing parent directories when `createParents` is set.
+ * A target that is a directory, a device or a pipe is refused; a symbolic link is followed or replaced as
+ * `options.links` says.
  */
-export function writeFileAtomically(path: string, data: string | Uint8Array, options: { readonly createParents?: boolean } = {}): string {
+export function writeFileAtomically(path: string, data: string | Uint8Array, options: AtomicWriteOptions = {}): string {
   let target = resolve(path);
   let existing: Stats | undefined;
   try {
-    existing = statOrUndefined(target);
+    existing = options.links === "replace" ? lstatOrUndefined(target) : statOrUndefined(target);
   } catch (err) {
     throw fileError(err, "write", path);
   }
   if (existing !== undefined) {
-    if (!existing.isFile()) throw notRegular(path, existing, "write");
-    target = realpathSync(target); // write beside the real file, so a symlink keeps pointing at it
+    if (!existing.isFile() && !existing.isSymbolicLink()) throw notRegular(path, existing, "write");
+    // following a link: write beside the real file, so the link keeps pointing at it
+    if (options.links !== "replace") target = realpathSync(target);
   } else if (options.createParents) {
     ensureDirectory(dirname(target));
   }

@@ -116,7 +116,7 @@ export function writeCachedPlan(cacheDir: string, key: string, plan: Plan): void
   const path = planCachePath(cacheDir, key);
   try {
     ensureDirectory(join(path, ".."));
-    writeFileAtomically(path, encodePlanEntry(key, plan));
+    writeFileAtomically(path, encodePlanEntry(key, plan), { links: "replace" });
   } catch (err) {
     const failure = cacheWriteError(err, resolve(cacheDir), path, "plan cache");
     if (!(failure instanceof CacheUnusableError)) throw failure;

@@ -65,6 +65,20 @@ describe("cache clear and verify never follow a symlink out of the cache", () =>
     expect(readFileSync(target, "utf8")).toBe("precious");
   });
 
+  it("a write replaces a link planted at an entry's name instead of writing through it", () => {
+    const target = join(dir, "victim.txt");
+    writeFileSync(target, "precious");
+    const cache = new KernelCache(join(dir, "cache"));
+    const entry = syntheticEntry("planted");
+    mkdirSync(join(cache.kernelsDir, "nvrtc-12.8"), { recursive: true });
+    const path = cache.pathFor(entry.header.key, "12.8");
+    symlinkSync(target, path);
+    cache.write(entry);
+    expect(readFileSync(target, "utf8")).toBe("precious");
+    expect(lstatSync(path).isFile()).toBe(true);
+    expect(cache.read(entry.header.key, "12.8")?.source).toBe("planted");
+  });
+
   it("list reports a symlinked directory instead of reading through it", () => {
     const outside = join(dir, "outside");
     mkdirSync(outside);
@@ -196,7 +210,7 @@ describeNvrtc("parallel compiles with an unusable cache", () => {
     expect(result).toMatchObject({ misses: 3, compiles: 3 });
     expect(result.kernels.every((k) => k.image.byteLength > 0)).toBe(true);
     expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toContain(`the kernel cache ${join(file, "cache")} cannot be used`);
+    expect(warnings[0]).toContain(`the cache directory ${join(file, "cache")} cannot be used`);
     expect(warnings[0]).toContain("compiling in memory only");
   });
 
