@@ -98,8 +98,8 @@ export function defaultParallelism(): number {
 
 /**
  * Compiles every job, at most `parallelism` at a time, calling `onDone` as each finishes.
- * Resolves with the raw results in job order; rejects on the first library-level failure
- * (a compile error is a normal result, not a rejection).
+ * Resolves with the raw results in job order; rejects on the first library-level failure or the first
+ * error `onDone` throws (a compile error is a normal result, not a rejection).
  */
 export async function compileInWorkers(
   jobs: readonly CompileJob[],
@@ -139,7 +139,13 @@ export async function compileInWorkers(
           if (reply.result === undefined) return fail(new Error("tsgc: compile worker sent an empty reply"));
           // Structured clone may hand back a Buffer's bytes as a plain Uint8Array; either is fine.
           results[reply.id] = reply.result;
-          onDone(reply.id, reply.result);
+          // An error thrown here would escape the worker's message event, uncaught, and abort the process
+          // (a cache write failing, say): it rejects the pool instead.
+          try {
+            onDone(reply.id, reply.result);
+          } catch (err) {
+            return fail(err instanceof Error ? err : new Error(String(err)));
+          }
           finished++;
           if (finished === jobs.length) resolve();
           else feed(worker);

@@ -16,7 +16,7 @@ export {
   Cublas, cublasAvailable, cublasLibraryPath, rowMajorABt, type GemmBf16, type GemmOperand, type RowMajorABt,
 } from "./cublas.js";
 export {
-  cacheKey, CacheArchiveError, CacheEntryError, clearKernelMemo, CODEGEN_VERSION, compileCount, compileKernels,
+  cacheKey, CacheArchiveError, CacheEntryError, CacheFullError, CacheUnusableError, clearKernelMemo, CODEGEN_VERSION, compileCount, compileKernels,
   decodeEntry, decodePack, defaultCacheDir, encodeEntry, encodePack, KernelCache, loadKernels,
   type CacheEntry, type CacheKeyInputs, type CacheListing, type CacheProblem, type CompiledKernel, type CompileKernelsOptions,
   type CompileKernelsResult, type CompileProgress, type EntryHeader, type KernelOrigin, type KernelSource, type LoadedKernels,

@@ -6,19 +6,23 @@
 // whole entry or none; a damaged entry fails its checksum, is reported, recompiled and replaced.
 // On top sits an in-process memo; misses compile in parallel on worker threads.
 //
+// A cache directory that cannot be used (read-only, a path through a file, under /proc) never stops a
+// compile: one warning, then kernels are kept in memory only. A full disk is an error (the user must act).
+// The cache never follows a symbolic link out of its directory when it lists, verifies or clears.
+//
 // Entry file format (all integers little-endian):
 //   0   "TSGCKRN1"                       magic, 8 bytes
 //   8   sha256 of every byte from 40 on  32 bytes
 //   40  u32 header length H
 //   44  header JSON (EntryHeader), H bytes
 //   ..  source, image, log               sizes given in the header
-import { createHash, randomBytes } from "node:crypto";
-import {
-  existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync,
-} from "node:fs";
+import { createHash } from "node:crypto";
+import { lstatSync, readdirSync, rmdirSync, rmSync, type Stats, statSync, unlinkSync } from "node:fs";
 import { homedir } from "node:os";
 import { isAbsolute, join, relative, resolve } from "node:path";
-import { threadId } from "node:worker_threads";
+import {
+  ensureDirectory, errnoCode, FileAccessError, fileKind, readRegularFileSync, TEMP_MARKER, writeFileAtomically,
+} from "../src/fs-safe.js";
 import { compileInWorkers, defaultParallelism, type CompileJob, type PoolKind } from "./compile-pool.js";
 import type { CudaModule, Device, Kernel } from "./cuda.js";
 import { native, type NativeCompileResult } from "./native.js";
@@ -33,7 +37,6 @@ const MAX_HEADER_BYTES = 1 << 20;
 const KERNELS_DIR = "kernels";
 const VERSION_DIR_PATTERN = /^nvrtc-(\d+)\.(\d+)$/;
 const ENTRY_NAME_PATTERN = /^[0-9a-f]{64}\.tsgck$/;
-const TEMP_MARKER = ".tmp-";
 
 /** Where the cache lives: TSGC_CACHE_DIR, else $XDG_CACHE_HOME/tsgc, else ~/.cache/tsgc. */
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -95,6 +98,46 @@ export interface CacheEntry {
 /** A cache file that is damaged, truncated, or not what its name says. */
 export class CacheEntryError extends Error {
   override readonly name = "CacheEntryError";
+}
+
+/** The cache directory cannot be read or written (permissions, a path through a file, /proc): compile in memory. */
+export class CacheUnusableError extends Error {
+  override readonly name = "CacheUnusableError";
+  constructor(
+    readonly dir: string,
+    readonly reason: string,
+  ) {
+    super(`tsgc: the cache directory ${dir} cannot be used: ${reason}`);
+  }
+}
+
+/** The device holding the cache is full: an error the user has to act on, not something to hide. */
+export class CacheFullError extends Error {
+  override readonly name = "CacheFullError";
+  constructor(dir: string, path: string, what: string) {
+    super(`tsgc: no space left on the device of the ${what} ${dir} (writing ${path}); free some space or point TSGC_CACHE_DIR elsewhere`);
+  }
+}
+
+const FULL_DISK_CODES = new Set(["ENOSPC", "EDQUOT"]);
+
+/** Turns a failed cache write into a CacheFullError (full disk) or a CacheUnusableError (anything else). */
+export function cacheWriteError(err: unknown, dir: string, path: string, what: string): Error {
+  if (FULL_DISK_CODES.has(errnoCode(err) ?? "")) return new CacheFullError(dir, path, what);
+  const reason = err instanceof FileAccessError ? `${err.path}: ${err.reason}` : err instanceof Error ? err.message : String(err);
+  return new CacheUnusableError(dir, reason);
+}
+
+const warnedUnusable = new Set<string>();
+
+/**
+ * Warns, once per directory and process, that a cache directory cannot be used and work continues in
+ * memory. The kernel cache and the plan cache share it: one warning however many files fail.
+ */
+export function warnCacheUnusable(dir: string, reason: string): void {
+  if (warnedUnusable.has(dir)) return;
+  warnedUnusable.add(dir);
+  process.emitWarning(`the cache directory ${dir} cannot be used (${reason}); compiling in memory only`, { code: "TSGC_CACHE_UNUSABLE" });
 }
 
 export function encodeEntry(entry: CacheEntry): Buffer {
@@ -207,11 +250,30 @@ export class KernelCache {
     return join(this.dir, ...this.relativePathFor(key, nvrtcVersion).split("/"));
   }
 
-  /** NVRTC versions that have entries here, newest first. */
+  /** Whether the cache directory exists; throws when the path is something else (a file would list as an empty cache). */
+  private checkIsDirectory(): boolean {
+    let stats: Stats;
+    try {
+      stats = statSync(this.dir);
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") return false;
+      throw new FileAccessError("cache directory", this.dir, describeFsProblem(err), errnoCode(err) ?? "EUNKNOWN");
+    }
+    if (!stats.isDirectory()) throw new FileAccessError("cache directory", this.dir, `it is ${fileKind(stats)}, not a directory`, "ENOTDIR");
+    return true;
+  }
+
+  /** NVRTC versions that have entries here, newest first. Throws CacheUnusableError when kernels/ cannot be read. */
   nvrtcVersions(): string[] {
-    if (!existsSync(this.kernelsDir)) return [];
+    let names: string[];
+    try {
+      names = readdirSync(this.kernelsDir);
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT" || errnoCode(err) === "ENOTDIR") return [];
+      throw new CacheUnusableError(this.dir, `${this.kernelsDir}: ${describeFsProblem(err)}`);
+    }
     const versions: [number, number, string][] = [];
-    for (const name of readdirSync(this.kernelsDir)) {
+    for (const name of names) {
       const match = VERSION_DIR_PATTERN.exec(name);
       if (match !== null) versions.push([Number(match[1]), Number(match[2]), `${match[1]}.${match[2]}`]);
     }
@@ -219,56 +281,88 @@ export class KernelCache {
     return versions.map((v) => v[2]);
   }
 
-  /** The entry for `key`, undefined when absent; throws CacheEntryError when the file is damaged. */
+  /**
+   * The entry for `key`, undefined when absent; throws CacheEntryError when the file is damaged (or not a
+   * regular file) and CacheUnusableError when the cache cannot be read at all.
+   */
   read(key: string, nvrtcVersion: string): CacheEntry | undefined {
     let bytes: Buffer;
     try {
-      bytes = readFileSync(this.pathFor(key, nvrtcVersion));
+      bytes = readRegularFileSync(this.pathFor(key, nvrtcVersion));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw err;
+      const code = errnoCode(err);
+      // ENOTDIR: a part of the path is a file, so no entry can be there
+      if (code === "ENOENT" || code === "ENOTDIR") return undefined;
+      if (code === "TSGC_NOT_REGULAR" && err instanceof FileAccessError) throw new CacheEntryError(err.reason);
+      throw new CacheUnusableError(this.dir, describeFsProblem(err));
     }
     return decodeEntry(bytes, key);
   }
 
-  /** Writes an entry atomically: a temp file in the same directory, renamed over the final name. */
+  /**
+   * Writes an entry atomically: a temp file in the same directory, renamed over the final name. Throws
+   * CacheFullError on a full disk and CacheUnusableError when the directory cannot be written.
+   */
   write(entry: CacheEntry): string {
     return this.writeRaw(this.relativePathFor(entry.header.key, entry.header.nvrtcVersion), encodeEntry(entry));
   }
 
   private writeRaw(relativePath: string, bytes: Uint8Array): string {
     const path = join(this.dir, ...relativePath.split("/"));
-    mkdirSync(join(path, ".."), { recursive: true });
-    const temp = `${path}${TEMP_MARKER}${process.pid}-${threadId}-${randomBytes(4).toString("hex")}`;
+    const attempt = (): string => {
+      ensureDirectory(join(path, ".."));
+      return writeFileAtomically(path, bytes, { links: "replace" });
+    };
     try {
-      writeFileSync(temp, bytes);
-      renameSync(temp, path);
+      try {
+        return attempt();
+      } catch (err) {
+        // a `cache clear` racing this write removed the directory (or our temp file): once more
+        if (errnoCode(err) !== "ENOENT") throw err;
+        return attempt();
+      }
     } catch (err) {
-      rmSync(temp, { force: true });
-      throw err;
+      throw cacheWriteError(err, this.dir, path, "kernel cache");
     }
-    return path;
   }
 
+  /** Removes one file (or symbolic link: never its target) of the cache. */
   remove(relativePath: string): void {
     rmSync(join(this.dir, ...relativePath.split("/")), { force: true });
   }
 
-  /** Every file under kernels/, each checked; `problem` says what is wrong with a bad one. */
+  /**
+   * Every file under kernels/, each checked; `problem` says what is wrong with a bad one. A symbolic link
+   * is reported, never followed. Throws when the cache path is not a directory.
+   */
   list(): CacheListing[] {
     const out: CacheListing[] = [];
-    if (!existsSync(this.kernelsDir)) return out;
+    if (!this.checkIsDirectory() || !isRealDirectory(this.kernelsDir)) {
+      if (existsLink(this.kernelsDir)) out.push(linkListing(this.kernelsDir, KERNELS_DIR));
+      return out;
+    }
     for (const dirName of readdirSync(this.kernelsDir).sort()) {
       const dirPath = join(this.kernelsDir, dirName);
+      const dirRelative = `${KERNELS_DIR}/${dirName}`;
       const versionMatch = VERSION_DIR_PATTERN.exec(dirName);
-      if (!statSync(dirPath).isDirectory()) {
-        out.push({ relativePath: `${KERNELS_DIR}/${dirName}`, path: dirPath, bytes: statSync(dirPath).size, problem: "unexpected file" });
+      const dirStats = lstatSync(dirPath);
+      if (dirStats.isSymbolicLink()) {
+        out.push(linkListing(dirPath, dirRelative));
+        continue;
+      }
+      if (!dirStats.isDirectory()) {
+        out.push({ relativePath: dirRelative, path: dirPath, bytes: dirStats.size, problem: "unexpected file" });
         continue;
       }
       for (const fileName of readdirSync(dirPath).sort()) {
         const path = join(dirPath, fileName);
-        const relativePath = `${KERNELS_DIR}/${dirName}/${fileName}`;
-        const bytes = statSync(path).size;
+        const relativePath = `${dirRelative}/${fileName}`;
+        const stats = lstatSync(path);
+        const bytes = stats.size;
+        if (stats.isSymbolicLink()) {
+          out.push(linkListing(path, relativePath));
+          continue;
+        }
         if (fileName.includes(TEMP_MARKER)) {
           out.push({ relativePath, path, bytes, problem: "unfinished temp file (a writer died or is still writing)" });
           continue;
@@ -277,8 +371,12 @@ export class KernelCache {
           out.push({ relativePath, path, bytes, problem: "not a cache entry name" });
           continue;
         }
+        if (!stats.isFile()) {
+          out.push({ relativePath, path, bytes, problem: `${fileKind(stats)}, not a regular file` });
+          continue;
+        }
         try {
-          const entry = decodeEntry(readFileSync(path), fileName.slice(0, 64));
+          const entry = decodeEntry(readRegularFileSync(path), fileName.slice(0, 64));
           if (`${versionMatch[1]}.${versionMatch[2]}` !== entry.header.nvrtcVersion) {
             out.push({ relativePath, path, bytes, header: entry.header, problem: `compiled by NVRTC ${entry.header.nvrtcVersion} but filed under ${dirName}` });
           } else {
@@ -292,16 +390,26 @@ export class KernelCache {
     return out;
   }
 
-  /** Removes every entry and temp file (only files this cache writes; nothing else in the directory). */
+  /**
+   * Removes every entry and temp file (only files this cache writes; nothing else in the directory).
+   * A symbolic link where an entry or a version directory belongs is removed itself; its target is left alone.
+   */
   clear(): number {
     let removed = 0;
-    if (!existsSync(this.kernelsDir)) return 0;
+    if (!this.checkIsDirectory()) return 0;
+    if (!isRealDirectory(this.kernelsDir)) return 0;
     for (const dirName of readdirSync(this.kernelsDir)) {
       if (!VERSION_DIR_PATTERN.test(dirName)) continue;
       const dirPath = join(this.kernelsDir, dirName);
+      if (lstatSync(dirPath).isSymbolicLink()) {
+        unlinkSync(dirPath);
+        removed++;
+        continue;
+      }
+      if (!isRealDirectory(dirPath)) continue;
       for (const fileName of readdirSync(dirPath)) {
         if (ENTRY_NAME_PATTERN.test(fileName) || (fileName.includes(TEMP_MARKER) && fileName.includes(".tsgck"))) {
-          unlinkSync(join(dirPath, fileName));
+          unlinkSync(join(dirPath, fileName)); // a link is unlinked, never followed
           removed++;
         }
       }
@@ -314,30 +422,34 @@ export class KernelCache {
     return removed;
   }
 
-  /** Packs the good entries (optionally of one arch) into an archive file. */
+  /**
+   * Packs the good entries (optionally of one arch) into an archive file, written atomically beside `file`;
+   * a target that is a directory, a device or a pipe is refused.
+   */
   exportTo(file: string, filter: { arch?: string } = {}): { entries: number; bytes: number } {
     const files: PackFile[] = [];
     for (const listing of this.list()) {
       if (listing.problem !== undefined || listing.header === undefined) continue;
       if (filter.arch !== undefined && listing.header.arch !== filter.arch) continue;
-      files.push({ path: listing.relativePath, data: readFileSync(listing.path) });
+      files.push({ path: listing.relativePath, data: readRegularFileSync(listing.path) });
     }
     const pack = encodePack(files);
-    mkdirSync(join(resolve(file), ".."), { recursive: true });
-    const temp = `${resolve(file)}${TEMP_MARKER}${process.pid}`;
-    writeFileSync(temp, pack);
-    renameSync(temp, resolve(file));
+    writeFileAtomically(file, pack, { createParents: true });
     return { entries: files.length, bytes: pack.length };
   }
 
   /**
-   * Unpacks an archive. Every entry is checked before anything is written: a path that would land
-   * outside the cache directory, a name that is not an entry, or an entry whose content does not
-   * hash to its key rejects the whole archive (CacheArchiveError).
+   * Unpacks an archive (a regular file). Every entry is checked before anything is written: a path that
+   * would land outside the cache directory, a name that is not an entry, an entry whose content does not
+   * hash to its key, or an entry whose machine code differs from the one already cached under its key
+   * rejects the whole archive (CacheArchiveError listing each refused entry). An import never replaces a
+   * cached kernel with other bytes: the key covers the source, not the image, so a second image for the
+   * same key can only be a forgery or a corruption.
    */
   importFrom(file: string): { imported: number; alreadyPresent: number } {
-    const files = decodePack(readFileSync(file));
+    const files = decodePack(readRegularFileSync(file));
     const problems: string[] = [];
+    const present = new Set<string>();
     for (const { path, data } of files) {
       const target = resolve(this.dir, path);
       if (path.includes("\\") || path.includes("\0") || isAbsolute(path) || !isInside(this.dir, target) || path.split("/").includes("..")) {
@@ -350,31 +462,69 @@ export class KernelCache {
         problems.push(`${JSON.stringify(path)}: not a kernel cache entry path (kernels/nvrtc-X.Y/<sha256>.tsgck)`);
         continue;
       }
+      let entry: CacheEntry;
       try {
-        const entry = decodeEntry(data, (parts[2] ?? "").slice(0, 64));
-        if (entry.header.nvrtcVersion !== `${versionMatch[1]}.${versionMatch[2]}`) {
-          problems.push(`${path}: compiled by NVRTC ${entry.header.nvrtcVersion}, filed under ${parts[1] ?? ""}`);
-        }
+        entry = decodeEntry(data, (parts[2] ?? "").slice(0, 64));
       } catch (err) {
         problems.push(`${path}: ${err instanceof Error ? err.message : String(err)}`);
+        continue;
+      }
+      if (entry.header.nvrtcVersion !== `${versionMatch[1]}.${versionMatch[2]}`) {
+        problems.push(`${path}: compiled by NVRTC ${entry.header.nvrtcVersion}, filed under ${parts[1] ?? ""}`);
+        continue;
+      }
+      let cached: CacheEntry | undefined;
+      try {
+        cached = this.read(entry.header.key, entry.header.nvrtcVersion);
+      } catch (err) {
+        if (err instanceof CacheEntryError) continue; // a damaged local entry is replaced by the pack's good one
+        throw err;
+      }
+      if (cached === undefined) continue;
+      if (!Buffer.from(cached.image).equals(Buffer.from(entry.image))) {
+        problems.push(`${path}: holds different machine code than the cached entry for its key (kept the cached one)`);
+      } else {
+        present.add(path);
       }
     }
     if (problems.length > 0) {
       throw new CacheArchiveError(`tsgc: rejected archive ${file} (nothing imported):\n  ${problems.join("\n  ")}`);
     }
     let imported = 0;
-    let alreadyPresent = 0;
     for (const { path, data } of files) {
-      const target = join(this.dir, ...path.split("/"));
-      if (existsSync(target) && readFileSync(target).equals(data)) {
-        alreadyPresent++;
-        continue;
-      }
+      if (present.has(path)) continue;
       this.writeRaw(path, data);
       imported++;
     }
-    return { imported, alreadyPresent };
+    return { imported, alreadyPresent: present.size };
   }
+}
+
+function describeFsProblem(err: unknown): string {
+  if (err instanceof FileAccessError) return err.reason;
+  const code = errnoCode(err);
+  return code ?? (err instanceof Error ? err.message : String(err));
+}
+
+/** A directory, not a symbolic link to one. */
+function isRealDirectory(path: string): boolean {
+  try {
+    return lstatSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function existsLink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+function linkListing(path: string, relativePath: string): CacheListing {
+  return { relativePath, path, bytes: lstatSync(path).size, problem: "a symbolic link (not followed; the cache writes none)" };
 }
 
 // ---- Archive ("pack") format -------------------------------------------------------------------
@@ -567,8 +717,20 @@ export async function compileKernels(specs: readonly KernelSource[], options: Co
   parseArch(options.arch);
   const output = options.output ?? "cubin";
   const codegenVersion = options.codegenVersion ?? CODEGEN_VERSION;
-  const cache = options.cache === false ? undefined : options.cache instanceof KernelCache ? options.cache : new KernelCache(options.cache);
-  const plan = planVersions(options, cache);
+  // `cache` becomes undefined once the directory proves unusable: one warning, then memory only
+  let cache = options.cache === false ? undefined : options.cache instanceof KernelCache ? options.cache : new KernelCache(options.cache);
+  const dropUnusableCache = (err: unknown): void => {
+    if (!(err instanceof CacheUnusableError) || cache === undefined) throw err;
+    warnCacheUnusable(cache.dir, err.reason);
+    cache = undefined;
+  };
+  let plan: VersionPlan;
+  try {
+    plan = planVersions(options, cache);
+  } catch (err) {
+    dropUnusableCache(err);
+    plan = planVersions(options, undefined);
+  }
   const reportProblem = options.onCacheProblem ?? ((p: CacheProblem) => process.emitWarning(`${p.problem} (${p.path}); recompiling`, { code: "TSGC_CACHE_CORRUPT" }));
   const problems: CacheProblem[] = [];
 
@@ -607,6 +769,10 @@ export async function compileKernels(specs: readonly KernelSource[], options: Co
           return finish(index, kernel);
         }
       } catch (err) {
+        if (err instanceof CacheUnusableError) {
+          dropUnusableCache(err);
+          continue;
+        }
         const problem = { path: cache.pathFor(key, version), problem: describeProblem(err) };
         problems.push(problem);
         reportProblem(problem);
@@ -645,14 +811,19 @@ export async function compileKernels(specs: readonly KernelSource[], options: Co
       name: spec.name, entry: spec.entry, key, arch: options.arch, output, nvrtcVersion: plan.compileWith,
       image: image.image, log: image.log, origin: "nvrtc",
     };
-    cache?.write({
-      header: {
-        key, name: spec.name, entry: spec.entry, arch: options.arch, output, nvrtcVersion: plan.compileWith,
-        codegenVersion, options: [...(spec.options ?? [])], createdAt: new Date().toISOString(),
-        sourceBytes: 0, imageBytes: 0, logBytes: 0,
-      },
-      source: spec.source, image: image.image, log: image.log,
-    });
+    try {
+      cache?.write({
+        header: {
+          key, name: spec.name, entry: spec.entry, arch: options.arch, output, nvrtcVersion: plan.compileWith,
+          codegenVersion, options: [...(spec.options ?? [])], createdAt: new Date().toISOString(),
+          sourceBytes: 0, imageBytes: 0, logBytes: 0,
+        },
+        source: spec.source, image: image.image, log: image.log,
+      });
+    } catch (err) {
+      if (err instanceof CacheUnusableError) dropUnusableCache(err);
+      else firstFailure.error ??= err; // a full disk: reported after the other kernels finished
+    }
     memo.set(key, kernel);
     for (const index of indices) finish(index, kernel);
   };

@@ -18,20 +18,32 @@ export { graphToJson, graphToJsonText, graphFromJson, graphFromJsonText } from "
 export type { GraphJson } from "./ir/json.js";
 
 // the CPU reference interpreter and host tensors
-export { interpret, evaluateNodes, bindSymbols } from "./ir/interpret.js";
+export { interpret, interpretStep, evaluateNodes, bindSymbols } from "./ir/interpret.js";
 export { hostTensor, zerosTensor, randomTensor, seededRandom } from "./ir/host-tensor.js";
 export type { HostTensor } from "./ir/host-tensor.js";
 
 // models
 export { gptOssModel, gptOssLayout } from "../models/gpt-oss/model.js";
 export type { GptOssBuildOptions } from "../models/gpt-oss/model.js";
-export { GPT_OSS_20B, GPT_OSS_120B, GPT_OSS_TINY, parseGptOssConfig, loadGptOssConfig } from "../models/gpt-oss/config.js";
+export { GPT_OSS_20B, GPT_OSS_120B, GPT_OSS_TINY, GPT_OSS_CONFIG_LIMITS, parseGptOssConfig, loadGptOssConfig, GptOssConfigError } from "../models/gpt-oss/config.js";
 export type { GptOssConfig } from "../models/gpt-oss/config.js";
+export { gptOssCheckpointTensors } from "../models/gpt-oss/checkpoint.js";
 export { BUILTIN_MODELS, DEFAULT_MODEL, findBuiltinModel } from "../models/index.js";
 
 // weights and generation
 export { randomParams } from "./loader/random-params.js";
 export { loadParams } from "./loader/load-params.js";
+
+// checkpoints, quantization and the tokenizer
+export { Checkpoint, openCheckpoint, writeCheckpoint, writeCheckpointTensors } from "./loader/checkpoint.js";
+export { SafetensorsError, SafetensorsWriter, writeSafetensors } from "./loader/safetensors.js";
+export { CheckpointMismatchError, openGptOssCheckpoint, validateGptOssCheckpoint } from "./loader/validate.js";
+export { dequantizeMxfp4, quantizeMxfp4 } from "./loader/mxfp4.js";
+export { quantizeCheckpoint } from "./loader/quantize-checkpoint.js";
+export { writeRandomGptOssCheckpoint } from "./loader/random-checkpoint.js";
+export { HARMONY_STOP_TOKENS, HARMONY_TOKENS, HarmonyTokenizer, StreamingDecoder } from "./generate/tokenizer.js";
+export { chatMessages, encodeHarmony, renderHarmony } from "./generate/harmony.js";
+export type { HarmonyMessage } from "./generate/harmony.js";
 
 // the compiler
 export { compile, buildPlan, graphHash } from "./compile/compile.js";
@@ -54,3 +66,14 @@ export { interpreterBackend, planBackend } from "./engine/backend.js";
 export type { StepBackend, StepOutputs } from "./engine/backend.js";
 export { STEP_ENTRY, STEP_NAMES, STEP_SYMBOLS } from "./engine/contract.js";
 export type { KvGroup, PagedDecoderLayout } from "./engine/contract.js";
+
+// the runtime: GPUs, the kernel cache, streaming a checkpoint into a plan's arena
+export { Device, deviceCount, deviceInfo, listDevices } from "../runtime/cuda.js";
+export type { DeviceInfo } from "../runtime/cuda.js";
+export { CacheArchiveError, CacheFullError, CacheUnusableError, compileKernels, defaultCacheDir, KernelCache } from "../runtime/kernel-cache.js";
+export { streamCheckpoint } from "../runtime/load-checkpoint.js";
+
+// the OpenAI-compatible HTTP server over an engine
+export { createOpenAiServer } from "./server/server.js";
+export type { ListeningAddress, OpenAiServer } from "./server/server.js";
+export type { ServerOptions } from "./server/options.js";

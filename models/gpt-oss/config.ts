@@ -6,9 +6,10 @@
 // Unknown keys (`architectures`, `router_aux_loss_coef`, `use_cache`, …) are ignored; every value tsgc relies on is
 // checked, and a value tsgc cannot run is rejected with a message naming the field, e.g.
 // `config.json: rope_scaling.rope_type must be "yarn", got "linear"`.
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
+import { FileAccessError, readRegularFile } from "../../src/fs-safe.js";
+import { MAX_TENSOR_ELEMENTS } from "../../src/ir/shape.js";
 
 export type LayerType = "sliding_attention" | "full_attention";
 export const LAYER_TYPES: readonly LayerType[] = ["sliding_attention", "full_attention"];
@@ -85,13 +86,37 @@ const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
 const positiveNumber = z.number().positive();
 
+/**
+ * Upper bounds of the sizes tsgc builds a graph from. Generous for real models (gpt-oss-120b: 36 layers,
+ * 128 experts, vocabulary 201088, hidden 2880, 131072 positions), small enough that the host graph stays
+ * buildable (a million layers ran the heap out) and every tensor's element count fits the `int` a kernel
+ * indexes it with (checked per tensor in checkTensorSizes).
+ */
+export const GPT_OSS_CONFIG_LIMITS = {
+  hidden_size: 65536,
+  intermediate_size: 65536,
+  num_hidden_layers: 512,
+  num_attention_heads: 1024,
+  num_key_value_heads: 1024,
+  head_dim: 1024,
+  vocab_size: 1 << 22,
+  sliding_window: 1 << 20,
+  num_local_experts: 1024,
+  experts_per_token: 64,
+  max_position_embeddings: 1 << 24,
+} as const;
+
+
+const bounded = (field: keyof typeof GPT_OSS_CONFIG_LIMITS) =>
+  positiveInt.max(GPT_OSS_CONFIG_LIMITS[field], { error: `must be at most ${GPT_OSS_CONFIG_LIMITS[field]} (tsgc's bound for ${field})` });
+
 const ropeObject = z
   .object({
     rope_type: z.string().optional(),
     type: z.string().optional(),
     rope_theta: positiveNumber.optional(),
     factor: positiveNumber.optional(),
-    original_max_position_embeddings: positiveInt.optional(),
+    original_max_position_embeddings: bounded("max_position_embeddings").optional(),
     beta_fast: positiveNumber.optional(),
     beta_slow: positiveNumber.optional(),
     truncate: z.boolean().optional(),
@@ -104,25 +129,25 @@ const ropeObject = z
 const rawConfigSchema = z
   .object({
     model_type: z.string().optional(),
-    hidden_size: positiveInt,
-    intermediate_size: positiveInt,
-    num_hidden_layers: positiveInt,
-    num_attention_heads: positiveInt,
-    num_key_value_heads: positiveInt.optional(),
-    head_dim: positiveInt.nullable().optional(),
-    vocab_size: positiveInt,
+    hidden_size: bounded("hidden_size"),
+    intermediate_size: bounded("intermediate_size"),
+    num_hidden_layers: bounded("num_hidden_layers"),
+    num_attention_heads: bounded("num_attention_heads"),
+    num_key_value_heads: bounded("num_key_value_heads").optional(),
+    head_dim: bounded("head_dim").nullable().optional(),
+    vocab_size: bounded("vocab_size"),
     layer_types: z.array(z.string()).nullable().optional(),
-    sliding_window: positiveInt.nullable().optional(),
+    sliding_window: bounded("sliding_window").nullable().optional(),
     rope_theta: positiveNumber.optional(),
     rope_scaling: ropeObject.nullable().optional(),
     rope_parameters: ropeObject.nullable().optional(),
     swiglu_limit: positiveNumber.optional(),
     swiglu_alpha: positiveNumber.optional(),
     hidden_act: z.string().optional(),
-    num_local_experts: positiveInt.optional(),
-    num_experts: positiveInt.optional(),
-    experts_per_token: positiveInt.optional(),
-    num_experts_per_tok: positiveInt.optional(),
+    num_local_experts: bounded("num_local_experts").optional(),
+    num_experts: bounded("num_local_experts").optional(),
+    experts_per_token: bounded("experts_per_token").optional(),
+    num_experts_per_tok: bounded("experts_per_token").optional(),
     rms_norm_eps: positiveNumber.optional(),
     attention_bias: z.boolean().optional(),
     tie_word_embeddings: z.boolean().optional(),
@@ -136,7 +161,7 @@ const rawConfigSchema = z
       .optional(),
     dtype: z.string().nullable().optional(),
     torch_dtype: z.string().nullable().optional(),
-    max_position_embeddings: positiveInt.optional(),
+    max_position_embeddings: bounded("max_position_embeddings").optional(),
     eos_token_id: z.union([nonNegativeInt, z.array(nonNegativeInt)]).nullable().optional(),
     pad_token_id: nonNegativeInt.nullable().optional(),
     bos_token_id: nonNegativeInt.nullable().optional(),
@@ -315,6 +340,11 @@ export function parseGptOssConfig(json: unknown, source = "config.json"): GptOss
   }
 
   const eos = raw.eos_token_id;
+  const eosTokenIds = eos == null ? [] : Array.isArray(eos) ? eos : [eos];
+  for (const [field, id] of [...eosTokenIds.map((id) => ["eos_token_id", id] as const), ["pad_token_id", raw.pad_token_id], ["bos_token_id", raw.bos_token_id]] as const) {
+    if (id != null && id >= raw.vocab_size) fail(source, `${field} (${id}) is outside the vocabulary (vocab_size ${raw.vocab_size})`);
+  }
+  checkTensorSizes(raw, numHeads, numKvHeads, headDim, numExperts, source);
   return {
     hiddenSize: raw.hidden_size,
     intermediateSize: raw.intermediate_size,
@@ -336,10 +366,32 @@ export function parseGptOssConfig(json: unknown, source = "config.json"): GptOss
     quantization,
     dtype: normalizeDtype(raw, source),
     maxPositionEmbeddings: raw.max_position_embeddings ?? 131072,
-    eosTokenIds: eos == null ? [] : Array.isArray(eos) ? eos : [eos],
+    eosTokenIds,
     padTokenId: raw.pad_token_id ?? null,
     bosTokenId: raw.bos_token_id ?? null,
   };
+}
+
+/**
+ * Every weight's element count must fit a kernel's `int` index (2^31 − 1): each field may be in bounds
+ * while their product is not (vocab 2^22 × hidden 2^16). Names the tensor and the fields that size it.
+ */
+function checkTensorSizes(raw: RawConfig, heads: number, kvHeads: number, headDim: number, experts: number, source: string): void {
+  const d = raw.hidden_size;
+  const inter = raw.intermediate_size;
+  const tensors: [string, string, number[]][] = [
+    ["model.embed_tokens.weight and lm_head.weight", "vocab_size × hidden_size", [raw.vocab_size, d]],
+    ["self_attn.q_proj.weight and o_proj.weight", "num_attention_heads × head_dim × hidden_size", [heads, headDim, d]],
+    ["self_attn.k_proj.weight and v_proj.weight", "num_key_value_heads × head_dim × hidden_size", [kvHeads, headDim, d]],
+    ["mlp.experts.gate_up_proj", "num_local_experts × hidden_size × 2 × intermediate_size", [experts, d, 2, inter]],
+    ["mlp.experts.down_proj", "num_local_experts × intermediate_size × hidden_size", [experts, inter, d]],
+  ];
+  for (const [tensor, fields, dims] of tensors) {
+    const elements = dims.reduce((a, b) => a * b, 1);
+    if (elements > MAX_TENSOR_ELEMENTS) {
+      fail(source, `${fields} = ${dims.join(" × ")} = ${elements} elements in ${tensor}, more than the ${MAX_TENSOR_ELEMENTS} a kernel's int index addresses`);
+    }
+  }
 }
 
 /** Reads and validates `<dir>/config.json`. Errors name the file's path. */
@@ -352,10 +404,10 @@ export async function loadGptOssConfig(dir: string): Promise<GptOssConfig> {
 export async function readConfigJson(path: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
-    text = await readFile(path, "utf8");
+    text = (await readRegularFile(path)).toString("utf8");
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new GptOssConfigError(code === "ENOENT" ? `${path}: file not found` : `${path}: cannot read (${code ?? String(err)})`);
+    const code = err instanceof FileAccessError ? err.code : undefined;
+    throw new GptOssConfigError(code === "ENOENT" ? `${path}: file not found` : `${path}: cannot read (${err instanceof FileAccessError ? err.reason : String(err)})`);
   }
   let json: unknown;
   try {

@@ -196,7 +196,9 @@ function stepEntry(b: ModelBuilder, e: EntryBuilder, c: GptOssConfig, layers: re
 
 /** The paged-decoder layout of gpt-oss for a config and bounds: what the engine needs beside the graph. */
 export function gptOssLayout(c: GptOssConfig, opts: GptOssBuildOptions, name = "gpt-oss"): PagedDecoderLayout {
-  const maxContext = opts.maxContext ?? GPT_OSS_DEFAULT_MAX_CONTEXT;
+  const maxContext = opts.maxContext ?? Math.min(GPT_OSS_DEFAULT_MAX_CONTEXT, c.maxPositionEmbeddings);
+  // positions past the trained range are out of the RoPE scaling's domain: never silently generate there
+  if (maxContext > c.maxPositionEmbeddings) throw new Error(`${name}: maxContext ${maxContext} exceeds the config's max_position_embeddings (${c.maxPositionEmbeddings})`);
   const blockSize = opts.blockSize ?? GPT_OSS_DEFAULT_BLOCK_SIZE;
   const maxTokensPerStep = opts.maxTokensPerStep ?? GPT_OSS_DEFAULT_MAX_TOKENS_PER_STEP;
   const maxSeqsPerStep = Math.min(opts.maxSeqsPerStep ?? GPT_OSS_DEFAULT_MAX_SEQS_PER_STEP, maxTokensPerStep);

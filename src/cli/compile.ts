@@ -1,15 +1,16 @@
 // `tsgc compile <model>`: runs the compiler on a built-in model or a model file and writes the plan.
 
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { gptOssModel } from "../../models/gpt-oss/model.js";
 import { parseGptOssConfig } from "../../models/gpt-oss/config.js";
-import { type CompileEvent, compile } from "../compile/compile.js";
+import { compile } from "../compile/compile.js";
 import type { Graph } from "../ir/graph.js";
 import { formatBytes } from "../format.js";
+import { FileAccessError, prepareOutputDirectory, readRegularFileSync, writeFileAtomically } from "../fs-safe.js";
 import { deviceCount, deviceInfo } from "../../runtime/index.js";
 import { findBuiltinModel } from "../../models/index.js";
+import { compileProgressReporter } from "./compile-progress.js";
 import { positiveInt } from "./engine-options.js";
 import { loadModel } from "./load-model.js";
 
@@ -55,41 +56,26 @@ async function graphFor(model: string, flags: CompileFlags): Promise<Graph> {
     return loadModel(model, { dtype: flags.dtype, ...given });
   }
   if (!model.startsWith("gpt-oss")) throw new Error(`--config applies to gpt-oss models; ${model} is not one`);
+  let text: string;
+  try {
+    text = readRegularFileSync(flags.config).toString("utf8");
+  } catch (err) {
+    throw new Error(`--config ${flags.config}: ${err instanceof FileAccessError ? err.reason : String(err)}`);
+  }
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(flags.config, "utf8"));
+    json = JSON.parse(text);
   } catch (err) {
-    throw new Error(`cannot read ${flags.config}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new Error(`--config ${flags.config}: malformed JSON (${err instanceof Error ? err.message : String(err)})`);
   }
   return gptOssModel(parseGptOssConfig(json, flags.config), { dtype: flags.dtype, ...given }, model);
 }
 
-/** One line per phase on stderr; a live counter while kernels compile on a terminal. */
-function progressReporter(quiet: boolean): (e: CompileEvent) => void {
-  const tty = process.stderr.isTTY === true;
-  return (e) => {
-    if (quiet) return;
-    switch (e.kind) {
-      case "plan-cache":
-        if (e.hit) process.stderr.write(`plan: from cache (${e.path})\n`);
-        return;
-      case "pass": {
-        const fired = Object.entries(e.report.rewrites).map(([rule, n]) => `${rule} ×${n}`).join(", ");
-        process.stderr.write(`pass ${e.report.pass.padEnd(22)} ${e.report.nodesBefore} → ${e.report.nodesAfter} nodes  ${e.report.ms.toFixed(0)} ms${fired ? `  (${fired})` : ""}\n`);
-        return;
-      }
-      case "kernel": {
-        const { done, total, origin } = e.progress;
-        const line = `kernels ${done}/${total} (${origin === "nvrtc" ? "compiled" : "cached"}: ${e.progress.name})`;
-        if (tty) process.stderr.write(`\r\x1b[K${line}${done === total ? "\n" : ""}`);
-        else if (done === total) process.stderr.write(`kernels ${total} ready\n`);
-        return;
-      }
-      case "nvrtc-missing":
-        process.stderr.write(`NVRTC was not found, so no kernel was compiled: ${e.reason.split("\n")[0]}\n`);
-        return;
-    }
-  };
+/** Creates the output directories before any work, so a bad --out fails in a second, not after the compile. */
+function prepareOutputDirectories(flags: CompileFlags): void {
+  if (flags.out) prepareOutputDirectory(flags.out, "--out");
+  if (flags.dumpIr) prepareOutputDirectory(flags.dumpIr, "--dump-ir");
+  if (flags.emitCuda) prepareOutputDirectory(flags.emitCuda, "--emit-cuda");
 }
 
 export function registerCompileCommand(program: Command): void {
@@ -112,21 +98,22 @@ export function registerCompileCommand(program: Command): void {
     .option("--emit-cuda <dir>", "write every generated kernel's CUDA source into this directory (works without NVRTC)")
     .option("--no-cache", "neither read nor write the plan and kernel caches")
     .option("--json", "print one JSON object with the compile's statistics")
+    .addHelpText("after", `
+A model file is a program: compiling it runs its code with your permissions, as \`node FILE\` would.
+Compile only model files you trust. Built-in models (\`tsgc models\`) run no outside code.`)
     .action(async (model: string, flags: CompileFlags) => {
       const arch = flags.arch ?? defaultArch();
       if (!/^sm_\d+$/.test(arch)) throw new Error(`--arch must look like sm_90, got "${arch}"`);
+      prepareOutputDirectories(flags);
       const graph = await graphFor(model, flags);
       const { plan, stats } = await compile(graph, {
         arch,
         ...(flags.cache ? {} : { cacheDir: false as const }),
         ...(flags.dumpIr ? { dumpIrDir: flags.dumpIr } : {}),
         ...(flags.emitCuda ? { emitCudaDir: flags.emitCuda, nvrtc: "auto" as const } : {}),
-        onEvent: progressReporter(flags.json === true),
+        onEvent: compileProgressReporter(flags.json === true),
       });
-      if (flags.out) {
-        mkdirSync(flags.out, { recursive: true });
-        writeFileSync(join(flags.out, "plan.json"), JSON.stringify(plan));
-      }
+      if (flags.out) writeFileAtomically(join(flags.out, "plan.json"), JSON.stringify(plan));
       if (flags.json) {
         process.stdout.write(`${JSON.stringify({ ...stats, arch })}\n`);
         return;

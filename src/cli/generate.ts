@@ -1,15 +1,25 @@
 // `tsgc generate` (alias `run`): generation from a gpt-oss checkpoint or a built-in model with seeded random weights,
 // on the serving engine (a compiled plan on the GPU, or the CPU reference interpreter). Several prompts decode
-// together, continuously batched. Text prompts are rendered as harmony user messages.
+// together, continuously batched.
+//   settings  the flags, strictly parsed; machine-dependent defaults (a GPU: cuda and bf16, else cpu and f32);
+//             the paths given checked before any work
+//   model     the config, the prompts' ids, a context bound within max_position_embeddings
+//   engine    opened with progress on stderr (a cold GPU run compiles every kernel; the CPU interpreter refuses a
+//             model whose weights do not fit host memory)
+//   output    a banner saying what runs and what the numbers are, then tokens as they come (text decoded by the
+//             engine, never splitting a character), then timing
 
-import { writeFileSync } from "node:fs";
 import type { Command } from "commander";
-import { DEFAULT_MODEL } from "../../models/index.js";
+import { type GptOssConfig, loadGptOssConfig } from "../../models/gpt-oss/config.js";
+import { DEFAULT_MODEL, findBuiltinModel } from "../../models/index.js";
 import type { GenerationStream, TokenOutput } from "../engine/api.js";
 import { defaultStopTokens } from "../engine/engine.js";
-import { gpuPresent, type OpenProgress, openEngine } from "../engine/open.js";
-import { chatMessages, encodeHarmony } from "../generate/harmony.js";
+import { checkCheckpoint, gpuPresent, type OpenProgress, openEngine } from "../engine/open.js";
 import { formatBytes } from "../format.js";
+import { checkInputDirectory, checkOutputFile, writeFileAtomically } from "../fs-safe.js";
+import { chatMessages, encodeHarmony } from "../generate/harmony.js";
+import { O200K_HARMONY_VOCAB_SIZE } from "../generate/tokenizer.js";
+import { compileProgressReporter } from "./compile-progress.js";
 import { type EngineFlags, engineFlags, engineOptions } from "./engine-options.js";
 
 interface GenerateFlags extends EngineFlags {
@@ -24,38 +34,93 @@ interface GenerateFlags extends EngineFlags {
   logitsOut?: string;
 }
 
-const number = (flag: string, check: (n: number) => boolean, what: string) => (v: string) => {
-  const n = Number(v);
-  if (!check(n)) throw new Error(`${flag} must be ${what}, got "${v}"`);
+// ---- settings ------------------------------------------------------------------------------------
+
+/** A decimal integer and nothing else: "0x10", "1e1", "1.0" and "" are refused, not read as numbers. */
+const DECIMAL_INTEGER = /^\d+$/;
+
+const integerFlag = (flag: string, min: number) => (v: string): number => {
+  const n = Number(v.trim());
+  if (!DECIMAL_INTEGER.test(v.trim()) || !Number.isSafeInteger(n) || n < min) {
+    throw new Error(`${flag} must be ${min === 0 ? "a non-negative" : "a positive"} integer, got "${v}"`);
+  }
   return n;
 };
 
-function parseIds(v: string, previous: number[][] = []): number[][] {
-  const ids = v.split(",").map((s) => s.trim()).filter((s) => s.length > 0).map(Number);
-  if (ids.length === 0 || ids.some((x) => !Number.isInteger(x) || x < 0)) throw new Error(`--prompt-ids must be comma-separated non-negative integers, got "${v}"`);
-  return [...previous, ids];
+const numberFlag = (flag: string, check: (n: number) => boolean, what: string) => (v: string): number => {
+  const n = Number(v);
+  if (v.trim() === "" || !check(n)) throw new Error(`${flag} must be ${what}, got "${v}"`);
+  return n;
+};
+
+/** "1,2,3" → [1, 2, 3]; an empty item, a sign, hex, an exponent or a fraction is an error naming the item. */
+export function parsePromptIds(v: string): number[] {
+  const items = v.split(",").map((s) => s.trim());
+  const bad = items.findIndex((s) => !DECIMAL_INTEGER.test(s) || !Number.isSafeInteger(Number(s)));
+  if (items.length === 0 || bad >= 0) {
+    const what = bad >= 0 ? (items[bad] === "" ? `: item ${bad + 1} is empty` : `: item ${bad + 1} ("${items[bad]}") is not a decimal integer`) : "";
+    throw new Error(`--prompt-ids must be comma-separated non-negative integers, got "${v}"${what}`);
+  }
+  return items.map(Number);
 }
 
-const collect = (v: string, previous: string[] = []) => [...previous, v];
+/** The device and dtype to use: as given, else cuda/bf16 where a GPU is present and cpu/f32 where not. */
+export function resolveDevice(given: { readonly device?: "cuda" | "cpu" | undefined; readonly dtype?: "bf16" | "f32" | undefined }, gpus: number): { device: "cuda" | "cpu"; dtype: "bf16" | "f32" } {
+  const device = given.device ?? (gpus > 0 ? "cuda" : "cpu");
+  return { device, dtype: given.dtype ?? (device === "cuda" ? "bf16" : "f32") };
+}
 
-/** Progress of opening the engine, on stderr (one updating line on a terminal). */
-export function progressPrinter(quiet: boolean): (p: OpenProgress) => void {
-  const tty = process.stderr.isTTY;
+/**
+ * The context bound for the longest prompt and a generation length: `--max-context` when given, else the positions
+ * needed rounded up to a power of two (at least 64) — never past max_position_embeddings; a request that needs
+ * more positions is an error naming the flag.
+ */
+export function contextBound(config: GptOssConfig, name: string, promptLength: number, maxNewTokens: number, given?: number): number {
+  // the last new token is never fed back, so the cache holds prompt + maxNewTokens − 1 positions
+  const needed = promptLength + maxNewTokens - 1;
+  const limit = Math.min(given ?? Infinity, config.maxPositionEmbeddings);
+  if (needed > limit) {
+    const by = given !== undefined && given < config.maxPositionEmbeddings ? `--max-context ${given}` : `${name}'s max_position_embeddings (${config.maxPositionEmbeddings})`;
+    throw new Error(`--max-new-tokens ${maxNewTokens}: the prompt (${promptLength} tokens) and ${maxNewTokens} new tokens need ${needed} positions, more than ${by}`);
+  }
+  // a sequence holds its prompt and every new token (the last one included) within the engine's context
+  return given ?? Math.min(2 ** Math.ceil(Math.log2(Math.max(needed + 1, 64))), config.maxPositionEmbeddings);
+}
+
+// ---- output --------------------------------------------------------------------------------------
+
+/** What is about to run and what the printed numbers are, in two lines (for stderr, before the tokens). */
+export function describeRun(o: { model: string; checkpoint?: string | undefined; device: "cuda" | "cpu"; dtype: string; seed: number; temperature: number; topK: number; topP: number; maxNewTokens: number; text: boolean; prompts: readonly (readonly number[])[]; harmony: boolean }, config: GptOssConfig): string {
+  const weights = o.checkpoint ? `${o.checkpoint} (gpt-oss, ${config.numLayers} layers)` : `${o.model} with seeded random weights (seed ${o.seed}: untrained, its tokens are noise)`;
+  const where = o.device === "cuda" ? `GPU 0 (a compiled plan, ${o.dtype})` : `the CPU reference interpreter (${o.dtype})`;
+  const sampling = o.temperature === 0 ? "greedy decoding" : `sampling at temperature ${o.temperature}${o.topK > 0 ? `, top-k ${o.topK}` : ""}${o.topP < 1 ? `, top-p ${o.topP}` : ""}, seed ${o.seed}`;
+  const ids = o.prompts[0]!;
+  const shown = ids.length > 8 ? `${ids.slice(0, 8).join(",")},… (${ids.length} tokens)` : ids.join(",");
+  const prompt = o.prompts.length > 1 ? `${o.prompts.length} prompts, decoded together` : o.harmony ? `a harmony user message of ${ids.length} tokens` : `token ids ${shown}`;
+  const output = o.text ? `printing up to ${o.maxNewTokens} new tokens as text` : `printing up to ${o.maxNewTokens} new token ids (0‥${config.vocabSize - 1}), one per line`;
+  return `${weights} on ${where}, ${sampling}\nprompt: ${prompt}; ${output}:\n`;
+}
+
+/** Progress of opening an engine, on stderr: compile passes and kernels (a cold run), loading, stages. */
+export function progressPrinter(quiet: boolean, write: (text: string) => void = (t) => void process.stderr.write(t), tty = process.stderr.isTTY === true): (p: OpenProgress) => void {
+  const compileReport = compileProgressReporter(quiet, write, tty);
+  let announced = false;
   return (p) => {
     if (quiet) return;
-    if (p.kind === "stage") process.stderr.write(`${p.message}\n`);
+    if (p.kind === "stage") write(`${p.message}\n`);
     else if (p.kind === "load") {
       const { bytes, totalBytes, ms } = p.progress;
       const line = `loading ${formatBytes(bytes)} / ${formatBytes(totalBytes)}, ${(bytes / 1e6 / Math.max(ms, 1)).toFixed(2)} GB/s`;
-      process.stderr.write(tty ? `\r\x1b[K${line}${bytes === totalBytes ? "\n" : ""}` : bytes === totalBytes ? `${line}\n` : "");
-    } else if (p.event.kind === "kernel") {
-      const { done, total } = p.event.progress;
-      if (p.event.progress.origin !== "nvrtc") return;
-      const line = `compiling kernels ${done}/${total}`;
-      process.stderr.write(tty ? `\r\x1b[K${line}${done === total ? "\n" : ""}` : done === total ? `${line}\n` : "");
-    }
+      write(tty ? `\r\x1b[K${line}${bytes === totalBytes ? "\n" : ""}` : bytes === totalBytes ? `${line}\n` : "");
+    } else if (p.event.kind === "pass") {
+      // a cold compile: say what is happening once, not every pass
+      if (!announced) write(`compiling the plan (the first run compiles every kernel; later runs load them from the cache)\n`);
+      announced = true;
+    } else compileReport(p.event);
   };
 }
+
+// ---- the command ---------------------------------------------------------------------------------
 
 export function registerGenerateCommand(program: Command): void {
   const cmd = program
@@ -63,27 +128,36 @@ export function registerGenerateCommand(program: Command): void {
     .alias("run")
     .description("generate from a gpt-oss checkpoint (--checkpoint) or a built-in model with seeded random weights, on the serving engine")
     .argument("[model]", "built-in model name (ignored with --checkpoint)", DEFAULT_MODEL)
-    .option("--prompt-ids <ids>", "comma-separated prompt token ids; repeat for several prompts, decoded together", parseIds)
-    .option("--prompt <text>", "a user message, rendered in the harmony chat format (o200k_harmony); repeat for several", collect)
-    .option("--max-new-tokens <n>", "tokens to generate per prompt", number("--max-new-tokens", (n) => Number.isInteger(n) && n >= 1, "a positive integer"), 16)
-    .option("--temperature <t>", "0 for greedy decoding", number("--temperature", (n) => n >= 0 && Number.isFinite(n), "a number >= 0"), 0)
-    .option("--top-k <k>", "sample among the k most likely tokens (0: all)", number("--top-k", (n) => Number.isInteger(n) && n >= 0, "a non-negative integer"), 0)
-    .option("--top-p <p>", "sample within this probability mass", number("--top-p", (n) => n > 0 && n <= 1, "in (0, 1]"), 1)
-    .option("--seed <n>", "seed of the sampler (prompt i samples with seed + i) and of random weights", number("--seed", (n) => Number.isInteger(n) && n >= 0, "a non-negative integer"), 0)
-    .option("--logits-out <file>", "write the logits behind every generated token as JSON (parity checks)")
+    .option("--prompt-ids <ids>", "comma-separated prompt token ids; repeat for several prompts, decoded together", (v: string, previous: number[][] = []) => [...previous, parsePromptIds(v)])
+    .option("--prompt <text>", "a user message, rendered in the harmony chat format (o200k_harmony); repeat for several", (v: string, previous: string[] = []) => [...previous, v])
+    .option("--max-new-tokens <n>", "tokens to generate per prompt", integerFlag("--max-new-tokens", 1), 16)
+    .option("--temperature <t>", "0 for greedy decoding", numberFlag("--temperature", (n) => n >= 0 && Number.isFinite(n), "a number >= 0"), 0)
+    .option("--top-k <k>", "sample among the k most likely tokens (0: all)", integerFlag("--top-k", 0), 0)
+    .option("--top-p <p>", "sample within this probability mass", numberFlag("--top-p", (n) => n > 0 && n <= 1, "in (0, 1]"), 1)
+    .option("--seed <n>", "seed of the sampler (prompt i samples with seed + i) and of random weights", integerFlag("--seed", 0), 0)
+    .option("--logits-out <file>", "write the logits behind every generated token of the first prompt as JSON (parity checks)")
     .option("--json", "print one JSON object instead of streaming tokens");
   engineFlags(cmd).action(async (model: string, flags: GenerateFlags) => {
     if (flags.prompt !== undefined && flags.promptIds !== undefined) throw new Error("give --prompt or --prompt-ids, not both");
+    if (flags.checkpoint !== undefined) checkInputDirectory(flags.checkpoint, "--checkpoint");
+    if (flags.logitsOut !== undefined) checkOutputFile(flags.logitsOut, "--logits-out");
     const quiet = flags.json === true;
+    const { device, dtype } = resolveDevice(flags, gpuPresent() ? 1 : 0);
+    const name = flags.checkpoint ?? model;
+    const config = flags.checkpoint ? await loadGptOssConfig(flags.checkpoint) : findBuiltinModel(model).config;
+    const text = config.vocabSize === O200K_HARMONY_VOCAB_SIZE;
+    if (flags.prompt && !text) throw new Error(`--prompt needs a model with the o200k_harmony vocabulary (${O200K_HARMONY_VOCAB_SIZE} tokens); ${name} has ${config.vocabSize}: give token ids with --prompt-ids`);
+    const prompts = flags.prompt ? flags.prompt.map((p) => encodeHarmony(chatMessages({ user: p }), { nextRole: "assistant" })) : (flags.promptIds ?? [[1, 2, 3]]);
+    prompts.forEach((p) => {
+      const bad = p.findIndex((t) => t >= config.vocabSize);
+      if (bad >= 0) throw new Error(`prompt id ${p[bad]} is outside the model's vocabulary of ${config.vocabSize} tokens (at position ${bad})`);
+    });
+    const maxContext = contextBound(config, name, Math.max(...prompts.map((p) => p.length)), flags.maxNewTokens, flags.maxContext);
+    if (flags.checkpoint) await checkCheckpoint(flags.checkpoint, config); // its files, before saying what runs
+    if (!quiet) process.stderr.write(describeRun({ model, checkpoint: flags.checkpoint, device, dtype, seed: flags.seed, temperature: flags.temperature, topK: flags.topK, topP: flags.topP, maxNewTokens: flags.maxNewTokens, text, prompts, harmony: flags.prompt !== undefined }, config));
     const started = performance.now();
-    const device = flags.device ?? (gpuPresent() ? "cuda" : "cpu");
-    if (!quiet) process.stderr.write(`tsgc: ${flags.checkpoint ?? model} on ${device === "cuda" ? "the GPU (a compiled plan)" : "the CPU reference interpreter"}, ${flags.prompt ? "text" : "token ids"} in, ${flags.maxNewTokens} new tokens per prompt\n`);
-    const opened = await openEngine({ ...engineOptions(flags, model), device, onProgress: progressPrinter(quiet) });
-    const { engine } = opened;
+    const { engine } = await openEngine({ ...engineOptions(flags, model), device, dtype, maxContext, seed: flags.seed, onProgress: progressPrinter(quiet) });
     try {
-      const text = engine.model.tokenizer !== undefined;
-      if (flags.prompt && !text) throw new Error(`--prompt needs the o200k_harmony vocabulary; ${engine.model.name} has ${engine.model.vocabSize} tokens: give --prompt-ids`);
-      const prompts = flags.prompt ? flags.prompt.map((p) => encodeHarmony(chatMessages({ user: p }), { nextRole: "assistant" })) : (flags.promptIds ?? [[1, 2, 3]]);
       const loadMs = performance.now() - started;
       const genStarted = performance.now();
       const streams: GenerationStream[] = prompts.map((promptIds, i) =>
@@ -95,7 +169,7 @@ export function registerGenerateCommand(program: Command): void {
           topP: flags.topP,
           seed: flags.seed + i,
           stopTokenIds: defaultStopTokens(engine.model),
-          ...(flags.logitsOut ? { logits: true } : {}),
+          ...(flags.logitsOut && i === 0 ? { logits: true } : {}),
         }),
       );
       const outputs: TokenOutput[][] = prompts.map(() => []);
@@ -112,27 +186,25 @@ export function registerGenerateCommand(program: Command): void {
       const failed = summaries.find((s) => s.finishReason === "error");
       if (failed) throw new Error(failed.error ?? "generation failed");
       const genMs = performance.now() - genStarted;
-      if (flags.logitsOut) {
-        writeFileSync(flags.logitsOut, JSON.stringify({ prompt: prompts[0], tokens: outputs[0]!.map((o) => o.token), logits: outputs[0]!.map((o) => Array.from(o.logits ?? [])) }));
-      }
+      if (flags.logitsOut) writeFileAtomically(flags.logitsOut, JSON.stringify({ prompt: prompts[0], tokens: outputs[0]!.map((o) => o.token), logits: outputs[0]!.map((o) => Array.from(o.logits ?? [])) }));
       const tokens = outputs.map((os) => os.map((o) => o.token));
       const texts = outputs.map((os) => os.map((o) => o.text).join(""));
       if (flags.json) {
         const one = prompts.length === 1;
-        const result = {
-          model: flags.checkpoint ?? model,
+        process.stdout.write(`${JSON.stringify({
+          model: name,
           device,
+          dtype,
           ...(one ? { prompt: prompts[0], tokens: tokens[0], ...(text ? { text: texts[0] } : {}) } : { prompts, tokens, ...(text ? { texts } : {}) }),
           finishReasons: summaries.map((s) => s.finishReason),
           loadMs: Math.round(loadMs),
           ms: Math.round(genMs),
-        };
-        process.stdout.write(`${JSON.stringify(result)}\n`);
+        })}\n`);
       } else {
         if (prompts.length > 1) tokens.forEach((t, i) => process.stdout.write(`${i}: ${text ? texts[i] : t.join(",")}\n`));
         else if (text) process.stdout.write("\n");
         const n = tokens.reduce((a, t) => a + t.length, 0);
-        process.stderr.write(`${n} tokens in ${genMs.toFixed(0)} ms (${((n / genMs) * 1000).toFixed(1)} tokens/s) on ${device === "cuda" ? "the GPU" : "the CPU reference interpreter"} (loading ${loadMs.toFixed(0)} ms)\n`);
+        process.stderr.write(`${n} tokens in ${genMs.toFixed(0)} ms (${((n / Math.max(genMs, 1e-3)) * 1000).toFixed(1)} tokens/s) on ${device === "cuda" ? "the GPU" : "the CPU reference interpreter"} (loading ${loadMs.toFixed(0)} ms)\n`);
       }
     } finally {
       await engine.close();

@@ -1,5 +1,6 @@
 // The `tsgc` command line: one commander program; each verb lives in its own module under src/cli/.
 import { Command, CommanderError } from "commander";
+import { describeErrno, errnoCode } from "../fs-safe.js";
 import { registerBenchCommand } from "./bench.js";
 import { registerCompileCommand } from "./compile.js";
 import { registerGenerateCommand } from "./generate.js";
@@ -34,8 +35,26 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** An error as the one line the CLI prints: a file-system errno becomes what failed, on which path, in words. */
+export function errorLine(err: unknown): string {
+  const code = errnoCode(err);
+  if (err instanceof Error && code !== undefined && !err.message.startsWith("tsgc: ")) {
+    const { syscall, path } = err as NodeJS.ErrnoException;
+    if (syscall !== undefined && path !== undefined) return `tsgc: cannot ${syscall} ${path}: ${describeErrno(err)}`;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return `${message.startsWith("tsgc: ") ? "" : "tsgc: "}${message}`;
+}
+
+/** Process warnings (an unusable cache, a damaged plan) as one `tsgc: warning:` line each, without Node's hint line. */
+function printWarningsAsOneLine(): void {
+  process.removeAllListeners("warning");
+  process.on("warning", (w) => void process.stderr.write(`tsgc: warning: ${w.message}\n`));
+}
+
 /** Runs the CLI on `argv` (process.argv form). Errors print one clear line and set a non-zero exit code. */
 export async function run(argv: readonly string[]): Promise<void> {
+  printWarningsAsOneLine();
   const program = buildProgram().exitOverride();
   try {
     await program.parseAsync([...argv]);
@@ -44,8 +63,7 @@ export async function run(argv: readonly string[]): Promise<void> {
       process.exitCode = err.exitCode;
       return;
     }
-    const message = err instanceof Error ? err.message : String(err);
-    process.stderr.write(`${message.startsWith("tsgc: ") ? "" : "tsgc: "}${message}\n`);
+    process.stderr.write(`${errorLine(err)}\n`);
     process.exitCode = 1;
   }
 }

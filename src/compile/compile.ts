@@ -4,16 +4,18 @@
 //                                    │
 //                                    └─ codegen (one KernelSource per distinct kernel) ─▶ NVRTC / kernel cache
 //
-// Plans are cached on disk next to the kernels, keyed by the input graph's structural hash, the target
-// and a fingerprint of the compiler's own code, so compiling the same model twice runs no pass and no
-// NVRTC compile, and a changed compiler never serves a stale plan.
+// Plans are cached on disk next to the kernels (compile/plan-cache.ts: checksummed, verified, recompiled
+// when damaged), keyed by the input graph's structural hash, the target and a fingerprint of the
+// compiler's own code, so compiling the same model twice runs no pass and no NVRTC compile, and a changed
+// compiler never serves a stale plan.
 
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { TEMPLATE_DIR } from "../codegen/templates.js";
-import { type Plan, parsePlan } from "../lower/plan.js";
+import { ensureDirectory } from "../fs-safe.js";
+import type { Plan } from "../lower/plan.js";
 import type { Graph } from "../ir/graph.js";
 import { graphNodes } from "../ir/graph.js";
 import { FUSED_OPS } from "../ir/ops.js";
@@ -21,6 +23,7 @@ import { type PassReport, runPipeline } from "../passes/pipeline.js";
 import { CODEGEN_VERSION, compileKernels, defaultCacheDir, type CompileProgress } from "../../runtime/index.js";
 import { buildPlan } from "./build-plan.js";
 import { graphHash } from "./graph-hash.js";
+import { planCachePath, readCachedPlan, writeCachedPlan } from "./plan-cache.js";
 
 export { buildPlan } from "./build-plan.js";
 export { graphHash } from "./graph-hash.js";
@@ -109,27 +112,6 @@ export function compilerFingerprint(): string {
   return (fingerprint = h.digest("hex").slice(0, 16));
 }
 
-function planCachePath(cacheDir: string, key: string): string {
-  return join(cacheDir, "plans", `${key}.json`);
-}
-
-function readCachedPlan(path: string): Plan | undefined {
-  if (!existsSync(path)) return undefined;
-  try {
-    return parsePlan(JSON.parse(readFileSync(path, "utf8")), path);
-  } catch (err) {
-    process.emitWarning(`ignoring a damaged cached plan (${err instanceof Error ? err.message : String(err)}); recompiling`, { code: "TSGC_PLAN_CACHE" });
-    return undefined;
-  }
-}
-
-function writeAtomically(path: string, text: string): void {
-  mkdirSync(join(path, ".."), { recursive: true });
-  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
-}
-
 /** Compiles a graph into a plan, using (and filling) the plan and kernel caches. */
 export async function compile(graph: Graph, options: CompileOptions): Promise<CompileResult> {
   const started = performance.now();
@@ -138,7 +120,7 @@ export async function compile(graph: Graph, options: CompileOptions): Promise<Co
   const opsBefore = graphNodes(graph).length;
   const key = createHash("sha256").update(`${graphHash(graph)}\0${options.arch}\0${compilerFingerprint()}`).digest("hex");
   const cachePath = cacheDir ? planCachePath(cacheDir, key) : undefined;
-  let plan = cachePath && !options.dumpIrDir ? readCachedPlan(cachePath) : undefined;
+  let plan = cacheDir && !options.dumpIrDir ? readCachedPlan(cacheDir, key, graphHash(graph)) : undefined;
   const planCacheHit = plan !== undefined;
   if (cachePath) emit({ kind: "plan-cache", hit: planCacheHit, path: cachePath });
   if (!plan) {
@@ -149,7 +131,7 @@ export async function compile(graph: Graph, options: CompileOptions): Promise<Co
     plan = buildPlan(fused, graph, options.arch).plan;
   }
   if (options.emitCudaDir) {
-    mkdirSync(options.emitCudaDir, { recursive: true });
+    ensureDirectory(options.emitCudaDir);
     for (const k of plan.kernels) writeFileSync(join(options.emitCudaDir, `${k.name}.cu`), k.source);
   }
   let hits = 0;
@@ -173,7 +155,7 @@ export async function compile(graph: Graph, options: CompileOptions): Promise<Co
       else throw err;
     }
   }
-  if (cachePath && !planCacheHit && kernelsCompiled) writeAtomically(cachePath, JSON.stringify(plan));
+  if (cacheDir && !planCacheHit && kernelsCompiled) writeCachedPlan(cacheDir, key, plan);
   const counts = plan.opCounts;
   const launches: Record<string, number> = {};
   const buckets: Record<string, BucketStats[]> = {};

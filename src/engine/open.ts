@@ -12,10 +12,14 @@ import { type GptOssConfig, loadGptOssConfig } from "../../models/gpt-oss/config
 import { DEFAULT_MODEL, findBuiltinModel } from "../../models/index.js";
 import { type CompileEvent, type CompileStats, compile } from "../compile/compile.js";
 import { O200K_HARMONY_VOCAB_SIZE } from "../generate/tokenizer.js";
+import { freemem, totalmem } from "node:os";
+import { formatBytes } from "../format.js";
 import type { Graph } from "../ir/graph.js";
+import { evalShape, numElements } from "../ir/shape.js";
 import type { HostTensor } from "../ir/host-tensor.js";
 import { loadParams } from "../loader/load-params.js";
 import { randomParams } from "../loader/random-params.js";
+import { openGptOssCheckpoint } from "../loader/validate.js";
 import { runPipeline } from "../passes/pipeline.js";
 import { Device, deviceCount, PlanExecutor } from "../../runtime/index.js";
 import { type LoadProgress, streamCheckpoint } from "../../runtime/load-checkpoint.js";
@@ -83,6 +87,23 @@ export function gpuPresent(): boolean {
   }
 }
 
+/** Bytes of host memory the interpreter holds a graph's weights and pools in: it keeps every value as an f64. */
+export function interpreterHostBytes(graph: Graph, loadSymbols: Readonly<Record<string, number>> = {}): number {
+  let elements = 0;
+  for (const t of [...graph.params, ...graph.states]) elements += numElements(evalShape(t.shape, { ...graph.symbols, ...loadSymbols }));
+  return elements * Float64Array.BYTES_PER_ELEMENT;
+}
+
+/** Refuses, before building any weight, a model whose interpreter weights and pools would not fit host memory. */
+export function checkInterpreterMemory(bytes: number, name: string, available: number = freemem(), total: number = totalmem()): void {
+  if (bytes > available) {
+    throw new Error(
+      `${name} on the CPU reference interpreter (--device cpu) needs ${formatBytes(bytes)} of host memory for its weights (8 bytes a value), ` +
+        `more than the ${formatBytes(available)} free of ${formatBytes(total)}; run it on a GPU with --device cuda`,
+    );
+  }
+}
+
 /** Blocks of each windowed group: every sequence's window (plus one partly filled block) and one step's new tokens. */
 function windowedBlocks(layout: PagedDecoderLayout, window: number, maxSeqs: number): number {
   const B = layout.blockSize;
@@ -99,12 +120,22 @@ function poolSizes(layout: PagedDecoderLayout, maxSeqs: number, fullBlocks: numb
 const loadSymbolsOf = (layout: PagedDecoderLayout, blocks: Readonly<Record<string, number>>) =>
   Object.fromEntries(layout.groups.map((g) => [poolSlotsSymbol(g.name), blocks[g.name]! * layout.blockSize]));
 
+/**
+ * Reads a checkpoint's headers and checks every tensor against the config (names, dtypes, shapes), so a broken
+ * checkpoint is refused before minutes of compiling, not when its bytes stream in.
+ */
+export async function checkCheckpoint(dir: string, config: GptOssConfig): Promise<void> {
+  const { checkpoint } = await openGptOssCheckpoint(dir, config);
+  await checkpoint.close();
+}
+
 export async function openEngine(o: OpenEngineOptions = {}): Promise<OpenedEngine> {
   const say = o.onProgress ?? (() => {});
   const device = o.device ?? (gpuPresent() ? "cuda" : "cpu");
   const dtype = o.dtype ?? (device === "cuda" ? "bf16" : "f32");
   const name = o.checkpoint ? "gpt-oss" : (o.model ?? DEFAULT_MODEL);
   const config = o.checkpoint ? await loadGptOssConfig(o.checkpoint) : findBuiltinModel(name).config;
+  if (o.checkpoint) await checkCheckpoint(o.checkpoint, config);
   const maxContext = o.maxContext ?? Math.min(4096, config.maxPositionEmbeddings);
   if (maxContext > config.maxPositionEmbeddings) throw new Error(`--max-context ${maxContext} exceeds the model's max_position_embeddings (${config.maxPositionEmbeddings})`);
   const buildOptions = {
@@ -129,14 +160,14 @@ export async function openEngine(o: OpenEngineOptions = {}): Promise<OpenedEngin
   const fullNeed = maxSeqs * layout.maxBlocksPerSeq;
 
   if (device === "cpu") {
+    const poolBlocks = poolSizes(layout, maxSeqs, o.kvBlocks ?? Math.min(fullNeed, 65536));
+    checkInterpreterMemory(interpreterHostBytes(graph, loadSymbolsOf(layout, poolBlocks)), info.name);
     const t0 = performance.now();
-    say({ kind: "stage", message: "running the compiler passes (the interpreter reads the KV pools in place)" });
     const fused = runPipeline(graph).graph;
     const compileMs = performance.now() - t0;
     const t1 = performance.now();
     const params: Record<string, HostTensor> = o.checkpoint ? await loadParams(o.checkpoint, graph) : randomParams(graph, o.seed ?? 0);
     const weightsMs = performance.now() - t1;
-    const poolBlocks = poolSizes(layout, maxSeqs, o.kvBlocks ?? Math.min(fullNeed, 65536));
     const backend = interpreterBackend(fused, params, loadSymbolsOf(layout, poolBlocks));
     return { engine: new ServingEngine(backend, layout, info, poolBlocks, o), graph, layout, config, poolBlocks, timings: { compileMs, loadMs: 0, weightsMs } };
   }

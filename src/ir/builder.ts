@@ -8,7 +8,7 @@
 import { dirname, join, relative, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type DType, MXFP4_BLOCK } from "./dtype.js";
-import { type Dim, type Shape, canonicalDim, formatShape, isSymbolName, normalizeAxis } from "./shape.js";
+import { type Dim, type Shape, MAX_TENSOR_ELEMENTS, canonicalDim, evalShape, formatShape, isStaticShape, isSymbolName, normalizeAxis, numElements } from "./shape.js";
 import { type BinaryFn, type CompareFn, type Op, type OpAttrs, type ReduceFn, type UnaryFn, broadcastShapes } from "./ops.js";
 import { type Node, type SourceSite, IRError, NodeTable, topoOrder } from "./node.js";
 import { type EntryBuckets, type EntryOutput, type EntryPoint, type Graph, type InputDecl, type ParamDecl, type QuantDesc, type StateDecl, entryResults } from "./graph.js";
@@ -206,6 +206,7 @@ export class ModelBuilder {
       this.error(`param ${name} was declared as ${prev.dtype}${formatShape(prev.shape)}, now ${dtype}${formatShape(decl.shape)}`);
     }
     this.checkSymbols(decl.shape, `param ${name}`);
+    this.checkElementCount(`param ${name}`, decl.shape);
     this.paramDecls.set(name, prev ?? decl);
     return this.make("param", { name, dtype, shape: decl.shape }, []);
   }
@@ -227,6 +228,8 @@ export class ModelBuilder {
       if (typeof dim === "string" && !isSymbolName(dim)) this.error(`state ${name} has shape ${formatShape(decl.shape)}; a state dim is a number or one symbol (fixed at load)`);
     }
     this.checkSymbols(decl.shape, `state ${name}`);
+    // state sized at load is addressed with 64-bit offsets and sized by the memory the card has; the rest is bounded here
+    if (decl.shape.every((d) => typeof d === "number")) this.checkElementCount(`state ${name}`, decl.shape);
     this.stateDecls.set(name, prev ?? decl);
     return this.make("state", { name, dtype, shape: decl.shape }, []);
   }
@@ -270,9 +273,23 @@ export class ModelBuilder {
     }
   }
 
+  /**
+   * Params, states and inputs are buffers that kernels index with an `int`: each must hold fewer than 2^31
+   * elements at the symbols' bounds (intermediate nodes, such as the builder's per-token expert gathers,
+   * are fused away before a kernel sees them, so only declarations are checked).
+   */
+  private checkElementCount(what: string, shape: Shape): void {
+    const elements = numElements(evalShape(shape, this.symbolBounds));
+    if (elements > MAX_TENSOR_ELEMENTS) {
+      const atBounds = isStaticShape(shape) ? "" : " at the symbols' bounds";
+      this.error(`${what} ${formatShape(shape)} holds ${elements} elements${atBounds}, more than the ${MAX_TENSOR_ELEMENTS} a kernel's int index addresses`);
+    }
+  }
+
   /** @internal */
   inputNode(name: string, dtype: DType, shape: Shape): Tensor {
     this.checkSymbols(shape, `input ${name}`);
+    this.checkElementCount(`input ${name}`, shape);
     return this.make("input", { name, dtype, shape: shape.map(canonicalDim) }, []);
   }
 

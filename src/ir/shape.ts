@@ -104,6 +104,12 @@ export function evalShape(s: Shape, values: SymbolValues): number[] {
   return s.map((d) => evalDim(d, values));
 }
 
+/**
+ * The most elements one tensor may hold: kernels index buffers with a 32-bit `int`, so a tensor of 2^31
+ * elements or more would be addressed with wrapped, negative indices.
+ */
+export const MAX_TENSOR_ELEMENTS = 2 ** 31 - 1;
+
 export function numElements(dims: readonly number[]): number {
   let n = 1;
   for (const d of dims) n *= d;

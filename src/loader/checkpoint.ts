@@ -4,8 +4,9 @@
 // shard that lacks it, tensor in two shards, tensor no index entry names) before any tensor data is read. Writing
 // lays tensors out in shards of bounded size the way transformers names them (`model-00001-of-00003.safetensors`),
 // streaming each tensor's bytes from a producer, so a checkpoint larger than memory can be written.
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
+import { FileAccessError, fileKind, readRegularFile } from "../fs-safe.js";
 import {
   SafetensorsError,
   SafetensorsWriter,
@@ -92,6 +93,9 @@ export async function openSafetensorsFile(path: string): Promise<Checkpoint> {
 
 /** Opens a checkpoint directory, validating every header (and the shard index) first. */
 export async function openCheckpoint(dir: string): Promise<Checkpoint> {
+  const dirStats = await stat(dir).catch(() => undefined);
+  if (dirStats === undefined) throw new SafetensorsError(`${dir}: no such directory`);
+  if (!dirStats.isDirectory()) throw new SafetensorsError(`${dir}: it is ${fileKind(dirStats)}, not a checkpoint directory (config.json + model.safetensors)`);
   const indexPath = join(dir, INDEX_FILE);
   if (await exists(indexPath)) return openSharded(dir, indexPath);
   const single = join(dir, SINGLE_FILE);
@@ -99,14 +103,19 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
     const header = await readSafetensorsHeader(single);
     return new Checkpoint(dir, [header], new Map(header.tensors.map((t) => [t.name, t])), null);
   }
-  if (!(await exists(dir))) throw new SafetensorsError(`${dir}: no such directory`);
   throw new SafetensorsError(`${dir}: holds neither ${SINGLE_FILE} nor ${INDEX_FILE}`);
 }
 
 async function openSharded(dir: string, indexPath: string): Promise<Checkpoint> {
+  let text: string;
+  try {
+    text = (await readRegularFile(indexPath)).toString("utf8");
+  } catch (err) {
+    throw new SafetensorsError(`${indexPath}: cannot read (${err instanceof FileAccessError ? err.reason : String(err)})`);
+  }
   let json: unknown;
   try {
-    json = JSON.parse(await readFile(indexPath, "utf8"));
+    json = JSON.parse(text);
   } catch (err) {
     throw new SafetensorsError(`${indexPath}: malformed JSON (${(err as Error).message})`);
   }

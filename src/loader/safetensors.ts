@@ -6,7 +6,8 @@
 // a byte of tensor data is read: a bad file fails with a message naming the file and the tensor, never later on the
 // GPU. Tensor data is read by byte range through a file handle, so a loader can stream it through a fixed (pinned)
 // buffer; nothing here needs the whole file in memory.
-import { open, rename, rm, type FileHandle } from "node:fs/promises";
+import { lstat, open, realpath, rename, rm, type FileHandle } from "node:fs/promises";
+import { FileAccessError, openRegularFile } from "../fs-safe.js";
 import { bf16Bits, bf16FromBits, f16Bits, f16FromBits } from "../ir/dtype.js";
 
 /** Element size in bytes of every dtype safetensors defines with a whole-byte element. */
@@ -78,6 +79,12 @@ export async function readSafetensorsHeader(path: string): Promise<SafetensorsHe
     if (size < 8) throw new SafetensorsError(`${path}: file is ${size} bytes, too short for the 8-byte header length`);
     const lengthBytes = await readExactly(fh, path, 0, 8);
     const headerLength64 = Buffer.from(lengthBytes.buffer, lengthBytes.byteOffset, 8).readBigUInt64LE(0);
+    if (headerLength64 > BigInt(size - 8) || headerLength64 > BigInt(MAX_HEADER_BYTES)) {
+      // An impossible length and no '{' after it: some other file (a shard linked to the wrong file, say).
+      // Its first bytes are not echoed as a "length": they may be anything, a password file's included.
+      const first = size > 8 ? (await readExactly(fh, path, 8, 1))[0] : undefined;
+      if (first !== 0x7b) throw new SafetensorsError(`${await describeLinked(path)}: not a safetensors file (no JSON header after the 8-byte length)`);
+    }
     if (headerLength64 > BigInt(size - 8)) {
       throw new SafetensorsError(
         `${path}: header length ${headerLength64} runs past the end of the file (${size} bytes, so at most ${size - 8} bytes of header)`,
@@ -249,13 +256,24 @@ function topLevelKeys(text: string): string[] {
 
 // ---- reading data --------------------------------------------------------------------------
 
+/** Opens a regular file (or a link to one) for reading: a named pipe or a directory is refused at once. */
 async function openForRead(path: string): Promise<FileHandle> {
   try {
-    return await open(path, "r");
+    return await openRegularFile(path, "open");
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new SafetensorsError(code === "ENOENT" ? `${path}: file not found` : `${path}: cannot open (${code ?? String(err)})`);
+    if (!(err instanceof FileAccessError)) throw err;
+    throw new SafetensorsError(err.code === "ENOENT" ? `${path}: file not found` : `${path}: cannot open (${err.reason})`);
   }
+}
+
+/** `path`, or `path (a link to TARGET)` when it is a symbolic link: says which file was really read. */
+async function describeLinked(path: string): Promise<string> {
+  try {
+    if ((await lstat(path)).isSymbolicLink()) return `${path} (a link to ${await realpath(path)})`;
+  } catch {
+    // described as given
+  }
+  return path;
 }
 
 async function readExactly(fh: FileHandle, path: string, position: number, length: number, into?: Uint8Array): Promise<Uint8Array> {

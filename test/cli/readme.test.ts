@@ -12,6 +12,12 @@ describe("README", () => {
     expect(readme).toContain("npm test");
   });
 
+  it("says that a model file runs its code, and what the cache checks and trusts", () => {
+    expect(readme).toContain("**A model file is a program.**");
+    const integrity = /### Cache integrity\n([\s\S]*?)\n## /.exec(readme)?.[1] ?? "";
+    for (const topic of ["**Kernel entries**", "**Plans**", "**Imports**", "**The directory**"]) expect(integrity).toContain(topic);
+  });
+
   it("contains examples/quickstart.ts verbatim, and the example prints the output README shows", () => {
     const example = readFileSync(new URL("examples/quickstart.ts", root), "utf8");
     expect(readme).toContain("```ts\n" + example + "```");

@@ -1,4 +1,7 @@
+import { Tiktoken } from "js-tiktoken/lite";
+import o200kBase from "js-tiktoken/ranks/o200k_base";
 import { describe, expect, it } from "vitest";
+import { seededRandom } from "../../src/ir/host-tensor.js";
 import { HARMONY_STOP_TOKENS, HARMONY_TOKENS, HarmonyTokenizer, StreamingDecoder, o200kHarmonySpecialTokens } from "../../src/generate/tokenizer.js";
 
 const tok = HarmonyTokenizer.instance();
@@ -103,5 +106,41 @@ describe("o200k_harmony tokenizer", () => {
     pieces.push(decoder.flush());
     expect(pieces.join("")).toBe(text);
     expect(pieces.some((p) => p.includes("\uFFFD"))).toBe(false);
+  });
+});
+
+describe("o200k_harmony encoding of long pieces", () => {
+  // js-tiktoken's encoder (quadratic in a piece's length) is the reference for pieces short enough for it
+  const reference = new Tiktoken({ pat_str: o200kBase.pat_str, bpe_ranks: o200kBase.bpe_ranks, special_tokens: o200kHarmonySpecialTokens() });
+
+  it("encodes 100,000 characters of one word in well under 5 s (linear, not quadratic), and decodes them back", () => {
+    const word = "a".repeat(100_000);
+    const started = performance.now();
+    const ids = tok.encode(word);
+    expect(performance.now() - started).toBeLessThan(5000);
+    expect(tok.decode(ids)).toBe(word);
+    // the run is cut into the same tokens all along: a tenth of the text is about a tenth of the tokens
+    expect(Math.abs(tok.encode(word.slice(0, 10_000)).length * 10 - ids.length)).toBeLessThan(20);
+  });
+
+  it("gives the reference's ids for long words, digits, punctuation and whitespace runs", () => {
+    const samples = [
+      "a".repeat(150), "ab".repeat(400), "x".repeat(99), "x".repeat(100), "x".repeat(101),
+      "Supercalifragilistic".repeat(30), "=".repeat(300), " ".repeat(250) + "end", "\n".repeat(120) + "x",
+      "ééé".repeat(60), "日本".repeat(80), "😀".repeat(40), "https://example.com/" + "path/".repeat(60),
+    ];
+    for (const s of samples) expect(tok.encode(s), s.slice(0, 20)).toEqual(reference.encode(s, [], []));
+  });
+
+  it("gives the reference's ids for random text of every kind of character, specials included", () => {
+    const alphabet = ["a", "B", "z", "e", "ing", " ", "  ", "\n", "\t", "0", "7", "42", ".", ",", "'s", "!", "?", "-", "é", "ß", "中", "文", "😀", "👋🏽", "<|start|>", "<|end|>", "<|message|>"];
+    const rand = seededRandom(11);
+    for (let n = 0; n < 60; n++) {
+      let text = "";
+      const length = 5 + Math.floor(rand() * 200);
+      while (text.length < length) text += alphabet[Math.floor(rand() * alphabet.length)]!;
+      expect(tok.encode(text)).toEqual(reference.encode(text, [], []));
+      expect(tok.encodeWithSpecials(text)).toEqual(reference.encode(text, "all", []));
+    }
   });
 });

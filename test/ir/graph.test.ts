@@ -156,3 +156,26 @@ describe("JSON form", () => {
     expect(() => graphFromJson(badAttr)).toThrow(/bad attributes: attrs\.fn/);
   });
 });
+
+describe("declared tensor sizes", () => {
+  it("a param, state or input of 2^31 or more elements (at the symbols' bounds) is an error naming it and its site", () => {
+    expect(() => defineModel("huge-param", (b) => {
+      b.param("w", "f32", [65536, 65536]);
+    })).toThrow(/^param w \[65536, 65536\] holds 4294967296 elements, more than the 2147483647 a kernel's int index addresses at .*graph\.test\.ts:\d+/);
+    expect(() => defineModel("huge-state", (b) => {
+      b.state("cache", "bf16", [1 << 24, 8, 64]);
+    })).toThrow(/^state cache \[16777216, 8, 64\] holds 8589934592 elements/);
+    expect(() => defineModel("huge-input", (b) => {
+      const t = b.sym("tokens", 1 << 20);
+      b.entry("main", (e) => {
+        e.input("x", "f32", [t, 4096]);
+      });
+    })).toThrow(/^input x \[tokens, 4096\] holds 4294967296 elements at the symbols' bounds/);
+  });
+
+  it("gpt-oss's KV pools are sized when the plan loads (64-bit addressed), so a long context is not refused at build", () => {
+    const long = { ...GPT_OSS_20B, maxPositionEmbeddings: 1 << 24 };
+    const g = gptOssModel(long, { dtype: "bf16", maxContext: 1 << 24 });
+    expect(g.states.find((s) => s.name === "layers.1.k_cache")!.shape).toEqual(["fullSlots", 8, 64]);
+  });
+});

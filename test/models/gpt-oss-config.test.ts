@@ -247,3 +247,32 @@ describe("loadGptOssConfig", () => {
     expect(await loadGptOssConfig(dir)).toEqual(GPT_OSS_20B);
   });
 });
+
+describe("config size bounds", () => {
+  const tiny = () => gptOssConfigToJson(GPT_OSS_TINY);
+  const reject = (patch: Record<string, unknown>) => () => parseGptOssConfig({ ...tiny(), ...patch });
+
+  it("name the field and the limit for a size no real model has", () => {
+    expect(reject({ num_hidden_layers: 1e6, layer_types: null })).toThrow("config.json: num_hidden_layers: must be at most 512 (tsgc's bound for num_hidden_layers)");
+    expect(reject({ vocab_size: 1e12 })).toThrow("config.json: vocab_size: must be at most 4194304");
+    expect(reject({ hidden_size: 1e9 })).toThrow("config.json: hidden_size: must be at most 65536");
+    expect(reject({ num_local_experts: 1e5 })).toThrow("config.json: num_local_experts: must be at most 1024");
+    expect(reject({ max_position_embeddings: 2 ** 40 })).toThrow("config.json: max_position_embeddings: must be at most 16777216");
+  });
+
+  it("keep every weight's element count under 2^31 (a kernel's int index), naming the tensor and fields", () => {
+    expect(reject({ vocab_size: 4_000_000, hidden_size: 4096, head_dim: 64 })).toThrow(
+      "config.json: vocab_size × hidden_size = 4000000 × 4096 = 16384000000 elements in model.embed_tokens.weight and lm_head.weight, more than the 2147483647 a kernel's int index addresses",
+    );
+    expect(reject({ num_local_experts: 1024, hidden_size: 4096, intermediate_size: 4096, head_dim: 64 })).toThrow(/num_local_experts × hidden_size × 2 × intermediate_size = .* in mlp\.experts\.gate_up_proj/);
+  });
+
+  it("accept gpt-oss-20b and 120b as published", () => {
+    expect(parseGptOssConfig(gptOssConfigToJson(GPT_OSS_120B))).toEqual(GPT_OSS_120B);
+    expect(parseGptOssConfig(gptOssConfigToJson(GPT_OSS_20B))).toEqual(GPT_OSS_20B);
+  });
+
+  it("reject token ids outside the vocabulary", () => {
+    expect(reject({ eos_token_id: [2, 500] })).toThrow("config.json: eos_token_id (500) is outside the vocabulary (vocab_size 128)");
+  });
+});

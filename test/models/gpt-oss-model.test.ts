@@ -111,3 +111,13 @@ describe("gpt-oss through the engine on the reference interpreter", () => {
     await b.engine.close();
   });
 });
+
+describe("gpt-oss context bound", () => {
+  it("maxContext may not exceed the config's max_position_embeddings", () => {
+    const short = { ...GPT_OSS_TINY, maxPositionEmbeddings: 8 };
+    expect(() => gptOssModel(short, { dtype: "f32", maxContext: 27, maxTokensPerStep: 8 }, "short")).toThrow(
+      "short: maxContext 27 exceeds the config's max_position_embeddings (8)",
+    );
+    expect(gptOssLayout(short, { dtype: "f32", maxContext: 8, maxTokensPerStep: 8 }).maxContext).toBe(8);
+  });
+});

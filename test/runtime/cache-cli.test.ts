@@ -100,6 +100,14 @@ describe("tsgc cache", () => {
     expect(rejected.error).toContain("nothing imported");
   });
 
+  it("ls on a file is an error naming it, not \"0 kernels\"", async () => {
+    const file = join(root, "not-a-dir");
+    writeFileSync(file, "x");
+    const r = await tsgc("cache", "--dir", file, "ls");
+    expect(r.error).toBe(`tsgc: cache directory ${file}: it is a regular file, not a directory`);
+    expect(r.out).not.toContain("0 kernels");
+  });
+
   it("gives one clear error for a file that is not an archive", async () => {
     const notArchive = join(root, "x.bin");
     writeFileSync(notArchive, "hello");
