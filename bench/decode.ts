@@ -15,7 +15,7 @@ async function main(): Promise<void> {
     prefillTokens: Number(prefillTokens),
     batches: batches.split(",").map(Number),
     context: Number(context),
-    profile: true,
+    profile: [1],
     onProgress: (line) => process.stderr.write(`${line}\n`),
   });
   process.stdout.write(formatGptOssBench(result));

@@ -6,7 +6,7 @@
 //   prefill: one fresh sequence of N tokens
 // — each against its floor: max(bytes the step must read / the measured read bandwidth, FLOPs / the measured bf16
 // rate). Bytes: every weight the step touches once (the experts its tokens route to, expected count), the KV it
-// attends to. Optionally a per-launch profile of the batch-1 step.
+// attends to. Optionally a per-launch profile of chosen decode steps.
 
 import { findBuiltinModel } from "../../models/index.js";
 import type { GptOssConfig } from "../../models/gpt-oss/config.js";
@@ -28,8 +28,8 @@ export interface GptOssBenchOptions {
   readonly replays: number;
   /** Time a prefill of this many fresh tokens too (0: no). */
   readonly prefillTokens: number;
-  /** Time every launch of the batch-1 step alone (slow: one graph per launch). */
-  readonly profile: boolean;
+  /** Decode batch sizes whose step is profiled: every launch timed alone (slow: one graph per launch). */
+  readonly profile: readonly number[];
   readonly onProgress?: (line: string) => void;
 }
 
@@ -45,6 +45,11 @@ export interface StepTiming {
   readonly launches: number;
   /** The bucket this step ran in (its token bound). */
   readonly bucket: number;
+}
+
+export interface ProfiledStep {
+  readonly batch: number;
+  readonly kinds: readonly { readonly kind: string; readonly launches: number; readonly ms: number }[];
 }
 
 export interface GptOssBenchResult {
@@ -65,7 +70,7 @@ export interface GptOssBenchResult {
   readonly initMs: number;
   readonly generate: { readonly promptTokens: number; readonly tokens: readonly number[]; readonly ms: number; readonly finishReason: string };
   readonly decode: readonly StepTiming[];
-  readonly profile?: readonly { readonly kind: string; readonly launches: number; readonly ms: number }[];
+  readonly profile?: readonly ProfiledStep[];
   readonly prefill?: { readonly tokens: number; readonly ms: number; readonly floorMs: number; readonly ofFloor: number; readonly tokensPerSecond: number };
 }
 
@@ -211,10 +216,10 @@ export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBench
       }
     }
 
-    let profile: GptOssBenchResult["profile"];
-    if (o.profile) {
-      say("profiling every launch of the batch-1 step");
-      const { bucket, symbols } = exec.stage(STEP_ENTRY, decodeInputs(layout, 1, o.past, c.vocabSize));
+    let profile: ProfiledStep[] | undefined;
+    for (const batch of o.profile) {
+      say(`profiling every launch of the batch-${batch} step`);
+      const { bucket, symbols } = exec.stage(STEP_ENTRY, decodeInputs(layout, batch, o.past, c.vocabSize));
       const all = { ...exec.loadSymbols, ...symbols };
       const byKind = new Map<string, { launches: number; ms: number }>();
       bucket.launches.forEach((l, i) => {
@@ -227,7 +232,7 @@ export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBench
         const acc = byKind.get(kind) ?? { launches: 0, ms: 0 };
         byKind.set(kind, { launches: acc.launches + 1, ms: acc.ms + ms });
       });
-      profile = [...byKind].map(([kind, v]) => ({ kind, ...v })).sort((a, b) => b.ms - a.ms);
+      (profile ??= []).push({ batch, kinds: [...byKind].map(([kind, v]) => ({ kind, ...v })).sort((a, b) => b.ms - a.ms) });
     }
 
     let prefill: GptOssBenchResult["prefill"];
@@ -304,10 +309,10 @@ export function formatGptOssBench(r: GptOssBenchResult): string {
     const p = r.prefill;
     lines.push("", `prefill ${p.tokens} tokens: ${p.ms.toFixed(1)} ms, ${p.tokensPerSecond.toFixed(0)} tokens/s; floor ${p.floorMs.toFixed(1)} ms (${(p.ofFloor * 100).toFixed(1)}%)`);
   }
-  if (r.profile) {
-    const total = r.profile.reduce((a, p) => a + p.ms, 0);
-    lines.push("", `per-launch profile of the batch-1 step (sum ${total.toFixed(3)} ms; each launch alone, so small weights sit in L2):`);
-    for (const p of r.profile) lines.push(`  ${p.kind.padEnd(34)} ${String(p.launches).padStart(4)} launches ${p.ms.toFixed(3).padStart(8)} ms ${((p.ms / total) * 100).toFixed(1).padStart(5)}%`);
+  for (const step of r.profile ?? []) {
+    const total = step.kinds.reduce((a, p) => a + p.ms, 0);
+    lines.push("", `per-launch profile of the batch-${step.batch} step (sum ${total.toFixed(3)} ms; each launch alone, so small weights sit in L2):`);
+    for (const p of step.kinds) lines.push(`  ${p.kind.padEnd(34)} ${String(p.launches).padStart(4)} launches ${p.ms.toFixed(3).padStart(8)} ms ${((p.ms / total) * 100).toFixed(1).padStart(5)}%`);
   }
   return `${lines.join("\n")}\n`;
 }

@@ -11,7 +11,7 @@ interface BenchFlags {
   context: number;
   replays: number;
   prefill: number;
-  profile?: boolean;
+  profile?: number[] | true;
   json?: boolean;
 }
 
@@ -37,7 +37,7 @@ export function registerBenchCommand(program: Command): void {
     .option("--context <n>", "most tokens per sequence (the plan's maxContext)", integer("--context", 1), 4096)
     .option("--replays <n>", "timed replays of each decode step", integer("--replays", 1), 100)
     .option("--prefill <n>", "also time a prefill of this many tokens", integer("--prefill", 0), 0)
-    .option("--profile", "time every launch of the batch-1 step alone and sum by kernel kind")
+    .option("--profile [batches]", "time every launch of these decode steps alone (default: batch 1) and sum by kernel kind", parseBatches)
     .option("--json", "print one JSON object")
     .action(async (model: string, flags: BenchFlags) => {
       findBuiltinModel(model); // an unknown name fails here, before any GPU work
@@ -48,7 +48,7 @@ export function registerBenchCommand(program: Command): void {
         context: flags.context,
         replays: flags.replays,
         prefillTokens: flags.prefill,
-        profile: flags.profile === true,
+        profile: flags.profile === undefined ? [] : flags.profile === true ? [1] : flags.profile,
         onProgress: (line) => {
           if (!flags.json) process.stderr.write(`${line}\n`);
         },
