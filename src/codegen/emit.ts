@@ -28,6 +28,8 @@ type Lowering<K extends Op> = (n: NodeOf<K>, bounds: Readonly<Record<string, num
 
 const LEAF: NodeLowering = { kind: "leaf" };
 const VIEW: NodeLowering = { kind: "view" };
+/** Collectives run on NCCL between the kernels (runtime/executor.ts), no kernel of ours. */
+const COLLECTIVE: NodeLowering = { kind: "collective" };
 const kernels = <K extends Op>(emit: (n: NodeOf<K>, bounds: Readonly<Record<string, number>>) => NodeKernels): Lowering<K> => (n, bounds) => ({ kind: "kernels", kernels: emit(n, bounds) });
 
 export const LOWERINGS: { readonly [K in Op]: Lowering<K> } = {
@@ -65,6 +67,9 @@ export const LOWERINGS: { readonly [K in Op]: Lowering<K> } = {
   groupedLinear: kernels((n, bounds) => emitGroupedLinearLayer(n, { symbolBounds: bounds })),
   fusedRope: kernels(emitFusedRope),
   fusedElementwise: kernels(emitFusedElementwise),
+  allReduce: () => COLLECTIVE,
+  allGather: () => COLLECTIVE,
+  reduceScatter: () => COLLECTIVE,
 };
 
 /** A slice that is the first elements of its operand's storage: a view, no kernel. */

@@ -13,11 +13,26 @@ export interface QuantDesc {
   readonly weight: string;
 }
 
+/** A half-open index range [start, end). */
+export type IndexRange = readonly [number, number];
+
+/**
+ * Which part of a whole (checkpoint) tensor a parameter of one rank holds (a sharded model, src/passes/shard.ts):
+ * along each listed axis the indices in `ranges`, in order; every other axis whole. The loader reads only these.
+ */
+export interface ParamSlice {
+  /** The whole tensor's shape, as the checkpoint (or the unsharded model) holds it. */
+  readonly full: readonly number[];
+  readonly axes: readonly { readonly axis: number; readonly ranges: readonly IndexRange[] }[];
+}
+
 export interface ParamDecl {
   readonly name: string;
   readonly dtype: DType;
   readonly shape: Shape;
   readonly quant?: QuantDesc;
+  /** This rank's slice of the named tensor (a rank of a sharded model); absent: the whole tensor. */
+  readonly slice?: ParamSlice;
 }
 
 /** Model state (the KV cache): persistent between entry calls, starts zeroed. */

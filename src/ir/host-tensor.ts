@@ -95,3 +95,26 @@ export function tensorFromBytes(dtype: DType, shape: readonly number[], bytes: U
   }
   return { dtype, shape: [...shape], data };
 }
+
+/** The part of `t` in `ranges` along each listed axis (ranges ascending; other axes whole): a rank's slice of a weight. */
+export function sliceTensor(t: HostTensor, axes: readonly { readonly axis: number; readonly ranges: readonly (readonly [number, number])[] }[]): HostTensor {
+  let cur = t;
+  for (const { axis, ranges } of axes) {
+    const shape = cur.shape;
+    const outer = numElements(shape.slice(0, axis));
+    const size = shape[axis]!;
+    const inner = numElements(shape.slice(axis + 1));
+    const kept = ranges.reduce((n, [s, e]) => n + (e - s), 0);
+    const data = new Float64Array(outer * kept * inner);
+    let at = 0;
+    for (let o = 0; o < outer; o++) {
+      for (const [s, e] of ranges) {
+        if (s < 0 || e > size || s > e) throw new RangeError(`slice [${s}, ${e}) of axis ${axis} is outside ${formatShape(shape)}`);
+        data.set(cur.data.subarray((o * size + s) * inner, (o * size + e) * inner), at);
+        at += (e - s) * inner;
+      }
+    }
+    cur = { dtype: cur.dtype, shape: shape.map((d, i) => (i === axis ? kept : d)), data };
+  }
+  return cur;
+}

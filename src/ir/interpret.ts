@@ -5,6 +5,7 @@
 // Fused ops are evaluated with exactly the roundings of the primitive expansion the builder writes,
 // so a pass that fuses must leave the interpreter's output bit-identical.
 
+import { type CollectiveNode, collectiveOrder, combineCollective, isCollectiveNode } from "./collectives.js";
 import { type DType, decodeE2m1, decodeE8m0, isFloat, MXFP4_BLOCK, roundTo } from "./dtype.js";
 import type { Graph } from "./graph.js";
 import { entryResults, findEntry } from "./graph.js";
@@ -284,11 +285,13 @@ const EVALUATORS: { readonly [K in Op]: Evaluator<K> } = {
     const map = broadcastIndexMap(x!.shape, shape);
     return map ? Float64Array.from(map, (i) => x!.data[i]!) : x!.data;
   },
-  sample: (_n, [logits, temperature, topK, topP, uniform]) => {
+  sample: (_n, [logits, temperature, topK, topP, uniform, ids]) => {
     const [rows, vocab] = logits!.shape as [number, number];
     const out = new Float64Array(rows);
     for (let r = 0; r < rows; r++) {
-      out[r] = sampleRow(logits!.data.subarray(r * vocab, (r + 1) * vocab), temperature!.data[r]!, topK!.data[r]!, topP!.data[r]!, uniform!.data[r]!);
+      const row = logits!.data.subarray(r * vocab, (r + 1) * vocab);
+      const [t, k, p, u] = [temperature!.data[r]!, topK!.data[r]!, topP!.data[r]!, uniform!.data[r]!];
+      out[r] = ids ? sampleCandidates(row, ids.data.subarray(r * vocab, (r + 1) * vocab), t, k, p, u) : sampleRow(row, t, k, p, u);
     }
     return out;
   },
@@ -378,6 +381,9 @@ const EVALUATORS: { readonly [K in Op]: Evaluator<K> } = {
     }
     return out;
   },
+  allReduce: (n) => collectiveAlone(n),
+  allGather: (n) => collectiveAlone(n),
+  reduceScatter: (n) => collectiveAlone(n),
   fusedElementwise: (n, ins, _ctx, shape) => {
     const size = numElements(shape);
     const maps = ins.map((t) => broadcastIndexMap(t.shape, shape));
@@ -392,6 +398,10 @@ const EVALUATORS: { readonly [K in Op]: Evaluator<K> } = {
     return out;
   },
 };
+
+function collectiveAlone(n: CollectiveNode): never {
+  throw new Error(`${n.op} #${n.attrs.seq} combines the ranks of a rank set; run the set's graphs together (interpretRanks)`);
+}
 
 function bodyDtypes(body: readonly FusedInstr[], inputs: readonly DType[]): DType[] {
   const t: DType[] = [];
@@ -606,13 +616,28 @@ export function sampleRow(logits: ArrayLike<number>, temperature: number, topK: 
   return keep[keep.length - 1]!;
 }
 
-/** MoE with the roundings of the builder's `moe` expansion in x's dtype. */
+/**
+ * `sample` over candidate columns: row[j] is the logit of token ids[j] (−1: an unused column). The candidates, in
+ * id order, are sampled as a vocabulary of their own (sampleRow); the pick is mapped back to its token id.
+ */
+export function sampleCandidates(row: ArrayLike<number>, ids: ArrayLike<number>, temperature: number, topK: number, topP: number, uniform: number): number {
+  const cols: number[] = [];
+  for (let j = 0; j < row.length; j++) if (ids[j]! >= 0) cols.push(j);
+  if (cols.length === 0) return -1;
+  cols.sort((a, b) => ids[a]! - ids[b]!);
+  const picked = sampleRow(cols.map((j) => row[j]!), temperature, topK, topP, uniform);
+  return picked < 0 ? -1 : ids[cols[picked]!]!;
+}
+
+/** MoE with the roundings of the builder's `moe` expansion in x's dtype; with firstExpert, only the local experts add. */
 function moeExperts(n: NodeOf<"moeExperts">, ins: readonly HostTensor[]): Float64Array {
   const dt = n.dtype;
   const x = ins[0]!;
   const [rw, rb] = [ins[1]!, ins[2]!];
   const [tokens, dm] = x.shape as [number, number];
-  const e = rw.shape[0]!;
+  const e = ins[3]!.shape[0]!; // local experts (all of the router's, unless expert-parallel)
+  const first = n.attrs.firstExpert ?? 0;
+  const routed = rw.shape[0]!;
   const { topK, limit, alpha } = n.attrs;
   // expert weights as dense [E, in, out] row-major matrices, or dequantized [E, out, in]
   let gate: { w: Float64Array; transposed: boolean }, down: { w: Float64Array; transposed: boolean };
@@ -639,16 +664,18 @@ function moeExperts(n: NodeOf<"moeExperts">, ins: readonly HostTensor[]): Float6
   const one = roundTo(dt, 1);
   for (let tk = 0; tk < tokens; tk++) {
     const xo = tk * dm;
-    const logits = new Float64Array(e);
-    for (let ex = 0; ex < e; ex++) {
+    const logits = new Float64Array(routed);
+    for (let ex = 0; ex < routed; ex++) {
       let acc = 0;
       for (let c = 0; c < dm; c++) acc += x.data[xo + c]! * rw.data[ex * dm + c]!;
       logits[ex] = roundTo(dt, roundTo(dt, acc) + roundTo(dt, rb.data[ex]!));
     }
-    const picked = topkIndices(logits, 0, e, topK);
+    const picked = topkIndices(logits, 0, routed, topK);
     const weights = roundedSoftmax(picked.map((i) => logits[i]!), dt);
     const contributions: Float64Array[] = [];
-    picked.forEach((ex, j) => {
+    picked.forEach((global, j) => {
+      const ex = global - first;
+      if (ex < 0 || ex >= e) return; // another rank's expert
       const h = new Float64Array(inter);
       for (let c = 0; c < inter; c++) {
         const col = (o: number) => {
@@ -681,9 +708,18 @@ function moeExperts(n: NodeOf<"moeExperts">, ins: readonly HostTensor[]): Float6
 
 // ---- driver --------------------------------------------------------------------------------------
 
-/** Evaluates nodes given symbol values, inputs and params; returns the values of `roots`. */
-export function evaluateNodes(roots: readonly Node[], ctx: InterpretContext): HostTensor[] {
-  const order = topoOrder(roots);
+/** A collective reached by one rank's evaluation: its node and this rank's operand; the evaluation resumes with its result. */
+export interface CollectiveRequest {
+  readonly node: CollectiveNode;
+  readonly operand: HostTensor;
+}
+
+/**
+ * Evaluates nodes given symbol values, inputs and params, yielding at every collective (in `seq` order) for the
+ * rank set's result; returns the values of `roots`. `evaluateNodes` runs it alone, `interpretRanks` for a whole set.
+ */
+export function* evaluateSteps(roots: readonly Node[], ctx: InterpretContext, after?: (n: Node) => readonly Node[]): Generator<CollectiveRequest, HostTensor[], HostTensor> {
+  const order = topoOrder(roots, collectiveOrder(roots, after));
   const remainingUses = new Map<Node, number>();
   for (const n of order) for (const i of n.inputs) remainingUses.set(i, (remainingUses.get(i) ?? 0) + 1);
   for (const r of roots) remainingUses.set(r, (remainingUses.get(r) ?? 0) + 1);
@@ -692,11 +728,17 @@ export function evaluateNodes(roots: readonly Node[], ctx: InterpretContext): Ho
     const ins = n.inputs.map((i) => values.get(i)!);
     const shape = evalShape(n.shape, ctx.symbols);
     let data: Float64Array;
-    try {
-      data = (EVALUATORS[n.op] as Evaluator<Op>)(n as NodeOf<Op>, ins, ctx, shape);
-    } catch (err) {
-      const where = n.site ? ` (built at ${n.site.file}:${n.site.line})` : "";
-      throw new Error(`interpreting ${n.op}${where}: ${err instanceof Error ? err.message : String(err)}`);
+    if (isCollectiveNode(n)) {
+      const result = yield { node: n, operand: ins[0]! };
+      if (result.dtype !== n.dtype || formatShape(result.shape) !== formatShape(shape)) throw new Error(`${n.op} #${n.attrs.seq} produced ${result.dtype}${formatShape(result.shape)} for ${n.dtype}${formatShape(shape)}`);
+      data = result.data;
+    } else {
+      try {
+        data = (EVALUATORS[n.op] as Evaluator<Op>)(n as NodeOf<Op>, ins, ctx, shape);
+      } catch (err) {
+        const where = n.site ? ` (built at ${n.site.file}:${n.site.line})` : "";
+        throw new Error(`interpreting ${n.op}${where}: ${err instanceof Error ? err.message : String(err)}`);
+      }
     }
     if (data.length !== numElements(shape)) throw new Error(`interpreter bug: ${n.op} produced ${data.length} values for ${formatShape(shape)}`);
     values.set(n, { dtype: n.dtype, shape, data });
@@ -708,6 +750,14 @@ export function evaluateNodes(roots: readonly Node[], ctx: InterpretContext): Ho
     }
   }
   return roots.map((r) => values.get(r)!);
+}
+
+/** Evaluates nodes given symbol values, inputs and params; returns the values of `roots` (a collective is an error). */
+export function evaluateNodes(roots: readonly Node[], ctx: InterpretContext): HostTensor[] {
+  const run = evaluateSteps(roots, ctx);
+  const step = run.next();
+  if (!step.done) collectiveAlone(step.value.node);
+  return step.value;
 }
 
 /** Binds symbol values from the actual shapes of an entry point's inputs. */
@@ -746,7 +796,29 @@ export function interpretStep(
   inputs: Readonly<Record<string, HostTensor>>,
   params: Readonly<Record<string, HostTensor>>,
   states: Readonly<Record<string, HostTensor>>,
-): { outputs: Record<string, HostTensor>; updates: Record<string, HostTensor> } {
+): StepResult {
+  const run = stepRun(graph, entryName, inputs, params, states);
+  const step = run.next();
+  if (!step.done) collectiveAlone(step.value.node);
+  return step.value;
+}
+
+export interface StepResult {
+  readonly outputs: Record<string, HostTensor>;
+  readonly updates: Record<string, HostTensor>;
+}
+
+/**
+ * One entry call of one rank's graph as a resumable evaluation: it yields at each collective (the rank's operand)
+ * and resumes with the rank set's result. The fake CPU ranks of a process group drive it across processes.
+ */
+export function* stepRun(
+  graph: Graph,
+  entryName: string,
+  inputs: Readonly<Record<string, HostTensor>>,
+  params: Readonly<Record<string, HostTensor>>,
+  states: Readonly<Record<string, HostTensor>>,
+): Generator<CollectiveRequest, StepResult, HostTensor> {
   const entry = findEntry(graph, entryName);
   const symbols = bindSymbols(graph, entryName, inputs);
   // load-time symbols (state sized when loaded, a KV pool) take their values from the states given
@@ -756,7 +828,7 @@ export function interpretStep(
     const err = bindShape(decl.shape, t.shape, symbols);
     if (err) throw new Error(`state ${decl.name} ${formatShape(t.shape)}: ${err}`);
   }
-  const results = evaluateNodes(entryResults(entry), { symbols, inputs, params, states });
+  const results = yield* evaluateSteps(entryResults(entry), { symbols, inputs, params, states });
   const outputs: Record<string, HostTensor> = {};
   const updates: Record<string, HostTensor> = {};
   entry.outputs.forEach((o, i) => (outputs[o.name] = results[i]!));
@@ -764,4 +836,29 @@ export function interpretStep(
   return { outputs, updates };
 }
 
-
+/**
+ * Runs one entry point of every graph of a rank set together (simulated ranks): rank r's graph on its own params and
+ * states, every rank on the same entry inputs, each collective combined across the ranks when all of them reach it.
+ */
+export function interpretRanks(
+  graphs: readonly Graph[],
+  entryName: string,
+  inputs: Readonly<Record<string, HostTensor>>,
+  params: readonly Readonly<Record<string, HostTensor>>[],
+  states: readonly Readonly<Record<string, HostTensor>>[] = [],
+): StepResult[] {
+  if (params.length !== graphs.length) throw new Error(`interpretRanks: ${graphs.length} rank graphs but ${params.length} parameter sets`);
+  const runs = graphs.map((g, r) => stepRun(g, entryName, inputs, params[r]!, states[r] ?? {}));
+  let resume: (HostTensor | undefined)[] = graphs.map(() => undefined);
+  for (;;) {
+    const steps = runs.map((run, r) => (resume[r] === undefined ? run.next() : run.next(resume[r]!)));
+    const finished = steps.filter((s) => s.done).length;
+    if (finished === steps.length) return steps.map((s) => s.value as StepResult);
+    const waiting = steps.map((s, r) => (s.done ? `rank ${r} finished` : `rank ${r} at ${s.value.node.op} #${s.value.node.attrs.seq}`));
+    if (finished > 0) throw new Error(`the ranks disagree on their collectives: ${waiting.join(", ")}`);
+    const requests = steps.map((s) => s.value as CollectiveRequest);
+    const head = requests[0]!.node;
+    if (requests.some((q) => q.node.op !== head.op || q.node.attrs.seq !== head.attrs.seq)) throw new Error(`the ranks disagree on their collectives: ${waiting.join(", ")}`);
+    resume = combineCollective(head, requests.map((q) => q.operand));
+  }
+}

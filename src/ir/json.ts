@@ -75,12 +75,15 @@ const ATTR_SCHEMAS: { readonly [K in Op]: z.ZodType<OpAttrs[K]> } = {
   seqTokenRanges: z.strictObject({}),
   uniqueIndices: z.strictObject({}),
   pagedAttention: z.strictObject({ scale: z.number(), window: intSchema, blockSize: intSchema, hasSinks: z.boolean() }),
-  moeExperts: z.strictObject({ topK: intSchema, limit: z.number(), alpha: z.number(), weightFormat: z.enum(["dense", "mxfp4"]) }),
+  moeExperts: z.strictObject({ topK: intSchema, limit: z.number(), alpha: z.number(), weightFormat: z.enum(["dense", "mxfp4"]), firstExpert: intSchema.optional() }) as unknown as z.ZodType<OpAttrs["moeExperts"]>,
   mxfp4Matmul: z.strictObject({}) as unknown as z.ZodType<OpAttrs["mxfp4Matmul"]>,
   fusedLinear: z.strictObject({ transposeB: z.boolean() }),
   groupedLinear: z.strictObject({ result: z.number().int().nonnegative() }),
   fusedRope: z.strictObject({}) as unknown as z.ZodType<OpAttrs["fusedRope"]>,
   fusedElementwise: z.strictObject({ body: z.array(fusedInstrSchema), shape: shapeSchema }),
+  allReduce: z.strictObject({ ranks: intSchema, seq: intSchema }),
+  allGather: z.strictObject({ ranks: intSchema, seq: intSchema }),
+  reduceScatter: z.strictObject({ ranks: intSchema, seq: intSchema }),
 };
 
 const siteSchema = z.strictObject({ file: z.string(), line: intSchema, column: intSchema });
@@ -107,6 +110,10 @@ export const graphJsonSchema = z.strictObject({
       dtype: dtypeSchema,
       shape: shapeSchema,
       quant: z.strictObject({ format: z.literal("mxfp4"), role: z.enum(["blocks", "scales"]), weight: z.string() }).optional(),
+      slice: z.strictObject({
+        full: z.array(z.number().int().nonnegative()),
+        axes: z.array(z.strictObject({ axis: z.number().int().nonnegative(), ranges: z.array(z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()])) })),
+      }).optional(),
     }),
   ),
   /** Model state (absent in graphs without any). */
@@ -149,7 +156,13 @@ export function graphToJson(g: Graph): GraphJson {
     version: IR_JSON_VERSION,
     name: g.name,
     symbols: { ...g.symbols },
-    params: g.params.map((p) => ({ name: p.name, dtype: p.dtype, shape: encodeShape(p.shape), ...(p.quant ? { quant: { ...p.quant } } : {}) })),
+    params: g.params.map((p) => ({
+      name: p.name,
+      dtype: p.dtype,
+      shape: encodeShape(p.shape),
+      ...(p.quant ? { quant: { ...p.quant } } : {}),
+      ...(p.slice ? { slice: { full: [...p.slice.full], axes: p.slice.axes.map((a) => ({ axis: a.axis, ranges: a.ranges.map(([s, e]): [number, number] => [s, e]) })) } } : {}),
+    })),
     ...(g.states.length ? { states: g.states.map((st) => ({ name: st.name, dtype: st.dtype, shape: encodeShape(st.shape) })) } : {}),
     nodes: nodes.map((n) => ({
       op: n.op,
@@ -219,7 +232,7 @@ export function graphFromJson(value: unknown, source = "graph JSON"): Graph {
     outputs: e.outputs.map((o) => ({ name: o.name, node: nodeAt(o.node, `entry ${e.name} output ${o.name}`) })),
     updates: (e.updates ?? []).map((u) => ({ name: u.name, node: nodeAt(u.node, `entry ${e.name} update of ${u.name}`) })),
   }));
-  const params: ParamDecl[] = j.params.map((p) => (p.quant ? { name: p.name, dtype: p.dtype, shape: p.shape, quant: p.quant } : { name: p.name, dtype: p.dtype, shape: p.shape }));
+  const params: ParamDecl[] = j.params.map((p) => ({ name: p.name, dtype: p.dtype, shape: p.shape, ...(p.quant ? { quant: p.quant } : {}), ...(p.slice ? { slice: p.slice } : {}) }));
   const states = (j.states ?? []).map((st) => ({ name: st.name, dtype: st.dtype as DType, shape: st.shape }));
   const g: Graph = { name: j.name, symbols: j.symbols, params, states, entries, table };
   const problems = verifyGraph(g);

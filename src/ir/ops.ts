@@ -16,6 +16,9 @@
 // - Edge semantics (interpreter and kernels agree): integer division truncates toward zero and by
 //   zero gives 0; float→int casts truncate; a cast to bool is (x != 0), so NaN is true; min/max
 //   propagate NaN; topk ranks NaN highest.
+// - Collectives (allReduce, allGather, reduceScatter) exist only in the graphs of a rank set (the sharding pass,
+//   src/passes/shard.ts, makes them): every rank of the set runs its own graph and each collective combines the
+//   ranks' operands. `seq` numbers a set's collectives; every rank reaches them in that order.
 
 import { type DType, isFloat, isInteger, isNumeric, MXFP4_BLOCK } from "./dtype.js";
 import {
@@ -105,6 +108,9 @@ export interface OpAttrs {
    * (0 or ≥ V: all; ties to the lower id), then the fewest of those, largest first, whose w reach topP of their
    * sum (topP ≥ 1: all); the draw picks the first kept token, in id order, whose running sum of kept w exceeds
    * uniform · (sum of kept w).
+   * With a sixth input ids i32 [R, V] (candidates: the vocabulary-parallel form the sharding pass makes), column j
+   * of row r holds the logit of token ids[r, j] (distinct in a row; −1 marks an unused column): the row is the
+   * sample over those tokens alone, taken in id order (ties and the draw go by token id), and the result is a token id.
    */
   sample: Record<string, never>;
   /** blocks fp4e2m1x2 [..., nb, 16] and scales e8m0 [..., nb] → [..., nb·32]. */
@@ -146,7 +152,18 @@ export interface OpAttrs {
    * dense: gate_up W [E, D, 2I], b [E, 2I], down W [E, I, D], b [E, D];
    * mxfp4: gate_up blocks [E, 2I, D/32, 16], scales [E, 2I, D/32], b; down blocks [E, D, I/32, 16], scales [E, D, I/32], b.
    */
-  moeExperts: { readonly topK: number; readonly limit: number; readonly alpha: number; readonly weightFormat: "dense" | "mxfp4" };
+  moeExperts: {
+    readonly topK: number;
+    readonly limit: number;
+    readonly alpha: number;
+    readonly weightFormat: "dense" | "mxfp4";
+    /**
+     * Expert parallelism: the expert weights hold experts firstExpert … firstExpert + E_local − 1 of the router's E
+     * (E_local = their leading dim). Routing still picks the top-k of all E; picks outside the local experts add
+     * nothing, so summing every rank's output gives the whole MoE. Absent: all E experts are local.
+     */
+    readonly firstExpert?: number;
+  };
   /** x [..., M, K] · dequantMxfp4(blocks [N, K/32, 16], scales [N, K/32])ᵀ → [..., M, N]. */
   mxfp4Matmul: Record<string, never>;
   /**
@@ -169,6 +186,13 @@ export interface OpAttrs {
   fusedRope: Record<string, never>;
   /** One kernel for a chain of elementwise instructions; inputs broadcast (numpy rules) to `shape`. */
   fusedElementwise: { readonly body: readonly FusedInstr[]; readonly shape: Shape };
+  // collectives: across the `ranks` graphs of a rank set; `seq` is the collective's place in the set's order
+  /** x → the sum over ranks of x (f64, in rank order, rounded once to x's dtype); every rank gets it. */
+  allReduce: { readonly ranks: number; readonly seq: number };
+  /** x [...] → [ranks, ...]: every rank's x, stacked in rank order; every rank gets it. */
+  allGather: { readonly ranks: number; readonly seq: number };
+  /** x [ranks, ...] → [...]: rank r gets the sum over ranks of their block r (as allReduce sums). */
+  reduceScatter: { readonly ranks: number; readonly seq: number };
 }
 
 export type Op = keyof OpAttrs;
@@ -178,7 +202,14 @@ export const PRIMITIVE_OPS = [
   "matmul", "reshape", "transpose", "slice", "concat", "gather", "scatter", "broadcast", "topk", "sample", "dequantMxfp4",
 ] as const satisfies readonly Op[];
 export const FUSED_OPS = ["fusedRmsNorm", "sinkAttention", "pagedAttention", "seqTokenRanges", "uniqueIndices", "moeExperts", "mxfp4Matmul", "fusedLinear", "groupedLinear", "fusedRope", "fusedElementwise"] as const satisfies readonly Op[];
-export const ALL_OPS: readonly Op[] = [...PRIMITIVE_OPS, ...FUSED_OPS];
+export const COLLECTIVE_OPS = ["allReduce", "allGather", "reduceScatter"] as const satisfies readonly Op[];
+export type CollectiveOp = (typeof COLLECTIVE_OPS)[number];
+export const ALL_OPS: readonly Op[] = [...PRIMITIVE_OPS, ...FUSED_OPS, ...COLLECTIVE_OPS];
+
+/** Whether an op is a collective (it needs the other ranks of its rank set to compute). */
+export function isCollective(op: Op): op is CollectiveOp {
+  return (COLLECTIVE_OPS as readonly string[]).includes(op);
+}
 
 export interface TensorType {
   readonly dtype: DType;
@@ -431,7 +462,7 @@ export const TYPE_RULES: { readonly [K in Op]: TypeRule<K> } = {
     return { dtype: a.result === "values" ? x.dtype : "i32", shape: [...x.shape.slice(0, -1), a.k] };
   },
   sample: (_a, ins) => {
-    expectArity(ins, [5]);
+    expectArity(ins, [5, 6]);
     const [logits, temperature, topK, topP, uniform] = ins as [TensorType, TensorType, TensorType, TensorType, TensorType];
     requireFloat(logits, "logits");
     requireRank(logits, 2, "logits");
@@ -439,6 +470,8 @@ export const TYPE_RULES: { readonly [K in Op]: TypeRule<K> } = {
     for (const [t, what, dtype] of [[temperature, "temperature", "f32"], [topK, "topK", "i32"], [topP, "topP", "f32"], [uniform, "uniform", "f32"]] as const) {
       if (t.dtype !== dtype || !shapesEqual(t.shape, [rows])) fail(`${what} must be ${dtype}[${rows}], got ${t.dtype}${formatShape(t.shape)}`);
     }
+    const ids = ins[5];
+    if (ids && (ids.dtype !== "i32" || !shapesEqual(ids.shape, logits.shape))) fail(`ids must be i32${formatShape(logits.shape)}, got ${ids.dtype}${formatShape(ids.shape)}`);
     return { dtype: "i32", shape: [rows] };
   },
   dequantMxfp4: (a, ins) => {
@@ -559,6 +592,12 @@ export const TYPE_RULES: { readonly [K in Op]: TypeRule<K> } = {
     requireDim(rw.shape[1]!, dm, "router weight width differs from hidden");
     if (!shapesEqual(rb.shape, [e])) fail(`router bias must be [${e}]`);
     if (!isStaticDim(e) || !Number.isInteger(a.topK) || a.topK < 1 || a.topK > e) fail(`topK ${a.topK} out of range for ${e} experts`);
+    // the expert weights hold the local experts: all E, or (expert parallelism) E_local of them from firstExpert on
+    const local = ins[3]!.shape[0]!;
+    const first = a.firstExpert ?? 0;
+    if (!isStaticDim(local) || !Number.isInteger(first) || first < 0 || first + local > e || (a.firstExpert === undefined && local !== e)) {
+      fail(`expert weights hold ${local} experts${a.firstExpert !== undefined ? ` from expert ${first}` : ""}, which the router's ${e} experts do not cover`);
+    }
     let inter: Dim;
     if (dense) {
       const [gw, gb, dw, db] = [ins[3]!, ins[4]!, ins[5]!, ins[6]!];
@@ -566,10 +605,10 @@ export const TYPE_RULES: { readonly [K in Op]: TypeRule<K> } = {
       const twoI = gw.shape[2]!;
       if (!isStaticDim(twoI) || twoI % 2 !== 0) fail(`gate_up width must be even`);
       inter = twoI / 2;
-      if (!shapesEqual(gw.shape, [e, dm, twoI])) fail(`gate_up weight must be [${e}, ${dm}, ${twoI}]`);
-      if (!shapesEqual(gb.shape, [e, twoI])) fail(`gate_up bias must be [${e}, ${twoI}]`);
-      if (!shapesEqual(dw.shape, [e, inter, dm])) fail(`down weight must be [${e}, ${inter}, ${dm}]`);
-      if (!shapesEqual(db.shape, [e, dm])) fail(`down bias must be [${e}, ${dm}]`);
+      if (!shapesEqual(gw.shape, [local, dm, twoI])) fail(`gate_up weight must be [${local}, ${dm}, ${twoI}]`);
+      if (!shapesEqual(gb.shape, [local, twoI])) fail(`gate_up bias must be [${local}, ${twoI}]`);
+      if (!shapesEqual(dw.shape, [local, inter, dm])) fail(`down weight must be [${local}, ${inter}, ${dm}]`);
+      if (!shapesEqual(db.shape, [local, dm])) fail(`down bias must be [${local}, ${dm}]`);
     } else {
       const [gBlk, gSc, gb, dBlk, dSc, db] = ins.slice(3) as [TensorType, TensorType, TensorType, TensorType, TensorType, TensorType];
       if (!isStaticDim(dm) || dm % MXFP4_BLOCK !== 0) fail(`hidden ${dm} must be a static multiple of ${MXFP4_BLOCK}`);
@@ -579,12 +618,12 @@ export const TYPE_RULES: { readonly [K in Op]: TypeRule<K> } = {
       const check = (t: TensorType, dtype: DType, shape: Shape, what: string) => {
         if (t.dtype !== dtype || !shapesEqual(t.shape, shape)) fail(`${what} must be ${dtype}${formatShape(shape)}, got ${t.dtype}${formatShape(t.shape)}`);
       };
-      check(gBlk, "fp4e2m1x2", [e, twoI, dm / MXFP4_BLOCK, 16], "gate_up blocks");
-      check(gSc, "e8m0", [e, twoI, dm / MXFP4_BLOCK], "gate_up scales");
-      check(dBlk, "fp4e2m1x2", [e, dm, inter / MXFP4_BLOCK, 16], "down blocks");
-      check(dSc, "e8m0", [e, dm, inter / MXFP4_BLOCK], "down scales");
-      if (!shapesEqual(gb.shape, [e, twoI])) fail(`gate_up bias must be [${e}, ${twoI}]`);
-      if (!shapesEqual(db.shape, [e, dm])) fail(`down bias must be [${e}, ${dm}]`);
+      check(gBlk, "fp4e2m1x2", [local, twoI, dm / MXFP4_BLOCK, 16], "gate_up blocks");
+      check(gSc, "e8m0", [local, twoI, dm / MXFP4_BLOCK], "gate_up scales");
+      check(dBlk, "fp4e2m1x2", [local, dm, inter / MXFP4_BLOCK, 16], "down blocks");
+      check(dSc, "e8m0", [local, dm, inter / MXFP4_BLOCK], "down scales");
+      if (!shapesEqual(gb.shape, [local, twoI])) fail(`gate_up bias must be [${local}, ${twoI}]`);
+      if (!shapesEqual(db.shape, [local, dm])) fail(`down bias must be [${local}, ${dm}]`);
     }
     return { dtype: x.dtype, shape: x.shape };
   },
@@ -644,7 +683,32 @@ export const TYPE_RULES: { readonly [K in Op]: TypeRule<K> } = {
     if (last === undefined) fail(`empty body`);
     return { dtype: last, shape };
   },
+  allReduce: (a, ins) => {
+    expectArity(ins, [1]);
+    collectiveAttrs(a);
+    requireNumeric(ins[0]!, "operand");
+    return { dtype: ins[0]!.dtype, shape: ins[0]!.shape };
+  },
+  allGather: (a, ins) => {
+    expectArity(ins, [1]);
+    collectiveAttrs(a);
+    if (!isNumeric(ins[0]!.dtype) && ins[0]!.dtype !== "bool") fail(`operand must be numeric or bool, got ${ins[0]!.dtype}`);
+    return { dtype: ins[0]!.dtype, shape: [a.ranks, ...ins[0]!.shape] };
+  },
+  reduceScatter: (a, ins) => {
+    expectArity(ins, [1]);
+    collectiveAttrs(a);
+    const x = ins[0]!;
+    requireNumeric(x, "operand");
+    if (x.shape.length < 1 || x.shape[0] !== a.ranks) fail(`operand must be [${a.ranks}, ...] (a block per rank), got ${formatShape(x.shape)}`);
+    return { dtype: x.dtype, shape: x.shape.slice(1) };
+  },
 };
+
+function collectiveAttrs(a: { readonly ranks: number; readonly seq: number }): void {
+  if (!Number.isInteger(a.ranks) || a.ranks < 1) fail(`ranks must be a positive integer, got ${a.ranks}`);
+  if (!Number.isInteger(a.seq) || a.seq < 0) fail(`seq must be a non-negative integer, got ${a.seq}`);
+}
 
 /** The dtype of each instruction of a fused body, checking operand references and types. */
 export function fusedBodyTypes(body: readonly FusedInstr[], inputDtypes: readonly DType[]): DType[] {

@@ -78,6 +78,9 @@ const ATTR_FORMATTERS: { readonly [K in Op]: AttrFormatter<K> } = {
   groupedLinear: (a) => ` {result=${a.result}}`,
   fusedRope: () => "",
   fusedElementwise: (a) => ` {${a.body.map(formatInstr).join("; ")}}`,
+  allReduce: keyValues,
+  allGather: keyValues,
+  reduceScatter: keyValues,
 };
 
 export interface PrintOptions {
@@ -104,7 +107,8 @@ export function printGraph(g: Graph, opts: PrintOptions = {}): string {
   for (const [name, max] of Object.entries(g.symbols).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) lines.push(`sym ${name} <= ${max}`);
   for (const p of g.params) {
     const quant = p.quant ? ` ${p.quant.format}.${p.quant.role} of ${p.quant.weight}` : "";
-    lines.push(`param ${p.name} : ${p.dtype}${formatShape(p.shape)}${quant}`);
+    const slice = p.slice ? ` slice of ${formatShape(p.slice.full)}: ${p.slice.axes.map((a) => `axis ${a.axis} ${a.ranges.map(([s, e]) => `[${s}, ${e})`).join(" ")}`).join(", ")}` : "";
+    lines.push(`param ${p.name} : ${p.dtype}${formatShape(p.shape)}${quant}${slice}`);
   }
   for (const st of g.states) lines.push(`state ${st.name} : ${st.dtype}${formatShape(st.shape)}`);
   const ids = numberNodes(g);

@@ -66,6 +66,9 @@ const STRUCTURE_CHECKS: { readonly [K in Op]: StructureCheck<K> } = {
   groupedLinear: noStructure,
   fusedRope: noStructure,
   fusedElementwise: noStructure,
+  allReduce: noStructure,
+  allGather: noStructure,
+  reduceScatter: noStructure,
 };
 
 /** All problems found in the graph (empty when it is well formed). */

@@ -8,11 +8,16 @@
 // Launch order is a topological order of the nodes (operands first, outputs in declaration order).
 // Parameters and state get the same buffer id in every entry point, so they share one weights region.
 //
+// Collectives (a rank of a sharded model) are no kernels: each is a step of its own that reads its operand's
+// buffer and writes its result's (the executor runs it with NCCL between the kernels, in launch order), and each
+// comes after the collective numbered before it, so every rank issues them in one order.
+//
 // State updates are written in place: an entry's update of state S must be scatter(S, rows, values),
 // whose result is S's own storage and whose launches write only the scattered rows. Every other reader
 // of S's old value (through views too) is ordered before that scatter, so reads see the value from
 // before the call, as the IR says; a reader that depends on the update itself is a cycle and an error.
 
+import { collectiveOrder, type CollectiveNode } from "../ir/collectives.js";
 import { dtypeBytes } from "../ir/dtype.js";
 import type { EntryPoint, Graph } from "../ir/graph.js";
 import { entryNodes, entryResults, loadTimeSymbols } from "../ir/graph.js";
@@ -22,7 +27,12 @@ import type { KernelLaunch, NodeKernels } from "./kernel.js";
 import { evalSize } from "./kernel.js";
 import type { BufferKind, BufferRequest, EntrySchedule, Step } from "./memory-plan.js";
 
-export type NodeLowering = { readonly kind: "leaf" } | { readonly kind: "view" } | { readonly kind: "kernels"; readonly kernels: NodeKernels };
+export type NodeLowering =
+  | { readonly kind: "leaf" }
+  | { readonly kind: "view" }
+  | { readonly kind: "kernels"; readonly kernels: NodeKernels }
+  /** A collective across the ranks of a rank set (run by the executor with NCCL, not as a kernel). */
+  | { readonly kind: "collective" };
 
 export type LowerNode = (node: Node) => NodeLowering;
 
@@ -63,9 +73,20 @@ export interface ScheduledLaunch {
   readonly siblings: ReadonlyMap<string, number>;
 }
 
+/** A collective between kernel launches: it runs before launch `at` (after the last when `at` = launches.length). */
+export interface ScheduledCollective {
+  readonly node: CollectiveNode;
+  readonly at: number;
+  /** Buffer ids of its operand and its result. */
+  readonly operand: number;
+  readonly result: number;
+}
+
 export interface ScheduledEntry {
   readonly name: string;
   readonly launches: readonly ScheduledLaunch[];
+  /** Collectives in issue order (empty unless the graph is a rank of a sharded model). */
+  readonly collectives: readonly ScheduledCollective[];
   readonly buffers: readonly BufferInfo[];
   readonly aliases: ReadonlyMap<number, number>;
   /** Entry inputs and outputs by name → buffer id. */
@@ -141,7 +162,8 @@ function orderWithUpdates(e: EntryPoint, lower: LowerNode): { nodes: Node[]; inP
     if (e.outputs.some((o) => o.node === w)) throw new Error(`schedule: entry ${e.name} returns the update of state ${u.name} as an output; read it through the state instead`);
     inPlace.set(w, target as NodeOf<"state">);
   }
-  if (inPlace.size === 0) return { nodes: entryNodes(e), inPlace };
+  const roots = entryResults(e);
+  if (inPlace.size === 0) return { nodes: topoOrder(roots, collectiveOrder(roots)), inPlace };
   const users = usersOf(entryNodes(e));
   const oldReaders = (update: Node, state: Node): Node[] => {
     const readers: Node[] = [];
@@ -157,7 +179,7 @@ function orderWithUpdates(e: EntryPoint, lower: LowerNode): { nodes: Node[]; inP
   };
   const after = new Map([...inPlace].map(([w, st]) => [w, oldReaders(w, st)] as const));
   try {
-    return { nodes: topoOrder(entryResults(e), (n) => after.get(n) ?? []), inPlace };
+    return { nodes: topoOrder(roots, collectiveOrder(roots, (n) => after.get(n) ?? [])), inPlace };
   } catch (err) {
     throw new Error(`schedule: entry ${e.name} reads a state after updating it in place (${err instanceof Error ? err.message : String(err)})`);
   }
@@ -188,6 +210,7 @@ function scheduleEntry(g: Graph, e: EntryPoint, paramIds: ReadonlyMap<string, nu
   const aliases = new Map<number, number>();
   const bufferOf = new Map<Node, number>();
   const launches: ScheduledLaunch[] = [];
+  const collectives: ScheduledCollective[] = [];
   const steps: Step[] = [];
   const inputs = new Map<string, number>();
   let nextId = paramIds.size;
@@ -264,6 +287,15 @@ function scheduleEntry(g: Graph, e: EntryPoint, paramIds: ReadonlyMap<string, nu
         bufferOf.set(n, id);
         break;
       }
+      case "collective": {
+        const operand = bufferOf.get(n.inputs[0]!);
+        if (operand === undefined) throw new Error(`schedule: the operand of ${n.op} has no buffer`);
+        const result = add(outputNodes.has(n) ? "output" : "intermediate", bytesAtBound(n, bounds), n.op, n);
+        bufferOf.set(n, result);
+        collectives.push({ node: n as CollectiveNode, at: launches.length, operand, result });
+        steps.push({ reads: [operand], writes: [result] });
+        break;
+      }
       case "kernels": {
         const operands = n.inputs.map((i) => {
           const b = bufferOf.get(i);
@@ -297,5 +329,5 @@ function scheduleEntry(g: Graph, e: EntryPoint, paramIds: ReadonlyMap<string, nu
     buffers: buffers.map((b): BufferRequest => (aliases.has(b.id) ? { id: b.id, bytes: b.bytes, kind: b.kind, aliasOf: aliases.get(b.id)! } : { id: b.id, bytes: b.bytes, kind: b.kind })),
     steps,
   };
-  return { name: e.name, launches, buffers, aliases, inputs, outputs, planInput };
+  return { name: e.name, launches, collectives, buffers, aliases, inputs, outputs, planInput };
 }

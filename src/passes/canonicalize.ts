@@ -12,6 +12,7 @@ import type { Graph } from "../ir/graph.js";
 import { graphNodes } from "../ir/graph.js";
 import { evaluateNodes } from "../ir/interpret.js";
 import type { Node, NodeOf } from "../ir/node.js";
+import { isCollective } from "../ir/ops.js";
 import { isStaticShape, numElements, shapesEqual } from "../ir/shape.js";
 import { capture, captured, op } from "./pattern.js";
 import { type Rule, graphPass, rulePass } from "./rewrite.js";
@@ -86,7 +87,8 @@ const rules: Rule[] = [
   },
   {
     name: "fold-constants",
-    pattern: capture("n", (n) => !LEAF_OPS.has(n.op) && n.inputs.length > 0 && n.inputs.every((i) => isConstantLeaf(i) && isStaticShape(i.shape)) && isStaticShape(n.shape) && numElements(n.shape as number[]) <= FOLD_LIMIT),
+    // a collective's value depends on the other ranks: never folded
+    pattern: capture("n", (n) => !LEAF_OPS.has(n.op) && !isCollective(n.op) && n.inputs.length > 0 && n.inputs.every((i) => isConstantLeaf(i) && isStaticShape(i.shape)) && isStaticShape(n.shape) && numElements(n.shape as number[]) <= FOLD_LIMIT),
     sharedInterior: true,
     rewrite(m, ctx) {
       const [value] = evaluateNodes([m.root], { symbols: {}, inputs: {}, params: {} });

@@ -294,6 +294,18 @@ const CASES: { [K in Op]: OpCase } = {
     invalid: (b) =>
       expectIRError(() => b.table.make("fusedElementwise", { body: [{ op: "unary", fn: "exp", a: 1 }], shape: [3, 4] }, [x34(b).node], { file: "test/ir/type-rules.test.ts", line: 5, column: 1 }), "fusedElementwise", "not an earlier instruction"),
   },
+  allReduce: {
+    valid: (b) => expect(typeOf(new Tensor(b.table.make("allReduce", { ranks: 4, seq: 0 }, [b.constant(1, "bf16", ["tokens", 8]).node])))).toBe("bf16[tokens, 8]"),
+    invalid: (b) => expectIRError(() => b.table.make("allReduce", { ranks: 0, seq: 0 }, [x34(b).node], { file: "test/ir/type-rules.test.ts", line: 6, column: 1 }), "allReduce", "ranks must be a positive integer"),
+  },
+  allGather: {
+    valid: (b) => expect(typeOf(new Tensor(b.table.make("allGather", { ranks: 4, seq: 1 }, [b.constant(1, "f32", ["seqs", 8]).node])))).toBe("f32[4, seqs, 8]"),
+    invalid: (b) => expectIRError(() => b.table.make("allGather", { ranks: 2, seq: -1 }, [x34(b).node], { file: "test/ir/type-rules.test.ts", line: 7, column: 1 }), "allGather", "seq must be a non-negative integer"),
+  },
+  reduceScatter: {
+    valid: (b) => expect(typeOf(new Tensor(b.table.make("reduceScatter", { ranks: 3, seq: 2 }, [b.constant(1, "f32", [3, "tokens", 8]).node])))).toBe("f32[tokens, 8]"),
+    invalid: (b) => expectIRError(() => b.table.make("reduceScatter", { ranks: 2, seq: 0 }, [x34(b).node], { file: "test/ir/type-rules.test.ts", line: 8, column: 1 }), "reduceScatter", "a block per rank"),
+  },
 };
 
 describe("type rules", () => {
