@@ -6,9 +6,11 @@
 //             that holds them chosen, inputs copied into its slots, launches replayed with their sizes evaluated
 //             (or, for entries given to replayAsGraph, one CUDA graph per bucket and set of symbol values,
 //             captured on first use and kept in a bounded cache), outputs copied back
+// A rank of a sharded model also runs the plan's collectives between its launches, with the NCCL communicator it
+// was loaded with, on the launches' stream (so a CUDA graph captures them with the kernels).
 // No allocation happens after load: every tensor lives at the offset the memory planner (or load) gave it.
 
-import type { Plan, PlanBucket, PlanEntry } from "../src/lower/plan.js";
+import type { Plan, PlanBucket, PlanCollective, PlanEntry } from "../src/lower/plan.js";
 import { evalSize } from "../src/lower/kernel.js";
 import { type HostTensor, tensorFromBytes, tensorToBytes } from "../src/ir/host-tensor.js";
 import { dtypeBytes } from "../src/ir/dtype.js";
@@ -16,12 +18,20 @@ import { bindShape, evalShape, formatShape, numElements } from "../src/ir/shape.
 import { ARENA_ALIGNMENT, Arena } from "./arena.js";
 import type { CudaGraph, Device, Kernel, KernelArg, Stream } from "./cuda.js";
 import { loadKernels } from "./kernel-cache.js";
+import type { NcclComm } from "./nccl.js";
 
 export interface ExecutorOptions {
   /** Kernel cache directory, or false for none. Default: the standard cache. */
   readonly cacheDir?: string | false;
   /** Values of the plan's load-time symbols (those in the shapes of state sized at load, e.g. a KV pool's rows). */
   readonly loadSymbols?: Readonly<Record<string, number>>;
+  /** The communicator of this rank, for a plan with collectives (a rank of a sharded model). */
+  readonly comm?: NcclComm;
+}
+
+/** The collectives of a plan's buckets (a rank of a sharded model has some). */
+export function planCollectives(plan: Plan): PlanCollective[] {
+  return plan.entries.flatMap((e) => e.buckets.flatMap((b) => b.collectives ?? []));
 }
 
 /** CUDA graphs kept per executor (one per bucket and set of symbol values); the least recently used go first. */
@@ -56,6 +66,7 @@ export class PlanExecutor {
     readonly loadSymbols: Readonly<Record<string, number>>,
     /** Arena offset of each state (state sized at load sits after the planned region). */
     private readonly stateOffsets: readonly number[],
+    private readonly comm: NcclComm | undefined,
   ) {}
 
   static async load(plan: Plan, device: Device, opts: ExecutorOptions = {}): Promise<PlanExecutor> {
@@ -66,6 +77,13 @@ export class PlanExecutor {
       const bound = plan.symbols[name]!;
       if (value === undefined) throw new Error(`the plan sizes state by ${name} when it is loaded; give its value (loadSymbols.${name}, at most ${bound})`);
       if (!Number.isInteger(value) || value < 1 || value > bound) throw new Error(`load-time symbol ${name} = ${value} must be an integer in [1, ${bound}]`);
+    }
+    const collectives = planCollectives(plan);
+    if (collectives.length > 0) {
+      if (!opts.comm) throw new Error(`the plan is one rank of a sharded model (it runs ${collectives.length} collectives); load it with its NCCL communicator (ExecutorOptions.comm)`);
+      const ranks = collectives[0]!.ranks;
+      if (opts.comm.nranks !== ranks) throw new Error(`the plan is a rank of ${ranks} but the communicator has ${opts.comm.nranks} ranks`);
+      if (opts.comm.device.ordinal !== device.ordinal) throw new Error(`the communicator is on device ${opts.comm.device.ordinal}, the plan is loaded on ${device.ordinal}`);
     }
     // state sized at load goes after the planned region, in declaration order
     let next = align(plan.arena.bytes);
@@ -84,7 +102,7 @@ export class PlanExecutor {
       for (const b of e.buckets) for (const l of b.launches) if (l.sharedBytes > 48 * 1024) loaded.kernels[l.kernel]!.setMaxDynamicSharedBytes(l.sharedBytes);
     }
     const arena = Arena.allocate(device, Math.max(next, 256));
-    const exec = new PlanExecutor(plan, device, arena, loaded.kernels, { hits: loaded.compileResult.hits, misses: loaded.compileResult.misses }, loadSymbols, stateOffsets);
+    const exec = new PlanExecutor(plan, device, arena, loaded.kernels, { hits: loaded.compileResult.hits, misses: loaded.compileResult.misses }, loadSymbols, stateOffsets, opts.comm);
     exec.resetState();
     return exec;
   }
@@ -253,10 +271,29 @@ export class PlanExecutor {
   }
 
   private launchBucket(bucket: PlanBucket, symbols: Readonly<Record<string, number>>, stream?: Stream): void {
-    for (let i = 0; i < bucket.launches.length; i++) this.launchOne(bucket, i, symbols, stream);
+    const collectives = bucket.collectives ?? [];
+    let next = 0;
+    for (let i = 0; i <= bucket.launches.length; i++) {
+      while (next < collectives.length && collectives[next]!.at === i) this.runCollective(collectives[next++]!, symbols, stream);
+      if (i < bucket.launches.length) this.launchOne(bucket, i, symbols, stream);
+    }
   }
 
-  /** Launches one of a bucket's launches (profiling replays them one by one); `symbols` include the load-time ones. */
+  /** One collective of the plan, on `stream` (default: the device's), with this rank's communicator. */
+  private runCollective(c: PlanCollective, symbols: Readonly<Record<string, number>>, stream?: Stream): void {
+    const comm = this.comm!;
+    const count = evalSize(c.count, symbols);
+    if (count === 0) return;
+    const on = stream ?? this.device.stream;
+    const view = (offset: number, elements: number) => this.arena.tensor(offset, c.dtype, elements);
+    switch (c.op) {
+      case "allReduce": return comm.allReduce(view(c.send.offset, count), view(c.recv.offset, count), "sum", on);
+      case "allGather": return comm.allGather(view(c.send.offset, count), view(c.recv.offset, count * c.ranks), on);
+      case "reduceScatter": return comm.reduceScatter(view(c.send.offset, count * c.ranks), view(c.recv.offset, count), "sum", on);
+    }
+  }
+
+  /** Launches one of a bucket's kernel launches (profiling replays them one by one; collectives are not launches); `symbols` include the load-time ones. */
   launchOne(bucket: PlanBucket, index: number, symbols: Readonly<Record<string, number>>, stream?: Stream): void {
     const l = bucket.launches[index]!;
     const grid = l.grid.map((g) => evalSize(g, symbols)) as [number, number, number];

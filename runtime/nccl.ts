@@ -1,5 +1,6 @@
 // NCCL collectives: one communicator per rank (one process per GPU), each with its own stream so
-// collectives overlap with compute on other streams. Buffers are arena views; counts come from them.
+// collectives overlap with compute on other streams, or on a stream given per call (a plan's collectives run on
+// its launches' stream, so a CUDA graph captures them with the kernels). Buffers are arena views; counts come from them.
 import { native } from "./native.js";
 import type { Device, Stream } from "./cuda.js";
 import type { DType } from "../src/ir/dtype.js";
@@ -76,27 +77,28 @@ export class NcclComm {
     }
   }
 
-  allReduce(send: DeviceView, recv: DeviceView, op: ReduceOp = "sum"): void {
+  /** Reduces `send` across ranks into every rank's `recv`; on `stream` (default: the communicator's). */
+  allReduce(send: DeviceView, recv: DeviceView, op: ReduceOp = "sum", stream: Stream = this.stream): void {
     const type = sameType(send, recv, "allReduce");
     expectBytes("allReduce", send.bytes, recv.bytes);
     this.device.makeCurrent();
-    native().ncclAllReduce(send.pointer, recv.pointer, send.elements, type, NCCL_OPS[op], this.handle, this.stream.handle);
+    native().ncclAllReduce(send.pointer, recv.pointer, send.elements, type, NCCL_OPS[op], this.handle, stream.handle);
   }
 
   /** Every rank's `send` concatenated in rank order into `recv` (nranks times as large). */
-  allGather(send: DeviceView, recv: DeviceView): void {
+  allGather(send: DeviceView, recv: DeviceView, stream: Stream = this.stream): void {
     const type = sameType(send, recv, "allGather");
     expectBytes("allGather", send.bytes * this.nranks, recv.bytes);
     this.device.makeCurrent();
-    native().ncclAllGather(send.pointer, recv.pointer, send.elements, type, this.handle, this.stream.handle);
+    native().ncclAllGather(send.pointer, recv.pointer, send.elements, type, this.handle, stream.handle);
   }
 
   /** Reduces `send` across ranks; rank r receives block r (send is nranks times as large as recv). */
-  reduceScatter(send: DeviceView, recv: DeviceView, op: ReduceOp = "sum"): void {
+  reduceScatter(send: DeviceView, recv: DeviceView, op: ReduceOp = "sum", stream: Stream = this.stream): void {
     const type = sameType(send, recv, "reduceScatter");
     expectBytes("reduceScatter", send.bytes / this.nranks, recv.bytes);
     this.device.makeCurrent();
-    native().ncclReduceScatter(send.pointer, recv.pointer, recv.elements, type, NCCL_OPS[op], this.handle, this.stream.handle);
+    native().ncclReduceScatter(send.pointer, recv.pointer, recv.elements, type, NCCL_OPS[op], this.handle, stream.handle);
   }
 
   /** Copies `root`'s `send` into every rank's `recv` (send is only read on the root). */

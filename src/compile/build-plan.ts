@@ -12,11 +12,12 @@ import { lowerInPlaceUpdate, lowerNode, lowerSiblings } from "../codegen/emit.js
 import { dtypeBytes } from "../ir/dtype.js";
 import { bucketLadder, type EntryPoint, type Graph } from "../ir/graph.js";
 import { evalShape, numElements } from "../ir/shape.js";
-import { evalSize, type KernelSource, type SizeExpr, sourceHash } from "../lower/kernel.js";
+import { evalSize, type KernelSource, type SizeExpr, sizeExpr, sourceHash } from "../lower/kernel.js";
 import { type EntriesMemoryPlan, planEntries } from "../lower/memory-plan.js";
 import { type Plan, type PlanArg, PLAN_FORMAT, PLAN_VERSION } from "../lower/plan.js";
 import { type ScheduledEntry, scheduleEntryAt } from "../lower/schedule.js";
 import { opCounts } from "../passes/pipeline.js";
+import type { RankSet } from "../passes/shard.js";
 import { CODEGEN_VERSION } from "../../runtime/index.js";
 import { graphHash } from "./graph-hash.js";
 
@@ -40,7 +41,7 @@ interface Unit {
 }
 
 /** Builds the plan from a fused graph: schedules per bucket, memory plan, kernel table, resolved arguments. */
-export function buildPlan(fused: Graph, input: Graph, arch: string): { plan: Plan; memory: EntriesMemoryPlan } {
+export function buildPlan(fused: Graph, input: Graph, arch: string, splitOutputs?: RankSet["splitOutputs"]): { plan: Plan; memory: EntriesMemoryPlan } {
   const units: Unit[] = fused.entries.flatMap((e, entry) =>
     bucketBounds(fused, e).map((bounds) => ({
       entry,
@@ -79,7 +80,7 @@ export function buildPlan(fused: Graph, input: Graph, arch: string): { plan: Pla
   };
   const offsetOf = (unit: number, id: number): number => {
     const p = pointer(unit, id);
-    if (p.kind !== "buffer" || p.state !== undefined) throw new Error(`compile: an entry input or output is state sized at load`);
+    if (p.kind !== "buffer" || p.state !== undefined) throw new Error(`compile: an entry input or output, or a collective's buffer, is state sized at load`);
     return p.offset;
   };
   const slot = (unit: number, name: string, id: number) => {
@@ -108,6 +109,23 @@ export function buildPlan(fused: Graph, input: Graph, arch: string): { plan: Pla
         }
       }),
     })),
+    ...(u.schedule.collectives.length
+      ? {
+        collectives: u.schedule.collectives.map((c) => {
+          const counted = c.node.op === "reduceScatter" ? c.node : c.node.inputs[0]!;
+          return {
+            at: c.at,
+            op: c.node.op,
+            seq: c.node.attrs.seq,
+            ranks: c.node.attrs.ranks,
+            dtype: c.node.dtype,
+            count: sizeJson(sizeExpr([...counted.shape])),
+            send: { offset: offsetOf(ui, c.operand) },
+            recv: { offset: offsetOf(ui, c.result) },
+          };
+        }),
+      }
+      : {}),
     activationBytes: memory.entries[ui]!.activationBytes,
     peakLiveBytes: memory.entries[ui]!.peakLiveBytes,
     naiveBytes: memory.entries[ui]!.naiveBytes,
@@ -115,12 +133,16 @@ export function buildPlan(fused: Graph, input: Graph, arch: string): { plan: Pla
   const entries: Plan["entries"] = fused.entries.map((e, ei) => ({
     name: e.name,
     ...(e.buckets ? { bucketBy: { symbol: e.buckets.symbol, cobounded: [...e.buckets.cobounded] } } : {}),
+    ...(splitOutputs?.[e.name] && Object.keys(splitOutputs[e.name]!).length
+      ? { splitOutputs: Object.fromEntries(Object.entries(splitOutputs[e.name]!).map(([name, o]) => [name, { axis: o.axis, size: o.size, parts: o.parts.map((p) => p.map(([a, b]): [number, number] => [a, b])) }])) }
+      : {}),
     buckets: units.flatMap((u, ui) => (u.entry === ei ? [bucketOf(u, ui)] : [])),
   }));
   const params: Plan["params"] = fused.params.map((p, id) => {
     const placement = memory.weights.find((w) => w.id === id);
     const bytes = numElements(evalShape(p.shape, fused.symbols)) * dtypeBytes(p.dtype);
-    return { name: p.name, dtype: p.dtype, shape: [...p.shape], offset: placement?.offset ?? 0, bytes, ...(p.quant ? { quant: { ...p.quant } } : {}) };
+    const slice = p.slice ? { slice: { full: [...p.slice.full], axes: p.slice.axes.map((a) => ({ axis: a.axis, ranges: a.ranges.map(([s0, e0]): [number, number] => [s0, e0]) })) } } : {};
+    return { name: p.name, dtype: p.dtype, shape: [...p.shape], offset: placement?.offset ?? 0, bytes, ...(p.quant ? { quant: { ...p.quant } } : {}), ...slice };
   });
   const states: Plan["states"] = fused.states.map((st, i) => {
     const id = fused.params.length + i;

@@ -19,7 +19,8 @@ import type { Plan } from "../lower/plan.js";
 import type { Graph } from "../ir/graph.js";
 import { graphNodes } from "../ir/graph.js";
 import { FUSED_OPS } from "../ir/ops.js";
-import { type PassReport, runPipeline } from "../passes/pipeline.js";
+import { type PassReport, runPipeline, runShardedPipeline } from "../passes/pipeline.js";
+import { resolveStrategy, type ShardStrategy } from "../passes/shard.js";
 import { CODEGEN_VERSION, compileKernels, defaultCacheDir, type CompileProgress } from "../../runtime/index.js";
 import { buildPlan } from "./build-plan.js";
 import { graphHash } from "./graph-hash.js";
@@ -49,6 +50,8 @@ export interface CompileOptions {
    */
   readonly nvrtc?: "require" | "skip" | "auto";
   readonly onEvent?: (e: CompileEvent) => void;
+  /** Compile rank `rank` of the model sharded by `strategy` (tensor and expert parallelism) instead of the whole model. */
+  readonly shard?: { readonly strategy: ShardStrategy; readonly rank: number };
 }
 
 export interface CompileStats {
@@ -118,12 +121,18 @@ export async function compile(graph: Graph, options: CompileOptions): Promise<Co
   const emit = options.onEvent ?? (() => {});
   const cacheDir = options.cacheDir === false ? undefined : options.cacheDir ?? defaultCacheDir();
   const opsBefore = graphNodes(graph).length;
-  const key = createHash("sha256").update(`${graphHash(graph)}\0${options.arch}\0${compilerFingerprint()}`).digest("hex");
+  const shard = options.shard ? { strategy: resolveStrategy(options.shard.strategy), rank: options.shard.rank } : undefined;
+  if (shard && !(Number.isInteger(shard.rank) && shard.rank >= 0 && shard.rank < shard.strategy.ranks)) throw new Error(`rank ${shard.rank} is not one of the ${shard.strategy.ranks} ranks`);
+  const shardKey = shard ? `\0rank ${shard.rank} of ${JSON.stringify(shard.strategy)}` : "";
+  const key = createHash("sha256").update(`${graphHash(graph)}\0${options.arch}\0${compilerFingerprint()}${shardKey}`).digest("hex");
   const cachePath = cacheDir ? planCachePath(cacheDir, key) : undefined;
   let plan = cacheDir && !options.dumpIrDir ? readCachedPlan(cacheDir, key, graphHash(graph)) : undefined;
   const planCacheHit = plan !== undefined;
   if (cachePath) emit({ kind: "plan-cache", hit: planCacheHit, path: cachePath });
-  if (!plan) {
+  if (!plan && shard) {
+    const { rankSet } = runShardedPipeline(graph, shard.strategy, { onPass: (report) => emit({ kind: "pass", report }) });
+    plan = buildPlan(rankSet.ranks[shard.rank]!, graph, options.arch, rankSet.splitOutputs).plan;
+  } else if (!plan) {
     const { graph: fused } = runPipeline(graph, {
       ...(options.dumpIrDir ? { dumpDir: options.dumpIrDir } : {}),
       onPass: (report) => emit({ kind: "pass", report }),

@@ -63,12 +63,28 @@ export const planSchema = z.strictObject({
   }),
   /** Model state (the KV cache): zeroed when the plan is loaded, kept between runs; in the weights region, or (atLoad) after the planned arena, sized by load-time symbols. */
   states: z.array(tensorSlot.extend({ atLoad: z.boolean() })),
-  params: z.array(tensorSlot.extend({ quant: z.strictObject({ format: z.literal("mxfp4"), role: z.enum(["blocks", "scales"]), weight: z.string() }).optional() })),
+  params: z.array(tensorSlot.extend({
+    quant: z.strictObject({ format: z.literal("mxfp4"), role: z.enum(["blocks", "scales"]), weight: z.string() }).optional(),
+    /** A rank's slice of the checkpoint tensor of this name (src/ir/graph.ts ParamSlice): what the loader reads. */
+    slice: z.strictObject({
+      full: z.array(z.number().int().nonnegative()),
+      axes: z.array(z.strictObject({ axis: z.number().int().nonnegative(), ranges: z.array(z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()])) })),
+    }).optional(),
+  })),
   entries: z.array(
     z.strictObject({
       name: z.string(),
       /** The bucketed symbol and those it bounds; absent: one bucket at the symbols' bounds. */
       bucketBy: z.strictObject({ symbol: z.string(), cobounded: z.array(z.string()) }).optional(),
+      /**
+       * A rank of a sharded model: outputs it holds a slice of (the logits' vocabulary), the slice of every rank
+       * (parts[r]: ranges of `axis`, of size `size`). Absent: every output is whole.
+       */
+      splitOutputs: z.record(z.string(), z.strictObject({
+        axis: z.number().int().nonnegative(),
+        size: z.number().int().positive(),
+        parts: z.array(z.array(z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()]))),
+      })).optional(),
       /** Ascending rungs: a call runs the first bucket whose bounds hold all of its symbol values. */
       buckets: z.array(
         z.strictObject({
@@ -86,6 +102,23 @@ export const planSchema = z.strictObject({
               args: z.array(planArg),
             }),
           ),
+          /**
+           * Collectives of a rank of a sharded model, in issue order: each runs (NCCL, on the launches' stream) before
+           * launch `at`, after the last launch when `at` is their count. `count` is NCCL's element count: the operand's
+           * (allReduce, allGather) or the result's (reduceScatter). Absent: none.
+           */
+          collectives: z.array(
+            z.strictObject({
+              at: z.number().int().nonnegative(),
+              op: z.enum(["allReduce", "allGather", "reduceScatter"]),
+              seq: z.number().int().nonnegative(),
+              ranks: z.number().int().positive(),
+              dtype,
+              count: sizeExpr,
+              send: z.strictObject({ offset: z.number().int().nonnegative() }),
+              recv: z.strictObject({ offset: z.number().int().nonnegative() }),
+            }),
+          ).optional(),
           activationBytes: z.number().int().nonnegative(),
           peakLiveBytes: z.number().int().nonnegative(),
           naiveBytes: z.number().int().nonnegative(),
@@ -100,6 +133,7 @@ export type PlanEntry = Plan["entries"][number];
 export type PlanBucket = PlanEntry["buckets"][number];
 export type PlanLaunch = PlanBucket["launches"][number];
 export type PlanArg = PlanLaunch["args"][number];
+export type PlanCollective = NonNullable<PlanBucket["collectives"]>[number];
 
 /** Validates a plan read from disk; errors name the JSON path. */
 export function parsePlan(value: unknown, source = "plan"): Plan {
@@ -109,6 +143,9 @@ export function parsePlan(value: unknown, source = "plan"): Plan {
   for (const e of plan.entries) {
     for (const bucket of e.buckets) {
       const where = `${source}: entry ${e.name}${e.bucketBy ? ` (bucket ${e.bucketBy.symbol} ≤ ${bucket.bounds[e.bucketBy.symbol]})` : ""}`;
+      for (const c of bucket.collectives ?? []) {
+        if (c.at > bucket.launches.length) throw new Error(`${where} runs ${c.op} #${c.seq} before launch ${c.at}, but the bucket has ${bucket.launches.length}`);
+      }
       for (const [i, l] of bucket.launches.entries()) {
         if (l.kernel >= plan.kernels.length) throw new Error(`${where} launch ${i} names kernel ${l.kernel}, but the plan has ${plan.kernels.length}`);
         for (const a of l.args) {

@@ -1,6 +1,8 @@
 // The compiler's pass pipeline, as one readable list grouped by phase.
 // Each pass rewrites the graph to a fixpoint; the verifier checks the result (after every pass when
 // asked, or when dumping), and the graph can be dumped after each pass (`tsgc compile --dump-ir DIR`).
+// With a sharding strategy (tensor and expert parallelism), runShardedPipeline splits the fused graph into the graphs
+// of its ranks where the list says so, and runs the phases after that point on every rank's graph.
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -21,11 +23,15 @@ import { fuseSinkAttention } from "./fuse-sink-attention.js";
 import { groupLinears } from "./group-linears.js";
 import { uniqueScatterIndices } from "./unique-scatter-indices.js";
 import { type Pass, applyRulePass } from "./rewrite.js";
+import { type RankSet, type ShardStrategy, shardGraph } from "./shard.js";
 
 export interface Phase {
   readonly phase: string;
   readonly passes: readonly Pass[];
+  /** Runs only on the ranks of a sharded model (the graph of an unsharded one is already in this form). */
+  readonly afterSharding?: boolean;
 }
+
 
 export const PIPELINE: readonly Phase[] = [
   // CSE is structural (interning); constant folding; view, transpose and cast simplification
@@ -38,9 +44,15 @@ export const PIPELINE: readonly Phase[] = [
   { phase: "scatter indices", passes: [uniqueScatterIndices] },
   // what is left of elementwise math into one kernel per chain
   { phase: "elementwise fusion", passes: [canonicalize, fuseElementwise] },
+  // ── sharding (only with a strategy: runShardedPipeline): the fused graph → each rank's graph (src/passes/shard.ts),
+  //    then the phases below on every rank
+  // the elementwise math sharding adds (token-id offsets of sampling candidates) into the same kernels
+  { phase: "rank fusion", passes: [canonicalize, fuseElementwise], afterSharding: true },
   // drop declarations the fusions orphaned
   { phase: "cleanup", passes: [pruneParams] },
 ];
+
+const SHARDING_POINT = PIPELINE.findIndex((p) => p.afterSharding);
 
 export interface PassReport {
   readonly phase: string;
@@ -81,6 +93,7 @@ export function runPipeline(input: Graph, opts: PipelineOptions = {}): PipelineR
     writeFileSync(join(opts.dumpDir, `00-input.ir`), printGraph(graph, { sites: true }));
   }
   for (const phase of opts.phases ?? PIPELINE) {
+    if (phase.afterSharding && !opts.phases) continue; // a whole graph: nothing was sharded
     for (const pass of phase.passes) {
       const started = performance.now();
       const nodesBefore = graphNodes(graph).length;
@@ -102,6 +115,33 @@ export function runPipeline(input: Graph, opts: PipelineOptions = {}): PipelineR
   }
   verifyAfter(graph, "the pass pipeline");
   return { graph, reports };
+}
+
+export interface ShardedPipelineResult {
+  /** Every rank's graph after the whole pipeline. */
+  readonly rankSet: RankSet;
+  /** The passes before sharding, then each rank's (its reports carry the rank in `phase`). */
+  readonly reports: readonly PassReport[];
+}
+
+/**
+ * The pipeline for a rank set: the phases before the sharding point on the whole graph, the sharding pass, then the
+ * phases after it on every rank's graph.
+ */
+export function runShardedPipeline(input: Graph, strategy: ShardStrategy, opts: Omit<PipelineOptions, "phases" | "dumpDir"> = {}): ShardedPipelineResult {
+  const before = runPipeline(input, { ...opts, phases: PIPELINE.slice(0, SHARDING_POINT) });
+  const started = performance.now();
+  const set = shardGraph(before.graph, strategy);
+  const reports: PassReport[] = [...before.reports];
+  const shardReport: PassReport = { phase: "sharding", pass: "shard", ms: performance.now() - started, nodesBefore: graphNodes(before.graph).length, nodesAfter: graphNodes(set.ranks[0]!).length, rewrites: { ranks: set.ranks.length } };
+  reports.push(shardReport);
+  opts.onPass?.(shardReport);
+  const ranks = set.ranks.map((g, r) => {
+    const after = runPipeline(g, { ...opts, phases: PIPELINE.slice(SHARDING_POINT).map((p) => ({ ...p, phase: `${p.phase} (rank ${r})` })) });
+    reports.push(...after.reports);
+    return after.graph;
+  });
+  return { rankSet: { ...set, ranks }, reports };
 }
 
 /** Node counts by op, for reports and tests. */
