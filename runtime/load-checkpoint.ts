@@ -4,6 +4,8 @@
 // the host; others (f32 → bf16, bf16 → f32) are converted chunk by chunk. Everything is checked
 // against the plan before the first byte moves. A dense expert weight the checkpoint holds as MXFP4
 // blocks and scales (a plan built with dense experts, `--dequantize`) is dequantized one expert at a time.
+// A rank of a sharded model holds slices (the plan's param `slice`): only the slice's bytes are read (slice-read.ts),
+// then converted and copied like a whole tensor.
 
 import type { Plan } from "../src/lower/plan.js";
 import { type DType, dtypeBytes } from "../src/ir/dtype.js";
@@ -11,6 +13,9 @@ import { evalShape } from "../src/ir/shape.js";
 import { openCheckpoint } from "../src/loader/checkpoint.js";
 import { packedExperts, readDequantizedExpert } from "../src/loader/dequantize-experts.js";
 import { paramProblems } from "../src/loader/load-params.js";
+import { readSlice } from "../src/loader/slice-read.js";
+import { SAFETENSORS_DTYPE_BYTES } from "../src/loader/safetensors.js";
+import { sliceTensor } from "../src/ir/host-tensor.js";
 import { decodeFloats, encodeFloats, type SafetensorsDType } from "../src/loader/safetensors.js";
 import type { PinnedBuffer } from "./cuda.js";
 import type { PlanExecutor } from "./executor.js";
@@ -68,6 +73,32 @@ export async function streamCheckpoint(exec: PlanExecutor, dir: string, opts: St
         }
       };
       for (const p of exec.plan.params) {
+        if (p.slice) {
+          // a rank's slice: its bytes only (a dense expert weight held packed: the rank's experts dequantized, then sliced)
+          const slice = p.slice;
+          if (!checkpoint.has(p.name)) {
+            const packed = packedExperts(checkpoint, p.name, slice.full)!;
+            const experts = slice.axes.find((a) => a.axis === 0)?.ranges ?? [[0, packed.experts]];
+            const inner = slice.axes.filter((a) => a.axis > 0).map((a) => ({ axis: a.axis - 1, ranges: a.ranges }));
+            let at = p.offset;
+            for (const [e0, e1] of experts) {
+              for (let e = e0; e < e1; e++) {
+                const dense = await readDequantizedExpert(checkpoint, packed, e);
+                const part = sliceTensor({ dtype: "f32", shape: [packed.rows, packed.cols], data: Float64Array.from(dense) }, inner);
+                const bytes = encodeFloats(STORED_AS[p.dtype]!, part.data);
+                uploadBytes(bytes, at);
+                at += bytes.byteLength;
+              }
+            }
+          } else {
+            const info = checkpoint.tensor(p.name);
+            const raw = await readSlice(checkpoint, p.name, slice, SAFETENSORS_DTYPE_BYTES[info.dtype]);
+            uploadBytes(STORED_AS[p.dtype] === info.dtype ? raw : encodeFloats(STORED_AS[p.dtype]!, decodeFloats(info.dtype, raw)), p.offset);
+          }
+          done += p.bytes;
+          opts.onProgress?.({ tensor: p.name, bytes: done, totalBytes, ms: performance.now() - started });
+          continue;
+        }
         if (!checkpoint.has(p.name)) {
           const packed = packedExperts(checkpoint, p.name, evalShape(p.shape, exec.plan.symbols))!;
           const expertBytes = packed.rows * packed.cols * dtypeBytes(p.dtype);

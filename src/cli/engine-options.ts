@@ -16,6 +16,9 @@ export interface EngineFlags {
   gpuMemoryUtilization?: number;
   prefixCaching?: boolean;
   seed?: number;
+  tp?: number;
+  /** --ep alone: every rank whole experts; --ep G: G expert groups. */
+  ep?: number | true;
 }
 
 export const positiveInt = (flag: string) => (v: string) => {
@@ -53,12 +56,20 @@ export function engineFlags(cmd: Command): Command {
       if (!(n > 0 && n <= 1)) throw new Error(`--gpu-memory-utilization must be in (0, 1], got "${v}"`);
       return n;
     })
-    .option("--no-prefix-caching", "do not share KV blocks of identical prompt prefixes");
+    .option("--no-prefix-caching", "do not share KV blocks of identical prompt prefixes")
+    .option("--tp <n>", "shard the model over N ranks, one GPU each (with --device cpu: N simulated ranks on the interpreter): attention heads, the embedding and lm_head split across them", positiveInt("--tp"))
+    .option("--ep [groups]", "expert parallelism (with --tp): each rank holds whole experts instead of a slice of every expert; --ep G groups the experts in G groups, each split over --tp/G ranks", positiveInt("--ep"));
 }
 
 /** Engine options from parsed flags (the model argument is ignored with --checkpoint). */
 export function engineOptions(flags: EngineFlags, model: string): OpenEngineOptions {
+  const tp = flags.tp ?? 1;
+  if (flags.ep !== undefined && tp === 1) throw new Error(`--ep needs --tp N with N > 1 (the ranks to split the experts over)`);
+  const ep = flags.ep === true ? tp : flags.ep;
+  if (ep !== undefined && tp % ep !== 0) throw new Error(`--ep ${ep} must divide --tp ${tp}`);
   return {
+    ...(tp > 1 ? { tp } : {}),
+    ...(ep !== undefined ? { ep } : {}),
     model,
     ...(flags.checkpoint !== undefined ? { checkpoint: flags.checkpoint } : {}),
     ...(flags.device !== undefined ? { device: flags.device } : {}),

@@ -96,6 +96,8 @@ export interface EngineModelInfo {
   readonly eosTokenIds: readonly number[];
   /** "cuda" (a compiled plan) or "cpu" (the reference interpreter). */
   readonly device: "cuda" | "cpu";
+  /** Ranks the model is sharded over (tensor and expert parallelism); absent: 1. */
+  readonly ranks?: number;
 }
 
 export interface Engine {

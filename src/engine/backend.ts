@@ -5,11 +5,15 @@
 //                        so the event loop keeps serving other work while the GPU computes
 //   interpreterBackend — the CPU reference interpreter over the fused graph (pagedAttention reads the pools directly),
 //                        the pools as host tensors
+//   interpreterRanksBackend — N simulated ranks of a sharded model (src/passes/shard.ts) on the interpreter, in this
+//                        process: every rank's graph with its own slices and pools, collectives combined between them
+// (rank-group.ts runs ranks as processes: one per GPU, or fake CPU ranks that test the protocol.)
 
 import type { Graph } from "../ir/graph.js";
 import { type HostTensor, zerosTensor } from "../ir/host-tensor.js";
-import { interpretStep } from "../ir/interpret.js";
+import { interpretRanks, interpretStep } from "../ir/interpret.js";
 import { evalShape } from "../ir/shape.js";
+import type { RankSet, SplitOutput } from "../passes/shard.js";
 import type { PlanExecutor } from "../../runtime/executor.js";
 import { STEP_ENTRY, STEP_NAMES } from "./contract.js";
 
@@ -20,11 +24,30 @@ export interface StepOutputs {
   logits(row: number): Float64Array;
 }
 
+export interface StepOptions {
+  /** Sampling rows whose logits the caller will read (a backend of several processes fetches them with the step). */
+  readonly logitRows?: readonly number[];
+}
+
 export interface StepBackend {
   readonly device: "cuda" | "cpu";
+  /** Ranks that run each step (1 unless the model is sharded). */
+  readonly ranks?: number;
   /** Runs one step on the step entry's inputs. */
-  step(inputs: Readonly<Record<string, HostTensor>>): Promise<StepOutputs>;
-  dispose(): void;
+  step(inputs: Readonly<Record<string, HostTensor>>, options?: StepOptions): Promise<StepOutputs>;
+  /** Frees the device (a process group: waits until its ranks have exited). */
+  dispose(): void | Promise<void>;
+}
+
+/** Row `row` of a vocabulary-split output from each rank's slice (rank r's values of its ranges, in order). */
+export function joinSplitRow(split: SplitOutput, rankRows: readonly ArrayLike<number>[]): Float64Array {
+  const out = new Float64Array(split.size);
+  split.parts.forEach((part, r) => {
+    const row = rankRows[r]!;
+    let at = 0;
+    for (const [s, e] of part) for (let j = s; j < e; j++) out[j] = row[at++]!;
+  });
+  return out;
 }
 
 /** A compiled plan loaded on a GPU, its weights and pools in place. */
@@ -65,6 +88,42 @@ export function interpreterBackend(fused: Graph, params: Readonly<Record<string,
     },
     dispose: () => {
       states = {};
+    },
+  };
+}
+
+/**
+ * N simulated ranks of a sharded model on the reference interpreter: rank r runs `set.ranks[r]` with `params[r]` (its
+ * slices) and its own pools; every collective is combined across the ranks (interpretRanks). Tokens are rank 0's
+ * (every rank samples the same), a row's logits are joined from every rank's vocabulary slice.
+ */
+export function interpreterRanksBackend(set: RankSet, params: readonly Readonly<Record<string, HostTensor>>[], loadSymbols: Readonly<Record<string, number>>): StepBackend {
+  let states = set.ranks.map((g) => {
+    const st: Record<string, HostTensor> = {};
+    for (const decl of g.states) st[decl.name] = zerosTensor(decl.dtype, evalShape(decl.shape, { ...g.symbols, ...loadSymbols }));
+    return st;
+  });
+  const split = set.splitOutputs[STEP_ENTRY]?.[STEP_NAMES.logits];
+  return {
+    device: "cpu",
+    ranks: set.ranks.length,
+    async step(inputs) {
+      const results = interpretRanks(set.ranks, STEP_ENTRY, inputs, params, states);
+      states = states.map((st, r) => ({ ...st, ...results[r]!.updates }));
+      const tokens = Int32Array.from(results[0]!.outputs[STEP_NAMES.tokens]!.data);
+      results.forEach((res, r) => {
+        const mine = res.outputs[STEP_NAMES.tokens]!.data;
+        if (mine.some((t, i) => t !== tokens[i])) throw new Error(`rank ${r} sampled other tokens than rank 0 (${Array.from(mine).join(",")} vs ${tokens.join(",")})`);
+      });
+      const logits = results.map((res) => res.outputs[STEP_NAMES.logits]!);
+      const row = (t: HostTensor, i: number) => t.data.subarray(i * t.shape[1]!, (i + 1) * t.shape[1]!);
+      return {
+        tokens,
+        logits: (i) => (split ? joinSplitRow(split, logits.map((t) => row(t, i))) : Float64Array.from(row(logits[0]!, i))),
+      };
+    },
+    dispose: () => {
+      states = [];
     },
   };
 }

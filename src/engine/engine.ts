@@ -181,7 +181,9 @@ export class ServingEngine implements Engine {
       [STEP_NAMES.topP]: hostTensor("f32", [rows], topP),
       [STEP_NAMES.uniform]: hostTensor("f32", [rows], uniform),
     };
-    const out = await this.backend.step(inputs);
+    // rows whose logits will be read: a backend of several processes fetches them with the step
+    const logitRows = sampling.flatMap((live, r) => (live && (live.request.logprobs !== undefined || live.request.logits === true) ? [r] : []));
+    const out = await this.backend.step(inputs, logitRows.length ? { logitRows } : {});
     // rows whose logits were not finite end their request with an error before the scheduler sees the token
     const logprobs = new Map<string, { logprob: number; top: TokenLogprob[] }>();
     const rawLogits = new Map<string, Float64Array>();
@@ -274,7 +276,7 @@ export class ServingEngine implements Engine {
     this.closed = true;
     for (const [id, live] of [...this.requests]) this.end(this.scheduler.abort(id), live);
     await this.loop;
-    this.backend.dispose();
+    await this.backend.dispose();
   }
 }
 

@@ -4,10 +4,13 @@
 //   cuda: compile (plan and kernel caches) → load the plan with KV pools sized from the GPU's memory → weights
 //         streamed from the checkpoint into the arena, or seeded random weights made on the device
 //   cpu:  the pipeline (so attention reads the pools in place) → the reference interpreter with host weights
+//   --tp N: the sharded pipeline (src/passes/shard.ts) → N rank graphs, each with its slices of the weights:
+//         cpu: N simulated ranks on the interpreter (in this process, or as processes: rankProcesses);
+//         cuda: one process per GPU (rank-group.ts), each compiling its rank's plan, collectives over NCCL
 //   → ServingEngine over the backend, with the scheduler's pools matching the plan's
 // The CLI verbs (generate, bench, serve, chat) and the HTTP server all open their engine here.
 
-import { gptOssLayout, gptOssModel } from "../../models/gpt-oss/model.js";
+import { type GptOssBuildOptions, gptOssLayout, gptOssModel } from "../../models/gpt-oss/model.js";
 import { type GptOssConfig, loadGptOssConfig } from "../../models/gpt-oss/config.js";
 import { DEFAULT_MODEL, findBuiltinModel } from "../../models/index.js";
 import { type CompileEvent, type CompileStats, compile } from "../compile/compile.js";
@@ -20,18 +23,36 @@ import type { HostTensor } from "../ir/host-tensor.js";
 import { loadParams } from "../loader/load-params.js";
 import { randomParams } from "../loader/random-params.js";
 import { openGptOssCheckpoint } from "../loader/validate.js";
-import { runPipeline } from "../passes/pipeline.js";
+import { runPipeline, runShardedPipeline } from "../passes/pipeline.js";
+import { type RankSet, resolveStrategy } from "../passes/shard.js";
+import { sliceParams } from "../loader/slice-params.js";
 import { Device, deviceCount, PlanExecutor } from "../../runtime/index.js";
 import { type LoadProgress, streamCheckpoint } from "../../runtime/load-checkpoint.js";
 import type { EngineModelInfo } from "./api.js";
-import { interpreterBackend, planBackend, type StepBackend } from "./backend.js";
+import { interpreterBackend, interpreterRanksBackend, planBackend, type StepBackend } from "./backend.js";
+import { RankGroup, rankGroupBackend, type RankWorkerSpec } from "./rank-group.js";
 import { type PagedDecoderLayout, poolSlotsSymbol } from "./contract.js";
 import { deviceFill, fillPlanRandom } from "./device-random.js";
 import { type EngineOptions, ServingEngine } from "./engine.js";
 
 export interface OpenEngineOptions extends EngineOptions {
-  /** A built-in model (default gpt-oss-tiny); ignored with `checkpoint`. */
+  /** A built-in model (default gpt-oss-tiny); ignored with `checkpoint` or `config`. */
   readonly model?: string;
+  /** A gpt-oss config with seeded random weights, instead of a built-in model (tests of odd shapes); ignored with `checkpoint`. */
+  readonly config?: GptOssConfig;
+  /**
+   * Ranks (GPUs) the model is sharded over: attention heads, the embedding and lm_head split across them (tensor
+   * parallelism), the experts as `ep` says. Default 1.
+   */
+  readonly tp?: number;
+  /**
+   * Expert groups of the MoE: 1 (the default) splits every expert's intermediate dim over the ranks (tensor
+   * parallelism inside the experts), `tp` gives each rank whole experts (expert parallelism); a divisor in between
+   * groups the experts and splits each group's over its ranks.
+   */
+  readonly ep?: number;
+  /** With --device cpu and tp > 1: run the simulated ranks as processes, as GPU ranks run (the process group's protocol). */
+  readonly rankProcesses?: boolean;
   /** A gpt-oss checkpoint directory (config.json and safetensors). */
   readonly checkpoint?: string;
   /** cuda: a compiled plan on GPU 0; cpu: the reference interpreter. Default: cuda when a GPU is present. */
@@ -74,6 +95,9 @@ export interface OpenedEngine {
   readonly poolBlocks: Readonly<Record<string, number>>;
   /** On cuda: the plan's executor (benchmarks profile it) and the compile statistics. */
   readonly executor?: PlanExecutor;
+  /** With tp > 1: the ranks' graphs (on cpu), and the ranks' processes (on cuda, or cpu with rankProcesses). */
+  readonly rankSet?: RankSet;
+  readonly rankGroup?: RankGroup;
   readonly compileStats?: CompileStats;
   readonly timings: { readonly compileMs: number; readonly loadMs: number; readonly weightsMs: number };
 }
@@ -133,8 +157,12 @@ export async function openEngine(o: OpenEngineOptions = {}): Promise<OpenedEngin
   const say = o.onProgress ?? (() => {});
   const device = o.device ?? (gpuPresent() ? "cuda" : "cpu");
   const dtype = o.dtype ?? (device === "cuda" ? "bf16" : "f32");
-  const name = o.checkpoint ? "gpt-oss" : (o.model ?? DEFAULT_MODEL);
-  const config = o.checkpoint ? await loadGptOssConfig(o.checkpoint) : findBuiltinModel(name).config;
+  const name = o.checkpoint || o.config ? "gpt-oss" : (o.model ?? DEFAULT_MODEL);
+  const config = o.checkpoint ? await loadGptOssConfig(o.checkpoint) : (o.config ?? findBuiltinModel(name).config);
+  const tp = o.tp ?? 1;
+  const ep = o.ep ?? 1;
+  if (!(Number.isInteger(tp) && tp >= 1)) throw new Error(`--tp must be a positive integer, got ${tp}`);
+  if (!(Number.isInteger(ep) && ep >= 1 && tp % ep === 0)) throw new Error(`--ep ${ep}: the expert groups must divide --tp ${tp}`);
   if (o.checkpoint) await checkCheckpoint(o.checkpoint, config);
   const maxContext = o.maxContext ?? Math.min(4096, config.maxPositionEmbeddings);
   if (maxContext > config.maxPositionEmbeddings) throw new Error(`--max-context ${maxContext} exceeds the model's max_position_embeddings (${config.maxPositionEmbeddings})`);
@@ -155,9 +183,35 @@ export async function openEngine(o: OpenEngineOptions = {}): Promise<OpenedEngin
     ...(config.vocabSize === O200K_HARMONY_VOCAB_SIZE ? { tokenizer: "o200k_harmony" as const } : {}),
     eosTokenIds: config.eosTokenIds,
     device,
+    ...(tp > 1 ? { ranks: tp } : {}),
   };
   const maxSeqs = layout.maxSeqsPerStep;
   const fullNeed = maxSeqs * layout.maxBlocksPerSeq;
+
+  if (device === "cpu" && tp > 1) {
+    const poolBlocks = poolSizes(layout, maxSeqs, o.kvBlocks ?? Math.min(fullNeed, 65536));
+    const loadSymbols = loadSymbolsOf(layout, poolBlocks);
+    const t0 = performance.now();
+    const { rankSet } = runShardedPipeline(graph, { ranks: tp, expertGroups: ep });
+    const compileMs = performance.now() - t0;
+    // the whole weights are made once on the host (random) or read slice by slice (a checkpoint), then each rank's slices
+    const wholeParams = o.checkpoint ? 0 : interpreterHostBytes({ ...graph, states: [] });
+    checkInterpreterMemory(rankSet.ranks.reduce((sum, g) => sum + interpreterHostBytes(g, loadSymbols), 0) + wholeParams, info.name);
+    const t1 = performance.now();
+    let backend: StepBackend;
+    let rankGroup: RankGroup | undefined;
+    if (o.rankProcesses) {
+      const spec: RankWorkerSpec = { kind: "interpreter", build: { config, options: buildOptions, name }, strategy: rankSet.strategy, loadSymbols, ...(o.checkpoint ? { checkpoint: o.checkpoint } : { seed: o.seed ?? 0 }) };
+      rankGroup = await RankGroup.start({ ranks: tp, spec, onProgress: (message) => say({ kind: "stage", message }) });
+      backend = rankGroupBackend(rankGroup, "cpu");
+    } else {
+      const whole = o.checkpoint ? undefined : randomParams(graph, o.seed ?? 0);
+      const params = await Promise.all(rankSet.ranks.map((g) => (whole ? sliceParams(g, whole) : loadParams(o.checkpoint!, g))));
+      backend = interpreterRanksBackend(rankSet, params, loadSymbols);
+    }
+    const weightsMs = performance.now() - t1;
+    return { engine: new ServingEngine(backend, layout, info, poolBlocks, o), graph, layout, config, poolBlocks, rankSet, ...(rankGroup ? { rankGroup } : {}), timings: { compileMs, loadMs: 0, weightsMs } };
+  }
 
   if (device === "cpu") {
     const poolBlocks = poolSizes(layout, maxSeqs, o.kvBlocks ?? Math.min(fullNeed, 65536));
@@ -171,6 +225,8 @@ export async function openEngine(o: OpenEngineOptions = {}): Promise<OpenedEngin
     const backend = interpreterBackend(fused, params, loadSymbolsOf(layout, poolBlocks));
     return { engine: new ServingEngine(backend, layout, info, poolBlocks, o), graph, layout, config, poolBlocks, timings: { compileMs, loadMs: 0, weightsMs } };
   }
+
+  if (tp > 1) return openRankGroupEngine(o, { config, buildOptions, name, layout, graph, info, tp, ep, say });
 
   const gpu = Device.open(0);
   const t0 = performance.now();
@@ -217,4 +273,65 @@ export async function openEngine(o: OpenEngineOptions = {}): Promise<OpenedEngin
   }
   const weightsMs = performance.now() - t2;
   return { engine: new ServingEngine(backend, layout, info, poolBlocks, o), graph, layout, config, poolBlocks, executor: exec, compileStats: stats, timings: { compileMs, loadMs, weightsMs } };
+}
+
+interface RankGroupContext {
+  readonly config: GptOssConfig;
+  readonly buildOptions: GptOssBuildOptions;
+  readonly name: string;
+  readonly layout: PagedDecoderLayout;
+  readonly graph: Graph;
+  readonly info: EngineModelInfo;
+  readonly tp: number;
+  readonly ep: number;
+  readonly say: (p: OpenProgress) => void;
+}
+
+/**
+ * A sharded model on `tp` GPUs: one process per GPU (rank-group.ts), each compiling its rank's plan, joining the NCCL
+ * communicator and loading its slices; the KV pools sized by the rank with the least memory left.
+ */
+async function openRankGroupEngine(o: OpenEngineOptions, c: RankGroupContext): Promise<OpenedEngine> {
+  const { layout, tp } = c;
+  const gpus = gpuPresent() ? deviceCount() : 0;
+  if (gpus < tp) throw new Error(`--tp ${tp} needs ${tp} GPUs (one process per GPU), this machine has ${gpus}; --device cpu runs ${tp} simulated ranks on the interpreter`);
+  const utilization = o.gpuMemoryUtilization ?? 0.9;
+  if (!(utilization > 0 && utilization <= 1)) throw new Error(`--gpu-memory-utilization must be in (0, 1], got ${utilization}`);
+  const maxSeqs = layout.maxSeqsPerStep;
+  const windowedOnly = poolSizes(layout, maxSeqs, 0);
+  const windowedBlocks = Object.fromEntries(layout.groups.filter((g) => g.window !== undefined).map((g) => [poolSlotsSymbol(g.name), windowedOnly[g.name]!]));
+  const strategy = resolveStrategy({ ranks: tp, expertGroups: c.ep });
+  const spec: RankWorkerSpec = {
+    kind: "plan",
+    build: { config: c.config, options: c.buildOptions, name: c.name },
+    strategy,
+    ...(o.checkpoint ? { checkpoint: o.checkpoint } : { seed: o.seed ?? 0 }),
+    ...(o.cacheDir !== undefined ? { cacheDir: o.cacheDir } : {}),
+    gpuMemoryUtilization: utilization,
+    windowedBlocks,
+  };
+  let poolBlocks: Record<string, number> = {};
+  const t0 = performance.now();
+  const group = await RankGroup.start({
+    ranks: tp,
+    spec,
+    onProgress: (message) => c.say({ kind: "stage", message }),
+    chooseLoadSymbols: (infos) => {
+      const full = layout.groups.find((g) => g.window === undefined);
+      const capacity = Math.min(...infos.map((i) => i.kvCapacity ?? Number.POSITIVE_INFINITY));
+      let fullBlocks = o.kvBlocks ?? (full ? Math.floor(Math.min(capacity, c.graph.symbols[poolSlotsSymbol(full.name)]! / layout.blockSize)) : 0);
+      if (full && fullBlocks < layout.maxBlocksPerSeq) {
+        const tight = infos.reduce((a, b) => ((b.kvCapacity ?? Infinity) < (a.kvCapacity ?? Infinity) ? b : a));
+        throw new Error(`the KV cache does not fit: rank ${tight.rank} holds ${fullBlocks} full-attention blocks after its ${((tight.arenaBytes ?? 0) / 1e9).toFixed(2)} GB plan (--gpu-memory-utilization ${utilization}); one ${layout.maxContext}-token sequence needs ${layout.maxBlocksPerSeq}. Lower --max-context or --max-batch, or raise --gpu-memory-utilization`);
+      }
+      if (!Number.isFinite(fullBlocks)) fullBlocks = layout.maxBlocksPerSeq * maxSeqs; // no rank holds full-attention heads
+      poolBlocks = poolSizes(layout, maxSeqs, fullBlocks);
+      c.say({ kind: "stage", message: `KV pools (every rank): ${layout.groups.map((g) => `${g.name} ${poolBlocks[g.name]} blocks`).join(", ")}` });
+      return loadSymbolsOf(layout, poolBlocks);
+    },
+  });
+  const compileMs = Math.max(...group.infos.map((i) => i.compileMs ?? 0));
+  const loadMs = performance.now() - t0 - compileMs;
+  const engine = new ServingEngine(rankGroupBackend(group, "cuda"), layout, c.info, poolBlocks, o);
+  return { engine, graph: c.graph, layout, config: c.config, poolBlocks, rankGroup: group, timings: { compileMs, loadMs, weightsMs: 0 } };
 }

@@ -8,10 +8,13 @@
 import type { Graph } from "../ir/graph.js";
 import { type HostTensor, hostTensor } from "../ir/host-tensor.js";
 import type { DType } from "../ir/dtype.js";
-import type { QuantDesc } from "../ir/graph.js";
+import type { ParamSlice, QuantDesc } from "../ir/graph.js";
 import { evalShape, formatShape, type Shape, type SymbolBounds } from "../ir/shape.js";
 import { type Checkpoint, openCheckpoint } from "./checkpoint.js";
 import { packedExperts, readDequantizedExpert } from "./dequantize-experts.js";
+import { SAFETENSORS_DTYPE_BYTES, decodeFloats } from "./safetensors.js";
+import { readSlice } from "./slice-read.js";
+import { sliceTensor } from "../ir/host-tensor.js";
 
 const FLOAT_DTYPES = new Set(["F32", "BF16", "F16", "F64"]);
 
@@ -25,6 +28,8 @@ export interface ExpectedParam {
   readonly dtype: DType;
   readonly shape: Shape;
   readonly quant?: QuantDesc | undefined;
+  /** A rank's slice of the tensor (a sharded model): the checkpoint holds the whole tensor, of `slice.full`. */
+  readonly slice?: ParamSlice | undefined;
 }
 
 /** Every problem between a checkpoint and parameters (shapes evaluated at `symbols`); empty when they fit. */
@@ -32,7 +37,7 @@ export function paramProblems(params: readonly ExpectedParam[], symbols: SymbolB
   const problems: string[] = [];
   for (const p of params) {
     const info = checkpoint.tensors.get(p.name);
-    const expected = evalShape(p.shape, symbols);
+    const expected = p.slice ? [...p.slice.full] : evalShape(p.shape, symbols);
     if (!info) {
       // a dense expert weight may come from the checkpoint's MXFP4 blocks and scales (dequantized on load)
       const accounted = p.dtype !== "fp4e2m1x2" && p.dtype !== "e8m0" && packedOrProblem(checkpoint, p.name, expected, problems);
@@ -65,6 +70,10 @@ export async function readParams(graph: Graph, checkpoint: Checkpoint): Promise<
   const params: Record<string, HostTensor> = {};
   for (const p of graph.params) {
     const shape = evalShape(p.shape, graph.symbols);
+    if (p.slice) {
+      params[p.name] = await readSliceParam(checkpoint, p, p.slice, shape);
+      continue;
+    }
     if (p.dtype === "fp4e2m1x2" || p.dtype === "e8m0") {
       params[p.name] = { dtype: p.dtype, shape, data: Float64Array.from(await checkpoint.read(p.name)) };
     } else if (!checkpoint.has(p.name)) {
@@ -77,6 +86,20 @@ export async function readParams(graph: Graph, checkpoint: Checkpoint): Promise<
     }
   }
   return params;
+}
+
+/** A rank's slice of a checkpoint tensor: only its bytes are read (a dense expert weight held packed is dequantized whole, then sliced). */
+async function readSliceParam(checkpoint: Checkpoint, p: ExpectedParam, slice: ParamSlice, shape: readonly number[]): Promise<HostTensor> {
+  if (!checkpoint.has(p.name)) {
+    const packed = packedExperts(checkpoint, p.name, slice.full)!;
+    const dense = new Float32Array(packed.experts * packed.rows * packed.cols);
+    for (let e = 0; e < packed.experts; e++) dense.set(await readDequantizedExpert(checkpoint, packed, e), e * packed.rows * packed.cols);
+    return sliceTensor(hostTensor(p.dtype, slice.full, dense), slice.axes);
+  }
+  const info = checkpoint.tensor(p.name);
+  const bytes = await readSlice(checkpoint, p.name, slice, SAFETENSORS_DTYPE_BYTES[info.dtype]);
+  if (p.dtype === "fp4e2m1x2" || p.dtype === "e8m0") return { dtype: p.dtype, shape: [...shape], data: Float64Array.from(bytes) };
+  return hostTensor(p.dtype, shape, decodeFloats(info.dtype, bytes));
 }
 
 /** Opens the checkpoint directory and reads every parameter of `graph` from it. */
