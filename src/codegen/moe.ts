@@ -26,6 +26,9 @@
 // 4. down: h · Wdᵀ, + bias, × routing weight → scratch 6 (y in x's dtype, [T·K, D], by pair);
 // 5. combine: out[t] = rd(Σ_slot y[t·K + slot]) in slot order (f32 sum, one rounding), deterministic.
 // Dense expert weights keep the token loop at every size.
+// Expert parallelism (firstExpert: the weights hold E_local of the router's E experts): the route marks another
+// rank's picks −1 and every later stage skips them (the grouped path's bucket places none, its combine sums only
+// this rank's), so a rank computes only its experts' pairs; summing the ranks' outputs (an allReduce) is the MoE.
 
 import { type DType, MXFP4_BLOCK, roundTo } from "../ir/dtype.js";
 import type { Node, NodeOf } from "../ir/node.js";
@@ -84,6 +87,8 @@ interface MoeSpec {
   readonly k: number;
   readonly inter: number;
   readonly mxfp4: boolean;
+  /** Expert parallelism: this rank's experts, first … first + local − 1 of the router's. */
+  readonly ep?: { readonly first: number; readonly local: number };
 }
 
 function analyze(node: NodeOf<"moeExperts">): MoeSpec {
@@ -97,7 +102,10 @@ function analyze(node: NodeOf<"moeExperts">): MoeSpec {
   const twoI = mxfp4 ? node.inputs[3]!.shape[1]! : node.inputs[3]!.shape[2]!;
   if (!isStaticDim(twoI)) fail(node, `intermediate size must be static`);
   if (mxfp4 && (d % MXFP4_BLOCK !== 0 || (twoI / 2) % MXFP4_BLOCK !== 0)) fail(node, `MXFP4 sizes must be multiples of ${MXFP4_BLOCK}`);
-  return { dtype: x.dtype, t, d, e, k: node.attrs.topK, inter: twoI / 2, mxfp4 };
+  const local = node.inputs[3]!.shape[0]!;
+  if (!isStaticDim(local)) fail(node, `local expert count must be static`);
+  const ep = node.attrs.firstExpert !== undefined ? { first: node.attrs.firstExpert, local } : undefined;
+  return { dtype: x.dtype, t, d, e, k: node.attrs.topK, inter: twoI / 2, mxfp4, ...(ep ? { ep } : {}) };
 }
 
 /** Token counts (the token dim's value or bound) above which MXFP4 experts run as grouped GEMMs. */
@@ -164,15 +172,17 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
     negLimit: f32Literal(roundTo(dt, -limit)),
     alpha: f32Literal(roundTo(dt, alpha)),
     one: f32Literal(roundTo(dt, 1)),
+    ep: s.ep ?? false,
   };
   const tag = (ls: readonly Loader[]) => ls.map((l) => DTYPE_TAG[l.dtype as "f32" | "bf16" | "f16"]).join("");
   const fmt = s.mxfp4 ? `mxfp4${tag(loaders.slice(3))}` : `dense${tag(loaders.slice(3))}`;
   const typeTag = `${dt}_${tag(loaders.slice(1, 3))}`;
   const base = `e${s.e}k${s.k}d${s.d}i${s.inter}`;
   const constTag = [limit, alpha].map((v) => new Uint32Array(new Float32Array([v]).buffer)[0]!.toString(16)).join("_");
-  const routeEntry = `moe_route_${typeTag}_e${s.e}k${s.k}d${s.d}`;
-  const gateEntry = `moe_gateup_${fmt}_${typeTag}_${base}_${constTag}`;
-  const downEntry = `moe_down_${fmt}_${typeTag}_${base}`;
+  const epTag = s.ep ? `_ep${s.ep.first}n${s.ep.local}` : "";
+  const routeEntry = `moe_route_${typeTag}_e${s.e}k${s.k}d${s.d}${epTag}`;
+  const gateEntry = `moe_gateup_${fmt}_${typeTag}_${base}_${constTag}${epTag}`;
+  const downEntry = `moe_down_${fmt}_${typeTag}_${base}${epTag}`;
   const tokens = sizeExpr([s.t]);
   const pairs = sizeExpr([s.t], s.k);
   const input = (index: number): ArgBinding => ({ kind: "input", index });
@@ -189,7 +199,7 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
     sharedBytes: 0,
     args: [input(0), input(1), input(2), scratch(0), scratch(1)],
   };
-  if (path === "grouped") return emitGrouped(s, ctx, route, { typeTag, base, constTag });
+  if (path === "grouped") return emitGrouped(s, ctx, route, { typeTag, base: `${base}${epTag}`, constTag });
   const gatePerBlock = s.mxfp4 ? MXFP4_GATEUP_PAIRS : DENSE_GATEUP_PAIRS;
   const gateup: KernelLaunch = {
     kernel: { name: gateEntry, family: "moe", source: renderTemplate("moe-experts.cu.njk", { ...ctx, entry: gateEntry, stage: "gateup" }), entry: gateEntry },
@@ -239,7 +249,7 @@ function emitGrouped(s: MoeSpec, ctx: Record<string, unknown>, route: KernelLaun
   // past the bucket's real tile count return at once
   const rowTiles = sizeExpr([dimAdd(s.t, Math.ceil((s.e * GROUPED_BM) / s.k))], s.k, GROUPED_BM);
   const xBytes = s.dtype === "f32" ? 4 : 2;
-  const bucket = launch("bucket", `moe_bucket_e${s.e}k${s.k}_m${GROUPED_BM}`, [constSize(1), constSize(1), constSize(1)], 1024, [
+  const bucket = launch("bucket", `moe_bucket_e${s.e}k${s.k}_m${GROUPED_BM}${s.ep ? "_ep" : ""}`, [constSize(1), constSize(1), constSize(1)], 1024, [
     scratch(0), scratch(2), scratch(3), scratch(4), { kind: "i32", value: pairs },
   ]);
   const gateup = launch("gateup", `moe_ggateup_${variant}_${typeTag}_${base}_${constTag}`, [constSize(Math.ceil((2 * s.inter) / bn)), rowTiles, constSize(1)], 256, [
@@ -248,7 +258,7 @@ function emitGrouped(s: MoeSpec, ctx: Record<string, unknown>, route: KernelLaun
   const down = launch("down", `moe_gdown_${variant}_${typeTag}_${base}`, [constSize(Math.ceil(s.d / bn)), rowTiles, constSize(1)], 256, [
     scratch(5), scratch(4), scratch(2), scratch(3), scratch(1), input(6), input(7), input(8), scratch(6),
   ]);
-  const combine = launch("combine", `moe_combine_${s.dtype}_d${s.d}k${s.k}`, [constSize(Math.ceil(s.d / 256)), sizeExpr([s.t]), constSize(1)], 256, [scratch(6), { kind: "output" }]);
+  const combine = launch("combine", `moe_combine_${s.dtype}_d${s.d}k${s.k}${s.ep ? "_ep" : ""}`, [constSize(Math.ceil(s.d / 256)), sizeExpr([s.t]), constSize(1)], 256, s.ep ? [scratch(6), scratch(0), { kind: "output" }] : [scratch(6), { kind: "output" }]);
   return {
     launches: [route, bucket, gateup, down, combine],
     scratchBytes: [
