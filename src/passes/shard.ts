@@ -331,7 +331,7 @@ function demand(n: Node, l: Layout, seeds: Map<string, Layout | "conflict">): vo
       return;
     case "fusedLinear":
     case "matmul":
-      if ((n.op === "matmul" ? n.attrs.transposeB : n.attrs.transposeB) && ls && ls.axis === n.shape.length - 1 && n.inputs[1]!.shape.length === 2) {
+      if (n.attrs.transposeB && ls && ls.axis === n.shape.length - 1 && n.inputs[1]!.shape.length === 2) {
         demand(n.inputs[1]!, split({ axis: 0, size: ls.size, parts: ls.parts }), seeds);
         if (n.op === "fusedLinear") demand(n.inputs[2]!, split({ axis: 0, size: ls.size, parts: ls.parts }), seeds);
       }
