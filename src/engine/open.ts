@@ -31,6 +31,7 @@ import { type LoadProgress, streamCheckpoint } from "../../runtime/load-checkpoi
 import type { EngineModelInfo } from "./api.js";
 import { interpreterBackend, interpreterRanksBackend, planBackend, type StepBackend } from "./backend.js";
 import { RankGroup, rankGroupBackend, type RankWorkerSpec } from "./rank-group.js";
+import { choosePoolBlocks } from "./rank-pools.js";
 import { type PagedDecoderLayout, poolSlotsSymbol } from "./contract.js";
 import { deviceFill, fillPlanRandom } from "./device-random.js";
 import { type EngineOptions, ServingEngine } from "./engine.js";
@@ -318,14 +319,8 @@ async function openRankGroupEngine(o: OpenEngineOptions, c: RankGroupContext): P
     onProgress: (message) => c.say({ kind: "stage", message }),
     chooseLoadSymbols: (infos) => {
       const full = layout.groups.find((g) => g.window === undefined);
-      const capacity = Math.min(...infos.map((i) => i.kvCapacity ?? Number.POSITIVE_INFINITY));
-      let fullBlocks = o.kvBlocks ?? (full ? Math.floor(Math.min(capacity, c.graph.symbols[poolSlotsSymbol(full.name)]! / layout.blockSize)) : 0);
-      if (full && fullBlocks < layout.maxBlocksPerSeq) {
-        const tight = infos.reduce((a, b) => ((b.kvCapacity ?? Infinity) < (a.kvCapacity ?? Infinity) ? b : a));
-        throw new Error(`the KV cache does not fit: rank ${tight.rank} holds ${fullBlocks} full-attention blocks after its ${((tight.arenaBytes ?? 0) / 1e9).toFixed(2)} GB plan (--gpu-memory-utilization ${utilization}); one ${layout.maxContext}-token sequence needs ${layout.maxBlocksPerSeq}. Lower --max-context or --max-batch, or raise --gpu-memory-utilization`);
-      }
-      if (!Number.isFinite(fullBlocks)) fullBlocks = layout.maxBlocksPerSeq * maxSeqs; // no rank holds full-attention heads
-      poolBlocks = poolSizes(layout, maxSeqs, fullBlocks);
+      const maxFullBlocks = full ? Math.floor(c.graph.symbols[poolSlotsSymbol(full.name)]! / layout.blockSize) : 0;
+      poolBlocks = choosePoolBlocks(layout, infos, { kvBlocks: o.kvBlocks, maxFullBlocks, windowed: windowedOnly, maxSeqs, utilization });
       c.say({ kind: "stage", message: `KV pools (every rank): ${layout.groups.map((g) => `${g.name} ${poolBlocks[g.name]} blocks`).join(", ")}` });
       return loadSymbolsOf(layout, poolBlocks);
     },

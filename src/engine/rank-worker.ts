@@ -16,7 +16,6 @@ import type { Graph } from "../ir/graph.js";
 import { type HostTensor, zerosTensor } from "../ir/host-tensor.js";
 import { type CollectiveRequest, stepRun, type StepResult } from "../ir/interpret.js";
 import { evalShape } from "../ir/shape.js";
-import { dtypeBytes } from "../ir/dtype.js";
 import { loadParams } from "../loader/load-params.js";
 import { randomParams } from "../loader/random-params.js";
 import { sliceParams } from "../loader/slice-params.js";
@@ -28,6 +27,7 @@ import type { Plan } from "../lower/plan.js";
 import { STEP_ENTRY, STEP_NAMES } from "./contract.js";
 import { deviceFill, fillPlanRandom } from "./device-random.js";
 import type { ParentMessage, RankInfo, RankWorkerSpec, WorkerMessage } from "./rank-group.js";
+import { rankKvCapacity } from "./rank-pools.js";
 
 const send = (m: WorkerMessage) => process.send!(m);
 
@@ -100,24 +100,6 @@ function splitLogits(set: RankSet): SplitOutput | undefined {
 
 // ---- GPU ranks: a compiled plan, collectives over NCCL ------------------------------------------------------------
 
-/** Full-attention KV blocks a rank's memory holds beside its plan: its share of the card after the arena and the windowed pools. */
-function kvCapacity(plan: Plan, device: Device, utilization: number, windowedBlocks: Readonly<Record<string, number>>, blockSize: number): number {
-  const { freeBytes, totalBytes } = device.memoryInfo();
-  // bytes of one block of each pool of this rank: its KV heads only
-  const perBlock = new Map<string, number>();
-  for (const st of plan.states) {
-    if (!st.atLoad) continue;
-    const symbol = st.shape.find((d): d is string => typeof d === "string")!;
-    const rowBytes = (st.shape.filter((d): d is number => typeof d === "number").reduce((a, b) => a * b, 1)) * dtypeBytes(st.dtype);
-    perBlock.set(symbol, (perBlock.get(symbol) ?? 0) + rowBytes * blockSize);
-  }
-  let windowed = 0;
-  for (const [symbol, blocks] of Object.entries(windowedBlocks)) windowed += (perBlock.get(symbol) ?? 0) * blocks;
-  const budget = utilization * totalBytes - (totalBytes - freeBytes) - plan.arena.bytes - windowed;
-  const full = [...perBlock.entries()].filter(([symbol]) => !(symbol in windowedBlocks)).reduce((a, [, b]) => a + b, 0);
-  return full === 0 ? Number.POSITIVE_INFINITY : Math.floor(budget / full);
-}
-
 async function preparePlan(rank: number, ranks: number, spec: Extract<RankWorkerSpec, { kind: "plan" }>): Promise<Prepared> {
   const ordinal = spec.devices?.[rank] ?? rank;
   const device = Device.open(ordinal);
@@ -138,7 +120,7 @@ async function preparePlan(rank: number, ranks: number, spec: Extract<RankWorker
     rank,
     pid: process.pid,
     ...(split ? { splitLogits: split } : {}),
-    kvCapacity: kvCapacity(plan, device, spec.gpuMemoryUtilization, windowed, spec.build.options.blockSize ?? 16),
+    kvCapacity: rankKvCapacity(plan, device.memoryInfo(), spec.gpuMemoryUtilization, windowed, spec.build.options.blockSize ?? 16),
     arenaBytes: plan.arena.bytes,
     compileMs,
   };
