@@ -4,7 +4,8 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import { gptOssModel } from "../../models/gpt-oss/model.js";
 import { parseGptOssConfig } from "../../models/gpt-oss/config.js";
-import { compile } from "../compile/compile.js";
+import { type CompileStats, compile } from "../compile/compile.js";
+import type { Plan } from "../lower/plan.js";
 import type { Graph } from "../ir/graph.js";
 import { formatBytes } from "../format.js";
 import { FileAccessError, prepareOutputDirectory, readRegularFileSync, writeFileAtomically } from "../fs-safe.js";
@@ -27,6 +28,9 @@ interface CompileFlags {
   emitCuda?: string;
   json?: boolean;
   cache: boolean;
+  tp?: number;
+  ep?: number | true;
+  rank?: number;
 }
 
 /** The local GPU's architecture, or sm_90 (H100) when there is none. */
@@ -98,39 +102,70 @@ export function registerCompileCommand(program: Command): void {
     .option("--emit-cuda <dir>", "write every generated kernel's CUDA source into this directory (works without NVRTC)")
     .option("--no-cache", "neither read nor write the plan and kernel caches")
     .option("--json", "print one JSON object with the compile's statistics")
+    .option("--tp <n>", "gpt-oss: compile the plans of the N ranks of the model sharded over N GPUs (into the caches, where GPU ranks find them)", positiveInt("--tp"))
+    .option("--ep [groups]", "with --tp: expert parallelism (whole experts per rank; G: G expert groups)", positiveInt("--ep"))
+    .option("--rank <r>", "with --tp: only rank r's plan", (v: string) => {
+      const n = Number(v);
+      if (!(Number.isInteger(n) && n >= 0 && /^\d+$/.test(v.trim()))) throw new Error(`--rank must be a whole number, got "${v}"`);
+      return n;
+    })
     .addHelpText("after", `
 A model file is a program: compiling it runs its code with your permissions, as \`node FILE\` would.
 Compile only model files you trust. Built-in models (\`tsgc models\`) run no outside code.`)
     .action(async (model: string, flags: CompileFlags) => {
       const arch = flags.arch ?? defaultArch();
       if (!/^sm_\d+$/.test(arch)) throw new Error(`--arch must look like sm_90, got "${arch}"`);
+      const tp = flags.tp ?? 1;
+      if ((flags.ep !== undefined || flags.rank !== undefined) && tp === 1) throw new Error(`--ep and --rank need --tp N with N > 1`);
+      const expertGroups = flags.ep === true ? tp : (flags.ep ?? 1);
+      if (tp % expertGroups !== 0) throw new Error(`--ep ${expertGroups} must divide --tp ${tp}`);
+      if (flags.rank !== undefined && flags.rank >= tp) throw new Error(`--rank ${flags.rank} is not one of the ${tp} ranks`);
+      if (tp > 1 && flags.dumpIr) throw new Error(`--dump-ir applies to an unsharded compile (without --tp)`);
       prepareOutputDirectories(flags);
       const graph = await graphFor(model, flags);
-      const { plan, stats } = await compile(graph, {
-        arch,
-        ...(flags.cache ? {} : { cacheDir: false as const }),
-        ...(flags.dumpIr ? { dumpIrDir: flags.dumpIr } : {}),
-        ...(flags.emitCuda ? { emitCudaDir: flags.emitCuda, nvrtc: "auto" as const } : {}),
-        onEvent: compileProgressReporter(flags.json === true),
-      });
-      if (flags.out) writeFileAtomically(join(flags.out, "plan.json"), JSON.stringify(plan));
+      const ranks = tp === 1 ? [undefined] : flags.rank !== undefined ? [flags.rank] : Array.from({ length: tp }, (_, r) => r);
+      const results: { plan: Plan; stats: CompileStats; rank: number | undefined }[] = [];
+      for (const rank of ranks) {
+        const { plan, stats } = await compile(graph, {
+          arch,
+          ...(flags.cache ? {} : { cacheDir: false as const }),
+          ...(flags.dumpIr ? { dumpIrDir: flags.dumpIr } : {}),
+          ...(flags.emitCuda ? { emitCudaDir: rank === undefined ? flags.emitCuda : join(flags.emitCuda, `rank${rank}`), nvrtc: "auto" as const } : {}),
+          ...(rank !== undefined ? { shard: { strategy: { ranks: tp, expertGroups }, rank } } : {}),
+          onEvent: compileProgressReporter(flags.json === true),
+        });
+        if (flags.out) writeFileAtomically(join(flags.out, rank === undefined ? "plan.json" : `plan.rank${rank}.json`), JSON.stringify(plan));
+        results.push({ plan, stats, rank });
+      }
       if (flags.json) {
-        process.stdout.write(`${JSON.stringify({ ...stats, arch })}\n`);
+        const one = (r: { plan: Plan; stats: CompileStats; rank: number | undefined }) => ({ ...r.stats, arch, ...(r.rank !== undefined ? { rank: r.rank, ranks: tp, collectives: collectivesOf(r.plan) } : {}) });
+        process.stdout.write(`${JSON.stringify(tp === 1 ? one(results[0]!) : { ranks: results.map(one) })}\n`);
         return;
       }
-      const fused = Object.entries(stats.fusedOps).map(([op, n]) => `${op} ${n}`).join(", ");
-      process.stdout.write(
-        [
-          `${stats.model} for ${arch}: ${stats.opsBefore} ops → ${stats.opsAfter} (${fused})`,
-          `kernels: ${stats.kernels} distinct, launches ${Object.entries(stats.launches).map(([e, n]) => `${e} ${n}`).join(", ")}; ${stats.kernelsCompiled ? `${stats.cacheHits} from cache, ${stats.cacheMisses} compiled` : "not compiled"}`,
-          `arena: ${formatBytes(stats.arenaBytes)} = weights ${formatBytes(stats.weightBytes - stats.stateBytes)} + KV cache ${formatBytes(stats.stateBytes)} + activations ${formatBytes(stats.activationBytes)}`,
-          ...plan.entries.flatMap((e) => {
-            const top = e.buckets[e.buckets.length - 1]!;
-            const rungs = e.bucketBy ? `; buckets of ${e.bucketBy.symbol}: ${e.buckets.map((b) => `≤${b.bounds[e.bucketBy!.symbol]} ${b.launches.length} launches`).join(", ")}` : "";
-            return [`  ${e.name}: activations ${formatBytes(top.activationBytes)} (peak live ${formatBytes(top.peakLiveBytes)}, naive sum ${formatBytes(top.naiveBytes)})${rungs}`];
-          }),
-          `${stats.compileMs} ms${stats.planCacheHit ? " (plan from cache)" : ""}${flags.out ? `; plan written to ${join(flags.out, "plan.json")}` : ""}`,
-        ].join("\n") + "\n",
-      );
+      for (const { plan, stats, rank } of results) printSummary(plan, stats, arch, flags, rank === undefined ? undefined : { rank, ranks: tp });
     });
+}
+
+/** Collectives per call of each entry point, in its largest bucket (a rank's plan). */
+function collectivesOf(plan: Plan): Record<string, number> {
+  return Object.fromEntries(plan.entries.map((e) => [e.name, e.buckets[e.buckets.length - 1]!.collectives?.length ?? 0]));
+}
+
+/** The human summary of one plan. */
+function printSummary(plan: Plan, stats: CompileStats, arch: string, flags: CompileFlags, rank: { rank: number; ranks: number } | undefined): void {
+  const fused = Object.entries(stats.fusedOps).map(([op, n]) => `${op} ${n}`).join(", ");
+  const ofRank = rank ? `, rank ${rank.rank} of ${rank.ranks} (collectives per call: ${Object.entries(collectivesOf(plan)).map(([e, n]) => `${e} ${n}`).join(", ")})` : "";
+  process.stdout.write(
+    [
+      `${stats.model} for ${arch}${ofRank}: ${stats.opsBefore} ops → ${stats.opsAfter} (${fused})`,
+      `kernels: ${stats.kernels} distinct, launches ${Object.entries(stats.launches).map(([e, n]) => `${e} ${n}`).join(", ")}; ${stats.kernelsCompiled ? `${stats.cacheHits} from cache, ${stats.cacheMisses} compiled` : "not compiled"}`,
+      `arena: ${formatBytes(stats.arenaBytes)} = weights ${formatBytes(stats.weightBytes - stats.stateBytes)} + KV cache ${formatBytes(stats.stateBytes)} + activations ${formatBytes(stats.activationBytes)}`,
+      ...plan.entries.flatMap((e) => {
+        const top = e.buckets[e.buckets.length - 1]!;
+        const rungs = e.bucketBy ? `; buckets of ${e.bucketBy.symbol}: ${e.buckets.map((b) => `≤${b.bounds[e.bucketBy!.symbol]} ${b.launches.length} launches`).join(", ")}` : "";
+        return [`  ${e.name}: activations ${formatBytes(top.activationBytes)} (peak live ${formatBytes(top.peakLiveBytes)}, naive sum ${formatBytes(top.naiveBytes)})${rungs}`];
+      }),
+      `${stats.compileMs} ms${stats.planCacheHit ? " (plan from cache)" : ""}${flags.out ? `; plan written to ${join(flags.out, rank ? `plan.rank${rank.rank}.json` : "plan.json")}` : ""}`,
+    ].join("\n") + "\n",
+  );
 }

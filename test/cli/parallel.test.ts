@@ -1,6 +1,7 @@
 // `--tp N` and `--ep` on the engine verbs: `tsgc generate --tp N --device cpu` runs N simulated ranks and gives the
 // tokens of `--tp 1`, from built-in random weights and from a checkpoint each rank reads its slices of (bf16/f32 and
-// MXFP4 experts); bad combinations are refused by name; without N GPUs, `--device cuda` says so.
+// MXFP4 experts); bad combinations are refused by name; without N GPUs, `--device cuda` says so. `tsgc compile --tp N`
+// compiles the ranks' plans (into the caches GPU ranks read).
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,7 +25,7 @@ beforeAll(async () => {
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 function tsgc(...args: string[]) {
-  const r = spawnSync(process.execPath, [join(REPO_ROOT, "bin/tsgc.js"), ...args], { cwd: REPO_ROOT, encoding: "utf8", timeout: 300_000 });
+  const r = spawnSync(process.execPath, [join(REPO_ROOT, "bin/tsgc.js"), ...args], { cwd: REPO_ROOT, encoding: "utf8", timeout: 300_000, env: { ...process.env, TSGC_CACHE_DIR: join(root, "cache") } });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -70,5 +71,23 @@ describe("tsgc generate --tp", () => {
     const r = tsgc("generate", "--device", "cuda", "--tp", "2", "--prompt-ids", "1,2", "--max-new-tokens", "1");
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/--tp 2 needs 2 GPUs \(one process per GPU\), this machine has [01]/);
+  });
+});
+
+describe("tsgc compile --tp", () => {
+  it("compiles one rank's plan (--rank) and reports its collectives; refuses a rank outside the set", () => {
+    const out = join(root, "plans");
+    const r = tsgc("compile", "gpt-oss-tiny", "--tp", "2", "--ep", "--rank", "1", "--max-step-tokens", "16", "--json", "--out", out, "--emit-cuda", join(root, "cuda"));
+    expect(r.code, r.stderr).toBe(0);
+    const { ranks } = JSON.parse(r.stdout) as { ranks: { rank: number; ranks: number; collectives: Record<string, number>; fusedOps: Record<string, number> }[] };
+    expect(ranks.map((x) => [x.rank, x.ranks, x.collectives])).toEqual([[1, 2, { step: 7 }]]);
+    expect(ranks[0]!.fusedOps).toMatchObject({ pagedAttention: 2, moeExperts: 2 });
+    const plan = JSON.parse(readFileSync(join(out, "plan.rank1.json"), "utf8")) as { params: { name: string; slice?: unknown }[] };
+    expect(plan.params.find((p) => p.name === "lm_head.weight")!.slice).toEqual({ full: [128, 64], axes: [{ axis: 0, ranges: [[64, 128]] }] });
+    for (const [args, message] of [[["--tp", "2", "--rank", "2"], "--rank 2 is not one of the 2 ranks"], [["--rank", "0"], "--ep and --rank need --tp N"]] as const) {
+      const bad = tsgc("compile", "gpt-oss-tiny", ...args);
+      expect(bad.code).not.toBe(0);
+      expect(bad.stderr).toContain(message);
+    }
   });
 });
