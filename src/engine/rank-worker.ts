@@ -23,7 +23,6 @@ import { runShardedPipeline } from "../passes/pipeline.js";
 import type { RankSet, SplitOutput } from "../passes/shard.js";
 import { Device, NcclComm, ncclUniqueId, PlanExecutor } from "../../runtime/index.js";
 import { streamCheckpoint } from "../../runtime/load-checkpoint.js";
-import type { Plan } from "../lower/plan.js";
 import { STEP_ENTRY, STEP_NAMES } from "./contract.js";
 import { deviceFill, fillPlanRandom } from "./device-random.js";
 import type { ParentMessage, RankInfo, RankWorkerSpec, WorkerMessage } from "./rank-group.js";

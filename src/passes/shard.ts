@@ -355,6 +355,7 @@ interface GraphPlan {
   readonly conversionSeq: Map<string, number>;
   readonly ownSeqs: Map<Node, number[]>;
   readonly splitOutputs: Record<string, Record<string, SplitOutput>>;
+  readonly anchors: Anchors;
 }
 
 const isLeaf = (n: Node): n is NodeOf<"param" | "state"> => n.op === "param" || n.op === "state";
@@ -443,7 +444,7 @@ function planGraph(g: Graph, strategy: Required<ShardStrategy>): GraphPlan {
       else convert(o.node, REPLICATED);
     }
   }
-  return { layouts, needs: needsOf, leaves, conversionSeq, ownSeqs, splitOutputs };
+  return { layouts, needs: needsOf, leaves, conversionSeq, ownSeqs, splitOutputs, anchors };
 }
 
 function graphNodesOf(roots: readonly Node[]): Node[] {
@@ -472,7 +473,6 @@ class RankBuilder {
   private readonly converted = new Map<string, Node>();
   readonly params = new Map<string, ParamDecl>();
   readonly states = new Map<string, StateDecl>();
-  readonly built: Node[] = [];
 
   constructor(
     private readonly g: Graph,
@@ -686,8 +686,7 @@ class RankBuilder {
 export function shardGraph(g: Graph, strategy: ShardStrategy): RankSet {
   const s = resolveStrategy(strategy);
   const plan = planGraph(g, s);
-  const anchors = findAnchors(g, s);
-  const ranks = Array.from({ length: s.ranks }, (_, r) => buildRank(g, plan, s, anchors, r));
+  const ranks = Array.from({ length: s.ranks }, (_, r) => buildRank(g, plan, s, plan.anchors, r));
   // every rank must issue the same collectives: a pass bug otherwise
   const signature = (rg: Graph) => rg.entries.map((e) => graphNodesOf(entryResults(e)).filter((n) => isCollective(n.op)).map((n) => `${n.op}#${(n.attrs as { seq: number }).seq}:${n.dtype}[${n.shape.join(",")}]`).sort().join(" ")).join("\n");
   const first = signature(ranks[0]!);
