@@ -18,6 +18,8 @@ import { partSize } from "../../src/passes/shard-layout.js";
 const ODD: GptOssConfig = { ...GPT_OSS_TINY, numHeads: 6, numKvHeads: 3, numExperts: 5, vocabSize: 101, intermediateSize: 24, slidingWindow: 5 };
 // MXFP4 experts: hidden and intermediate multiples of 32; 2 intermediate blocks over up to 8 ranks
 const ODD_MXFP4: GptOssConfig = { ...ODD, intermediateSize: 64, quantization: { method: "mxfp4", modulesToNotConvert: [] } };
+// no attention biases (plain matmuls, not fusedLinear), one KV head for 8 query heads, every expert picked
+const NO_BIAS: GptOssConfig = { ...GPT_OSS_TINY, attentionBias: false, numHeads: 8, numKvHeads: 1, numExperts: 3, expertsPerToken: 3, vocabSize: 97 };
 
 const heads = (p: Part) => p.flatMap(([s, e]) => Array.from({ length: e - s }, (_, i) => s + i));
 
@@ -131,10 +133,14 @@ function maxRelErr(a: Float64Array, b: Float64Array): number {
 
 describe("simulated ranks equal the unsharded model", () => {
   const strategies = (n: number): [string, number][] => [["TP", 1], ["EP", n], ...(n >= 4 ? [["EP×TP", 2] as [string, number]] : [])];
-  for (const [name, config] of [["gpt-oss-tiny", GPT_OSS_TINY], ["odd shapes", ODD], ["odd shapes, MXFP4 experts", ODD_MXFP4]] as const) {
-    it(`${name}: the same tokens (greedy and sampled) and f32 logits within 1e-6 on 2, 4 and 8 ranks`, async () => {
+  // (3 ranks: TP and EP; 8 ranks of NO_BIAS: 3 experts in 8 groups leave ranks without experts)
+  const cases: [string, GptOssConfig, number[]][] = [
+    ["gpt-oss-tiny", GPT_OSS_TINY, [2, 4, 8]], ["odd shapes", ODD, [2, 4, 8]], ["odd shapes, MXFP4 experts", ODD_MXFP4, [2, 4, 8]], ["no attention biases, one KV head", NO_BIAS, [3, 8]],
+  ];
+  for (const [name, config, rankCounts] of cases) {
+    it(`${name}: the same tokens (greedy and sampled) and f32 logits within 1e-6 on ${rankCounts.join(", ")} ranks`, async () => {
       const expected = await generateAll(config, 1, 1);
-      for (const n of [2, 4, 8]) {
+      for (const n of rankCounts) {
         for (const [strategy, ep] of strategies(n)) {
           const got = await generateAll(config, n, ep);
           got.forEach((g, i) => {
