@@ -33,6 +33,8 @@ export interface MatmulOptions {
   readonly symbolBounds?: SymbolBounds;
   /** Tile of the tensor-core GEMM (dense weights); default DEFAULT_GEMM_TILE. A tuning hook. */
   readonly gemmTile?: GemmTile;
+  /** Force a path (benchmarks comparing variants); by default the shape and bounds pick it. */
+  readonly path?: MatmulPath;
 }
 
 /** Tensor-core GEMM tile: 128 rows × 4·warpN columns × k, in `stages` pipeline stages (8 warps, 2 × 4). */
@@ -249,7 +251,7 @@ export function matmulShape(node: MatmulNode): MatmulShape {
 
 /** The path emitMatmul takes for `node`. */
 export function matmulPath(node: MatmulNode, opts: MatmulOptions = {}): MatmulPath {
-  return choosePath(matmulShape(node), opts.symbolBounds);
+  return opts.path ?? choosePath(matmulShape(node), opts.symbolBounds);
 }
 
 /**
@@ -261,7 +263,7 @@ export function emitFusedLinear(node: NodeOf<"fusedLinear">, opts: MatmulOptions
   const shape = contractionShape(x, w, node.attrs.transposeB, node.dtype, (msg) => {
     throw new Error(`tsgc codegen: fusedLinear (x ${x.dtype}${formatShape(x.shape)}, w ${w.dtype}${formatShape(w.shape)}): ${msg}`);
   });
-  const path = choosePath(shape, opts.symbolBounds);
+  const path = opts.path ?? choosePath(shape, opts.symbolBounds);
   const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
   return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile, undefined, rowsBound(shape.rows, opts.symbolBounds))], scratchBytes: [] };
 }
@@ -278,7 +280,7 @@ function groupedLayerShape(node: NodeOf<"groupedLinear">, r: number): MatmulShap
 export function emitGroupedLinearLayer(node: NodeOf<"groupedLinear">, opts: MatmulOptions = {}): NodeKernels {
   const r = node.attrs.result;
   const shape = groupedLayerShape(node, r);
-  const path = choosePath(shape, opts.symbolBounds);
+  const path = opts.path ?? choosePath(shape, opts.symbolBounds);
   const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
   const binding: MatmulBinding = { x: 0, w: 1 + 2 * r, bias: 2 + 2 * r, out: { kind: "output" } };
   return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile, binding, rowsBound(shape.rows, opts.symbolBounds))], scratchBytes: [] };
@@ -292,7 +294,7 @@ export function emitGroupedLinear(layers: readonly NodeOf<"groupedLinear">[], op
   const node = layers[0]!;
   const count = (node.inputs.length - 1) / 2;
   const shapes = Array.from({ length: count }, (_, r) => groupedLayerShape(node, r));
-  const paths = shapes.map((s) => choosePath(s, opts.symbolBounds));
+  const paths = shapes.map((s) => opts.path ?? choosePath(s, opts.symbolBounds));
   const out = (r: number): ArgBinding => ({ kind: "sibling", result: String(r) });
   if (!paths.every((p) => p === "gemv-mma") || shapes.some((s) => !isStatic(s.n))) {
     return {
@@ -324,7 +326,7 @@ export function emitGroupedLinear(layers: readonly NodeOf<"groupedLinear">[], op
 /** Emits a matmul node: one launch of the GEMV or GEMM kernel its shape calls for. */
 export function emitMatmul(node: MatmulNode, opts: MatmulOptions = {}): NodeKernels {
   const shape = matmulShape(node);
-  const path = choosePath(shape, opts.symbolBounds);
+  const path = opts.path ?? choosePath(shape, opts.symbolBounds);
   const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
   return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", {}, opts.gemmTile, undefined, rowsBound(shape.rows, opts.symbolBounds))], scratchBytes: [] };
 }
