@@ -22,6 +22,7 @@ import { chatMessages, encodeHarmony } from "../generate/harmony.js";
 import { O200K_HARMONY_VOCAB_SIZE } from "../generate/tokenizer.js";
 import { compileProgressReporter } from "./compile-progress.js";
 import { type EngineFlags, engineFlags, engineOptions } from "./engine-options.js";
+import { DECIMAL_INTEGER, integerFlag, numberFlag } from "./flags.js";
 import { AnswerPrinter, harmonyFlags, type HarmonyFlags, harmonyFlagsGiven } from "./harmony-answer.js";
 import { collectPrompt, type PromptSource, promptSources, readPrompts } from "./prompt-text.js";
 
@@ -45,23 +46,6 @@ interface GenerateFlags extends EngineFlags, HarmonyFlags {
  * most what the context leaves).
  */
 const DEFAULT_MAX_NEW_TOKENS = { ids: 16, harmony: 1024 } as const;
-
-/** A decimal integer and nothing else: "0x10", "1e1", "1.0" and "" are refused, not read as numbers. */
-const DECIMAL_INTEGER = /^\d+$/;
-
-const integerFlag = (flag: string, min: number) => (v: string): number => {
-  const n = Number(v.trim());
-  if (!DECIMAL_INTEGER.test(v.trim()) || !Number.isSafeInteger(n) || n < min) {
-    throw new Error(`${flag} must be ${min === 0 ? "a non-negative" : "a positive"} integer, got "${v}"`);
-  }
-  return n;
-};
-
-const numberFlag = (flag: string, check: (n: number) => boolean, what: string) => (v: string): number => {
-  const n = Number(v);
-  if (v.trim() === "" || !check(n)) throw new Error(`${flag} must be ${what}, got "${v}"`);
-  return n;
-};
 
 /** "1,2,3" → [1, 2, 3]; an empty item, a sign, hex, an exponent or a fraction is an error naming the item. */
 export function parsePromptIds(v: string): number[] {
