@@ -6,7 +6,8 @@
 #
 #   source .gpu/env.sh && bash bench/serve-vs-transformers.sh [MODEL [NUM_REQUESTS [INPUT_LEN [OUTPUT_LEN]]]]
 #     defaults: gpt-oss-20b 256 1024 1024; SEED (default 0); TSGC_FLAGS and HF_FLAGS add flags to either side
-#     (e.g. TSGC_FLAGS="--warmup --compare-http", HF_FLAGS="--max-batch-tokens 2048")
+#     (TSGC_FLAGS defaults to --warmup, as transformers warms up before its timed part; e.g.
+#     TSGC_FLAGS="--warmup --compare-http" also measures 256 streaming HTTP clients, HF_FLAGS="--max-batch-tokens 2048")
 # Writes tsgc-serve.json, transformers.json, their logs and summary.txt to $OUT (default /tmp/serve-vs-transformers);
 # prints both output tok/s and tsgc / transformers. Exits non-zero when either side fails or the workloads differ.
 set -uo pipefail
@@ -22,7 +23,7 @@ npx tsc -p tsconfig.json || { echo "build failed"; exit 1; }
 workload=(--num-requests "$num_requests" --input-len "$input_len" --output-len "$output_len" --seed "$seed")
 status=0
 # shellcheck disable=SC2086 # TSGC_FLAGS and HF_FLAGS are word lists
-node bin/tsgc.js bench serve "$model" "${workload[@]}" --json ${TSGC_FLAGS:-} > "$out/tsgc-serve.json" 2> "$out/tsgc-serve.log" \
+node bin/tsgc.js bench serve "$model" "${workload[@]}" --json ${TSGC_FLAGS---warmup} > "$out/tsgc-serve.json" 2> "$out/tsgc-serve.log" \
   || { echo "tsgc bench serve failed: $(tail -3 "$out/tsgc-serve.log")"; status=1; }
 # shellcheck disable=SC2086
 python3 bench/transformers_generate_batch.py --model "$model" "${workload[@]}" ${HF_FLAGS:-} > "$out/transformers.json" 2> "$out/transformers.log" \

@@ -189,11 +189,10 @@ def weight_bytes(c):
 
 
 def supported_kwargs(fn, kwargs):
-    """The kwargs `fn` takes (transformers' continuous-batching signatures differ across 5.x releases)."""
+    """The kwargs `fn` names (transformers' continuous-batching signatures differ across 5.x releases; a name it lacks
+    is left out rather than sent into a **kwargs that may read it as a deprecated argument)."""
     params = inspect.signature(fn).parameters
-    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    return {k: v for k, v in kwargs.items() if k in params}
+    return {k: v for k, v in kwargs.items() if k in params and params[k].kind != inspect.Parameter.VAR_KEYWORD}
 
 
 def is_finished(result):

@@ -149,7 +149,7 @@ function registerServeBench(bench: Command): void {
     .option("--seed <n>", "seed of the workload (prompts, lengths, arrivals) and of a built-in model's random weights", seedFlag, 0)
     .option("--http", "send the workload through the OpenAI HTTP server (127.0.0.1, an ephemeral port) as streaming /v1/completions clients")
     .option("--compare-http", "run the workload through the engine's API, then through HTTP (other prompts of the same lengths, so no prefix-cache hits on the first run's), on the one loaded engine, and report both and their ratio")
-    .option("--warmup", `first run the workload's shape untimed (other prompts, ${WARMUP_OUTPUT_TOKENS} output tokens each), so the measured runs find the step shapes' CUDA graphs captured`)
+    .option("--warmup", `first run the workload's shape untimed (other prompts, ${WARMUP_OUTPUT_TOKENS} output tokens each), so the measured runs find most step shapes' CUDA graphs already captured`)
     .option("--json", "print one JSON object on stdout");
   engineFlags(cmd).action(async (model: string, flags: ServeBenchFlags) => {
     if (flags.http && flags.compareHttp) throw new Error("give --http or --compare-http, not both");
