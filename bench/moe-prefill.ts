@@ -9,7 +9,7 @@
 //   npm run build && node dist/bench/moe-prefill.js [tokens=512,2048] [replays=5]
 
 import { type DeviceFill, deviceFill } from "../src/engine/device-random.js";
-import { emitMoeExperts, type MoePath, STREAM_MAX_TOKENS } from "../src/codegen/moe.js";
+import { emitMoeExperts, type MoePath, STREAM_MAX_TOKENS, type StreamTiling } from "../src/codegen/moe.js";
 import { evalSize, type NodeKernels } from "../src/lower/kernel.js";
 import { type DType } from "../src/ir/dtype.js";
 import { tensorFromBytes } from "../src/ir/host-tensor.js";
@@ -45,14 +45,27 @@ async function main(): Promise<void> {
   const node = moeNode();
   const bounds = { tokens: maxT };
   const bucketOf = (t: number) => 2 ** Math.ceil(Math.log2(t));
+  // tiling variants of the stream kernels, timed beside the bucket's default (a record for tuning)
+  const VARIANTS: readonly { readonly name: string; readonly tiling: Partial<StreamTiling> }[] = [
+    { name: "pf8", tiling: { pf: 8 } },
+    { name: "nj1", tiling: { nj: 1 } },
+    { name: "nj4", tiling: { nj: 4, minBlocks: 1 } },
+  ];
   // one kernel set per path, and per bucket for the stream variant (its tiles follow the bucket)
   const sets = new Map<string, NodeKernels>();
   const setKey = (p: MoePath, tokens: number) => (p === "stream" ? `stream@${bucketOf(tokens)}` : p);
+  const streamLimit = 2 * STREAM_MAX_TOKENS; // also one bucket past the default range, to see the crossover
   for (const t of tokenCounts) {
     for (const p of ["token-loop", "grouped", "stream"] as const) {
-      if (p === "stream" && t > STREAM_MAX_TOKENS) continue;
+      if (p === "stream" && t > streamLimit) continue;
       const key = setKey(p, t);
       if (!sets.has(key)) sets.set(key, emitMoeExperts(node, p === "stream" ? { tokens: bucketOf(t) } : bounds, { path: p }));
+    }
+    if (t <= streamLimit) {
+      for (const v of VARIANTS) {
+        const key = `${setKey("stream", t)}/${v.name}`;
+        if (!sets.has(key)) sets.set(key, emitMoeExperts(node, { tokens: bucketOf(t) }, { path: "stream", streamTiling: v.tiling }));
+      }
     }
   }
   // one arena: operands at maxT, the output, then each path's scratch
@@ -137,21 +150,22 @@ async function main(): Promise<void> {
   for (const tokens of tokenCounts) {
     const flop = 2 * tokens * K * (2 * I * D + D * I);
     const outs = new Map<MoePath, Float64Array>();
-    for (const p of ["token-loop", "grouped", "stream"] as const) {
-      if (p === "stream" && tokens > STREAM_MAX_TOKENS) continue;
-      const key = setKey(p, tokens);
+    const runs: { readonly label: string; readonly path: MoePath; readonly key: string }[] = (["token-loop", "grouped", "stream"] as const)
+      .filter((p) => p !== "stream" || tokens <= streamLimit)
+      .flatMap((p) => [{ label: p, path: p, key: setKey(p, tokens) }, ...(p === "stream" ? VARIANTS.map((v) => ({ label: `stream/${v.name}`, path: p, key: `${setKey(p, tokens)}/${v.name}` })) : [])]);
+    for (const { label, path: p, key } of runs) {
       const ls = launchers(key, tokens);
       arena.view(outOff, outBytes).fill(0xff);
       ls.forEach((l) => l());
       device.synchronize();
-      outs.set(p, readOut(tokens));
+      if (!outs.has(p)) outs.set(p, readOut(tokens));
       // the token loop is slow at large sizes: fewer replays
       const n = p === "token-loop" && tokens > 64 ? 1 : replays;
       const ms = graphMs((s) => ls.forEach((l) => l(s)), n);
       const per = ls.map((l) => graphMs((s) => l(s), n));
       const names = sets.get(key)!.launches.map((l) => l.kernel.entry.split("_")[1]!);
       console.log(
-        `tokens ${String(tokens).padStart(5)}  ${p.padEnd(10)}  ${ms.toFixed(3).padStart(9)} ms  ${(flop / ms / 1e9).toFixed(1).padStart(6)} TFLOP/s  ` +
+        `tokens ${String(tokens).padStart(5)}  ${label.padEnd(10)}  ${ms.toFixed(3).padStart(9)} ms  ${(flop / ms / 1e9).toFixed(1).padStart(6)} TFLOP/s  ` +
           `${((touched(tokens) * expertBytes) / ms / 1e6).toFixed(0).padStart(5)} GB/s  (${per.map((v, i) => `${names[i]} ${v.toFixed(3)}`).join(", ")})`,
       );
     }

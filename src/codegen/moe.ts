@@ -114,14 +114,31 @@ export const GROUPED_BM = 64;
 export const GROUPED_BN_MMA = 128;
 export const GROUPED_BN_SIMT = 64;
 
-/** Token bounds up to which bf16/f16 MXFP4 experts take the weight-streaming variant (decode sizes). */
-export const STREAM_MAX_TOKENS = 256;
+/**
+ * Token bounds in which bf16/f16 MXFP4 experts take the weight-streaming variant. Measured on an H200
+ * (bench/moe-prefill.ts, bench/NOTES.md): the token loop is faster up to 8 tokens (it needs no bucketing
+ * and its per-pair rows are short), the 64-row grouped GEMMs from 256.
+ */
+export const STREAM_MIN_TOKENS = 9;
+export const STREAM_MAX_TOKENS = 128;
 
 export type MoePath = "token-loop" | "grouped" | "stream";
 
 export interface MoeOptions {
   /** Force a path (benchmarks and tests); by default the token dim's bound picks it. */
   readonly path?: MoePath;
+  /** Override the stream variant's tiling (a tuning hook for benchmarks); by default the bound picks it. */
+  readonly streamTiling?: Partial<StreamTiling>;
+}
+
+/** The stream variant's tiles: rows per tile, 8-column groups per warp, A stages, blocks per SM, B chunks in flight. */
+export interface StreamTiling {
+  readonly tokens: number;
+  readonly bm: 16 | 32 | 64;
+  readonly nj: 1 | 2 | 4;
+  readonly aStages: number;
+  readonly minBlocks: number;
+  readonly pf: number;
 }
 
 /**
@@ -138,7 +155,7 @@ export function moePath(node: NodeOf<"moeExperts">, bounds: SymbolBounds = {}, o
   } catch {
     bound = Infinity; // no bound known: prefill-sized
   }
-  if (node.inputs[0]!.dtype !== "f32" && bound <= STREAM_MAX_TOKENS) return "stream";
+  if (node.inputs[0]!.dtype !== "f32" && bound >= STREAM_MIN_TOKENS && bound <= STREAM_MAX_TOKENS) return "stream";
   return bound > GROUPED_MIN_TOKENS ? "grouped" : "token-loop";
 }
 
@@ -152,12 +169,12 @@ function tokenBound(s: MoeSpec, bounds: SymbolBounds): number {
 }
 
 /** Row tile, column groups per warp, A stages and blocks per SM of the stream variant for a token bound. */
-export function streamTiling(tokens: number): { tokens: number; bm: 16 | 32 | 64; nj: 1 | 2; aStages: number; minBlocks: number } {
+export function streamTiling(tokens: number): StreamTiling {
   // an expert holds about T·K/E rows; a tile covers the busiest expert's rows so its weights are read once
   const bm = tokens <= 16 ? 16 : tokens <= 128 ? 32 : 64;
   // few tokens touch few experts: narrower column tiles keep every SM streaming
   const nj = tokens <= 2 ? 1 : 2;
-  return { tokens, bm, nj, aStages: bm <= 32 ? 3 : 2, minBlocks: bm <= 32 ? 2 : 1 };
+  return { tokens, bm, nj, aStages: bm <= 32 ? 3 : 2, minBlocks: bm <= 32 ? 2 : 1, pf: 4 };
 }
 
 /**
@@ -232,7 +249,7 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
       sharedBytes: 0,
       args: [input(0), input(1), input(2), scratch(7), { kind: "i32", value: tokens }],
     };
-    return emitGrouped(s, ctx, logits, { typeTag, base, constTag }, streamTiling(tokenBound(s, bounds)));
+    return emitGrouped(s, ctx, logits, { typeTag, base, constTag }, { ...streamTiling(tokenBound(s, bounds)), ...opts.streamTiling });
   }
   const gatePerBlock = s.mxfp4 ? MXFP4_GATEUP_PAIRS : DENSE_GATEUP_PAIRS;
   const gateup: KernelLaunch = {
@@ -266,14 +283,14 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
  */
 function emitGrouped(
   s: MoeSpec, ctx: Record<string, unknown>, first: KernelLaunch, tags: { typeTag: string; base: string; constTag: string },
-  stream?: ReturnType<typeof streamTiling>,
+  stream?: StreamTiling,
 ): NodeKernels {
   const { typeTag, base, constTag } = tags;
   const mma = s.dtype !== "f32";
   const variant = stream ? "stream" : mma ? "mma" : "simt";
   const bm = stream ? stream.bm : GROUPED_BM;
   const bn = stream ? 64 * stream.nj : mma ? GROUPED_BN_MMA : GROUPED_BN_SIMT;
-  const tiling = stream ? `_m${bm}n${stream.nj}` : "";
+  const tiling = stream ? `_m${bm}n${stream.nj}p${stream.pf}` : "";
   const gctx = { ...ctx, bm, stages: 3, variant, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), selects: stream !== undefined };
   const input = (index: number): ArgBinding => ({ kind: "input", index });
   const scratch = (index: number): ArgBinding => ({ kind: "scratch", index });

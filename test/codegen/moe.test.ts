@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { evalSize, type NodeKernels } from "../../src/lower/kernel.js";
 import {
-  emitMoeExperts, GROUPED_BM, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, moePath, MXFP4_DOWN_ROWS, MXFP4_GATEUP_PAIRS, STREAM_MAX_TOKENS, streamTiling,
+  emitMoeExperts, GROUPED_BM, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, moePath, MXFP4_DOWN_ROWS, MXFP4_GATEUP_PAIRS, STREAM_MAX_TOKENS, STREAM_MIN_TOKENS, streamTiling,
 } from "../../src/codegen/moe.js";
 import { decodeE2m1, decodeE8m0, type DType, roundTo } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom, tensorFromBytes, tensorToBytes } from "../../src/ir/host-tensor.js";
@@ -106,10 +106,12 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
   it("MXFP4 experts take the grouped path when the token bound exceeds the decode size; dense experts never do", () => {
     const mx = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" });
     expect(moePath(mx, PREFILL)).toBe("grouped");
+    expect(moePath(mx, { tokens: STREAM_MIN_TOKENS - 1 })).toBe("token-loop");
+    expect(moePath(mx, { tokens: STREAM_MIN_TOKENS })).toBe("stream");
     expect(moePath(mx, { tokens: STREAM_MAX_TOKENS })).toBe("stream");
     expect(moePath(mx, { tokens: STREAM_MAX_TOKENS + 1 })).toBe("grouped");
     expect(moePath(mx, {})).toBe("grouped"); // no bound: prefill-sized
-    expect(moePath(moeNode({ dtype: "bf16", t: 3, ...MOE_20B, format: "mxfp4" }), {})).toBe("stream");
+    expect(moePath(moeNode({ dtype: "bf16", t: 3, ...MOE_20B, format: "mxfp4" }), {})).toBe("token-loop");
     // f32 activations (no 16-bit tensor cores): the token loop at decode sizes, grouped SIMT GEMMs above
     const f32 = moeNode({ dtype: "f32", t: "tokens", ...MOE_20B, format: "mxfp4" });
     expect(moePath(f32, { tokens: GROUPED_MIN_TOKENS })).toBe("token-loop");
@@ -172,12 +174,14 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
 
 
 describe("moeExperts stream path, decode sizes (pure)", () => {
-  it("gpt-oss-20b bf16 at each decode bucket: logits, selecting bucket, streamed gate_up and down, combine", () => {
+  it("gpt-oss-20b bf16 at each decode bucket (its own at 16..128, forced elsewhere): logits, selecting bucket, streamed gate_up and down, combine", () => {
     for (const bound of [1, 2, 4, 8, 16, 32, 64, 128, 256]) {
-      const k = emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: bound });
+      const node = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" });
+      expect(moePath(node, { tokens: bound })).toBe(bound < STREAM_MIN_TOKENS ? "token-loop" : bound <= STREAM_MAX_TOKENS ? "stream" : "grouped");
+      const k = emitMoeExperts(node, { tokens: bound }, { path: "stream" });
       expect(k.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual(["moe_logits", "moe_bucketsel", "moe_ggateup", "moe_gdown", "moe_combine"]);
       const { bm, nj } = streamTiling(bound);
-      expect(k.launches[2]!.kernel.entry).toMatch(new RegExp(`^moe_ggateup_stream_.*_m${bm}n${nj}$`));
+      expect(k.launches[2]!.kernel.entry).toMatch(new RegExp(`^moe_ggateup_stream_.*_m${bm}n${nj}p4$`));
       for (const t of new Set([1, Math.max(1, bound - 1), bound])) {
         const sym = { tokens: t };
         const pairs = 4 * t;
@@ -224,9 +228,9 @@ describe("moeExperts stream path, decode sizes (pure)", () => {
 describeNvrtc("moeExperts kernels compile (NVRTC)", () => {
   it("stream kernels at every decode bucket: gpt-oss-20b bf16, the reduced model in f16, a K with a partial last chunk", async () => {
     const kernels: NodeKernels[] = [
-      ...[1, 2, 8, 64, 128, 256].map((b) => emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: b })),
+      ...[1, 2, 8, 64, 128, 256].map((b) => emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: b }, { path: "stream" })),
       emitMoeExperts(moeNode({ dtype: "f16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "mxfp4", bias: "f16" }), { tokens: 64 }),
-      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 320, inter: 96, e: 8, k: 4, format: "mxfp4" }), { tokens: 256 }),
+      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 320, inter: 96, e: 8, k: 4, format: "mxfp4" }), { tokens: 256 }, { path: "stream" }),
     ];
     // combine is shared by all of 20b's buckets, logits by buckets ≥ 8
     expect(await compileNodeKernels(kernels)).toBeGreaterThanOrEqual(6 * 3 + 2 + 2 * 5);
@@ -564,11 +568,11 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
     { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100] },
   ];
   for (const c of streamCases) {
-    it(`stream path, MXFP4 ${c.dtype} (hidden ${c.d}, intermediate ${c.inter}, 8 experts top-4) at ${c.counts.join(", ")} tokens, each in its own bucket, against the interpreter`, async () => {
+    it(`stream path, MXFP4 ${c.dtype} (hidden ${c.d}, intermediate ${c.inter}, 8 experts top-4) at ${c.counts.join(", ")} tokens, each with its bucket's tiling, against the interpreter`, async () => {
       const node = moeNode({ dtype: c.dtype, t: "tokens", d: c.d, inter: c.inter, e: 8, k: 4, format: "mxfp4", ...(c.bias ? { bias: c.bias } : {}) });
       for (const n of c.counts) {
         const bucket = 2 ** Math.ceil(Math.log2(n));
-        const kernels = emitMoeExperts(node, { tokens: bucket });
+        const kernels = emitMoeExperts(node, { tokens: bucket }, { path: "stream" });
         expect(kernels.launches[2]!.kernel.entry).toMatch(/^moe_ggateup_stream_/);
         const sym = { tokens: n };
         const inputs = randomInputs(node, sym, 53 * n + c.d);
@@ -596,7 +600,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
     const loop = emitMoeExperts(node, DECODE, LOOP);
     for (const t of [1, 7, 64, 256]) {
       const sym = { tokens: t };
-      const stream = emitMoeExperts(node, { tokens: 2 ** Math.ceil(Math.log2(t)) });
+      const stream = emitMoeExperts(node, { tokens: 2 ** Math.ceil(Math.log2(t)) }, { path: "stream" });
       const bytes = [tensorToBytes(randomTensor("bf16", [t, 2880], rand, -1, 1)), ...w];
       const a = await runRawKernels(stream, bytes, t * 2880 * 2, sym, { timeIterations: 20 });
       const b = tensorFromBytes("bf16", [t, 2880], (await runRawKernels(loop, bytes, t * 2880 * 2, sym)).out);
