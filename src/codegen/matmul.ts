@@ -104,10 +104,24 @@ export function choosePath(s: MatmulShape, bounds: SymbolBounds | undefined): Ma
   const tensor = s.dtype === "bf16" || s.dtype === "f16";
   const kAligned = isStatic(s.k) && s.k % 8 === 0;
   const m = rowsBound(s.rows, bounds);
-  if (tensor && kAligned && s.transposeB && m <= GEMV_MMA_MAX_M) return "gemv-mma";
+  if (tensor && kAligned && s.transposeB && m <= GEMV_MMA_MAX_M && gemvMmaBeatsGemm(m, s.n)) return "gemv-mma";
   if (m <= GEMV_MAX_M) return s.transposeB ? "gemv-rows" : "gemv-cols";
   const nAligned = s.transposeB || (isStatic(s.n) && s.n % 8 === 0);
   return tensor && kAligned && nAligned ? "gemm-mma" : "gemm-simt";
+}
+
+/**
+ * Whether the tensor-core GEMV is the faster of the two tensor-core paths for M rows (a bucket's bound)
+ * and N outputs. Measured on an H200 (bench/codegen-matmul.js bucket, bench/NOTES.md): the GEMV reads each
+ * weight tile once for up to 64 rows and wins there for q/k/v and o_proj; a wide output (lm_head's 201k
+ * rows) gives the GEMM's 128-row tiles enough blocks from 64 rows on; at 128 rows only narrow outputs
+ * (o_proj's 2880) still favour the GEMV.
+ */
+export function gemvMmaBeatsGemm(m: number, n: Dim): boolean {
+  const wide = !isStatic(n) || n > 65536;
+  if (m <= 32) return true;
+  if (m <= 64) return !wide;
+  return m <= 128 && isStatic(n) && n <= 4096;
 }
 
 /** Widest vector (elements, at most 16 bytes) that divides a static dim; 1 for a symbolic one. */
