@@ -1,7 +1,7 @@
 // Device time of the matmul-family and RMSNorm kernels at gpt-oss-20b sizes, against the two floors:
 // bytes / HBM bandwidth (measured here with a device-to-device copy; ~3.0 TB/s on an H100 SXM) and
 // FLOPs / tensor throughput (~790 TFLOP/s dense bf16, not measured: no BLAS here).
-//   npm run build && node dist/bench/codegen-matmul.js
+//   npm run build && node dist/bench/codegen-matmul.js [label filter, e.g. bucket]
 // Each case is captured R times into one CUDA graph, cycling through enough copies of its operands that
 // a replay cannot be served from L2 (50 MiB on an H100); the graph is replayed many times and the median
 // per-kernel time is reported (it includes the ~1 µs gap between graph nodes). Cases of one shape get the
@@ -11,7 +11,7 @@ import { CudaGraph, Device, type Kernel, type KernelArg } from "../runtime/cuda.
 import { loadKernels } from "../runtime/kernel-cache.js";
 import { nvrtcVersion } from "../runtime/nvrtc.js";
 import { evalSize, type NodeKernels } from "../src/lower/kernel.js";
-import { DEFAULT_GEMM_TILE, emitMatmul, type GemmTile } from "../src/codegen/matmul.js";
+import { DEFAULT_GEMM_TILE, emitMatmul, type GemmTile, type MatmulPath } from "../src/codegen/matmul.js";
 import { emitMxfp4Matmul } from "../src/codegen/mxfp4-matmul.js";
 import { emitFusedRmsNorm, emitResidualRmsNormPair } from "../src/codegen/rmsnorm.js";
 import { type DType, dtypeBytes } from "../src/ir/dtype.js";
@@ -64,11 +64,20 @@ const table = new NodeTable();
 const input = (name: string, dtype: DType, shape: (number | string)[]) =>
   table.make("input", { name, dtype, shape }, []);
 
-function linearCase(label: string, m: number | string, n: number, k: number, symbols: SymbolValues = {}, perGraph = 20, gemmTile?: GemmTile): Case {
+function linearCase(label: string, m: number | string, n: number, k: number, symbols: SymbolValues = {}, perGraph = 20, gemmTile?: GemmTile, path?: MatmulPath): Case {
   const node = table.make("matmul", { transposeB: true }, [input("x", "bf16", [m, k]), input("w", "bf16", [n, k])]);
   const rows = typeof m === "number" ? m : symbols[m]!;
   const tile = gemmTile ? ` tile 128×${4 * gemmTile.warpN}×${gemmTile.k} s${gemmTile.stages}` : "";
-  return { label: label + tile, node, kernels: emitMatmul(node, gemmTile ? { gemmTile } : {}), symbols, flops: 2 * rows * n * k, perGraph };
+  // a symbolic M is planned at its bucket (its value here), as a bucketed plan would
+  const opts = { ...(gemmTile ? { gemmTile } : {}), ...(path ? { path } : {}), symbolBounds: symbols };
+  return { label: label + tile + (path ? ` ${path}` : ""), node, kernels: emitMatmul(node, opts), symbols, flops: 2 * rows * n * k, perGraph };
+}
+
+/** A decode bucket's linear layers on both tensor-core paths: which is faster at each batch size. */
+function bucketCases(m: number): Case[] {
+  const shapes: [string, number, number, number][] = [["q/k/v", 5120, 2880, 20], ["o_proj", 2880, 4096, 20], ["lm_head", 201088, 2880, 2]];
+  return shapes.flatMap(([name, n, k, perGraph]) =>
+    (["gemv-mma", "gemm-mma"] as const).map((path) => linearCase(`bucket ${m}: ${name} ${m}×${k} · [${n}, ${k}]ᵀ`, "tokens", n, k, { tokens: m }, perGraph, undefined, path)));
 }
 
 const TILES: GemmTile[] = [
@@ -100,7 +109,7 @@ function normCases(rows: number): Case[] {
   ];
 }
 
-const cases: Case[] = [
+const allCases: Case[] = [
   linearCase("GEMV bf16 1×2880 · [5760, 2880]ᵀ", 1, 5760, 2880),
   linearCase("GEMV bf16 4×2880 · [5760, 2880]ᵀ", 4, 5760, 2880),
   linearCase("GEMV bf16 1×2880 · [201088, 2880]ᵀ (lm_head)", 1, 201088, 2880, {}, 4),
@@ -112,7 +121,11 @@ const cases: Case[] = [
   mxfp4Case("GEMM MXFP4 4096×2880 · [5760, 2880]ᵀ", "tokens", 5760, 2880, { tokens: 4096 }, 10),
   ...normCases(1),
   ...normCases(4096),
+  ...[16, 32, 64, 128, 256].flatMap(bucketCases),
 ];
+// an optional argument keeps the cases whose label contains it (e.g. "bucket")
+const only = process.argv[2];
+const cases = only ? allCases.filter((c) => c.label.includes(only)) : allCases;
 
 const device = Device.open(0);
 const stream = device.createStream();

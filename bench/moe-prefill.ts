@@ -1,13 +1,15 @@
-// gpt-oss-20b MoE prefill on one GPU: the moeExperts launches of one layer (hidden 2880, intermediate
-// 2880, 32 experts, top-4, MXFP4 experts, bf16 activations) at several token counts, token loop vs
-// grouped GEMMs, with seeded random weights made on the device. Each path is captured into a CUDA graph
+// gpt-oss-20b MoE on one GPU: the moeExperts launches of one layer (hidden 2880, intermediate 2880, 32
+// experts, top-4, MXFP4 experts, bf16 activations) at several token counts, token loop vs grouped GEMMs vs
+// the weight-streaming variant (for counts up to STREAM_MAX_TOKENS, emitted for the count's power-of-two
+// bucket, as a plan would), with seeded random weights made on the device. GB/s counts the weight bytes of
+// the experts the step touches. Each path is captured into a CUDA graph
 // (route .. combine) and replayed; per-launch times come from graphs of one launch each.
 // FLOPs: 2·T·K·(2I·D + D·I) (the expert GEMMs; routing is ~1%).
 //
 //   npm run build && node dist/bench/moe-prefill.js [tokens=512,2048] [replays=5]
 
 import { type DeviceFill, deviceFill } from "../src/engine/device-random.js";
-import { emitMoeExperts, type MoePath } from "../src/codegen/moe.js";
+import { emitMoeExperts, type MoePath, STREAM_MAX_TOKENS, type StreamTiling } from "../src/codegen/moe.js";
 import { evalSize, type NodeKernels } from "../src/lower/kernel.js";
 import { type DType } from "../src/ir/dtype.js";
 import { tensorFromBytes } from "../src/ir/host-tensor.js";
@@ -42,9 +44,30 @@ async function main(): Promise<void> {
   const device = Device.open(0);
   const node = moeNode();
   const bounds = { tokens: maxT };
-  const paths: MoePath[] = ["token-loop", "grouped"];
-  const kernels = new Map<MoePath, NodeKernels>(paths.map((p) => [p, emitMoeExperts(node, bounds, { path: p })]));
-
+  const bucketOf = (t: number) => 2 ** Math.ceil(Math.log2(t));
+  // tiling variants of the stream kernels, timed beside the bucket's default (a record for tuning)
+  const VARIANTS: readonly { readonly name: string; readonly tiling: Partial<StreamTiling> }[] = [
+    { name: "pf8", tiling: { pf: 8 } },
+    { name: "nj1", tiling: { nj: 1 } },
+    { name: "nj4", tiling: { nj: 4, minBlocks: 1 } },
+  ];
+  // one kernel set per path, and per bucket for the stream variant (its tiles follow the bucket)
+  const sets = new Map<string, NodeKernels>();
+  const setKey = (p: MoePath, tokens: number) => (p === "stream" ? `stream@${bucketOf(tokens)}` : p);
+  const streamLimit = 2 * STREAM_MAX_TOKENS; // also one bucket past the default range, to see the crossover
+  for (const t of tokenCounts) {
+    for (const p of ["token-loop", "grouped", "stream"] as const) {
+      if (p === "stream" && t > streamLimit) continue;
+      const key = setKey(p, t);
+      if (!sets.has(key)) sets.set(key, emitMoeExperts(node, p === "stream" ? { tokens: bucketOf(t) } : bounds, { path: p }));
+    }
+    if (t <= streamLimit) {
+      for (const v of VARIANTS) {
+        const key = `${setKey("stream", t)}/${v.name}`;
+        if (!sets.has(key)) sets.set(key, emitMoeExperts(node, { tokens: bucketOf(t) }, { path: "stream", streamTiling: v.tiling }));
+      }
+    }
+  }
   // one arena: operands at maxT, the output, then each path's scratch
   const maxSym = { tokens: maxT };
   const inputBytes = node.inputs.map((n) => numElements(evalShape(n.shape, maxSym)) * (n.dtype === "bf16" ? 2 : 1));
@@ -57,7 +80,7 @@ async function main(): Promise<void> {
   };
   const inputOff = inputBytes.map(place);
   const outOff = place(outBytes);
-  const scratchOff = new Map(paths.map((p) => [p, kernels.get(p)!.scratchBytes.map((s) => place(evalSize(s, maxSym)))]));
+  const scratchOff = new Map([...sets].map(([key, ks]) => [key, ks.scratchBytes.map((s) => place(evalSize(s, maxSym)))]));
   const arena = Arena.allocate(device, total);
   const base = arena.pointer;
   const fill = await deviceFill(device);
@@ -74,27 +97,26 @@ async function main(): Promise<void> {
   });
   device.synchronize();
 
-  const loaded = new Map<MoePath, Kernel[]>();
-  for (const p of paths) {
-    const ks = kernels.get(p)!;
-    loaded.set(p, (await loadKernels(device, ks.launches.map((l) => ({ name: l.kernel.name, source: l.kernel.source, entry: l.kernel.entry })), { cache: false })).kernels as Kernel[]);
+  const loaded = new Map<string, Kernel[]>();
+  for (const [key, ks] of sets) {
+    loaded.set(key, (await loadKernels(device, ks.launches.map((l) => ({ name: l.kernel.name, source: l.kernel.source, entry: l.kernel.entry })), { cache: false })).kernels as Kernel[]);
   }
-  const launchers = (p: MoePath, tokens: number): ((stream?: Stream) => void)[] => {
-    const ks = kernels.get(p)!;
+  const launchers = (key: string, tokens: number): ((stream?: Stream) => void)[] => {
+    const ks = sets.get(key)!;
     const sym = { tokens };
     return ks.launches.map((l, li) => {
       const args: KernelArg[] = l.args.map((a) => {
         switch (a.kind) {
           case "input": return { ptr: base + BigInt(inputOff[a.index]!) };
           case "output": return { ptr: base + BigInt(outOff) };
-          case "scratch": return { ptr: base + BigInt(scratchOff.get(p)![a.index]!) };
+          case "scratch": return { ptr: base + BigInt(scratchOff.get(key)![a.index]!) };
           case "i32": return { i32: evalSize(a.value, sym) };
           case "f32": return { f32: a.value };
           case "sibling": throw new Error("no siblings here");
         }
       });
       const grid = l.grid.map((g) => evalSize(g, sym)) as [number, number, number];
-      const kernel = loaded.get(p)![li]!;
+      const kernel = loaded.get(key)![li]!;
       return (stream?: Stream) => kernel.launch({ grid, block: l.block, sharedBytes: l.sharedBytes, args, ...(stream ? { stream } : {}) });
     });
   };
@@ -122,37 +144,46 @@ async function main(): Promise<void> {
   };
 
   console.log(`${device.info.name}; moeExperts of gpt-oss-20b (D ${D}, I ${I}, ${E} experts, top-${K}, MXFP4, bf16), CUDA-graph replay`);
+  // weight bytes of one expert (MXFP4 blocks + scales of gate_up and down) and the experts T tokens touch (expected)
+  const expertBytes = (2 * I + D) * (D / 32) * 17;
+  const touched = (t: number) => E * (1 - (1 - K / E) ** t);
   for (const tokens of tokenCounts) {
     const flop = 2 * tokens * K * (2 * I * D + D * I);
     const outs = new Map<MoePath, Float64Array>();
-    for (const p of paths) {
-      const ls = launchers(p, tokens);
+    const runs: { readonly label: string; readonly path: MoePath; readonly key: string }[] = (["token-loop", "grouped", "stream"] as const)
+      .filter((p) => p !== "stream" || tokens <= streamLimit)
+      .flatMap((p) => [{ label: p, path: p, key: setKey(p, tokens) }, ...(p === "stream" ? VARIANTS.map((v) => ({ label: `stream/${v.name}`, path: p, key: `${setKey(p, tokens)}/${v.name}` })) : [])]);
+    for (const { label, path: p, key } of runs) {
+      const ls = launchers(key, tokens);
       arena.view(outOff, outBytes).fill(0xff);
       ls.forEach((l) => l());
       device.synchronize();
-      outs.set(p, readOut(tokens));
-      // the token loop is slow at these sizes: fewer replays
-      const n = p === "token-loop" ? 1 : replays;
+      if (!outs.has(p)) outs.set(p, readOut(tokens));
+      // the token loop is slow at large sizes: fewer replays
+      const n = p === "token-loop" && tokens > 64 ? 1 : replays;
       const ms = graphMs((s) => ls.forEach((l) => l(s)), n);
       const per = ls.map((l) => graphMs((s) => l(s), n));
-      const names = kernels.get(p)!.launches.map((l) => l.kernel.entry.split("_")[1]!);
+      const names = sets.get(key)!.launches.map((l) => l.kernel.entry.split("_")[1]!);
       console.log(
-        `tokens ${String(tokens).padStart(5)}  ${p.padEnd(10)}  ${ms.toFixed(3).padStart(9)} ms  ${(flop / ms / 1e9).toFixed(1).padStart(6)} TFLOP/s  ` +
-          `(${per.map((v, i) => `${names[i]} ${v.toFixed(3)}`).join(", ")})`,
+        `tokens ${String(tokens).padStart(5)}  ${label.padEnd(10)}  ${ms.toFixed(3).padStart(9)} ms  ${(flop / ms / 1e9).toFixed(1).padStart(6)} TFLOP/s  ` +
+          `${((touched(tokens) * expertBytes) / ms / 1e6).toFixed(0).padStart(5)} GB/s  (${per.map((v, i) => `${names[i]} ${v.toFixed(3)}`).join(", ")})`,
       );
     }
-    const [a, b] = [outs.get("token-loop")!, outs.get("grouped")!];
-    let maxErr = 0;
-    let maxRef = 0;
-    let nan = 0;
-    a.forEach((v, i) => {
-      if (Number.isNaN(b[i]!) || Number.isNaN(v)) nan++;
-      else {
-        maxRef = Math.max(maxRef, Math.abs(v));
-        maxErr = Math.max(maxErr, Math.abs(v - b[i]!));
-      }
-    });
-    console.log(`tokens ${String(tokens).padStart(5)}  grouped vs token loop: max rel err ${(maxErr / maxRef).toExponential(2)}, NaN ${nan}`);
+    for (const other of ["grouped", "stream"] as const) {
+      const [a, b] = [outs.get("token-loop")!, outs.get(other)];
+      if (!b) continue;
+      let maxErr = 0;
+      let maxRef = 0;
+      let nan = 0;
+      a.forEach((v, i) => {
+        if (Number.isNaN(b[i]!) || Number.isNaN(v)) nan++;
+        else {
+          maxRef = Math.max(maxRef, Math.abs(v));
+          maxErr = Math.max(maxErr, Math.abs(v - b[i]!));
+        }
+      });
+      console.log(`tokens ${String(tokens).padStart(5)}  ${other} vs token loop: max rel err ${(maxErr / maxRef).toExponential(2)}, NaN ${nan}`);
+    }
   }
   start.dispose();
   stop.dispose();

@@ -1,5 +1,5 @@
 // File handling that every reader and writer of user-named paths shares: the kernel and plan caches, the
-// checkpoint loader, the CLI's --out/--logits-out/--config files and cache archives.
+// checkpoint loader, the CLI's --out/--logits-out/--config/--prompt-file files and cache archives.
 //
 // - Reads open only regular files (a symlink to one is fine: Hugging Face snapshots are symlinks), with
 //   O_NONBLOCK so that opening a named pipe returns at once and is refused instead of blocking forever.
@@ -271,6 +271,18 @@ export function checkInputDirectory(path: string, flag: string): void {
     const stats = statOrUndefined(path);
     if (stats === undefined) throw new FileAccessError(flag, path, "no such directory", "ENOENT");
     if (!stats.isDirectory()) throw new FileAccessError(flag, path, `it is ${fileKind(stats)}, not a directory`, "ENOTDIR");
+  } catch (err) {
+    throw asFlagError(err, flag, path);
+  }
+}
+
+/**
+ * The whole of a regular file an option names (flag names the option in messages: `tsgc: --prompt-file PATH:
+ * it is a named pipe, not a regular file`); a directory, a pipe or a device is refused without blocking.
+ */
+export async function readInputFile(path: string, flag: string): Promise<Buffer> {
+  try {
+    return await readRegularFile(path);
   } catch (err) {
     throw asFlagError(err, flag, path);
   }

@@ -1,15 +1,17 @@
 // `tsgc chat`: a multi-turn chat in the terminal on the engine. The conversation is kept as harmony messages
 // across turns (reasoning of answered turns dropped, as for the server), each answer streams through the harmony
-// output parser: the final answer is printed, the reasoning too with --show-reasoning. Ctrl-C aborts the answer in
-// progress; a second Ctrl-C (or /exit, or the end of input) quits. The engine factory is injected, as for serve.
+// output parser and is printed as `tsgc generate --prompt` prints one (harmony-answer.ts): the final answer, the
+// reasoning too with --show-reasoning. Ctrl-C aborts the answer in progress; a second Ctrl-C (or /exit, or the end
+// of input) quits. The engine factory is injected, as for serve.
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
 import type { Engine } from "../engine/api.js";
 import { conversationStart, dropCompletedReasoning, encodeHarmony, type HarmonyMessage, type ReasoningEffort } from "../generate/harmony.js";
-import { HarmonyOutputParser, type HarmonyOutputEvent, type ParsedHarmonyMessage } from "../generate/harmony-parser.js";
+import type { ParsedHarmonyMessage } from "../generate/harmony-parser.js";
 import { HARMONY_STOP_TOKENS, HarmonyTokenizer } from "../generate/tokenizer.js";
 import type { OpenEngine } from "../server/index.js";
 import { type EngineFlags, engineOptions } from "./engine-options.js";
+import { AnswerPrinter, dimmed, harmonyFlags, type HarmonyFlags } from "./harmony-answer.js";
 import { addEngineArguments } from "./serve.js";
 
 export interface ChatSessionOptions {
@@ -30,9 +32,6 @@ export interface ChatSessionOptions {
   readonly currentDate?: string;
 }
 
-const DIM = "\x1b[2m";
-const RESET = "\x1b[0m";
-
 /** A parsed answer message as conversation history: text on the final channel, reasoning on analysis; tool calls (no tools run here) dropped. */
 function historyOf(messages: readonly ParsedHarmonyMessage[], interrupted: boolean): HarmonyMessage[] {
   const out: HarmonyMessage[] = [];
@@ -50,7 +49,7 @@ export async function runChatSession(o: ChatSessionOptions): Promise<void> {
   const tokenizer = HarmonyTokenizer.instance();
   const terminal = o.terminal ?? (output as { isTTY?: boolean }).isTTY === true;
   const write = (text: string) => void output.write(text);
-  const dim = (text: string) => (terminal ? `${DIM}${text}${RESET}` : text);
+  const dim = (text: string) => dimmed(text, terminal);
   const start = conversationStart({
     ...(o.instructions !== undefined ? { instructions: o.instructions } : {}),
     reasoningEffort: o.reasoningEffort ?? "medium",
@@ -104,32 +103,17 @@ export async function runChatSession(o: ChatSessionOptions): Promise<void> {
       write(`(${err instanceof Error ? err.message : String(err)})\n`);
       return;
     }
-    const parser = new HarmonyOutputParser({ tokenizer });
-    let showing: "reasoning" | "content" | undefined;
-    const show = (events: readonly HarmonyOutputEvent[]) => {
-      for (const e of events) {
-        if (e.type === "reasoning" && o.showReasoning === true) {
-          if (showing !== "reasoning") write(dim(showing === undefined ? "thinking: " : "\nthinking: "));
-          write(dim(e.text));
-          showing = "reasoning";
-        } else if (e.type === "content") {
-          if (showing === "reasoning") write("\n\n");
-          write(e.text);
-          showing = "content";
-        } else if (e.type === "tool-call") {
-          write(dim(`\n(the model called functions.${e.name}; tsgc chat runs no tools)`));
-        }
-      }
-    };
-    for await (const token of stream) show(parser.push(token.token));
-    show(parser.finish());
+    const printer = new AnswerPrinter(write, { tokenizer, dim: terminal, showReasoning: o.showReasoning === true });
+    for await (const token of stream) printer.push(token.token);
+    printer.finish();
+    if (printer.toolCalls.length > 0) write(dim("\n(tsgc chat runs no tools)"));
     const summary = await stream.done;
     answering = undefined;
     write("\n");
     if (summary.finishReason === "abort") write(dim("[interrupted]\n"));
     else if (summary.finishReason === "length") write(dim("[cut at the token limit]\n"));
     else if (summary.finishReason === "error") write(`(the engine failed: ${summary.error ?? "unknown error"})\n`);
-    const said = historyOf(parser.messages, summary.finishReason === "abort");
+    const said = historyOf(printer.messages, summary.finishReason === "abort");
     if (said.length === 0 && summary.finishReason !== "stop") conversation.pop(); // nothing was answered: forget the question too
     else conversation.push(...said);
   }
@@ -153,10 +137,7 @@ export async function runChatSession(o: ChatSessionOptions): Promise<void> {
   rl.close();
 }
 
-interface ChatFlags extends EngineFlags {
-  readonly system?: string;
-  readonly reasoningEffort?: ReasoningEffort;
-  readonly showReasoning?: boolean;
+interface ChatFlags extends EngineFlags, HarmonyFlags {
   readonly maxTokens?: number;
   readonly temperature: number;
   readonly topP?: number;
@@ -170,13 +151,7 @@ export interface ChatDeps {
 
 export function registerChatCommand(program: Command, openEngine: OpenEngine, deps: ChatDeps = {}): Command {
   const command = program.command("chat").description("chat with a model in the terminal (harmony format, multi-turn; Ctrl-C stops an answer, twice quits)");
-  return addEngineArguments(command)
-    .option("--system <text>", "developer instructions (the system prompt)")
-    .option("--reasoning-effort <effort>", "low, medium or high", (v: string) => {
-      if (v !== "low" && v !== "medium" && v !== "high") throw new Error(`--reasoning-effort must be low, medium or high, got "${v}"`);
-      return v;
-    })
-    .option("--show-reasoning", "print the model's reasoning (the analysis channel) before its answer")
+  return harmonyFlags(addEngineArguments(command))
     .option("--max-tokens <n>", "most tokens per answer", (v: string) => {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 1) throw new Error(`--max-tokens must be a positive integer, got "${v}"`);

@@ -2,6 +2,7 @@
 
 import type { Command } from "commander";
 import type { OpenEngineOptions } from "../engine/open.js";
+import { choiceFlag } from "./flags.js";
 
 export interface EngineFlags {
   checkpoint?: string;
@@ -27,13 +28,6 @@ export const positiveInt = (flag: string) => (v: string) => {
   return n;
 };
 
-function choice<T extends string>(flag: string, values: readonly T[]) {
-  return (v: string): T => {
-    if (!(values as readonly string[]).includes(v)) throw new Error(`${flag} must be ${values.join(" or ")}, got "${v}"`);
-    return v as T;
-  };
-}
-
 /** The model bounds every verb that builds gpt-oss takes (compile too). */
 export function boundFlags(cmd: Command): Command {
   return cmd
@@ -47,8 +41,8 @@ export function boundFlags(cmd: Command): Command {
 export function engineFlags(cmd: Command): Command {
   return boundFlags(cmd)
     .option("--checkpoint <dir>", "a gpt-oss checkpoint directory (config.json + safetensors)")
-    .option("--device <device>", "cuda (a compiled plan on GPU 0) or cpu (the reference interpreter); default cuda when a GPU is present", choice("--device", ["cuda", "cpu"] as const))
-    .option("--dtype <dtype>", "bf16 or f32 (default bf16 on cuda, f32 on cpu)", choice("--dtype", ["bf16", "f32"] as const))
+    .option("--device <device>", "cuda (a compiled plan on GPU 0) or cpu (the reference interpreter); default cuda when a GPU is present", choiceFlag("--device", ["cuda", "cpu"] as const))
+    .option("--dtype <dtype>", "bf16 or f32 (default bf16 on cuda, f32 on cpu)", choiceFlag("--dtype", ["bf16", "f32"] as const))
     .option("--dequantize", "load MXFP4 expert weights as dense --dtype weights instead of keeping them packed")
     .option("--kv-blocks <n>", "blocks of the full-attention KV pool, instead of sizing it from GPU memory", positiveInt("--kv-blocks"))
     .option("--gpu-memory-utilization <f>", "share of GPU memory for weights, activations and KV (default 0.9)", (v: string) => {

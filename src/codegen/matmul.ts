@@ -33,6 +33,8 @@ export interface MatmulOptions {
   readonly symbolBounds?: SymbolBounds;
   /** Tile of the tensor-core GEMM (dense weights); default DEFAULT_GEMM_TILE. A tuning hook. */
   readonly gemmTile?: GemmTile;
+  /** Force a path (benchmarks comparing variants); by default the shape and bounds pick it. */
+  readonly path?: MatmulPath;
 }
 
 /** Tensor-core GEMM tile: 128 rows × 4·warpN columns × k, in `stages` pipeline stages (8 warps, 2 × 4). */
@@ -102,10 +104,24 @@ export function choosePath(s: MatmulShape, bounds: SymbolBounds | undefined): Ma
   const tensor = s.dtype === "bf16" || s.dtype === "f16";
   const kAligned = isStatic(s.k) && s.k % 8 === 0;
   const m = rowsBound(s.rows, bounds);
-  if (tensor && kAligned && s.transposeB && m <= GEMV_MMA_MAX_M) return "gemv-mma";
+  if (tensor && kAligned && s.transposeB && m <= GEMV_MMA_MAX_M && gemvMmaBeatsGemm(m, s.n)) return "gemv-mma";
   if (m <= GEMV_MAX_M) return s.transposeB ? "gemv-rows" : "gemv-cols";
   const nAligned = s.transposeB || (isStatic(s.n) && s.n % 8 === 0);
   return tensor && kAligned && nAligned ? "gemm-mma" : "gemm-simt";
+}
+
+/**
+ * Whether the tensor-core GEMV is the faster of the two tensor-core paths for M rows (a bucket's bound)
+ * and N outputs. Measured on an H200 (bench/codegen-matmul.js bucket, bench/NOTES.md): the GEMV reads each
+ * weight tile once for up to 64 rows and wins there for q/k/v and o_proj; a wide output (lm_head's 201k
+ * rows) gives the GEMM's 128-row tiles enough blocks from 64 rows on; at 128 rows only narrow outputs
+ * (o_proj's 2880) still favour the GEMV.
+ */
+export function gemvMmaBeatsGemm(m: number, n: Dim): boolean {
+  const wide = !isStatic(n) || n > 65536;
+  if (m <= 32) return true;
+  if (m <= 64) return !wide;
+  return m <= 128 && isStatic(n) && n <= 4096;
 }
 
 /** Widest vector (elements, at most 16 bytes) that divides a static dim; 1 for a symbolic one. */
@@ -249,7 +265,7 @@ export function matmulShape(node: MatmulNode): MatmulShape {
 
 /** The path emitMatmul takes for `node`. */
 export function matmulPath(node: MatmulNode, opts: MatmulOptions = {}): MatmulPath {
-  return choosePath(matmulShape(node), opts.symbolBounds);
+  return opts.path ?? choosePath(matmulShape(node), opts.symbolBounds);
 }
 
 /**
@@ -261,7 +277,7 @@ export function emitFusedLinear(node: NodeOf<"fusedLinear">, opts: MatmulOptions
   const shape = contractionShape(x, w, node.attrs.transposeB, node.dtype, (msg) => {
     throw new Error(`tsgc codegen: fusedLinear (x ${x.dtype}${formatShape(x.shape)}, w ${w.dtype}${formatShape(w.shape)}): ${msg}`);
   });
-  const path = choosePath(shape, opts.symbolBounds);
+  const path = opts.path ?? choosePath(shape, opts.symbolBounds);
   const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
   return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile, undefined, rowsBound(shape.rows, opts.symbolBounds))], scratchBytes: [] };
 }
@@ -278,7 +294,7 @@ function groupedLayerShape(node: NodeOf<"groupedLinear">, r: number): MatmulShap
 export function emitGroupedLinearLayer(node: NodeOf<"groupedLinear">, opts: MatmulOptions = {}): NodeKernels {
   const r = node.attrs.result;
   const shape = groupedLayerShape(node, r);
-  const path = choosePath(shape, opts.symbolBounds);
+  const path = opts.path ?? choosePath(shape, opts.symbolBounds);
   const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
   const binding: MatmulBinding = { x: 0, w: 1 + 2 * r, bias: 2 + 2 * r, out: { kind: "output" } };
   return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile, binding, rowsBound(shape.rows, opts.symbolBounds))], scratchBytes: [] };
@@ -292,7 +308,7 @@ export function emitGroupedLinear(layers: readonly NodeOf<"groupedLinear">[], op
   const node = layers[0]!;
   const count = (node.inputs.length - 1) / 2;
   const shapes = Array.from({ length: count }, (_, r) => groupedLayerShape(node, r));
-  const paths = shapes.map((s) => choosePath(s, opts.symbolBounds));
+  const paths = shapes.map((s) => opts.path ?? choosePath(s, opts.symbolBounds));
   const out = (r: number): ArgBinding => ({ kind: "sibling", result: String(r) });
   if (!paths.every((p) => p === "gemv-mma") || shapes.some((s) => !isStatic(s.n))) {
     return {
@@ -324,7 +340,7 @@ export function emitGroupedLinear(layers: readonly NodeOf<"groupedLinear">[], op
 /** Emits a matmul node: one launch of the GEMV or GEMM kernel its shape calls for. */
 export function emitMatmul(node: MatmulNode, opts: MatmulOptions = {}): NodeKernels {
   const shape = matmulShape(node);
-  const path = choosePath(shape, opts.symbolBounds);
+  const path = opts.path ?? choosePath(shape, opts.symbolBounds);
   const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
   return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", {}, opts.gemmTile, undefined, rowsBound(shape.rows, opts.symbolBounds))], scratchBytes: [] };
 }

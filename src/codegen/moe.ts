@@ -10,6 +10,9 @@
 // builder's expansion rounds (the interpreter's `moeExperts`):
 // 1. route (moe-route.cu.njk): one block per token: router GEMV, top-k (ties to the lower index, NaN
 //    first), softmax over the k → scratch 0 (expert ids, i32 [T, K]) and scratch 1 (weights, f32 [T, K]).
+//    With MXFP4 experts and bf16/f16 activations (the decode hot path) it is "logits" instead: the router
+//    GEMV alone over many small blocks → scratch 0 (f32 [T, E]), and each block of the next two launches
+//    selects its token's experts from them with the same code (lib/moe-topk.cuh.njk); h is scratch 1.
 // 2. gate_up (moe-experts.cu.njk, stage "gateup"): one grid row per (token, slot) pair: x·W + b for the
 //    gate/up column pairs with the SwiGLU epilogue → scratch 2 (h, f32 [T, K, I]).
 // 3. down (stage "down"): one grid row per token; a block owns output columns of that token and loops
@@ -25,10 +28,17 @@
 //    (h in x's dtype, [T·K, I], sorted rows);
 // 4. down: h · Wdᵀ, + bias, × routing weight → scratch 6 (y in x's dtype, [T·K, D], by pair);
 // 5. combine: out[t] = rd(Σ_slot y[t·K + slot]) in slot order (f32 sum, one rounding), deterministic.
+// At decode sizes (the token dim's bound ≤ STREAM_MAX_TOKENS) bf16/f16 activations with MXFP4 experts take
+// the "stream" variant of the grouped path instead: the same bucketing and combine, with
+// 1. logits (moe-route.cu.njk, stage "logits"): the router GEMV over many small blocks → scratch 7;
+// 2. bucket selects the experts itself (lib/moe-topk.cuh.njk, the code route runs) before bucketing;
+// 3./4. gate_up and down stream each active expert's weights once, straight into mma fragments, over
+//    row tiles of 16, 32 or 64 rows (moe-grouped.cu.njk, variant "stream").
 // Dense expert weights keep the token loop at every size.
-// Expert parallelism (firstExpert: the weights hold E_local of the router's E experts): the route marks another
-// rank's picks −1 and every later stage skips them (the grouped path's bucket places none, its combine sums only
-// this rank's), so a rank computes only its experts' pairs; summing the ranks' outputs (an allReduce) is the MoE.
+// Expert parallelism (firstExpert: the weights hold E_local of the router's E experts): the selection marks another
+// rank's picks −1 (lib/moe-topk.cuh.njk) and every later stage skips them (the grouped paths' bucket places none, their
+// combine sums only this rank's), so a rank computes only its experts' pairs; the ranks' outputs sum (an allReduce)
+// to the MoE.
 
 import { type DType, MXFP4_BLOCK, roundTo } from "../ir/dtype.js";
 import type { Node, NodeOf } from "../ir/node.js";
@@ -116,14 +126,37 @@ export const GROUPED_BM = 64;
 export const GROUPED_BN_MMA = 128;
 export const GROUPED_BN_SIMT = 64;
 
-export type MoePath = "token-loop" | "grouped";
+/**
+ * Token bounds in which bf16/f16 MXFP4 experts take the weight-streaming variant. Measured on an H200
+ * (bench/moe-prefill.ts, bench/NOTES.md): the token loop is faster up to 8 tokens (it needs no bucketing
+ * and its per-pair rows are short), the 64-row grouped GEMMs from 256.
+ */
+export const STREAM_MIN_TOKENS = 9;
+export const STREAM_MAX_TOKENS = 128;
+
+export type MoePath = "token-loop" | "grouped" | "stream";
 
 export interface MoeOptions {
   /** Force a path (benchmarks and tests); by default the token dim's bound picks it. */
   readonly path?: MoePath;
+  /** Override the stream variant's tiling (a tuning hook for benchmarks); by default the bound picks it. */
+  readonly streamTiling?: Partial<StreamTiling>;
 }
 
-/** The path a node takes: grouped GEMMs for MXFP4 experts when the tokens can exceed GROUPED_MIN_TOKENS. */
+/** The stream variant's tiles: rows per tile, 8-column groups per warp, A stages, blocks per SM, B chunks in flight. */
+export interface StreamTiling {
+  readonly tokens: number;
+  readonly bm: 16 | 32 | 64;
+  readonly nj: 1 | 2 | 4;
+  readonly aStages: number;
+  readonly minBlocks: number;
+  readonly pf: number;
+}
+
+/**
+ * The path a node takes: for MXFP4 experts, the weight-streaming variant at decode sizes with 16-bit
+ * activations, else grouped GEMMs when the tokens can exceed GROUPED_MIN_TOKENS; the token loop otherwise.
+ */
 export function moePath(node: NodeOf<"moeExperts">, bounds: SymbolBounds = {}, opts: MoeOptions = {}): MoePath {
   if (opts.path) return opts.path;
   if (node.attrs.weightFormat !== "mxfp4") return "token-loop";
@@ -134,7 +167,26 @@ export function moePath(node: NodeOf<"moeExperts">, bounds: SymbolBounds = {}, o
   } catch {
     bound = Infinity; // no bound known: prefill-sized
   }
+  if (node.inputs[0]!.dtype !== "f32" && bound >= STREAM_MIN_TOKENS && bound <= STREAM_MAX_TOKENS) return "stream";
   return bound > GROUPED_MIN_TOKENS ? "grouped" : "token-loop";
+}
+
+/** The token dim's bound (Infinity when none is known). */
+function tokenBound(s: MoeSpec, bounds: SymbolBounds): number {
+  try {
+    return evalDim(s.t, bounds);
+  } catch {
+    return Infinity;
+  }
+}
+
+/** Row tile, column groups per warp, A stages and blocks per SM of the stream variant for a token bound. */
+export function streamTiling(tokens: number): StreamTiling {
+  // an expert holds about T·K/E rows; a tile covers the busiest expert's rows so its weights are read once
+  const bm = tokens <= 16 ? 16 : tokens <= 128 ? 32 : 64;
+  // few tokens touch few experts: narrower column tiles keep every SM streaming
+  const nj = tokens <= 2 ? 1 : 2;
+  return { tokens, bm, nj, aStages: bm <= 32 ? 3 : 2, minBlocks: bm <= 32 ? 2 : 1, pf: 4 };
 }
 
 /**
@@ -193,13 +245,22 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
   const rwBytes = ins[1]!.dtype === "f32" ? 4 : 2;
   const routeVec = s.d % (16 / rwBytes) === 0 ? 16 / rwBytes : 1;
   const route: KernelLaunch = {
-    kernel: { name: routeEntry, family: "moe", source: renderTemplate("moe-route.cu.njk", { ...ctx, entry: routeEntry, routeThreads, routeVec }), entry: routeEntry },
+    kernel: { name: routeEntry, family: "moe", source: renderTemplate("moe-route.cu.njk", { ...ctx, entry: routeEntry, stage: "route", routeThreads, routeVec }), entry: routeEntry },
     grid: [tokens, constSize(1), constSize(1)],
     block: [routeThreads, 1, 1],
     sharedBytes: 0,
     args: [input(0), input(1), input(2), scratch(0), scratch(1)],
   };
   if (path === "grouped") return emitGrouped(s, ctx, route, { typeTag, base: `${base}${epTag}`, constTag });
+  if (path === "stream") {
+    if (!s.mxfp4 || s.dtype === "f32") fail(node, `the stream path takes MXFP4 experts with bf16/f16 activations`);
+    const logits = logitsLaunch(s, ctx, { typeTag, routeThreads, routeVec, bound: tokenBound(s, bounds) }, 7);
+    return emitGrouped(s, ctx, logits, { typeTag, base: `${base}${epTag}`, constTag }, { ...streamTiling(tokenBound(s, bounds)), ...opts.streamTiling });
+  }
+  // 16-bit activations with MXFP4 experts (the decode hot path): the token loop's blocks select their experts
+  // themselves from router logits computed over many blocks, instead of a routing kernel of one block per token
+  const selects = s.mxfp4 && s.dtype !== "f32";
+  if (selects) return emitSelectingTokenLoop(s, ctx, { gateEntry, downEntry, typeTag, routeThreads, routeVec, bound: tokenBound(s, bounds) });
   const gatePerBlock = s.mxfp4 ? MXFP4_GATEUP_PAIRS : DENSE_GATEUP_PAIRS;
   const gateup: KernelLaunch = {
     kernel: { name: gateEntry, family: "moe", source: renderTemplate("moe-experts.cu.njk", { ...ctx, entry: gateEntry, stage: "gateup" }), entry: gateEntry },
@@ -224,17 +285,65 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
   };
 }
 
+/** The router logits launch of the selecting paths: scratch `into` = f32 [T, E]. */
+function logitsLaunch(s: MoeSpec, ctx: Record<string, unknown>, o: { typeTag: string; routeThreads: number; routeVec: number; bound: number }, into: number): KernelLaunch {
+  const lt = Math.min(8, o.bound);
+  const entry = `moe_logits_${o.typeTag}_e${s.e}d${s.d}_t${lt}`;
+  return {
+    kernel: { name: entry, family: "moe", source: renderTemplate("moe-route.cu.njk", { ...ctx, entry, stage: "logits", routeThreads: o.routeThreads, routeVec: o.routeVec, logitTokens: lt }), entry },
+    grid: [constSize(Math.ceil(s.e / 4)), sizeExpr([s.t], 1, lt), constSize(1)],
+    block: [128, 1, 1],
+    sharedBytes: 0,
+    args: [{ kind: "input", index: 0 }, { kind: "input", index: 1 }, { kind: "input", index: 2 }, { kind: "scratch", index: into }, { kind: "i32", value: sizeExpr([s.t]) }],
+  };
+}
+
+/**
+ * The token loop for MXFP4 experts with bf16/f16 activations: logits, then gate_up and down whose blocks each
+ * select their token's experts. Scratch: 0 logits f32 [T, E], 1 h f32 [T, K, I].
+ */
+function emitSelectingTokenLoop(
+  s: MoeSpec, ctx: Record<string, unknown>, o: { gateEntry: string; downEntry: string; typeTag: string; routeThreads: number; routeVec: number; bound: number },
+): NodeKernels {
+  const sctx = { ...ctx, selects: true };
+  const input = (index: number): ArgBinding => ({ kind: "input", index });
+  const scratch = (index: number): ArgBinding => ({ kind: "scratch", index });
+  const gateEntry = `${o.gateEntry}_sel`;
+  const downEntry = `${o.downEntry}_sel`;
+  const gateup: KernelLaunch = {
+    kernel: { name: gateEntry, family: "moe", source: renderTemplate("moe-experts.cu.njk", { ...sctx, entry: gateEntry, stage: "gateup" }), entry: gateEntry },
+    grid: [constSize(Math.ceil(s.inter / MXFP4_GATEUP_PAIRS)), sizeExpr([s.t], s.k), constSize(1)],
+    block: [THREADS, 1, 1],
+    sharedBytes: 0,
+    args: [input(0), scratch(0), input(3), input(4), input(5), scratch(1)],
+  };
+  const down: KernelLaunch = {
+    kernel: { name: downEntry, family: "moe", source: renderTemplate("moe-experts.cu.njk", { ...sctx, entry: downEntry, stage: "down" }), entry: downEntry },
+    grid: [constSize(Math.ceil(s.d / MXFP4_DOWN_ROWS)), sizeExpr([s.t]), constSize(1)],
+    block: [THREADS, 1, 1],
+    sharedBytes: 0,
+    args: [scratch(0), scratch(1), input(6), input(7), input(8), { kind: "output" }],
+  };
+  return { launches: [logitsLaunch(s, ctx, o, 0), gateup, down], scratchBytes: [sizeExpr([s.t], s.e * 4), sizeExpr([s.t], s.k * s.inter * 4)] };
+}
+
 /**
  * The grouped-GEMM path (MXFP4 experts): route, bucket, gate_up GEMM, down GEMM, combine. Scratch: 0 ids
  * i32 [T·K], 1 weights f32 [T·K], 2 tile count i32, 3 tiles int4 [T·K] (a tile has ≥ 1 row, so at most
- * T·K of them), 4 perm i32 [T·K], 5 h [T·K, I] and 6 y [T·K, D] in x's dtype.
+ * T·K of them), 4 perm i32 [T·K], 5 h [T·K, I] and 6 y [T·K, D] in x's dtype. With `stream` tiling (the
+ * decode-sized variant) the first launch writes router logits (scratch 7, f32 [T, E]) and bucket selects.
  */
-function emitGrouped(s: MoeSpec, ctx: Record<string, unknown>, route: KernelLaunch, tags: { typeTag: string; base: string; constTag: string }): NodeKernels {
+function emitGrouped(
+  s: MoeSpec, ctx: Record<string, unknown>, first: KernelLaunch, tags: { typeTag: string; base: string; constTag: string },
+  stream?: StreamTiling,
+): NodeKernels {
   const { typeTag, base, constTag } = tags;
   const mma = s.dtype !== "f32";
-  const variant = mma ? "mma" : "simt";
-  const bn = mma ? GROUPED_BN_MMA : GROUPED_BN_SIMT;
-  const gctx = { ...ctx, bm: GROUPED_BM, stages: 3, variant, mmaType: s.dtype === "f16" ? "f16" : "bf16" };
+  const variant = stream ? "stream" : mma ? "mma" : "simt";
+  const bm = stream ? stream.bm : GROUPED_BM;
+  const bn = stream ? 64 * stream.nj : mma ? GROUPED_BN_MMA : GROUPED_BN_SIMT;
+  const tiling = stream ? `_m${bm}n${stream.nj}p${stream.pf}` : "";
+  const gctx = { ...ctx, bm, stages: 3, variant, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), selects: stream !== undefined };
   const input = (index: number): ArgBinding => ({ kind: "input", index });
   const scratch = (index: number): ArgBinding => ({ kind: "scratch", index });
   const launch = (stage: string, entry: string, grid: KernelLaunch["grid"], block: number, args: ArgBinding[]): KernelLaunch => ({
@@ -245,25 +354,31 @@ function emitGrouped(s: MoeSpec, ctx: Record<string, unknown>, route: KernelLaun
     args,
   });
   const pairs = sizeExpr([s.t], s.k);
-  // the tiles of P = T·K pairs cut per expert: at most P/BM + E (each expert's last tile may be partial); blocks
-  // past the bucket's real tile count return at once
-  const rowTiles = sizeExpr([dimAdd(s.t, Math.ceil((s.e * GROUPED_BM) / s.k))], s.k, GROUPED_BM);
+  // the tiles of P = T·K pairs cut per expert: at most P/BM + E (each expert's last tile may be partial), and
+  // at most P (a tile has a row); blocks past the bucket's real tile count return at once
+  const fewPairs = stream !== undefined && stream.tokens * s.k <= s.e;
+  const rowTiles = fewPairs ? pairs : sizeExpr([dimAdd(s.t, Math.ceil((s.e * bm) / s.k))], s.k, bm);
   const xBytes = s.dtype === "f32" ? 4 : 2;
-  const bucket = launch("bucket", `moe_bucket_e${s.e}k${s.k}_m${GROUPED_BM}${s.ep ? "_ep" : ""}`, [constSize(1), constSize(1), constSize(1)], 1024, [
-    scratch(0), scratch(2), scratch(3), scratch(4), { kind: "i32", value: pairs },
-  ]);
-  const gateup = launch("gateup", `moe_ggateup_${variant}_${typeTag}_${base}_${constTag}`, [constSize(Math.ceil((2 * s.inter) / bn)), rowTiles, constSize(1)], 256, [
+  const bucket = stream
+    ? launch("bucket", `moe_bucketsel_${typeTag}_e${s.e}k${s.k}_m${bm}${s.ep ? `_ep${s.ep.first}n${s.ep.local}` : ""}`, [constSize(1), constSize(1), constSize(1)], 1024, [
+      scratch(7), scratch(0), scratch(1), scratch(2), scratch(3), scratch(4), { kind: "i32", value: pairs },
+    ])
+    : launch("bucket", `moe_bucket_e${s.e}k${s.k}_m${bm}${s.ep ? "_ep" : ""}`, [constSize(1), constSize(1), constSize(1)], 1024, [
+      scratch(0), scratch(2), scratch(3), scratch(4), { kind: "i32", value: pairs },
+    ]);
+  const gateup = launch("gateup", `moe_ggateup_${variant}_${typeTag}_${base}_${constTag}${tiling}`, [constSize(Math.ceil((2 * s.inter) / bn)), rowTiles, constSize(1)], 256, [
     input(0), scratch(4), scratch(2), scratch(3), input(3), input(4), input(5), scratch(5),
   ]);
-  const down = launch("down", `moe_gdown_${variant}_${typeTag}_${base}`, [constSize(Math.ceil(s.d / bn)), rowTiles, constSize(1)], 256, [
+  const down = launch("down", `moe_gdown_${variant}_${typeTag}_${base}${tiling}`, [constSize(Math.ceil(s.d / bn)), rowTiles, constSize(1)], 256, [
     scratch(5), scratch(4), scratch(2), scratch(3), scratch(1), input(6), input(7), input(8), scratch(6),
   ]);
   const combine = launch("combine", `moe_combine_${s.dtype}_d${s.d}k${s.k}${s.ep ? "_ep" : ""}`, [constSize(Math.ceil(s.d / 256)), sizeExpr([s.t]), constSize(1)], 256, s.ep ? [scratch(6), scratch(0), { kind: "output" }] : [scratch(6), { kind: "output" }]);
   return {
-    launches: [route, bucket, gateup, down, combine],
+    launches: [first, bucket, gateup, down, combine],
     scratchBytes: [
       sizeExpr([s.t], s.k * 4), sizeExpr([s.t], s.k * 4), constSize(16), sizeExpr([s.t], s.k * 16), sizeExpr([s.t], s.k * 4),
       sizeExpr([s.t], s.k * s.inter * xBytes), sizeExpr([s.t], s.k * s.d * xBytes),
+      ...(stream ? [sizeExpr([s.t], s.e * 4)] : []),
     ],
   };
 }

@@ -54,7 +54,9 @@ function prepare(ctx: RequestContext, body: unknown): Prepared {
   if (stop.length > 0) requireTokenizer(ctx, "stop", "stop strings need text; use stop_token_ids");
   for (const { ids, field } of prompts) if (ids.length === 0) throw badRequest(`${field}: the prompt is empty`, field);
   const id = `cmpl-${randomId()}`;
-  const stopTokenIds = new Set([...ctx.engine.model.eosTokenIds, ...(request.stop_token_ids ?? [])]);
+  // ignore_eos: only the stop_token_ids asked for end a choice (benchmarks want every choice to reach max_tokens)
+  const eos = request.ignore_eos === true ? [] : ctx.engine.model.eosTokenIds;
+  const stopTokenIds = new Set([...eos, ...(request.stop_token_ids ?? [])]);
   const requests = prompts.flatMap(({ ids, field }, p) => {
     const context = {
       model: ctx.engine.model,
@@ -62,7 +64,7 @@ function prepare(ctx: RequestContext, body: unknown): Prepared {
       promptField: field,
       maxTokens: request.max_tokens ?? DEFAULT_COMPLETION_MAX_TOKENS,
       maxTokensField: "max_tokens",
-      stopTokenIds: ctx.engine.model.eosTokenIds,
+      stopTokenIds: eos,
       logprobs: request.logprobs ?? undefined,
       logprobsField: "logprobs",
     };

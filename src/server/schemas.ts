@@ -2,7 +2,8 @@
 // Unknown fields are ignored (clients send `user`, `metadata`, `store`, …); known fields this server cannot honour
 // (penalties, logit_bias, echo, suffix, best_of, structured output) are refused when set to anything but their
 // neutral value, so nobody gets silently different behaviour. Extensions from vLLM: `top_k`, `stop_token_ids`,
-// `return_token_ids`, and assistant messages carrying `reasoning_content` (or `reasoning`).
+// `return_token_ids`, `ignore_eos` (completions: generate past the model's EOS, as benchmarks ask), and assistant
+// messages carrying `reasoning_content` (or `reasoning`).
 import { z } from "zod";
 
 const nullish = <T extends z.ZodType>(schema: T) => schema.nullish();
@@ -120,6 +121,7 @@ export const completionRequest = z.object({
   // The completions API's default, as OpenAI's.
   max_tokens: nullish(count(1)),
   logprobs: nullish(count(0, 20)),
+  ignore_eos: nullish(z.boolean()),
   echo: neutral(z.boolean(), (v) => !v, "is not supported"),
   suffix: neutral(z.string(), (v) => v === "", "is not supported"),
   best_of: neutral(z.number(), (v) => v === 1, "is not supported (only 1)"),

@@ -34,13 +34,17 @@ function i32Arg(a: ArgBinding | undefined, sym: SymbolValues): number {
 }
 
 describe("matmul codegen (pure)", () => {
-  it("chooses the tensor-core GEMV up to M 256 (static or bounded), other GEMVs for M ≤ 8, and tensor cores for bf16/f16 when aligned", () => {
+  it("chooses the tensor-core GEMV where it beats the GEMM (≤ 64 rows, ≤ 32 for wide outputs, ≤ 128 for narrow ones), other GEMVs for M ≤ 8, and tensor cores for bf16/f16 when aligned", () => {
     const path = (c: MmCase, bounds?: Record<string, number>): MatmulPath => matmulPath(matmulNode(c), bounds ? { symbolBounds: bounds } : {});
     expect(path(linear("bf16", [1], 5760, 2880))).toBe("gemv-mma");
     expect(path(linear("f16", [8], 5760, 2880))).toBe("gemv-mma");
     expect(path(linear("bf16", [9], 5760, 2880))).toBe("gemv-mma");
-    expect(path(linear("bf16", [256], 5760, 2880))).toBe("gemv-mma");
-    expect(path(linear("bf16", [257], 5760, 2880))).toBe("gemm-mma");
+    expect(path(linear("bf16", [64], 5760, 2880))).toBe("gemv-mma");
+    expect(path(linear("bf16", [65], 5760, 2880))).toBe("gemm-mma");
+    expect(path(linear("bf16", [128], 2880, 4096))).toBe("gemv-mma"); // o_proj
+    expect(path(linear("bf16", [129], 2880, 4096))).toBe("gemm-mma");
+    expect(path(linear("bf16", ["rows"], 201088, 2880), { rows: 32 })).toBe("gemv-mma");
+    expect(path(linear("bf16", ["rows"], 201088, 2880), { rows: 64 })).toBe("gemm-mma"); // lm_head
     expect(path(linear("bf16", ["rows"], 2880, 2880), { rows: 64 })).toBe("gemv-mma");
     expect(path(linear("bf16", ["tokens"], 2880, 2880))).toBe("gemm-mma");
     expect(path(linear("bf16", ["rows"], 201088, 2880), { rows: 4 })).toBe("gemv-mma");
@@ -61,7 +65,7 @@ describe("matmul codegen (pure)", () => {
     expect(gemv.kernel.source).toContain("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32");
     expect(gemv.kernel.source).toContain("M, 201088, 2880, blockIdx.y);"); // static N and K baked into the tile call
     expect(gemv.kernel.source).toContain("#define MMT 8");
-    const wide = emitMatmul(matmulNode(linear("bf16", ["rows"], 2880, 2880)), { symbolBounds: { rows: 200 } }).launches[0]!;
+    const wide = emitMatmul(matmulNode(linear("bf16", ["rows"], 2880, 2880)), { symbolBounds: { rows: 128 } }).launches[0]!;
     expect(wide.kernel.source).toContain("#define MMT 64");
     expect(wide.kernel.name).toMatch(/_m64$/);
     expect(wide.grid.map((g) => evalSize(g, { rows: 130 }))).toEqual([3, 180, 1]);

@@ -6,7 +6,9 @@
 // 32 experts: gigabytes). The oracle itself is checked against the interpreter at the reduced size.
 import { describe, expect, it } from "vitest";
 import { evalSize, type NodeKernels } from "../../src/lower/kernel.js";
-import { emitMoeExperts, GROUPED_BM, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, moePath, MXFP4_DOWN_ROWS, MXFP4_GATEUP_PAIRS } from "../../src/codegen/moe.js";
+import {
+  emitMoeExperts, GROUPED_BM, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, moePath, MXFP4_DOWN_ROWS, MXFP4_GATEUP_PAIRS, STREAM_MAX_TOKENS, STREAM_MIN_TOKENS, streamTiling,
+} from "../../src/codegen/moe.js";
 import { decodeE2m1, decodeE8m0, type DType, roundTo } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom, tensorFromBytes, tensorToBytes } from "../../src/ir/host-tensor.js";
 import { type NodeOf, NodeTable } from "../../src/ir/node.js";
@@ -49,38 +51,53 @@ const MOE_20B = { d: 2880, inter: 2880, e: 32, k: 4 } as const;
 /** Symbol bounds of a decode-sized graph (token loop) and of a prefill graph (grouped GEMMs for MXFP4). */
 const DECODE = { tokens: 8 };
 const PREFILL = { tokens: 4096 };
+/** The token loop forced where a test is about it (bf16/f16 MXFP4 decode buckets take the stream variant). */
+const LOOP = { path: "token-loop" } as const;
 
 describe("moeExperts codegen (pure)", () => {
-  it("emits route, gate_up and down launches with scratch for ids, weights and h", () => {
-    const k = emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE);
-    expect(k.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual(["moe_route", "moe_gateup", "moe_down"]);
+  it("emits logits, gate_up and down launches for MXFP4 bf16 (blocks select their experts), route for f32", () => {
+    const k = emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE, LOOP);
+    expect(k.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual(["moe_logits", "moe_gateup", "moe_down"]);
     const sym = { tokens: 7 };
-    expect(k.scratchBytes.map((s) => evalSize(s, sym))).toEqual([7 * 4 * 4, 7 * 4 * 4, 7 * 4 * 2880 * 4]);
+    // router logits f32 [T, E], h f32 [T, K, I]
+    expect(k.scratchBytes.map((s) => evalSize(s, sym))).toEqual([7 * 32 * 4, 7 * 4 * 2880 * 4]);
     expect(k.launches.map((l) => l.grid.map((g) => evalSize(g, sym)))).toEqual([
-      [7, 1, 1],
+      [8, 1, 1],
       [Math.ceil(2880 / MXFP4_GATEUP_PAIRS), 28, 1],
       [Math.ceil(2880 / MXFP4_DOWN_ROWS), 7, 1],
     ]);
     expect(k.launches[1]!.args).toEqual([
-      { kind: "input", index: 0 }, { kind: "scratch", index: 0 }, { kind: "input", index: 3 }, { kind: "input", index: 4 }, { kind: "input", index: 5 }, { kind: "scratch", index: 2 },
+      { kind: "input", index: 0 }, { kind: "scratch", index: 0 }, { kind: "input", index: 3 }, { kind: "input", index: 4 }, { kind: "input", index: 5 }, { kind: "scratch", index: 1 },
     ]);
-    expect(k.launches[2]!.args.at(-1)).toEqual({ kind: "output" });
+    expect(k.launches[2]!.args).toEqual([
+      { kind: "scratch", index: 0 }, { kind: "scratch", index: 1 }, { kind: "input", index: 6 }, { kind: "input", index: 7 }, { kind: "input", index: 8 }, { kind: "output" },
+    ]);
     const gate = k.launches[1]!.kernel.source;
     expect(gate).toContain("moe_fp4");
+    expect(gate).toContain("moe_select(logits");
     expect(gate).toContain("#define MOE_D 2880");
     expect(gate).not.toMatch(/#include\s*</);
     // limit 7 and alpha 1.702 rounded to bf16 and baked bit-exactly
     expect(gate).toContain("__int_as_float(0x40e00000)");
     expect(gate).toContain("__int_as_float(0x3fda0000)");
+    // f32 activations keep the routing kernel: ids and weights in scratch 0 and 1, h in 2
+    const f32 = emitMoeExperts(moeNode({ dtype: "f32", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE, LOOP);
+    expect(f32.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual(["moe_route", "moe_gateup", "moe_down"]);
+    expect(f32.scratchBytes.map((s) => evalSize(s, sym))).toEqual([7 * 4 * 4, 7 * 4 * 4, 7 * 4 * 2880 * 4]);
+    expect(f32.launches[0]!.grid.map((g) => evalSize(g, sym))).toEqual([7, 1, 1]);
+    expect(f32.launches[1]!.args).toEqual([
+      { kind: "input", index: 0 }, { kind: "scratch", index: 0 }, { kind: "input", index: 3 }, { kind: "input", index: 4 }, { kind: "input", index: 5 }, { kind: "scratch", index: 2 },
+    ]);
   });
 
   it("dense weights use the column-per-lane kernels; entries differ per dtype and format", () => {
     const names = new Set<string>();
     for (const dtype of ["bf16", "f32", "f16"] as DType[])
       for (const format of ["dense", "mxfp4"] as const)
-        for (const l of emitMoeExperts(moeNode({ dtype, t: "tokens", d: 256, inter: 128, e: 8, k: 4, format }), DECODE).launches) names.add(l.kernel.entry);
-    // route is shared between formats of one dtype: 3 dtypes × (1 route + 2 formats × 2)
-    expect(names.size).toBe(15);
+        for (const l of emitMoeExperts(moeNode({ dtype, t: "tokens", d: 256, inter: 128, e: 8, k: 4, format }), DECODE, LOOP).launches) names.add(l.kernel.entry);
+    // route is shared between formats of one dtype; bf16/f16 MXFP4 have logits and selecting kernels instead:
+    // f32 (route + 2 formats × 2) + bf16, f16 (route + dense 2 + logits + MXFP4 2)
+    expect(names.size).toBe(5 + 6 + 6);
     const dense = emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "dense" }), DECODE);
     expect(dense.launches[1]!.kernel.source).not.toContain("moe_fp4");
     expect(dense.launches[2]!.args).toEqual([
@@ -102,10 +119,16 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
   it("MXFP4 experts take the grouped path when the token bound exceeds the decode size; dense experts never do", () => {
     const mx = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" });
     expect(moePath(mx, PREFILL)).toBe("grouped");
-    expect(moePath(mx, { tokens: GROUPED_MIN_TOKENS })).toBe("token-loop");
-    expect(moePath(mx, { tokens: GROUPED_MIN_TOKENS + 1 })).toBe("grouped");
+    expect(moePath(mx, { tokens: STREAM_MIN_TOKENS - 1 })).toBe("token-loop");
+    expect(moePath(mx, { tokens: STREAM_MIN_TOKENS })).toBe("stream");
+    expect(moePath(mx, { tokens: STREAM_MAX_TOKENS })).toBe("stream");
+    expect(moePath(mx, { tokens: STREAM_MAX_TOKENS + 1 })).toBe("grouped");
     expect(moePath(mx, {})).toBe("grouped"); // no bound: prefill-sized
     expect(moePath(moeNode({ dtype: "bf16", t: 3, ...MOE_20B, format: "mxfp4" }), {})).toBe("token-loop");
+    // f32 activations (no 16-bit tensor cores): the token loop at decode sizes, grouped SIMT GEMMs above
+    const f32 = moeNode({ dtype: "f32", t: "tokens", ...MOE_20B, format: "mxfp4" });
+    expect(moePath(f32, { tokens: GROUPED_MIN_TOKENS })).toBe("token-loop");
+    expect(moePath(f32, { tokens: GROUPED_MIN_TOKENS + 1 })).toBe("grouped");
     expect(moePath(mx, PREFILL, { path: "token-loop" })).toBe("token-loop");
     const dense = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "dense" });
     expect(moePath(dense, PREFILL)).toBe("token-loop");
@@ -147,8 +170,9 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
     expect(gate).toContain("#define BM 64");
     expect(gate).toContain("__int_as_float(0x40e00000)"); // limit 7 in bf16
     expect(gate).not.toMatch(/#include\s*</);
-    // the route kernel is the token loop's own
-    expect(k.launches[0]!.kernel.source).toBe(emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE).launches[0]!.kernel.source);
+    // the route kernel selects with the code the selecting paths use (lib/moe-topk.cuh.njk)
+    expect(k.launches[0]!.kernel.source).toContain("moe_select(logits, lane,");
+    expect(emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE, LOOP).launches[1]!.kernel.source).toContain("moe_select(logits +");
   });
 
   it("f32 takes the SIMT GEMMs, f16 the f16 tensor cores; scratch h and y follow x's dtype", () => {
@@ -162,7 +186,70 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
   });
 });
 
+
+describe("moeExperts stream path, decode sizes (pure)", () => {
+  it("gpt-oss-20b bf16 at each decode bucket (its own at 16..128, forced elsewhere): logits, selecting bucket, streamed gate_up and down, combine", () => {
+    for (const bound of [1, 2, 4, 8, 16, 32, 64, 128, 256]) {
+      const node = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" });
+      expect(moePath(node, { tokens: bound })).toBe(bound < STREAM_MIN_TOKENS ? "token-loop" : bound <= STREAM_MAX_TOKENS ? "stream" : "grouped");
+      const k = emitMoeExperts(node, { tokens: bound }, { path: "stream" });
+      expect(k.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual(["moe_logits", "moe_bucketsel", "moe_ggateup", "moe_gdown", "moe_combine"]);
+      const { bm, nj } = streamTiling(bound);
+      expect(k.launches[2]!.kernel.entry).toMatch(new RegExp(`^moe_ggateup_stream_.*_m${bm}n${nj}p4$`));
+      for (const t of new Set([1, Math.max(1, bound - 1), bound])) {
+        const sym = { tokens: t };
+        const pairs = 4 * t;
+        // at most one tile per pair, and at most P/BM + E
+        const rowTiles = bound * 4 <= 32 ? pairs : Math.ceil((pairs + 32 * bm) / bm);
+        expect(rowTiles).toBeGreaterThanOrEqual(Math.min(pairs, Math.ceil(pairs / bm) + 32));
+        expect(k.launches.map((l) => l.grid.map((g) => evalSize(g, sym)))).toEqual([
+          [8, Math.ceil(t / Math.min(8, bound)), 1],
+          [1, 1, 1],
+          [Math.ceil(5760 / (64 * nj)), rowTiles, 1],
+          [Math.ceil(2880 / (64 * nj)), rowTiles, 1],
+          [Math.ceil(2880 / 256), t, 1],
+        ]);
+        // the grouped path's scratch plus the router logits (f32 [T, E])
+        expect(k.scratchBytes.map((x) => evalSize(x, sym))).toEqual([t * 16, t * 16, 16, t * 4 * 16, t * 16, t * 4 * 2880 * 2, t * 4 * 2880 * 2, t * 32 * 4]);
+      }
+      expect(k.launches[0]!.args).toEqual([
+        { kind: "input", index: 0 }, { kind: "input", index: 1 }, { kind: "input", index: 2 }, { kind: "scratch", index: 7 }, { kind: "i32", value: { dims: ["tokens"], scale: 1, divisor: 1 } },
+      ]);
+      expect(k.launches[1]!.args.slice(0, 3)).toEqual([{ kind: "scratch", index: 7 }, { kind: "scratch", index: 0 }, { kind: "scratch", index: 1 }]);
+      const gate = k.launches[2]!.kernel.source;
+      expect(gate).toContain(`#define BM ${bm}`);
+      expect(gate).toContain(`#define NJ ${nj}`);
+      expect(gate).toContain("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32");
+      expect(gate).not.toMatch(/#include\s*</);
+    }
+  });
+
+  it("f32 and dense experts never take it; forcing it on them is an error naming the node", () => {
+    expect(moePath(moeNode({ dtype: "f32", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: 8 })).toBe("token-loop");
+    const dense = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "dense" });
+    expect(moePath(dense, { tokens: 8 })).toBe("token-loop");
+    expect(() => emitMoeExperts(dense, { tokens: 8 }, { path: "stream" })).toThrow(/moeExperts \(dense, x bf16\[tokens, 2880\]\): the stream path takes MXFP4 experts/);
+  });
+
+  it("tiles grow with the bucket: 16-row tiles and narrow columns at few tokens, 64-row tiles at 256", () => {
+    expect(streamTiling(1)).toMatchObject({ bm: 16, nj: 1 });
+    expect(streamTiling(8)).toMatchObject({ bm: 16, nj: 2 });
+    expect(streamTiling(64)).toMatchObject({ bm: 32, nj: 2 });
+    expect(streamTiling(256)).toMatchObject({ bm: 64, nj: 2, aStages: 2 });
+  });
+});
+
 describeNvrtc("moeExperts kernels compile (NVRTC)", () => {
+  it("stream kernels at every decode bucket: gpt-oss-20b bf16, the reduced model in f16, a K with a partial last chunk", async () => {
+    const kernels: NodeKernels[] = [
+      ...[1, 2, 8, 64, 128, 256].map((b) => emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: b }, { path: "stream" })),
+      emitMoeExperts(moeNode({ dtype: "f16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "mxfp4", bias: "f16" }), { tokens: 64 }),
+      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 320, inter: 96, e: 8, k: 4, format: "mxfp4" }), { tokens: 256 }, { path: "stream" }),
+    ];
+    // combine is shared by all of 20b's buckets, logits by buckets ≥ 8
+    expect(await compileNodeKernels(kernels)).toBeGreaterThanOrEqual(6 * 3 + 2 + 2 * 5);
+  });
+
   it("grouped-GEMM prefill kernels: gpt-oss-20b MXFP4 bf16 and f32, and the reduced model in bf16, f16 and f32", async () => {
     const kernels: NodeKernels[] = [
       emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), PREFILL),
@@ -177,10 +264,10 @@ describeNvrtc("moeExperts kernels compile (NVRTC)", () => {
 
   it("gpt-oss-20b (MXFP4 and dense bf16) and the tiny model (hidden 64, intermediate 32, 4 experts top-2; bf16 and f32)", async () => {
     const kernels: NodeKernels[] = [
-      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE),
+      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE, LOOP),
       emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "dense", bias: "bf16" }), DECODE),
       emitMoeExperts(moeNode({ dtype: "f32", t: "tokens", d: 64, inter: 32, e: 4, k: 2, format: "dense" }), DECODE),
-      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 64, inter: 32, e: 4, k: 2, format: "mxfp4" }), DECODE),
+      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 64, inter: 32, e: 4, k: 2, format: "mxfp4" }), DECODE, LOOP),
     ];
     expect(await compileNodeKernels(kernels)).toBe(12);
   });
@@ -345,7 +432,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
   for (const c of cases) {
     it(`${c.format} ${c.dtype} (hidden 256, intermediate 128, 8 experts top-4) at ${c.tokens.join(", ")} tokens`, async () => {
       const node = moeNode({ dtype: c.dtype, t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: c.format, ...(c.bias ? { bias: c.bias } : {}) });
-      const kernels = emitMoeExperts(node, DECODE);
+      const kernels = emitMoeExperts(node, DECODE, LOOP);
       for (const n of c.tokens) {
         const sym = { tokens: n };
         const inputs = randomInputs(node, sym, 17 * n + c.format.length);
@@ -374,7 +461,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
       randomBytes(numElements(evalShape(node.inputs[3]!.shape, sym)), 11), randomBytes(numElements(evalShape(node.inputs[4]!.shape, sym)), 12, 119, 123), small(5, -1, 1),
       randomBytes(numElements(evalShape(node.inputs[6]!.shape, sym)), 13), randomBytes(numElements(evalShape(node.inputs[7]!.shape, sym)), 14, 119, 123), small(8, -1, 1),
     ];
-    const kernels = emitMoeExperts(node, DECODE);
+    const kernels = emitMoeExperts(node, DECODE, LOOP);
     const { out, msPerLaunch: ms } = await runRawKernels(kernels, bytes, 2880 * 2, sym, { timeIterations: 50 });
     const gpu = tensorFromBytes("bf16", [1, 2880], out);
     const readers: Reader[] = bytes.map((b, i) => {
@@ -458,7 +545,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
     ];
     const w = weights({ tokens: 1 });
     const grouped = emitMoeExperts(node, PREFILL);
-    const loop = emitMoeExperts(node, DECODE);
+    const loop = emitMoeExperts(node, DECODE, LOOP);
     // 5 tokens: the f64 oracle (selected experts only)
     {
       const sym = { tokens: 5 };
@@ -483,6 +570,58 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
       const b = tensorFromBytes("bf16", [300, 2880], (await runRawKernels(loop, bytes, 300 * 2880 * 2, sym)).out);
       worst["grouped vs token loop, 20b, 300 tokens"] = relErr(a, b);
       expectClose(a, b, 1e-2, "20b grouped vs token loop, 300 tokens");
+    }
+  }, 300_000);
+
+
+  // the stream variant at the awkward counts of its own buckets; hidden 320 and intermediate 96 leave a partial
+  // last 128-value chunk of K (10 and 3 MXFP4 blocks) and partial column tiles (2·96 = 192 gate_up rows)
+  const streamCases: { dtype: DType; bias?: DType; d: number; inter: number; counts: readonly number[] }[] = [
+    { dtype: "bf16", d: 320, inter: 96, counts: [1, 3, 17, 100, 255] },
+    { dtype: "bf16", d: 256, inter: 128, counts: [2, 50] },
+    { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100] },
+  ];
+  for (const c of streamCases) {
+    it(`stream path, MXFP4 ${c.dtype} (hidden ${c.d}, intermediate ${c.inter}, 8 experts top-4) at ${c.counts.join(", ")} tokens, each with its bucket's tiling, against the interpreter`, async () => {
+      const node = moeNode({ dtype: c.dtype, t: "tokens", d: c.d, inter: c.inter, e: 8, k: 4, format: "mxfp4", ...(c.bias ? { bias: c.bias } : {}) });
+      for (const n of c.counts) {
+        const bucket = 2 ** Math.ceil(Math.log2(n));
+        const kernels = emitMoeExperts(node, { tokens: bucket }, { path: "stream" });
+        expect(kernels.launches[2]!.kernel.entry).toMatch(/^moe_ggateup_stream_/);
+        const sym = { tokens: n };
+        const inputs = randomInputs(node, sym, 53 * n + c.d);
+        const ref = interpretNode(node, { inputs: Object.fromEntries(MXFP4_NAMES.map((name, i) => [name, inputs[i]!])) }, sym);
+        const gpu = await runNodeKernels(node, kernels, inputs, sym);
+        const skip = nearTies(inputs, c.dtype, c.d, 8, 4, n);
+        expect(skip.size, `near-tie tokens at ${n}`).toBeLessThanOrEqual(Math.max(1, Math.ceil(n / 20)));
+        const [g, r] = [dropRows(gpu, skip, c.d), dropRows(ref, skip, c.d)];
+        expectClose(g, r, 1e-2, `stream mxfp4 ${c.dtype} d${c.d} tokens=${n} (bucket ${bucket}, ${skip.size} near-tie rows left out)`);
+        const key = `stream mxfp4 ${c.dtype}`;
+        worst[key] = Math.max(worst[key] ?? 0, relErr(g, r));
+      }
+    }, 300_000);
+  }
+
+  it("gpt-oss-20b-shaped stream path (MXFP4 bf16) against the token loop at 1, 7, 64 and 256 tokens (the same routing), with timings", async () => {
+    const node = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" });
+    const rand = seededRandom(4111);
+    const shapeOf = (i: number) => evalShape(node.inputs[i]!.shape, { tokens: 1 });
+    const w = [
+      tensorToBytes(randomTensor("bf16", shapeOf(1), rand, -1, 1)), tensorToBytes(randomTensor("f32", shapeOf(2), rand, -1, 1)),
+      randomBytes(numElements(shapeOf(3)), 31), randomBytes(numElements(shapeOf(4)), 32, 119, 123), tensorToBytes(randomTensor("f32", shapeOf(5), rand, -1, 1)),
+      randomBytes(numElements(shapeOf(6)), 33), randomBytes(numElements(shapeOf(7)), 34, 119, 123), tensorToBytes(randomTensor("f32", shapeOf(8), rand, -1, 1)),
+    ];
+    const loop = emitMoeExperts(node, DECODE, LOOP);
+    for (const t of [1, 7, 64, 256]) {
+      const sym = { tokens: t };
+      const stream = emitMoeExperts(node, { tokens: 2 ** Math.ceil(Math.log2(t)) }, { path: "stream" });
+      const bytes = [tensorToBytes(randomTensor("bf16", [t, 2880], rand, -1, 1)), ...w];
+      const a = await runRawKernels(stream, bytes, t * 2880 * 2, sym, { timeIterations: 20 });
+      const b = tensorFromBytes("bf16", [t, 2880], (await runRawKernels(loop, bytes, t * 2880 * 2, sym)).out);
+      const got = tensorFromBytes("bf16", [t, 2880], a.out);
+      worst[`stream vs token loop, 20b, ${t} tokens`] = relErr(got, b);
+      expectClose(got, b, 1e-2, `20b stream vs token loop, ${t} tokens`);
+      console.log(`moe 20b stream path, ${t} tokens: ${a.msPerLaunch.map((ms) => (ms * 1e3).toFixed(1)).join(" + ")} us`);
     }
   }, 300_000);
 

@@ -25,7 +25,7 @@ const tempDir = () => {
 };
 
 const TINY_MXFP4: GptOssConfig = { ...GPT_OSS_TINY, quantization: { method: "mxfp4", modulesToNotConvert: [] } };
-const graphOf = (config: GptOssConfig) => gptOssModel(config, { dtype: "bf16", maxTokensPerStep: 64, maxSeqsPerStep: 8, maxContext: 64 });
+const graphOf = (config: GptOssConfig, maxTokensPerStep = 64) => gptOssModel(config, { dtype: "bf16", maxTokensPerStep, maxSeqsPerStep: 8, maxContext: 64 });
 
 describe("a rank's plan (no NVRTC)", () => {
   it("runs its collectives between the launches of every bucket, in seq order, with counts from the bucket's sizes", async () => {
@@ -51,14 +51,15 @@ describe("a rank's plan (no NVRTC)", () => {
     expect(plans[0]!.plan.params.find((p) => p.name === "lm_head.weight")!.slice).not.toEqual(plans[1]!.plan.params.find((p) => p.name === "lm_head.weight")!.slice);
   });
 
-  it("expert-parallel MoE kernels skip other ranks' experts; distributed sampling samples over the gathered candidates", async () => {
-    const { plan } = await compile(graphOf(TINY_MXFP4), { arch: "sm_90", cacheDir: false, nvrtc: "skip", shard: { strategy: { ranks: 2, expertGroups: 2 }, rank: 1 } });
+  it("expert-parallel MoE kernels skip other ranks' experts on every path; distributed sampling samples over the gathered candidates", async () => {
+    const { plan } = await compile(graphOf(TINY_MXFP4, 256), { arch: "sm_90", cacheDir: false, nvrtc: "skip", shard: { strategy: { ranks: 2, expertGroups: 2 }, rank: 1 } });
     const names = plan.kernels.map((k) => k.name);
-    expect(names.some((n) => /^moe_route_.*_ep2n2$/.test(n))).toBe(true);
-    expect(names.some((n) => /^moe_bucket_.*_ep$/.test(n))).toBe(true); // the grouped path of the large buckets
+    // decode: the selecting token loop; mid sizes: the stream GEMMs (their bucket selects); prefill: route + grouped GEMMs
+    for (const path of [/^moe_gateup_.*_ep2n2_sel$/, /^moe_down_.*_ep2n2_sel$/, /^moe_bucketsel_.*_ep2n2$/, /^moe_route_.*_ep2n2$/, /^moe_bucket_.*_ep$/, /^moe_combine_.*_ep$/]) {
+      expect(names.some((n) => path.test(n)), String(path)).toBe(true);
+    }
     expect(names).toContain("sample_candidates_bf16_c128");
-    const route = plan.kernels.find((k) => /^moe_route_.*_ep2n2$/.test(k.name))!;
-    expect(route.source).toContain("sid[kk] >= 2 && sid[kk] < 4 ? sid[kk] - 2 : -1");
+    for (const k of plan.kernels.filter((x) => /^moe_(route|bucketsel|gateup.*_sel|down.*_sel)/.test(x.name))) expect(k.source, k.name).toContain("sid[kk] >= 2 && sid[kk] < 4 ? sid[kk] - 2 : -1");
   });
 });
 
@@ -67,7 +68,7 @@ describeNvrtc("a rank's plan compiles with NVRTC", () => {
     const cacheDir = tempDir();
     for (const [config, strategy] of [[GPT_OSS_TINY, { ranks: 2 }], [TINY_MXFP4, { ranks: 2, expertGroups: 2 }]] as const) {
       for (const rank of [0, 1]) {
-        const { stats } = await compile(graphOf(config), { arch: "sm_90", cacheDir, nvrtc: "require", shard: { strategy, rank } });
+        const { stats } = await compile(graphOf(config, 256), { arch: "sm_90", cacheDir, nvrtc: "require", shard: { strategy, rank } });
         expect(stats.kernelsCompiled).toBe(true);
       }
     }

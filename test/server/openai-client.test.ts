@@ -333,3 +333,32 @@ describe("token-id prompts on a model without a tokenizer", () => {
     expect((outside.json as { error: { message: string } }).error.message).toContain("token id 500 at position 1 is outside the vocabulary of 128 tokens");
   });
 });
+
+describe("ignore_eos on completions", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    // the "model" answers 3, then the EOS 0, then 4, 5, 6
+    h = await startHarness({ tokenizer: null, vocabSize: 128, eosTokenIds: [0], respond: () => [3, 0, 4, 5, 6] });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it("generates past the model's EOS up to max_tokens, while stop_token_ids still stop", async () => {
+    type WithIds = OpenAI.Completions.CompletionChoice & { token_ids?: number[] };
+    const ask = async (extra: Record<string, unknown>) =>
+      (await h.client.completions.create({ model: "fake-tiny", prompt: [1, 2], max_tokens: 4, return_token_ids: true, ...extra } as OpenAI.Completions.CompletionCreateParamsNonStreaming)).choices[0] as WithIds;
+    const stopped = await ask({});
+    expect([stopped.token_ids, stopped.finish_reason]).toEqual([[3, 0], "stop"]);
+    const ignoring = await ask({ ignore_eos: true });
+    expect([ignoring.token_ids, ignoring.finish_reason]).toEqual([[3, 0, 4, 5], "length"]);
+    const byStopId = await ask({ ignore_eos: true, stop_token_ids: [4] });
+    expect([byStopId.token_ids, byStopId.finish_reason]).toEqual([[3, 0, 4], "stop"]);
+    const streamed = await h.client.completions.create({ model: "fake-tiny", prompt: [1, 2], max_tokens: 4, return_token_ids: true, ignore_eos: true, stream: true } as OpenAI.Completions.CompletionCreateParamsStreaming);
+    const ids: number[] = [];
+    for await (const chunk of streamed) ids.push(...((chunk.choices[0] as WithIds | undefined)?.token_ids ?? []));
+    expect(ids).toEqual([3, 0, 4, 5]);
+    const bad = await h.request("POST", "/v1/completions", { model: "fake-tiny", prompt: [1, 2], ignore_eos: "yes" });
+    expect([bad.status, (bad.json as { error: { param: string } }).error.param]).toEqual([400, "ignore_eos"]);
+  });
+});

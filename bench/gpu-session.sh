@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One measured session on a one-GPU host, as bench/NOTES.md records it: the GPU test tier, the decode/prefill
+# benchmark of the one bucketed plan, the serving benchmark (engine API and 256 streaming HTTP clients), and the
+# kernel microbenchmarks. Every step runs under its own time limit and writes STEP.txt (its output and exit
+# status) to $OUT, so a step that runs long costs only itself.
+#
+#   source .gpu/env.sh && bash bench/gpu-session.sh [STEP…]
+#     steps: tier bench20b serve http b1 long moe matmul bench120b (default: tier bench20b http b1 long serve)
+set -uo pipefail
+out=${OUT:-/tmp/tsgc-session}
+mkdir -p "$out"
+command -v node > /dev/null || { echo "node is not on PATH: source .gpu/env.sh first"; exit 1; }
+
+# step NAME SECONDS COMMAND…: runs COMMAND with a time limit, output and "exit N" into $out/NAME.txt
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local started=$SECONDS
+  timeout --signal=INT --kill-after=10 "$limit" "$@" > "$out/$name.txt" 2>&1
+  local rc=$?
+  echo "exit $rc after $((SECONDS - started)) s" >> "$out/$name.txt"
+  echo "$name: exit $rc after $((SECONDS - started)) s"
+}
+
+run_step() {
+  case $1 in
+    tier) step tier 270 npx vitest run --reporter=verbose ;;
+    bench20b) step bench20b 110 node bin/tsgc.js bench gpt-oss-20b --prefill 2048 --profile 1,64 ;;
+    bench120b) step bench120b 170 node bin/tsgc.js bench gpt-oss-120b --batches 1,2,4,8,16,32,64,128 --prefill 2048 ;;
+    # issue 11's workload: 1000 requests of 1024 + 1024 tokens sent at once, through the engine's API
+    serve) step serve 200 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1000 --input-len 1024 --output-len 1024 --warmup ;;
+    # issue 12's: 256 concurrent streaming clients through HTTP against the engine's API, one engine
+    http) step http 150 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 256 --input-len 1024 --output-len 256 --warmup --compare-http ;;
+    # one 64k-token sequence (sliding layers flat, full layers paged)
+    long) step long 90 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1 --input-len 65536 --output-len 64 --max-context 65664 ;;
+    # batch-1 latency through the engine (its time per output token against bench20b's batch-1 step)
+    b1) step b1 60 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1 --input-len 1024 --output-len 512 --warmup ;;
+    moe) step moe 90 node dist/bench/moe-prefill.js 1,2,4,8,16,32,64,128,256,2048 5 ;;
+    matmul) step matmul 90 node dist/bench/codegen-matmul.js bucket ;;
+    *) echo "unknown step $1 (tier bench20b serve http b1 long moe matmul bench120b)"; return 1 ;;
+  esac
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1
+for s in "${@:-tier bench20b http b1 long serve}"; do
+  for one in $s; do run_step "$one"; done
+done
