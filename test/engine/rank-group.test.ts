@@ -71,18 +71,27 @@ describe("rank processes (fake CPU ranks)", () => {
     for await (const _ of stream) if (++seen === 2) process.kill(pid1, "SIGKILL");
     const summary = await stream.done;
     expect(summary.finishReason).toBe("error");
-    expect(summary.error).toMatch(new RegExp(`rank 1 \\(pid ${pid1}\\) was killed by SIGKILL while computing step \\d+; the process group is closed`));
+    // killed while it computes a step, or between two steps (the engine's loop yields between them)
+    expect(summary.error).toMatch(new RegExp(`rank 1 \\(pid ${pid1}\\) was killed by SIGKILL while (computing step \\d+|idle); the process group is closed`));
     expect(() => opened.engine.generate({ promptIds: [1], maxTokens: 1 })).toThrow(/rank 1 .* was killed by SIGKILL/);
     await opened.engine.close();
-    // the other rank is gone too
-    await new Promise((r) => setTimeout(r, 100));
-    expect(() => process.kill(pid0, 0)).toThrow();
+    // the other rank is gone too (killed by the group; reaped within moments)
+    const alive = () => {
+      try {
+        process.kill(pid0, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    for (let waited = 0; alive() && waited < 10_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+    expect(alive()).toBe(false);
   });
 
   it("a rank that stops answering: the collective's deadline, then the step's", async () => {
     for (const [timeouts, message] of [
       [{ collectiveTimeoutMs: 400, stepTimeoutMs: 60_000 }, /collective allReduce #0 of step 1 timed out after 400 ms: rank 1 did not reach it/],
-      [{ collectiveTimeoutMs: 60_000, stepTimeoutMs: 400 }, /ranks 0, 1 did not finish step 1 within 400 ms \(rank 0: waiting in allReduce #0 of step 1; rank 1: computing step 1\); the process group is closed/],
+      [{ collectiveTimeoutMs: 60_000, stepTimeoutMs: 400 }, /ranks 0, 1 did not finish step 1 within 400 ms \(rank 0: (waiting in allReduce #0 of step 1|computing step 1); rank 1: computing step 1\); the process group is closed/],
     ] as const) {
       const group = await RankGroup.start({ ranks: 2, spec: spec(2), ...timeouts });
       const inputs = freshStepInputs(layout, [5, 6, 7]);
