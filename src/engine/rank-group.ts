@@ -294,8 +294,10 @@ export class RankGroup {
   private exited(r: Rank, code: number | null, signal: NodeJS.Signals | null): void {
     if (this.closing) return;
     const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-    const tail = r.stderr.trim().split("\n").slice(-3).join(" | ");
-    this.fail(new RankGroupError(`rank ${r.rank} (pid ${r.child.pid}) ${how} while ${r.doing}; the process group is closed${tail ? ` (its last output: ${tail})` : ""}`));
+    const doing = r.doing;
+    const tail = () => r.stderr.trim().split("\n").slice(-3).join(" | ");
+    // an error the rank sent before exiting may still be on its way: it says more than the exit, so let it arrive first
+    setTimeout(() => this.fail(new RankGroupError(`rank ${r.rank} (pid ${r.child.pid}) ${how} while ${doing}; the process group is closed${tail() ? ` (its last output: ${tail()})` : ""}`)), code === 0 || signal ? 0 : 100);
   }
 
   private send(r: Rank, m: ParentMessage, doing: string): void {

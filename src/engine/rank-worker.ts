@@ -175,9 +175,8 @@ function main(): void {
   let runner: RankRunner | undefined;
   let queue: Promise<void> = Promise.resolve();
   const fail = (err: unknown) => {
-    send({ type: "error", message: err instanceof Error ? err.message : String(err) });
-    // let the message leave before exiting
-    setTimeout(() => process.exit(1), 50);
+    // exit once the message has left (the parent reports it, not just the exit)
+    process.send!({ type: "error", message: err instanceof Error ? err.message : String(err) } satisfies WorkerMessage, () => process.exit(1));
   };
   process.on("disconnect", () => process.exit(0)); // the parent is gone
   process.on("message", (m: ParentMessage) => {
