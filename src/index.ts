@@ -6,19 +6,20 @@ export type { AttentionOptions, ExpertWeight, MoeOptions, RopeOptions, Scalar, Y
 export { DTYPES, dtypeBytes, roundBf16, roundF16, roundTo, decodeE2m1, decodeE8m0, E2M1_VALUES, MXFP4_BLOCK } from "./ir/dtype.js";
 export type { DType } from "./ir/dtype.js";
 export type { Dim, Shape, SymbolBounds, SymbolValues } from "./ir/shape.js";
-export { ALL_OPS, FUSED_OPS, PRIMITIVE_OPS, TYPE_RULES } from "./ir/ops.js";
+export { ALL_OPS, COLLECTIVE_OPS, FUSED_OPS, PRIMITIVE_OPS, TYPE_RULES } from "./ir/ops.js";
 export type { Op, OpAttrs, FusedInstr, TensorType, UnaryFn, BinaryFn, CompareFn, TernaryFn, ReduceFn } from "./ir/ops.js";
 export { IRError, NodeTable, topoOrder } from "./ir/node.js";
 export type { Node, NodeOf, SourceSite } from "./ir/node.js";
 export { findEntry, graphNodes, entryNodes } from "./ir/graph.js";
-export type { Graph, EntryPoint, EntryOutput, InputDecl, ParamDecl, QuantDesc } from "./ir/graph.js";
+export type { Graph, EntryPoint, EntryOutput, InputDecl, ParamDecl, ParamSlice, QuantDesc } from "./ir/graph.js";
 export { verifyGraph, assertValidGraph } from "./ir/verify.js";
 export { printGraph } from "./ir/print.js";
 export { graphToJson, graphToJsonText, graphFromJson, graphFromJsonText } from "./ir/json.js";
 export type { GraphJson } from "./ir/json.js";
 
 // the CPU reference interpreter and host tensors
-export { interpret, interpretStep, evaluateNodes, bindSymbols } from "./ir/interpret.js";
+export { interpret, interpretStep, interpretRanks, evaluateNodes, bindSymbols } from "./ir/interpret.js";
+export { combineCollective } from "./ir/collectives.js";
 export { hostTensor, zerosTensor, randomTensor, seededRandom } from "./ir/host-tensor.js";
 export type { HostTensor } from "./ir/host-tensor.js";
 
@@ -48,7 +49,9 @@ export type { HarmonyMessage } from "./generate/harmony.js";
 // the compiler
 export { compile, buildPlan, graphHash } from "./compile/compile.js";
 export type { CompileOptions, CompileResult, CompileStats, CompileEvent } from "./compile/compile.js";
-export { runPipeline, PIPELINE, opCounts } from "./passes/pipeline.js";
+export { runPipeline, runShardedPipeline, PIPELINE, opCounts } from "./passes/pipeline.js";
+export { shardGraph, ShardError } from "./passes/shard.js";
+export type { RankSet, ShardStrategy, SplitOutput } from "./passes/shard.js";
 export { parsePlan, planSchema } from "./lower/plan.js";
 export type { Plan } from "./lower/plan.js";
 export { PlanExecutor } from "../runtime/executor.js";
@@ -62,8 +65,11 @@ export { EngineOverloadedError, EngineRequestError } from "./engine/api.js";
 export type {
   Engine, EngineModelInfo, EngineStats, FinishReason, GenerationRequest, GenerationStream, GenerationSummary, SamplingParams, TokenLogprob, TokenOutput,
 } from "./engine/api.js";
-export { interpreterBackend, planBackend } from "./engine/backend.js";
-export type { StepBackend, StepOutputs } from "./engine/backend.js";
+export { interpreterBackend, interpreterRanksBackend, planBackend } from "./engine/backend.js";
+export type { StepBackend, StepOptions, StepOutputs } from "./engine/backend.js";
+export { RankGroup, RankGroupError, rankGroupBackend } from "./engine/rank-group.js";
+export type { RankGroupOptions, RankInfo, RankWorkerSpec } from "./engine/rank-group.js";
+export { sliceParams } from "./loader/slice-params.js";
 export { STEP_ENTRY, STEP_NAMES, STEP_SYMBOLS } from "./engine/contract.js";
 export type { KvGroup, PagedDecoderLayout } from "./engine/contract.js";
 
