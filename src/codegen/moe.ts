@@ -10,9 +10,8 @@
 // builder's expansion rounds (the interpreter's `moeExperts`):
 // 1. route (moe-route.cu.njk): one block per token: router GEMV, top-k (ties to the lower index, NaN
 //    first), softmax over the k → scratch 0 (expert ids, i32 [T, K]) and scratch 1 (weights, f32 [T, K]).
-//    With MXFP4 experts and bf16/f16 activations (the decode hot path) it is "logits" instead: the router
-//    GEMV alone over many small blocks → scratch 0 (f32 [T, E]), and each block of the next two launches
-//    selects its token's experts from them with the same code (lib/moe-topk.cuh.njk); h is scratch 1.
+//    (Selecting inside each gate_up/down block from router logits instead, to save this launch, measured
+//    slower on an H200: 0.283 against 0.221 ms a layer at 8 tokens; bench/NOTES.md.)
 // 2. gate_up (moe-experts.cu.njk, stage "gateup"): one grid row per (token, slot) pair: x·W + b for the
 //    gate/up column pairs with the SwiGLU epilogue → scratch 2 (h, f32 [T, K, I]).
 // 3. down (stage "down"): one grid row per token; a block owns output columns of that token and loops
@@ -257,10 +256,6 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
     const logits = logitsLaunch(s, ctx, { typeTag, routeThreads, routeVec, bound: tokenBound(s, bounds) }, 7);
     return emitGrouped(s, ctx, logits, { typeTag, base: `${base}${epTag}`, constTag }, { ...streamTiling(tokenBound(s, bounds)), ...opts.streamTiling });
   }
-  // 16-bit activations with MXFP4 experts (the decode hot path): the token loop's blocks select their experts
-  // themselves from router logits computed over many blocks, instead of a routing kernel of one block per token
-  const selects = s.mxfp4 && s.dtype !== "f32";
-  if (selects) return emitSelectingTokenLoop(s, ctx, { gateEntry, downEntry, typeTag, routeThreads, routeVec, bound: tokenBound(s, bounds) });
   const gatePerBlock = s.mxfp4 ? MXFP4_GATEUP_PAIRS : DENSE_GATEUP_PAIRS;
   const gateup: KernelLaunch = {
     kernel: { name: gateEntry, family: "moe", source: renderTemplate("moe-experts.cu.njk", { ...ctx, entry: gateEntry, stage: "gateup" }), entry: gateEntry },
@@ -285,7 +280,7 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
   };
 }
 
-/** The router logits launch of the selecting paths: scratch `into` = f32 [T, E]. */
+/** The router logits launch of the stream path: scratch `into` = f32 [T, E]. */
 function logitsLaunch(s: MoeSpec, ctx: Record<string, unknown>, o: { typeTag: string; routeThreads: number; routeVec: number; bound: number }, into: number): KernelLaunch {
   const lt = Math.min(8, o.bound);
   const entry = `moe_logits_${o.typeTag}_e${s.e}d${s.d}_t${lt}`;
@@ -296,35 +291,6 @@ function logitsLaunch(s: MoeSpec, ctx: Record<string, unknown>, o: { typeTag: st
     sharedBytes: 0,
     args: [{ kind: "input", index: 0 }, { kind: "input", index: 1 }, { kind: "input", index: 2 }, { kind: "scratch", index: into }, { kind: "i32", value: sizeExpr([s.t]) }],
   };
-}
-
-/**
- * The token loop for MXFP4 experts with bf16/f16 activations: logits, then gate_up and down whose blocks each
- * select their token's experts. Scratch: 0 logits f32 [T, E], 1 h f32 [T, K, I].
- */
-function emitSelectingTokenLoop(
-  s: MoeSpec, ctx: Record<string, unknown>, o: { gateEntry: string; downEntry: string; typeTag: string; routeThreads: number; routeVec: number; bound: number },
-): NodeKernels {
-  const sctx = { ...ctx, selects: true };
-  const input = (index: number): ArgBinding => ({ kind: "input", index });
-  const scratch = (index: number): ArgBinding => ({ kind: "scratch", index });
-  const gateEntry = `${o.gateEntry}_sel`;
-  const downEntry = `${o.downEntry}_sel`;
-  const gateup: KernelLaunch = {
-    kernel: { name: gateEntry, family: "moe", source: renderTemplate("moe-experts.cu.njk", { ...sctx, entry: gateEntry, stage: "gateup" }), entry: gateEntry },
-    grid: [constSize(Math.ceil(s.inter / MXFP4_GATEUP_PAIRS)), sizeExpr([s.t], s.k), constSize(1)],
-    block: [THREADS, 1, 1],
-    sharedBytes: 0,
-    args: [input(0), scratch(0), input(3), input(4), input(5), scratch(1)],
-  };
-  const down: KernelLaunch = {
-    kernel: { name: downEntry, family: "moe", source: renderTemplate("moe-experts.cu.njk", { ...sctx, entry: downEntry, stage: "down" }), entry: downEntry },
-    grid: [constSize(Math.ceil(s.d / MXFP4_DOWN_ROWS)), sizeExpr([s.t]), constSize(1)],
-    block: [THREADS, 1, 1],
-    sharedBytes: 0,
-    args: [scratch(0), scratch(1), input(6), input(7), input(8), { kind: "output" }],
-  };
-  return { launches: [logitsLaunch(s, ctx, o, 0), gateup, down], scratchBytes: [sizeExpr([s.t], s.e * 4), sizeExpr([s.t], s.k * s.inter * 4)] };
 }
 
 /**

@@ -36,15 +36,16 @@ function tsgc(...args: string[]) {
 
 describe("tsgc generate --checkpoint", () => {
   it("generates from a checkpoint on the cpu reference interpreter", () => {
-    const r = tsgc("generate", "--checkpoint", checkpoint, "--prompt-ids", "3,1,4,1,5,9,2,6", "--max-new-tokens", "6", "--json");
+    const r = tsgc("generate", "--checkpoint", checkpoint, "--prompt-ids", "3,1,4,1,5,9,2,6", "--max-new-tokens", "6", "--device", "cpu", "--json");
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout);
     expect(out.tokens).toHaveLength(6);
     expect(out.device).toBe("cpu");
+    expect(out.dtype).toBe("f32");
   });
 
   it("--dequantize runs an MXFP4 checkpoint with dense experts, as the packed form computes (f32)", () => {
-    const args = ["generate", "--checkpoint", mxfp4, "--prompt-ids", "3,1,4,1,5,9,2,6", "--max-new-tokens", "5", "--json"];
+    const args = ["generate", "--checkpoint", mxfp4, "--prompt-ids", "3,1,4,1,5,9,2,6", "--max-new-tokens", "5", "--device", "cpu", "--json"];
     const packed = tsgc(...args, "--logits-out", join(root, "packed.json"));
     const dense = tsgc(...args, "--dequantize", "--logits-out", join(root, "dense.json"));
     expect(dense.code, dense.stderr).toBe(0);
@@ -65,7 +66,8 @@ describeGpu("tsgc generate --device cuda", () => {
     const cpuLogits = join(root, "cpu.json");
     const gpuLogits = join(root, "gpu.json");
     const cpu = tsgc(...args, "--device", "cpu", "--logits-out", cpuLogits);
-    const gpu = tsgc(...args, "--device", "cuda", "--logits-out", gpuLogits);
+    // f32 on both: cuda's default dtype is bf16
+    const gpu = tsgc(...args, "--device", "cuda", "--dtype", "f32", "--logits-out", gpuLogits);
     expect(gpu.code, gpu.stderr).toBe(0);
     expect(JSON.parse(gpu.stdout).tokens).toEqual(JSON.parse(cpu.stdout).tokens);
     const a = JSON.parse(readFileSync(cpuLogits, "utf8")).logits as number[][];
@@ -80,7 +82,7 @@ describeGpu("tsgc generate --device cuda", () => {
   it("streams an MXFP4 checkpoint dequantized into dense experts (--dequantize) as the cpu reference computes", () => {
     const args = ["generate", "--checkpoint", mxfp4, "--dequantize", "--prompt-ids", "3,1,4,1,5,9,2,6,5,3", "--max-new-tokens", "6", "--json"];
     const cpu = tsgc(...args, "--device", "cpu", "--logits-out", join(root, "dq-cpu.json"));
-    const gpu = tsgc(...args, "--device", "cuda", "--logits-out", join(root, "dq-gpu.json"));
+    const gpu = tsgc(...args, "--device", "cuda", "--dtype", "f32", "--logits-out", join(root, "dq-gpu.json"));
     expect(gpu.code, gpu.stderr).toBe(0);
     expect(JSON.parse(gpu.stdout).tokens).toEqual(JSON.parse(cpu.stdout).tokens);
     expect(logitsDiff(join(root, "dq-cpu.json"), join(root, "dq-gpu.json"))).toBeLessThan(1e-4);

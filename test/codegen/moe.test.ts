@@ -55,39 +55,27 @@ const PREFILL = { tokens: 4096 };
 const LOOP = { path: "token-loop" } as const;
 
 describe("moeExperts codegen (pure)", () => {
-  it("emits logits, gate_up and down launches for MXFP4 bf16 (blocks select their experts), route for f32", () => {
+  it("emits route, gate_up and down launches with scratch for ids, weights and h", () => {
     const k = emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE, LOOP);
-    expect(k.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual(["moe_logits", "moe_gateup", "moe_down"]);
+    expect(k.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual(["moe_route", "moe_gateup", "moe_down"]);
     const sym = { tokens: 7 };
-    // router logits f32 [T, E], h f32 [T, K, I]
-    expect(k.scratchBytes.map((s) => evalSize(s, sym))).toEqual([7 * 32 * 4, 7 * 4 * 2880 * 4]);
+    expect(k.scratchBytes.map((s) => evalSize(s, sym))).toEqual([7 * 4 * 4, 7 * 4 * 4, 7 * 4 * 2880 * 4]);
     expect(k.launches.map((l) => l.grid.map((g) => evalSize(g, sym)))).toEqual([
-      [8, 1, 1],
+      [7, 1, 1],
       [Math.ceil(2880 / MXFP4_GATEUP_PAIRS), 28, 1],
       [Math.ceil(2880 / MXFP4_DOWN_ROWS), 7, 1],
     ]);
     expect(k.launches[1]!.args).toEqual([
-      { kind: "input", index: 0 }, { kind: "scratch", index: 0 }, { kind: "input", index: 3 }, { kind: "input", index: 4 }, { kind: "input", index: 5 }, { kind: "scratch", index: 1 },
+      { kind: "input", index: 0 }, { kind: "scratch", index: 0 }, { kind: "input", index: 3 }, { kind: "input", index: 4 }, { kind: "input", index: 5 }, { kind: "scratch", index: 2 },
     ]);
-    expect(k.launches[2]!.args).toEqual([
-      { kind: "scratch", index: 0 }, { kind: "scratch", index: 1 }, { kind: "input", index: 6 }, { kind: "input", index: 7 }, { kind: "input", index: 8 }, { kind: "output" },
-    ]);
+    expect(k.launches[2]!.args.at(-1)).toEqual({ kind: "output" });
     const gate = k.launches[1]!.kernel.source;
     expect(gate).toContain("moe_fp4");
-    expect(gate).toContain("moe_select(logits");
     expect(gate).toContain("#define MOE_D 2880");
     expect(gate).not.toMatch(/#include\s*</);
     // limit 7 and alpha 1.702 rounded to bf16 and baked bit-exactly
     expect(gate).toContain("__int_as_float(0x40e00000)");
     expect(gate).toContain("__int_as_float(0x3fda0000)");
-    // f32 activations keep the routing kernel: ids and weights in scratch 0 and 1, h in 2
-    const f32 = emitMoeExperts(moeNode({ dtype: "f32", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE, LOOP);
-    expect(f32.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual(["moe_route", "moe_gateup", "moe_down"]);
-    expect(f32.scratchBytes.map((s) => evalSize(s, sym))).toEqual([7 * 4 * 4, 7 * 4 * 4, 7 * 4 * 2880 * 4]);
-    expect(f32.launches[0]!.grid.map((g) => evalSize(g, sym))).toEqual([7, 1, 1]);
-    expect(f32.launches[1]!.args).toEqual([
-      { kind: "input", index: 0 }, { kind: "scratch", index: 0 }, { kind: "input", index: 3 }, { kind: "input", index: 4 }, { kind: "input", index: 5 }, { kind: "scratch", index: 2 },
-    ]);
   });
 
   it("dense weights use the column-per-lane kernels; entries differ per dtype and format", () => {
@@ -95,9 +83,8 @@ describe("moeExperts codegen (pure)", () => {
     for (const dtype of ["bf16", "f32", "f16"] as DType[])
       for (const format of ["dense", "mxfp4"] as const)
         for (const l of emitMoeExperts(moeNode({ dtype, t: "tokens", d: 256, inter: 128, e: 8, k: 4, format }), DECODE, LOOP).launches) names.add(l.kernel.entry);
-    // route is shared between formats of one dtype; bf16/f16 MXFP4 have logits and selecting kernels instead:
-    // f32 (route + 2 formats × 2) + bf16, f16 (route + dense 2 + logits + MXFP4 2)
-    expect(names.size).toBe(5 + 6 + 6);
+    // route is shared between formats of one dtype: 3 dtypes × (1 route + 2 formats × 2)
+    expect(names.size).toBe(15);
     const dense = emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "dense" }), DECODE);
     expect(dense.launches[1]!.kernel.source).not.toContain("moe_fp4");
     expect(dense.launches[2]!.args).toEqual([
@@ -170,9 +157,8 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
     expect(gate).toContain("#define BM 64");
     expect(gate).toContain("__int_as_float(0x40e00000)"); // limit 7 in bf16
     expect(gate).not.toMatch(/#include\s*</);
-    // the route kernel selects with the code the selecting paths use (lib/moe-topk.cuh.njk)
-    expect(k.launches[0]!.kernel.source).toContain("moe_select(logits, lane,");
-    expect(emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE, LOOP).launches[1]!.kernel.source).toContain("moe_select(logits +");
+    // the route kernel is the token loop's own
+    expect(k.launches[0]!.kernel.source).toBe(emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE, LOOP).launches[0]!.kernel.source);
   });
 
   it("f32 takes the SIMT GEMMs, f16 the f16 tensor cores; scratch h and y follow x's dtype", () => {
