@@ -483,24 +483,35 @@ function sinkAttention(n: NodeOf<"sinkAttention">, ins: readonly HostTensor[]): 
           for (let c = 0; c < d; c++) acc += q.data[qOff + c]! * k.data[kOff + c]!;
           scores[j] = Math.fround(Math.fround(acc) * scale);
         }
-        const cols = sinks ? s + 1 : s;
-        if (sinks) scores[s] = Math.fround(sinks.data[head]!);
-        let m = -Infinity;
-        for (let j = 0; j < cols; j++) m = applyBinary("max", m, scores[j]!, "f32");
-        let sum = 0;
-        for (let j = 0; j < cols; j++) {
-          scores[j] = Math.fround(Math.exp(Math.fround(scores[j]! - m)));
-          sum += scores[j]!;
-        }
-        const denom = Math.fround(sum);
-        for (let c = 0; c < d; c++) {
-          let acc = 0;
-          for (let j = 0; j < s; j++) acc += Math.fround(scores[j]! / denom) * v.data[((bi * rows + j) * kvh + kvHead) * d + c]!;
-          out[qOff + c] = roundTo(n.dtype, Math.fround(acc));
-        }
+        sinkSoftmaxTimesValues(scores, s, sinks?.data[head], d, n.dtype, out, qOff, (j, c) => v.data[((bi * rows + j) * kvh + kvHead) * d + c]!);
       }
     }
   return out;
+}
+
+/**
+ * The tail both attention ops share, for one query row and head: scores[0 .. s) (already scaled, −inf where
+ * hidden) and the sink logit as one more column → softmax in f32 → Σ_j p_j · value(j, c) → out[qOff + c],
+ * rounded to the op's dtype. `scores` needs room for s + 1 entries.
+ */
+function sinkSoftmaxTimesValues(
+  scores: Float64Array, s: number, sink: number | undefined, d: number, dtype: DType, out: Float64Array, qOff: number, value: (j: number, c: number) => number,
+): void {
+  const cols = sink !== undefined ? s + 1 : s;
+  if (sink !== undefined) scores[s] = Math.fround(sink);
+  let m = -Infinity;
+  for (let j = 0; j < cols; j++) m = applyBinary("max", m, scores[j]!, "f32");
+  let sum = 0;
+  for (let j = 0; j < cols; j++) {
+    scores[j] = Math.fround(Math.exp(Math.fround(scores[j]! - m)));
+    sum += scores[j]!;
+  }
+  const denom = Math.fround(sum);
+  for (let c = 0; c < d; c++) {
+    let acc = 0;
+    for (let j = 0; j < s; j++) acc += Math.fround(scores[j]! / denom) * value(j, c);
+    out[qOff + c] = roundTo(dtype, Math.fround(acc));
+  }
 }
 
 /**
@@ -550,22 +561,7 @@ function pagedAttention(n: NodeOf<"pagedAttention">, ins: readonly HostTensor[])
         for (let c = 0; c < d; c++) acc += q.data[qOff + c]! * kd[off + c]!;
         scores[j] = Math.fround(Math.fround(acc) * scale);
       });
-      const s = keys.length;
-      const cols = sinks ? s + 1 : s;
-      if (sinks) scores[s] = Math.fround(sinks.data[head]!);
-      let m = -Infinity;
-      for (let j = 0; j < cols; j++) m = applyBinary("max", m, scores[j]!, "f32");
-      let sum = 0;
-      for (let j = 0; j < cols; j++) {
-        scores[j] = Math.fround(Math.exp(Math.fround(scores[j]! - m)));
-        sum += scores[j]!;
-      }
-      const denom = Math.fround(sum);
-      for (let c = 0; c < d; c++) {
-        let acc = 0;
-        for (let j = 0; j < s; j++) acc += Math.fround(scores[j]! / denom) * keys[j]![1][at(keys[j]![2]) + c]!;
-        out[qOff + c] = roundTo(n.dtype, Math.fround(acc));
-      }
+      sinkSoftmaxTimesValues(scores, keys.length, sinks?.data[head], d, n.dtype, out, qOff, (j, c) => keys[j]![1][at(keys[j]![2]) + c]!);
     }
   }
   return out;
