@@ -32,13 +32,18 @@ export function emitSample(node: NodeOf<"sample">): NodeKernels {
     loadElem: loadExpr(logits.dtype, "p[i]"),
     candidates: false,
   });
+  return rowLaunch(entry, source, rows, 5, [{ kind: "i32", value: sizeExpr([vocab]) }]);
+}
+
+/** One block of 1024 threads per row; the first `inputs` operands, the output, then `extra`. */
+function rowLaunch(entry: string, source: string, rows: string | number, inputs: number, extra: readonly ArgBinding[] = []): NodeKernels {
   return {
     launches: [{
       kernel: { name: entry, family: "sample", source, entry },
       grid: [sizeExpr([rows]), constSize(1), constSize(1)],
       block: [1024, 1, 1],
       sharedBytes: 0,
-      args: [...[0, 1, 2, 3, 4].map((index): ArgBinding => ({ kind: "input", index })), { kind: "output" }, { kind: "i32", value: sizeExpr([vocab]) }],
+      args: [...Array.from({ length: inputs }, (_, index): ArgBinding => ({ kind: "input", index })), { kind: "output" }, ...extra],
     }],
     scratchBytes: [],
   };
@@ -62,14 +67,5 @@ function emitCandidateSample(node: NodeOf<"sample">, rows: string | number): Nod
     cols,
     colsP2,
   });
-  return {
-    launches: [{
-      kernel: { name: entry, family: "sample", source, entry },
-      grid: [sizeExpr([rows]), constSize(1), constSize(1)],
-      block: [1024, 1, 1],
-      sharedBytes: 0,
-      args: [...[0, 1, 2, 3, 4, 5].map((index): ArgBinding => ({ kind: "input", index })), { kind: "output" }],
-    }],
-    scratchBytes: [],
-  };
+  return rowLaunch(entry, source, rows, 6);
 }
