@@ -18,3 +18,16 @@ export function captureCli(...verbs: RegisterVerb[]): { run: (...args: string[])
     },
   };
 }
+
+/** Runs `args` through the given verbs: everything printed (stdout and stderr, in order) and the error's message, if any. */
+export async function runVerbs(verbs: readonly RegisterVerb[], ...args: string[]): Promise<{ out: string; error?: string }> {
+  let out = "";
+  const program = new Command().exitOverride().configureOutput({ writeOut: (t) => (out += t), writeErr: (t) => (out += t) });
+  for (const register of verbs) register(program, { stdout: (t) => (out += t), stderr: (t) => (out += t) });
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return { out };
+  } catch (err) {
+    return { out, error: err instanceof Error ? err.message : String(err) };
+  }
+}

@@ -4,7 +4,6 @@
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Command } from "commander";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { compile } from "../../src/compile/compile.js";
 import {
@@ -14,6 +13,7 @@ import type { Plan } from "../../src/lower/plan.js";
 import { defineModel } from "../../src/ir/builder.js";
 import type { Graph } from "../../src/ir/graph.js";
 import { registerCacheCommand } from "../../src/cli/cache.js";
+import { runVerbs } from "../cli/capture.js";
 import { clearKernelMemo } from "../../runtime/kernel-cache.js";
 import { describeNvrtc } from "../tiers.js";
 
@@ -113,17 +113,7 @@ describe("plan cache entries", () => {
   });
 });
 
-async function tsgcCache(...args: string[]): Promise<{ out: string; error?: string }> {
-  let out = "";
-  const program = new Command().exitOverride().configureOutput({ writeOut: (t) => (out += t), writeErr: (t) => (out += t) });
-  registerCacheCommand(program, { stdout: (t) => (out += t), stderr: (t) => (out += t) });
-  try {
-    await program.parseAsync(args, { from: "user" });
-    return { out };
-  } catch (err) {
-    return { out, error: err instanceof Error ? err.message : String(err) };
-  }
-}
+const tsgcCache = (...args: string[]) => runVerbs([registerCacheCommand], ...args);
 
 describe("tsgc cache and plans", () => {
   it("verify reports a damaged plan and fails; --delete removes it; ls lists plans; clear removes them", async () => {

@@ -3,9 +3,9 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Command } from "commander";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { registerCacheCommand } from "../../src/cli/cache.js";
+import { runVerbs } from "../cli/capture.js";
 import { cacheKey, encodeEntry, encodePack, KernelCache, type CacheEntry } from "../../runtime/kernel-cache.js";
 
 let root: string;
@@ -22,17 +22,7 @@ function entry(source: string, arch = "sm_90"): CacheEntry {
   };
 }
 
-async function tsgc(...args: string[]): Promise<{ out: string; error?: string }> {
-  let out = "";
-  const program = new Command().exitOverride().configureOutput({ writeOut: (t) => (out += t), writeErr: (t) => (out += t) });
-  registerCacheCommand(program, { stdout: (t) => (out += t), stderr: (t) => (out += t) });
-  try {
-    await program.parseAsync(args, { from: "user" });
-    return { out };
-  } catch (err) {
-    return { out, error: err instanceof Error ? err.message : String(err) };
-  }
-}
+const tsgc = (...args: string[]) => runVerbs([registerCacheCommand], ...args);
 
 describe("tsgc cache", () => {
   it("ls lists entries with key, NVRTC version, arch and name", async () => {
