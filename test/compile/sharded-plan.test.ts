@@ -13,7 +13,7 @@ import { compile } from "../../src/compile/compile.js";
 import { parsePlan } from "../../src/lower/plan.js";
 import { evalSize } from "../../src/lower/kernel.js";
 import { openEngine } from "../../src/engine/open.js";
-import type { GenerationStream } from "../../src/engine/api.js";
+import { drain } from "../engine/reference.js";
 import { describeGpus, describeNvrtc } from "../tiers.js";
 
 const dirs: string[] = [];
@@ -75,19 +75,13 @@ describeNvrtc("a rank's plan compiles with NVRTC", () => {
   }, 600_000);
 });
 
-async function drain(s: GenerationStream): Promise<number[]> {
-  const tokens: number[] = [];
-  for await (const o of s) tokens.push(o.token);
-  return tokens;
-}
-
 describeGpus(2, "two GPUs, one process each, over NCCL", () => {
   it("greedy tokens of tp 2 (and tp 2 with expert parallelism) equal the reference interpreter's, f32 weights", async () => {
     const prompts = [[3, 1, 4, 1, 5, 9, 2, 6], [27, 18, 28]];
     const run = async (o: Parameters<typeof openEngine>[0]) => {
       const { engine } = await openEngine({ model: "gpt-oss-tiny", dtype: "f32", seed: 4, maxContext: 64, maxSeqs: 4, maxStepTokens: 32, kvBlocks: 16, cacheDir: tempDir(), ...o });
       try {
-        return await Promise.all(prompts.map((p) => drain(engine.generate({ promptIds: p, maxTokens: 8 }))));
+        return await Promise.all(prompts.map(async (p) => (await drain(engine.generate({ promptIds: p, maxTokens: 8 }))).tokens));
       } finally {
         await engine.close();
       }

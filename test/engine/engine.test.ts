@@ -3,23 +3,14 @@
 // prefixes), the blocks all come back, sampling is reproducible per request, and the request API's edges (stop
 // tokens and strings, log-probabilities, non-finite logits, aborts, bad requests, a full queue) behave.
 import { describe, expect, it } from "vitest";
-import { EngineOverloadedError, EngineRequestError, type GenerationRequest, type GenerationStream } from "../../src/engine/api.js";
+import { EngineOverloadedError, EngineRequestError, type GenerationRequest } from "../../src/engine/api.js";
+import { drain } from "./reference.js";
 import type { StepBackend } from "../../src/engine/backend.js";
 import type { PagedDecoderLayout } from "../../src/engine/contract.js";
 import { logprobsOf, ServingEngine } from "../../src/engine/engine.js";
 import { openEngine } from "../../src/engine/open.js";
 import { HarmonyTokenizer } from "../../src/generate/tokenizer.js";
 import { seededRandom } from "../../src/ir/host-tensor.js";
-
-async function drain(s: GenerationStream) {
-  const tokens: number[] = [];
-  const texts: string[] = [];
-  for await (const o of s) {
-    tokens.push(o.token);
-    texts.push(o.text);
-  }
-  return { tokens, texts, summary: await s.done };
-}
 
 const tiny = (o: { kvBlocks?: number; maxSeqs?: number; maxStepTokens?: number; prefixCaching?: boolean } = {}) =>
   openEngine({ device: "cpu", model: "gpt-oss-tiny", dtype: "f32", maxContext: 64, maxSeqs: o.maxSeqs ?? 6, maxStepTokens: o.maxStepTokens ?? 24, seed: 3, ...(o.kvBlocks ? { kvBlocks: o.kvBlocks } : {}), ...(o.prefixCaching === false ? { prefixCaching: false } : {}) });

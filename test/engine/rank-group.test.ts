@@ -5,23 +5,12 @@
 // Needs the built worker (dist/src/engine/rank-worker.js: `npm run build`, which `npm test` runs first).
 import { describe, expect, it } from "vitest";
 import { GPT_OSS_TINY } from "../../models/gpt-oss/config.js";
-import type { GenerationStream } from "../../src/engine/api.js";
 import { poolSlotsSymbol } from "../../src/engine/contract.js";
 import { openEngine } from "../../src/engine/open.js";
 import { RankGroup, type RankWorkerSpec } from "../../src/engine/rank-group.js";
 import { resolveStrategy } from "../../src/passes/shard.js";
-import { freshStepInputs } from "./reference.js";
+import { drain, freshStepInputs } from "./reference.js";
 import { gptOssLayout } from "../../models/gpt-oss/model.js";
-
-async function drain(s: GenerationStream) {
-  const tokens: number[] = [];
-  const logits: Float64Array[] = [];
-  for await (const o of s) {
-    tokens.push(o.token);
-    if (o.logits) logits.push(o.logits);
-  }
-  return { tokens, logits, summary: await s.done };
-}
 
 const BOUNDS = { dtype: "f32" as const, maxContext: 48, maxSeqs: 4, maxStepTokens: 16 };
 const OPTIONS = { dtype: "f32" as const, maxContext: 48, maxSeqsPerStep: 4, maxTokensPerStep: 16, blockSize: 16 };

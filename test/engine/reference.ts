@@ -1,5 +1,6 @@
 // Oracles for the engine's tests: the step entry run on the reference interpreter with a whole sequence as one
 // fresh chunk (nothing cached, nothing written), so its logits owe nothing to the paged KV cache, chunking or batching.
+import type { GenerationStream, GenerationSummary } from "../../src/engine/api.js";
 import type { Graph } from "../../src/ir/graph.js";
 import { type HostTensor, hostTensor, zerosTensor } from "../../src/ir/host-tensor.js";
 import { interpretStep } from "../../src/ir/interpret.js";
@@ -63,4 +64,17 @@ export function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
     ref = Math.max(ref, Math.abs(b[j]!));
   }
   return err / ref;
+}
+
+/** Reads a stream to its end: its tokens, texts and logits (when asked for), and its summary. */
+export async function drain(s: GenerationStream): Promise<{ tokens: number[]; texts: string[]; logits: Float64Array[]; summary: GenerationSummary }> {
+  const tokens: number[] = [];
+  const texts: string[] = [];
+  const logits: Float64Array[] = [];
+  for await (const o of s) {
+    tokens.push(o.token);
+    texts.push(o.text);
+    if (o.logits) logits.push(o.logits);
+  }
+  return { tokens, texts, logits, summary: await s.done };
 }

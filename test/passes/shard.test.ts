@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { GPT_OSS_TINY, type GptOssConfig } from "../../models/gpt-oss/config.js";
 import { gptOssModel } from "../../models/gpt-oss/model.js";
-import type { GenerationStream } from "../../src/engine/api.js";
+import { drain } from "../engine/reference.js";
 import { openEngine } from "../../src/engine/open.js";
 import type { Graph } from "../../src/ir/graph.js";
 import { graphNodes } from "../../src/ir/graph.js";
@@ -91,16 +91,6 @@ describe("rank graphs", () => {
     expect(() => build(4, 3)).toThrow(/expert groups \(3\) must divide the ranks \(4\)/);
   });
 });
-
-async function drain(s: GenerationStream) {
-  const tokens: number[] = [];
-  const logits: Float64Array[] = [];
-  for await (const o of s) {
-    tokens.push(o.token);
-    if (o.logits) logits.push(o.logits);
-  }
-  return { tokens, logits, summary: await s.done };
-}
 
 const PROMPTS = [[5, 9, 14, 2, 77, 31, 8, 40, 21, 3, 66, 12, 1, 90, 45, 17, 29, 33, 4], [7], [44, 3, 2, 91, 60], [12, 12, 12, 12, 12, 12, 12, 12]];
 /** Greedy, top-k and top-k + top-p requests, each with its logits. */
