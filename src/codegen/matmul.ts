@@ -22,7 +22,7 @@
 
 import { dtypeBytes, type DType } from "../ir/dtype.js";
 import type { Node, NodeOf } from "../ir/node.js";
-import { type Dim, evalDim, formatShape, type SymbolBounds } from "../ir/shape.js";
+import { type Dim, formatShape, type SymbolBounds, dimBound } from "../ir/shape.js";
 import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, type SizeExpr, sizeExpr } from "../lower/kernel.js";
 import { CUDA_STORAGE_TYPE, renderTemplate } from "./templates.js";
 
@@ -83,18 +83,7 @@ export interface MatmulShape {
 
 /** The bound of a product of dims (a symbolic dim without a bound counts as unbounded). */
 export function rowsBound(rows: readonly Dim[], bounds: SymbolBounds | undefined): number {
-  let n = 1;
-  for (const d of rows) {
-    if (typeof d === "number") n *= d;
-    else {
-      try {
-        n *= evalDim(d, bounds ?? {});
-      } catch {
-        return Infinity;
-      }
-    }
-  }
-  return n;
+  return rows.reduce<number>((n, d) => n * dimBound(d, bounds), 1);
 }
 
 const isStatic = (d: Dim): d is number => typeof d === "number";

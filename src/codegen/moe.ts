@@ -41,7 +41,7 @@
 
 import { type DType, MXFP4_BLOCK, roundTo } from "../ir/dtype.js";
 import type { Node, NodeOf } from "../ir/node.js";
-import { type Dim, dimAdd, evalDim, formatShape, isStaticDim, type SymbolBounds } from "../ir/shape.js";
+import { type Dim, dimAdd, formatShape, isStaticDim, type SymbolBounds, dimBound } from "../ir/shape.js";
 import { f32Literal } from "./attention.js";
 import { loadExpr, storeExpr } from "./elementwise.js";
 import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, sizeExpr } from "../lower/kernel.js";
@@ -159,25 +159,11 @@ export interface StreamTiling {
 export function moePath(node: NodeOf<"moeExperts">, bounds: SymbolBounds = {}, opts: MoeOptions = {}): MoePath {
   if (opts.path) return opts.path;
   if (node.attrs.weightFormat !== "mxfp4") return "token-loop";
-  const t = node.inputs[0]!.shape[0]!;
-  let bound: number;
-  try {
-    bound = evalDim(t, bounds);
-  } catch {
-    bound = Infinity; // no bound known: prefill-sized
-  }
+  const bound = dimBound(node.inputs[0]!.shape[0]!, bounds);
   if (node.inputs[0]!.dtype !== "f32" && bound >= STREAM_MIN_TOKENS && bound <= STREAM_MAX_TOKENS) return "stream";
   return bound > GROUPED_MIN_TOKENS ? "grouped" : "token-loop";
 }
 
-/** The token dim's bound (Infinity when none is known). */
-function tokenBound(s: MoeSpec, bounds: SymbolBounds): number {
-  try {
-    return evalDim(s.t, bounds);
-  } catch {
-    return Infinity;
-  }
-}
 
 /** Row tile, column groups per warp, A stages and blocks per SM of the stream variant for a token bound. */
 export function streamTiling(tokens: number): StreamTiling {
@@ -253,8 +239,8 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
   if (path === "grouped") return emitGrouped(s, ctx, route, { typeTag, base: `${base}${epTag}`, constTag });
   if (path === "stream") {
     if (!s.mxfp4 || s.dtype === "f32") fail(node, `the stream path takes MXFP4 experts with bf16/f16 activations`);
-    const logits = logitsLaunch(s, ctx, { typeTag, routeThreads, routeVec, bound: tokenBound(s, bounds) }, 7);
-    return emitGrouped(s, ctx, logits, { typeTag, base: `${base}${epTag}`, constTag }, { ...streamTiling(tokenBound(s, bounds)), ...opts.streamTiling });
+    const logits = logitsLaunch(s, ctx, { typeTag, routeThreads, routeVec, bound: dimBound(s.t, bounds) }, 7);
+    return emitGrouped(s, ctx, logits, { typeTag, base: `${base}${epTag}`, constTag }, { ...streamTiling(dimBound(s.t, bounds)), ...opts.streamTiling });
   }
   const gatePerBlock = s.mxfp4 ? MXFP4_GATEUP_PAIRS : DENSE_GATEUP_PAIRS;
   const gateup: KernelLaunch = {

@@ -14,7 +14,7 @@
 
 import { type DType } from "../ir/dtype.js";
 import type { NodeOf } from "../ir/node.js";
-import { type Dim, evalDim, formatShape, isStaticDim, type SymbolBounds } from "../ir/shape.js";
+import { type Dim, formatShape, isStaticDim, type SymbolBounds, dimBound } from "../ir/shape.js";
 import { f32Literal } from "./attention.js";
 import { loadExpr, storeExpr } from "./elementwise.js";
 import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, sizeExpr } from "../lower/kernel.js";
@@ -68,20 +68,12 @@ export function decodeSplits(tokenBound: number, kvHeads: number): number {
   return Math.max(1, Math.min(MAX_DECODE_SPLITS, Math.ceil(DECODE_TARGET_BLOCKS / Math.max(1, tokenBound * kvHeads))));
 }
 
-function boundOf(dim: Dim, bounds: SymbolBounds): number {
-  try {
-    return evalDim(dim, bounds);
-  } catch {
-    return Infinity;
-  }
-}
-
 /** Kernels for one pagedAttention node (see the header). */
 export function emitPagedAttention(node: NodeOf<"pagedAttention">, bounds: SymbolBounds = {}): NodeKernels {
   const a = analyze(node);
   const { scale, window, blockSize, hasSinks } = node.attrs;
   const mma = pagedUsesTensorCores(node);
-  const splits = mma ? decodeSplits(boundOf(a.tokens, bounds), a.kvh) : 1;
+  const splits = mma ? decodeSplits(dimBound(a.tokens, bounds), a.kvh) : 1;
   const ctx = {
     dtype: a.dtype,
     mmaType: a.dtype === "f16" ? "f16" : "bf16",

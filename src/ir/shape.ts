@@ -100,6 +100,15 @@ export function evalDim(d: Dim, values: SymbolValues): number {
   return v;
 }
 
+/** A dim's upper bound under `bounds`: Infinity when one of its symbols has none (unbounded, prefill-sized). */
+export function dimBound(d: Dim, bounds: SymbolValues = {}): number {
+  try {
+    return evalDim(d, bounds);
+  } catch {
+    return Infinity;
+  }
+}
+
 export function evalShape(s: Shape, values: SymbolValues): number[] {
   return s.map((d) => evalDim(d, values));
 }
