@@ -110,16 +110,23 @@ export function usesDecodeKernel(node: NodeOf<"sinkAttention">): boolean {
   return isStaticDim(a.t) && a.t * a.g <= DECODE_MAX_ROWS;
 }
 
+/** What the attention templates (sink and paged) read and write q, k, v, out and the sinks with. */
+export function attentionElementContext(dtype: DType, sinkDtype: DType | undefined): Record<string, unknown> {
+  return {
+    dtype,
+    elemType: CUDA_STORAGE_TYPE[dtype as "f32" | "bf16" | "f16"],
+    loadElem: loadExpr(dtype, "p[i]"),
+    storeElem: storeExpr(dtype, "x"),
+    hasSinks: sinkDtype !== undefined,
+    sinkType: sinkDtype ? CUDA_STORAGE_TYPE[sinkDtype as "f32" | "bf16" | "f16"] : "float",
+    loadSink: sinkDtype ? loadExpr(sinkDtype, "p[i]") : "0.f",
+  };
+}
+
 function templateContext(a: AttnSpec, entry: string): Record<string, unknown> {
   return {
     entry,
-    dtype: a.dtype,
-    elemType: CUDA_STORAGE_TYPE[a.dtype as "f32" | "bf16" | "f16"],
-    loadElem: loadExpr(a.dtype, "p[i]"),
-    storeElem: storeExpr(a.dtype, "x"),
-    hasSinks: a.sinkDtype !== undefined,
-    sinkType: a.sinkDtype ? CUDA_STORAGE_TYPE[a.sinkDtype as "f32" | "bf16" | "f16"] : "float",
-    loadSink: a.sinkDtype ? loadExpr(a.sinkDtype, "p[i]") : "0.f",
+    ...attentionElementContext(a.dtype, a.sinkDtype),
     H: a.h,
     KVH: a.kvh,
     D: a.d,

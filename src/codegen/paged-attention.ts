@@ -15,7 +15,7 @@
 import { type DType } from "../ir/dtype.js";
 import type { NodeOf } from "../ir/node.js";
 import { type Dim, formatShape, isStaticDim, type SymbolBounds, dimBound } from "../ir/shape.js";
-import { f32Literal } from "./attention.js";
+import { attentionElementContext, f32Literal } from "./attention.js";
 import { loadExpr, storeExpr } from "./elementwise.js";
 import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, sizeExpr } from "../lower/kernel.js";
 import { CUDA_STORAGE_TYPE, renderTemplate } from "./templates.js";
@@ -75,15 +75,10 @@ export function emitPagedAttention(node: NodeOf<"pagedAttention">, bounds: Symbo
   const mma = pagedUsesTensorCores(node);
   const splits = mma ? decodeSplits(dimBound(a.tokens, bounds), a.kvh) : 1;
   const ctx = {
-    dtype: a.dtype,
+    ...attentionElementContext(a.dtype, a.sinkDtype),
+    hasSinks,
     mmaType: a.dtype === "f16" ? "f16" : "bf16",
     mma,
-    elemType: CUDA_STORAGE_TYPE[a.dtype as "f32" | "bf16" | "f16"],
-    loadElem: loadExpr(a.dtype, "p[i]"),
-    storeElem: storeExpr(a.dtype, "x"),
-    hasSinks,
-    sinkType: a.sinkDtype ? CUDA_STORAGE_TYPE[a.sinkDtype as "f32" | "bf16" | "f16"] : "float",
-    loadSink: a.sinkDtype ? loadExpr(a.sinkDtype, "p[i]") : "0.f",
     D: a.d,
     G: a.g,
     H: a.h,
