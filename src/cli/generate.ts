@@ -15,7 +15,7 @@ import { type GptOssConfig, loadGptOssConfig } from "../../models/gpt-oss/config
 import { DEFAULT_MODEL, findBuiltinModel } from "../../models/index.js";
 import type { GenerationStream, TokenOutput } from "../engine/api.js";
 import { defaultStopTokens } from "../engine/engine.js";
-import { checkCheckpoint, gpuPresent, type OpenProgress, openEngine } from "../engine/open.js";
+import { gpuPresent, type OpenProgress, openEngine } from "../engine/open.js";
 import { formatBytes } from "../format.js";
 import { checkInputDirectory, checkOutputFile, writeFileAtomically } from "../fs-safe.js";
 import { chatMessages, encodeHarmony } from "../generate/harmony.js";
@@ -172,10 +172,13 @@ export function registerGenerateCommand(program: Command): void {
     const room = Math.min(flags.maxContext ?? Infinity, config.maxPositionEmbeddings) - longest + 1;
     const maxNewTokens = flags.maxNewTokens ?? (harmony ? Math.max(1, Math.min(DEFAULT_MAX_NEW_TOKENS.harmony, room)) : DEFAULT_MAX_NEW_TOKENS.ids);
     const maxContext = contextBound(config, name, longest, maxNewTokens, flags.maxContext);
-    if (flags.checkpoint) await checkCheckpoint(flags.checkpoint, config); // its files, before saying what runs
-    if (!quiet) process.stderr.write(describeRun({ model, checkpoint: flags.checkpoint, device, dtype, seed: flags.seed, temperature: flags.temperature, topK: flags.topK, topP: flags.topP, maxNewTokens, text, prompts, harmony, showReasoning }, config));
+    const banner = describeRun({ model, checkpoint: flags.checkpoint, device, dtype, seed: flags.seed, temperature: flags.temperature, topK: flags.topK, topP: flags.topP, maxNewTokens, text, prompts, harmony, showReasoning }, config);
     const started = performance.now();
-    const { engine } = await openEngine({ ...engineOptions(flags, model), device, dtype, maxContext, seed: flags.seed, onProgress: progressPrinter(quiet) });
+    const { engine } = await openEngine({
+      ...engineOptions(flags, model), device, dtype, maxContext, seed: flags.seed, onProgress: progressPrinter(quiet),
+      // what runs is said once the engine has checked the model and the checkpoint's files, before compiling or loading
+      onChecked: () => void (quiet || process.stderr.write(banner)),
+    });
     try {
       const loadMs = performance.now() - started;
       const genStarted = performance.now();

@@ -80,6 +80,8 @@ export interface OpenEngineOptions extends EngineOptions {
   readonly cacheDir?: string | false;
   /** Progress of long work: compiling, loading weights. */
   readonly onProgress?: (p: OpenProgress) => void;
+  /** Called once the model, the options and the checkpoint's files are checked, before any compile or load (the CLI says what runs there). */
+  readonly onChecked?: () => void;
 }
 
 export type OpenProgress =
@@ -149,7 +151,7 @@ const loadSymbolsOf = (layout: PagedDecoderLayout, blocks: Readonly<Record<strin
  * Reads a checkpoint's headers and checks every tensor against the config (names, dtypes, shapes), so a broken
  * checkpoint is refused before minutes of compiling, not when its bytes stream in.
  */
-export async function checkCheckpoint(dir: string, config: GptOssConfig): Promise<void> {
+async function checkCheckpoint(dir: string, config: GptOssConfig): Promise<void> {
   const { checkpoint } = await openGptOssCheckpoint(dir, config);
   await checkpoint.close();
 }
@@ -188,6 +190,7 @@ export async function openEngine(o: OpenEngineOptions = {}): Promise<OpenedEngin
   };
   const maxSeqs = layout.maxSeqsPerStep;
   const fullNeed = maxSeqs * layout.maxBlocksPerSeq;
+  o.onChecked?.();
 
   if (device === "cpu" && tp > 1) {
     const poolBlocks = poolSizes(layout, maxSeqs, o.kvBlocks ?? Math.min(fullNeed, 65536));
