@@ -14,6 +14,8 @@ export interface HostTensor {
 export function hostTensor(dtype: DType, shape: readonly number[], values: ArrayLike<number>): HostTensor {
   const n = numElements(shape);
   if (values.length !== n) throw new Error(`a ${dtype}${formatShape(shape)} tensor needs ${n} values, got ${values.length}`);
+  // values already held in the dtype (the engine's per-step i32 block tables): nothing to round, copy them whole
+  if ((dtype === "i32" && values instanceof Int32Array) || (dtype === "f32" && values instanceof Float32Array)) return { dtype, shape: [...shape], data: Float64Array.from(values) };
   const data = new Float64Array(n);
   for (let i = 0; i < n; i++) data[i] = roundTo(dtype, values[i]!);
   return { dtype, shape: [...shape], data };
@@ -60,15 +62,18 @@ export function randomTensor(dtype: DType, shape: readonly number[], rand: () =>
 /** The little-endian bytes of a tensor in its dtype's storage format (bf16/f16 as bit patterns). */
 export function tensorToBytes(t: HostTensor): Uint8Array {
   const n = t.data.length;
+  // i32 and f32 convert whole through a typed array (the same ToInt32 / round-to-f32 as the DataView path), so a
+  // step's block tables are not encoded element by element; the typed arrays are little-endian as the DataView is
+  // on every platform Node runs CUDA on
+  if (t.dtype === "i32") return new Uint8Array(Int32Array.from(t.data).buffer);
+  if (t.dtype === "f32") return new Uint8Array(Float32Array.from(t.data).buffer);
   const bytes = new Uint8Array(n * dtypeBytes(t.dtype));
   const view = new DataView(bytes.buffer);
   for (let i = 0; i < n; i++) {
     const v = t.data[i]!;
     switch (t.dtype) {
-      case "f32": view.setFloat32(4 * i, v, true); break;
       case "bf16": view.setUint16(2 * i, bf16Bits(v), true); break;
       case "f16": view.setUint16(2 * i, f16Bits(v), true); break;
-      case "i32": view.setInt32(4 * i, v, true); break;
       case "i64": view.setBigInt64(8 * i, BigInt(v), true); break;
       case "u8": case "bool": case "fp4e2m1x2": case "e8m0": bytes[i] = v; break;
     }
