@@ -296,6 +296,12 @@ export interface LaunchConfig {
   /** Defaults to the device's legacy default stream. */
   stream?: Stream;
   args: readonly KernelArg[];
+  /**
+   * Programmatic dependent launch (compute capability 9.0+; ignored below and on drivers without cuLaunchKernelEx):
+   * the kernel may start while the previous kernel in the stream is still finishing. Only for kernels that wait
+   * (griddepcontrol.wait, `tsgc_grid_dependency_wait` in every generated kernel) before reading anything.
+   */
+  programmatic?: boolean;
 }
 
 export function dim3(dims: Dim3, what: string): [number, number, number] {
@@ -385,7 +391,8 @@ export class Kernel {
     const params = this.packArgs(config.args);
     const stream = config.stream ?? this.device.stream;
     this.device.makeCurrent();
-    native().launch(this.handle, gx, gy, gz, bx, by, bz, config.sharedBytes ?? 0, stream.handle, params);
+    const programmatic = config.programmatic === true && this.device.info.computeCapability.major >= 9;
+    native().launch(this.handle, gx, gy, gz, bx, by, bz, config.sharedBytes ?? 0, stream.handle, params, programmatic);
   }
 }
 

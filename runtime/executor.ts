@@ -11,7 +11,7 @@
 // No allocation happens after load: every tensor lives at the offset the memory planner (or load) gave it.
 
 import type { Plan, PlanBucket, PlanCollective, PlanEntry } from "../src/lower/plan.js";
-import { evalSize } from "../src/lower/kernel.js";
+import { evalSize, waitsForGridDependencies } from "../src/lower/kernel.js";
 import { type HostTensor, tensorFromBytes, tensorToBytes } from "../src/ir/host-tensor.js";
 import { dtypeBytes } from "../src/ir/dtype.js";
 import { bindShape, evalShape, formatShape, numElements } from "../src/ir/shape.js";
@@ -27,6 +27,12 @@ export interface ExecutorOptions {
   readonly loadSymbols?: Readonly<Record<string, number>>;
   /** The communicator of this rank, for a plan with collectives (a rank of a sharded model). */
   readonly comm?: NcclComm;
+  /**
+   * Launch kernels with programmatic dependent launch where the device (compute capability 9.0+) and the kernel (it
+   * waits for its predecessors first: waitsForGridDependencies) allow, so each kernel's launch overlaps the previous
+   * one's tail. Default true, unless the environment sets TSGC_PDL=0 (to measure without it).
+   */
+  readonly programmaticLaunch?: boolean;
 }
 
 /** The collectives of a plan's buckets (a rank of a sharded model has some). */
@@ -49,6 +55,12 @@ export function loadSizedStateBytes(plan: Plan, loadSymbols: Readonly<Record<str
   return plan.states.filter((s) => s.atLoad).reduce((sum, s) => sum + align(numElements(evalShape(s.shape, loadSymbols)) * dtypeBytes(s.dtype)), 0);
 }
 
+/** Per kernel of `plan`: whether to launch it with programmatic dependent launch on `device` (ExecutorOptions.programmaticLaunch). */
+function programmaticKernels(plan: Plan, device: Device, on: boolean): boolean[] {
+  const supported = on && device.info.computeCapability.major >= 9;
+  return plan.kernels.map((k) => supported && waitsForGridDependencies(k.source));
+}
+
 export class PlanExecutor {
   private readonly graphEntries = new Set<string>();
   private last: { readonly bucket: PlanBucket; readonly symbols: Readonly<Record<string, number>> } | undefined;
@@ -67,7 +79,24 @@ export class PlanExecutor {
     /** Arena offset of each state (state sized at load sits after the planned region). */
     private readonly stateOffsets: readonly number[],
     private readonly comm: NcclComm | undefined,
+    /** Per kernel: launched with programmatic dependent launch. */
+    private programmatic: readonly boolean[],
   ) {}
+
+  /** Kernels launched with programmatic dependent launch (0 when it is off or the device predates it). */
+  get programmaticKernels(): number {
+    return this.programmatic.filter(Boolean).length;
+  }
+
+  /**
+   * Turns programmatic dependent launch on or off for later launches and graph captures (graphs captured before keep
+   * theirs, so the graph cache is cleared); on only where the device and each kernel allow it.
+   */
+  setProgrammaticLaunch(on: boolean): void {
+    this.programmatic = programmaticKernels(this.plan, this.device, on);
+    for (const g of this.graphs.values()) g.dispose();
+    this.graphs.clear();
+  }
 
   static async load(plan: Plan, device: Device, opts: ExecutorOptions = {}): Promise<PlanExecutor> {
     if (plan.arch !== device.info.arch) throw new Error(`the plan was compiled for ${plan.arch} but device ${device.ordinal} is ${device.info.arch}; recompile with --arch ${device.info.arch}`);
@@ -102,7 +131,8 @@ export class PlanExecutor {
       for (const b of e.buckets) for (const l of b.launches) if (l.sharedBytes > 48 * 1024) loaded.kernels[l.kernel]!.setMaxDynamicSharedBytes(l.sharedBytes);
     }
     const arena = Arena.allocate(device, Math.max(next, 256));
-    const exec = new PlanExecutor(plan, device, arena, loaded.kernels, { hits: loaded.compileResult.hits, misses: loaded.compileResult.misses }, loadSymbols, stateOffsets, opts.comm);
+    const programmatic = programmaticKernels(plan, device, opts.programmaticLaunch ?? process.env.TSGC_PDL !== "0");
+    const exec = new PlanExecutor(plan, device, arena, loaded.kernels, { hits: loaded.compileResult.hits, misses: loaded.compileResult.misses }, loadSymbols, stateOffsets, opts.comm, programmatic);
     exec.resetState();
     return exec;
   }
@@ -306,7 +336,7 @@ export class PlanExecutor {
         case "f32": return { f32: a.value };
       }
     });
-    this.kernels[l.kernel]!.launch({ grid, block: l.block, sharedBytes: l.sharedBytes, args, ...(stream ? { stream } : {}) });
+    this.kernels[l.kernel]!.launch({ grid, block: l.block, sharedBytes: l.sharedBytes, args, programmatic: this.programmatic[l.kernel]!, ...(stream ? { stream } : {}) });
   }
 
   entry(name: string): PlanEntry {

@@ -77,6 +77,7 @@ export interface NativeAddon {
     gx: number, gy: number, gz: number,
     bx: number, by: number, bz: number,
     sharedBytes: number, stream: Handle, params: Uint8Array,
+    programmatic?: boolean,
   ): void;
   streamCreate(): Handle;
   streamDestroy(stream: Handle): void;

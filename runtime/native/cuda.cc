@@ -321,9 +321,29 @@ struct PackedParams {
   void** data() { return pointers.empty() ? nullptr : pointers.data(); }
 };
 
+// (function, gx, gy, gz, bx, by, bz, sharedBytes, stream, packed params, programmatic): with `programmatic`, the
+// launch allows programmatic stream serialization (Hopper's programmatic dependent launch): the kernel may begin
+// while the previous kernel in the stream finishes, and must itself wait (griddepcontrol.wait) before it reads what
+// that kernel wrote. Drivers without cuLaunchKernelEx launch it plainly, which is always correct.
 Napi::Value Launch(const Napi::CallbackInfo& info) {
   const CudaApi& cu = driver(info.Env());
   PackedParams params(info[9]);
+  const bool programmatic = info.Length() > 10 && info[10].ToBoolean().Value();
+  if (programmatic && cu.cuLaunchKernelEx != nullptr) {
+    LaunchAttribute attribute{};
+    attribute.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attribute.value.programmaticStreamSerializationAllowed = 1;
+    LaunchConfig config{};
+    config.gridDimX = to_u32(info[1]), config.gridDimY = to_u32(info[2]), config.gridDimZ = to_u32(info[3]);
+    config.blockDimX = to_u32(info[4]), config.blockDimY = to_u32(info[5]), config.blockDimZ = to_u32(info[6]);
+    config.sharedMemBytes = to_u32(info[7]);
+    config.hStream = to_handle<CUstream>(info[8]);
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    check(info.Env(), cu, cu.cuLaunchKernelEx(&config, to_handle<CUfunction>(info[0]), params.data(), nullptr),
+          "cuLaunchKernelEx", "(programmatic dependent launch)");
+    return info.Env().Undefined();
+  }
   check(info.Env(), cu,
         cu.cuLaunchKernel(to_handle<CUfunction>(info[0]), to_u32(info[1]), to_u32(info[2]), to_u32(info[3]),
                           to_u32(info[4]), to_u32(info[5]), to_u32(info[6]), to_u32(info[7]),

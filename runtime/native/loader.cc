@@ -133,6 +133,7 @@ void fill_cuda(CudaApi& api) {
   resolve(h, p, api.cuFuncSetAttribute, {"cuFuncSetAttribute"});
   resolve(h, p, api.cuFuncGetParamInfo, {"cuFuncGetParamInfo"}, false);
   resolve(h, p, api.cuLaunchKernel, {"cuLaunchKernel"});
+  resolve(h, p, api.cuLaunchKernelEx, {"cuLaunchKernelEx"}, false);
   resolve(h, p, api.cuStreamCreate, {"cuStreamCreate"});
   resolve(h, p, api.cuStreamDestroy, {"cuStreamDestroy_v2"});
   resolve(h, p, api.cuStreamSynchronize, {"cuStreamSynchronize"});

@@ -45,6 +45,18 @@ export type ArgBinding =
   | { readonly kind: "i32"; readonly value: SizeExpr }
   | { readonly kind: "f32"; readonly value: number };
 
+/**
+ * The statement every generated kernel runs first (common.cuh.njk; renderTemplate inserts it): it waits for the grids
+ * the kernel depends on, so the executor may launch the kernel with programmatic dependent launch.
+ */
+export const GRID_DEPENDENCY_WAIT = "tsgc_grid_dependency_wait();";
+
+/** Whether every kernel defined in `source` runs GRID_DEPENDENCY_WAIT first (one inserted per definition). */
+export function waitsForGridDependencies(source: string): boolean {
+  const definitions = source.split('extern "C" __global__').length - 1;
+  return definitions > 0 && source.split(`{\n  ${GRID_DEPENDENCY_WAIT}`).length - 1 === definitions;
+}
+
 /** A compiled-once unit: source and entry point. Identical sources are compiled once (cache key). */
 export interface KernelSource {
   /** Readable unique-ish name: family plus specialization, e.g. `rmsnorm_bf16_2880`. */
