@@ -45,6 +45,8 @@ export interface StepTiming {
   readonly launches: number;
   /** The bucket this step ran in (its token bound). */
   readonly bucket: number;
+  /** The same step with programmatic dependent launch off, in the same run (only when the plan launches with it). */
+  readonly withoutPdlMs?: number;
 }
 
 export interface ProfiledStep {
@@ -60,6 +62,8 @@ export interface GptOssBenchResult {
   readonly past: number;
   readonly maxBatch: number;
   readonly kernels: number;
+  /** Kernels launched with programmatic dependent launch (0: off, or a device before compute capability 9.0). */
+  readonly programmaticKernels: number;
   readonly buckets: readonly number[];
   readonly arena: { readonly plannedBytes: number; readonly weightBytes: number; readonly activationBytes: number; readonly kvPoolBytes: number };
   readonly gpuMemory: { readonly inUseBytes: number; readonly beforeLoadBytes: number; readonly totalBytes: number };
@@ -71,7 +75,7 @@ export interface GptOssBenchResult {
   readonly generate: { readonly promptTokens: number; readonly tokens: readonly number[]; readonly ms: number; readonly finishReason: string };
   readonly decode: readonly StepTiming[];
   readonly profile?: readonly ProfiledStep[];
-  readonly prefill?: { readonly tokens: number; readonly ms: number; readonly floorMs: number; readonly ofFloor: number; readonly tokensPerSecond: number };
+  readonly prefill?: { readonly tokens: number; readonly ms: number; readonly floorMs: number; readonly ofFloor: number; readonly tokensPerSecond: number; readonly withoutPdlMs?: number };
 }
 
 /** Bytes and FLOPs a step must move and do (see the header). */
@@ -202,18 +206,33 @@ export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBench
       return { floorMs: Math.max(bytesMs, flopsMs), bound: bytesMs >= flopsMs ? ("bytes" as const) : ("flops" as const) };
     };
     const kvKeys = { full: o.past + 1, sliding: Math.min(o.past + 1, c.slidingWindow) };
+    /** Mean ms of `replays` replays of one CUDA graph of `launch`. */
+    const timeGraph = (launch: () => void, replays: number) => {
+      const graph = CudaGraph.capture(timing, launch);
+      try {
+        return timeMs(() => graph.launch(timing), replays);
+      } finally {
+        graph.dispose();
+      }
+    };
+    // every step is timed again with programmatic dependent launch off, as the baseline of that overlap
+    const pdl = exec.programmaticKernels > 0;
+    const withoutPdl = (time: () => number) => {
+      exec.setProgrammaticLaunch(false);
+      try {
+        return time();
+      } finally {
+        exec.setProgrammaticLaunch(true);
+      }
+    };
     say(`timing decode steps at batch ${o.batches.join(", ")} (position ${o.past}, ${o.replays} CUDA-graph replays each)`);
     const decode: StepTiming[] = [];
     for (const batch of o.batches) {
       const { bucket, symbols } = exec.stage(STEP_ENTRY, decodeInputs(layout, batch, o.past, c.vocabSize));
-      const graph = CudaGraph.capture(timing, () => exec.launch(STEP_ENTRY, symbols, timing));
-      try {
-        const ms = timeMs(() => graph.launch(timing), o.replays);
-        const { floorMs, bound } = floorOf(stepCost(c, batch, kvKeys));
-        decode.push({ batch, ms, tokensPerSecond: (batch * 1e3) / ms, floorMs, ofFloor: floorMs / ms, bound, launches: bucket.launches.length, bucket: bucket.bounds["tokens"]! });
-      } finally {
-        graph.dispose();
-      }
+      const ms = timeGraph(() => exec.launch(STEP_ENTRY, symbols, timing), o.replays);
+      const withoutPdlMs = pdl ? withoutPdl(() => timeGraph(() => exec.launch(STEP_ENTRY, symbols, timing), o.replays)) : undefined;
+      const { floorMs, bound } = floorOf(stepCost(c, batch, kvKeys));
+      decode.push({ batch, ms, tokensPerSecond: (batch * 1e3) / ms, floorMs, ofFloor: floorMs / ms, bound, launches: bucket.launches.length, bucket: bucket.bounds["tokens"]!, ...(withoutPdlMs !== undefined ? { withoutPdlMs } : {}) });
     }
 
     let profile: ProfiledStep[] | undefined;
@@ -228,7 +247,9 @@ export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBench
         });
         const ms = timeMs(() => g.launch(timing), 3) / 20;
         g.dispose();
-        const kind = `${l.op} (${exec.plan.kernels[l.kernel]!.family})`;
+        // by op and kernel kind (moe_route, moe_gateup, …: the entry's first two words), so a fused op's launches show apart
+        const k = exec.plan.kernels[l.kernel]!;
+        const kind = `${l.op} (${k.entry.split("_").slice(0, 2).join("_")})`;
         const acc = byKind.get(kind) ?? { launches: 0, ms: 0 };
         byKind.set(kind, { launches: acc.launches + 1, ms: acc.ms + ms });
       });
@@ -240,16 +261,12 @@ export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBench
       const n = o.prefillTokens;
       say(`timing a prefill of ${n} tokens`);
       const { symbols } = exec.stage(STEP_ENTRY, prefillInputs(layout, n, c.vocabSize));
-      const graph = CudaGraph.capture(timing, () => exec.launch(STEP_ENTRY, symbols, timing));
-      try {
-        const ms = timeMs(() => graph.launch(timing), 5);
-        // a prompt of n tokens: token i attends to i + 1 keys (the window caps sliding layers)
-        const cost = stepCost(c, n, { full: (n + 1) / 2, sliding: Math.min((n + 1) / 2, c.slidingWindow) });
-        const { floorMs } = floorOf(cost);
-        prefill = { tokens: n, ms, floorMs, ofFloor: floorMs / ms, tokensPerSecond: (n * 1e3) / ms };
-      } finally {
-        graph.dispose();
-      }
+      const ms = timeGraph(() => exec.launch(STEP_ENTRY, symbols, timing), 5);
+      const withoutPdlMs = pdl ? withoutPdl(() => timeGraph(() => exec.launch(STEP_ENTRY, symbols, timing), 5)) : undefined;
+      // a prompt of n tokens: token i attends to i + 1 keys (the window caps sliding layers)
+      const cost = stepCost(c, n, { full: (n + 1) / 2, sliding: Math.min((n + 1) / 2, c.slidingWindow) });
+      const { floorMs } = floorOf(cost);
+      prefill = { tokens: n, ms, floorMs, ofFloor: floorMs / ms, tokensPerSecond: (n * 1e3) / ms, ...(withoutPdlMs !== undefined ? { withoutPdlMs } : {}) };
     }
     start.dispose();
     stop.dispose();
@@ -268,6 +285,7 @@ export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBench
       past: o.past,
       maxBatch,
       kernels: plan.kernels.length,
+      programmaticKernels: exec.programmaticKernels,
       buckets: plan.entries[0]!.buckets.map((b) => b.bounds["tokens"]!),
       arena: { plannedBytes: plan.arena.bytes, weightBytes: plan.arena.weightBytes, activationBytes: plan.arena.activationBytes, kvPoolBytes },
       gpuMemory: { inUseBytes: memoryAfter.totalBytes - memoryAfter.freeBytes, beforeLoadBytes: memoryBefore.totalBytes - memoryBefore.freeBytes, totalBytes: memoryAfter.totalBytes },
@@ -294,25 +312,28 @@ export function formatGptOssBench(r: GptOssBenchResult): string {
     ["device", r.device],
     ["ceilings (measured)", `copy ${(c.copyBytesPerS / 1e12).toFixed(2)} TB/s (read + write), read ${(c.readBytesPerS / 1e12).toFixed(2)} TB/s, bf16 ${(c.bf16FlopPerS / 1e12).toFixed(0)} TFLOP/s (${c.bf16Source === "cublas" ? "cuBLAS" : "tsgc's GEMM: cuBLAS not found"})`],
     ["model", `${r.model}, maxBatch ${r.maxBatch}, context ${r.context}, decode at position ${r.past}`],
-    ["plan", `${r.kernels} kernels; step buckets ${r.buckets.join(", ")}; planned arena ${gb(r.arena.plannedBytes)} = weights ${gb(r.arena.weightBytes)} + activations ${gb(r.arena.activationBytes)}; KV pools ${gb(r.arena.kvPoolBytes)}`],
+    ["plan", `${r.kernels} kernels (${r.programmaticKernels > 0 ? `${r.programmaticKernels} with programmatic dependent launch` : "programmatic dependent launch off"}); step buckets ${r.buckets.join(", ")}; planned arena ${gb(r.arena.plannedBytes)} = weights ${gb(r.arena.weightBytes)} + activations ${gb(r.arena.activationBytes)}; KV pools ${gb(r.arena.kvPoolBytes)}`],
     ["GPU memory in use", `${gb(r.gpuMemory.inUseBytes)} (${gb(r.gpuMemory.beforeLoadBytes)} before loading, of ${gb(r.gpuMemory.totalBytes)})`],
     ["KV per sequence", `full layers ${gb(r.kvPerSequence.at1k)} at 1k tokens, ${gb(r.kvPerSequence.at8k)} at 8k; sliding layers ${gb(r.kvPerSequence.sliding)} at any length`],
     ["compile / load / init", `${r.compileMs.toFixed(0)} ms (${r.planCached ? "plan cached" : "cold"}) / ${r.loadMs.toFixed(0)} ms / ${r.initMs.toFixed(0)} ms`],
     ["generate", `${r.generate.promptTokens}-token prompt + ${r.generate.tokens.length} greedy tokens through the engine in ${r.generate.ms.toFixed(0)} ms (${r.generate.finishReason})`],
   ];
   const lines = rows.map(([k, v]) => `${k.padEnd(22)} ${v}`);
-  lines.push("", "batch   bucket  launches     ms/step      tokens/s   floor ms  of floor  bound");
+  const pdl = r.decode.some((d) => d.withoutPdlMs !== undefined);
+  lines.push("", `batch   bucket  launches     ms/step      tokens/s   floor ms  of floor  bound${pdl ? "   no-PDL ms" : ""}`);
   for (const d of r.decode) {
-    lines.push(`${String(d.batch).padStart(5)}  ${String(d.bucket).padStart(7)}  ${String(d.launches).padStart(8)}  ${d.ms.toFixed(3).padStart(10)}  ${d.tokensPerSecond.toFixed(0).padStart(12)}  ${d.floorMs.toFixed(3).padStart(9)}  ${(d.ofFloor * 100).toFixed(1).padStart(7)}%  ${d.bound}`);
+    const baseline = d.withoutPdlMs !== undefined ? d.withoutPdlMs.toFixed(3).padStart(12) : "";
+    lines.push(`${String(d.batch).padStart(5)}  ${String(d.bucket).padStart(7)}  ${String(d.launches).padStart(8)}  ${d.ms.toFixed(3).padStart(10)}  ${d.tokensPerSecond.toFixed(0).padStart(12)}  ${d.floorMs.toFixed(3).padStart(9)}  ${(d.ofFloor * 100).toFixed(1).padStart(7)}%  ${d.bound.padEnd(5)}${baseline}`);
   }
   if (r.prefill) {
     const p = r.prefill;
-    lines.push("", `prefill ${p.tokens} tokens: ${p.ms.toFixed(1)} ms, ${p.tokensPerSecond.toFixed(0)} tokens/s; floor ${p.floorMs.toFixed(1)} ms (${(p.ofFloor * 100).toFixed(1)}%)`);
+    const baseline = p.withoutPdlMs !== undefined ? `; ${p.withoutPdlMs.toFixed(1)} ms without programmatic dependent launch` : "";
+    lines.push("", `prefill ${p.tokens} tokens: ${p.ms.toFixed(1)} ms, ${p.tokensPerSecond.toFixed(0)} tokens/s; floor ${p.floorMs.toFixed(1)} ms (${(p.ofFloor * 100).toFixed(1)}%)${baseline}`);
   }
   for (const step of r.profile ?? []) {
     const total = step.kinds.reduce((a, p) => a + p.ms, 0);
     lines.push("", `per-launch profile of the batch-${step.batch} step (sum ${total.toFixed(3)} ms; each launch alone, so small weights sit in L2):`);
-    for (const p of step.kinds) lines.push(`  ${p.kind.padEnd(34)} ${String(p.launches).padStart(4)} launches ${p.ms.toFixed(3).padStart(8)} ms ${((p.ms / total) * 100).toFixed(1).padStart(5)}%`);
+    for (const p of step.kinds) lines.push(`  ${p.kind.padEnd(40)} ${String(p.launches).padStart(4)} launches ${p.ms.toFixed(3).padStart(8)} ms ${((p.ms / total) * 100).toFixed(1).padStart(5)}%`);
   }
   return `${lines.join("\n")}\n`;
 }
