@@ -6,10 +6,12 @@
 // (route .. combine) and replayed; per-launch times come from graphs of one launch each.
 // FLOPs: 2·T·K·(2I·D + D·I) (the expert GEMMs; routing is ~1%).
 //
+// The tensor-core grouped GEMMs also run at other B prefetch depths (grouped/pN) beside the default.
+//
 //   npm run build && node dist/bench/moe-prefill.js [tokens=512,2048] [replays=5]
 
 import { type DeviceFill, deviceFill } from "../src/engine/device-random.js";
-import { emitMoeExperts, type MoePath, STREAM_MAX_TOKENS, type StreamTiling } from "../src/codegen/moe.js";
+import { emitMoeExperts, GROUPED_B_PREFETCH, type MoePath, STREAM_MAX_TOKENS, type StreamTiling } from "../src/codegen/moe.js";
 import { evalSize, type NodeKernels } from "../src/lower/kernel.js";
 import { type DType } from "../src/ir/dtype.js";
 import { tensorFromBytes } from "../src/ir/host-tensor.js";
@@ -51,6 +53,8 @@ async function main(): Promise<void> {
     { name: "nj1", tiling: { nj: 1 } },
     { name: "nj4", tiling: { nj: 4, minBlocks: 1 } },
   ];
+  // B prefetch depths of the tensor-core grouped GEMMs, timed beside the default GROUPED_B_PREFETCH
+  const GROUPED_VARIANTS = [1, 4].filter((p) => p !== GROUPED_B_PREFETCH);
   // one kernel set per path, and per bucket for the stream variant (its tiles follow the bucket)
   const sets = new Map<string, NodeKernels>();
   const setKey = (p: MoePath, tokens: number) => (p === "stream" ? `stream@${bucketOf(tokens)}` : p);
@@ -60,6 +64,10 @@ async function main(): Promise<void> {
       if (p === "stream" && t > streamLimit) continue;
       const key = setKey(p, t);
       if (!sets.has(key)) sets.set(key, emitMoeExperts(node, p === "stream" ? { tokens: bucketOf(t) } : bounds, { path: p }));
+    }
+    for (const p of GROUPED_VARIANTS) {
+      const key = `grouped/p${p}`;
+      if (!sets.has(key)) sets.set(key, emitMoeExperts(node, bounds, { path: "grouped", groupedPrefetch: p }));
     }
     if (t <= streamLimit) {
       for (const v of VARIANTS) {
@@ -149,16 +157,20 @@ async function main(): Promise<void> {
   const touched = (t: number) => E * (1 - (1 - K / E) ** t);
   for (const tokens of tokenCounts) {
     const flop = 2 * tokens * K * (2 * I * D + D * I);
-    const outs = new Map<MoePath, Float64Array>();
+    const outs = new Map<string, Float64Array>();
     const runs: { readonly label: string; readonly path: MoePath; readonly key: string }[] = (["token-loop", "grouped", "stream"] as const)
       .filter((p) => p !== "stream" || tokens <= streamLimit)
-      .flatMap((p) => [{ label: p, path: p, key: setKey(p, tokens) }, ...(p === "stream" ? VARIANTS.map((v) => ({ label: `stream/${v.name}`, path: p, key: `${setKey(p, tokens)}/${v.name}` })) : [])]);
+      .flatMap((p) => [
+        { label: p, path: p, key: setKey(p, tokens) },
+        ...(p === "stream" ? VARIANTS.map((v) => ({ label: `stream/${v.name}`, path: p, key: `${setKey(p, tokens)}/${v.name}` })) : []),
+        ...(p === "grouped" ? GROUPED_VARIANTS.map((v) => ({ label: `grouped/p${v}`, path: p, key: `grouped/p${v}` })) : []),
+      ]);
     for (const { label, path: p, key } of runs) {
       const ls = launchers(key, tokens);
       arena.view(outOff, outBytes).fill(0xff);
       ls.forEach((l) => l());
       device.synchronize();
-      if (!outs.has(p)) outs.set(p, readOut(tokens));
+      outs.set(label, readOut(tokens));
       // the token loop is slow at large sizes: fewer replays
       const n = p === "token-loop" && tokens > 64 ? 1 : replays;
       const ms = graphMs((s) => ls.forEach((l) => l(s)), n);
@@ -169,9 +181,9 @@ async function main(): Promise<void> {
           `${((touched(tokens) * expertBytes) / ms / 1e6).toFixed(0).padStart(5)} GB/s  (${per.map((v, i) => `${names[i]} ${v.toFixed(3)}`).join(", ")})`,
       );
     }
-    for (const other of ["grouped", "stream"] as const) {
-      const [a, b] = [outs.get("token-loop")!, outs.get(other)];
-      if (!b) continue;
+    for (const [other, b] of outs) {
+      if (other === "token-loop") continue;
+      const a = outs.get("token-loop")!;
       let maxErr = 0;
       let maxRef = 0;
       let nan = 0;
