@@ -7,7 +7,8 @@
 // bf16/f16 with D ∈ {16, 32, 64} and G = H/KVH dividing 64 and ≤ 16 take the tensor-core kernels: "decode"
 // (split-KV, for tokens that are their sequence's only token in the step) and "prefill" (query tiles of
 // 64/G tokens, for sequences with several step tokens), both launched every call (each returns at once
-// for the other's tokens, so one plan serves any mix), plus "combine" when the decode splits Z > 1. Every
+// for the other's tokens, so one plan serves any mix; a one-token bucket launches decode alone), plus
+// "combine" when the decode splits Z > 1. Every
 // other shape (and f32) takes the "generic" kernel, a warp per (token, head).
 // Z comes from the token bound of the plan's bucket: enough (token, kv head, split) blocks to fill the GPU
 // at small batches (batch 1: 16 splits), a single split from 64 tokens up.
@@ -122,7 +123,8 @@ export function emitPagedAttention(node: NodeOf<"pagedAttention">, bounds: Symbo
     sharedBytes: 0,
     args: [...inputs, { kind: "output" }, ...sizes],
   };
-  const launches = [decode, prefill];
+  // a bucket of one token has no sequence with several step tokens: the prefill kernel would only return
+  const launches = dimBound(a.tokens, bounds) === 1 ? [decode] : [decode, prefill];
   if (splits > 1) {
     launches.push({
       kernel: render("combine", name("combine", `_z${splits}`)),

@@ -52,8 +52,10 @@ describe("pagedAttention codegen (pure)", () => {
   it("bf16 gpt-oss shapes take the tensor-core decode and prefill kernels; f32 the generic one", () => {
     const bf = pagedNode({ dtype: "bf16", ...GPT_OSS, blockSize: 16, maxBlocks: 256, window: 128, sinks: true, poolRows: 4096 }).node;
     expect(pagedUsesTensorCores(bf)).toBe(true);
-    const k = emitPagedAttention(bf, { tokens: 1, seqs: 1 });
+    const k = emitPagedAttention(bf, { tokens: 2, seqs: 2 });
     expect(k.launches.map((l) => l.kernel.name.split("_")[1])).toEqual(["decode", "prefill", "combine"]);
+    // one token: it is its sequence's only one, so the decode kernel takes it and no prefill kernel is launched
+    expect(emitPagedAttention(bf, { tokens: 1, seqs: 1 }).launches.map((l) => l.kernel.name.split("_")[1])).toEqual(["decode", "combine"]);
     expect(k.launches[0]!.kernel.source).toContain("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32");
     expect(k.launches[0]!.kernel.source).toContain(`#define PA_Z ${MAX_DECODE_SPLITS}`);
     const f32 = pagedNode({ dtype: "f32", h: 4, kvh: 2, d: 16, blockSize: 4, maxBlocks: 8, window: 0, sinks: false, poolRows: 64 }).node;
