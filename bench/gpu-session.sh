@@ -25,8 +25,9 @@ step() {
 run_step() {
   case $1 in
     tier) step tier 270 npx vitest run --reporter=verbose ;;
-    bench20b) step bench20b 110 node bin/tsgc.js bench gpt-oss-20b --prefill 2048 --profile 1,64 ;;
-    bench120b) step bench120b 170 node bin/tsgc.js bench gpt-oss-120b --batches 1,2,4,8,16,32,64,128 --prefill 2048 ;;
+    # every batch is timed with and without programmatic dependent launch (the no-PDL column)
+    bench20b) step bench20b 200 node bin/tsgc.js bench gpt-oss-20b --prefill 2048 --profile 1,256 ;;
+    bench120b) step bench120b 200 node bin/tsgc.js bench gpt-oss-120b --batches 1,2,4,8,16,32,64,128 --prefill 2048 ;;
     # issue 11's workload: 1000 requests of 1024 + 1024 tokens sent at once, through the engine's API
     serve) step serve 200 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1000 --input-len 1024 --output-len 1024 --warmup ;;
     # issue 12's: 256 concurrent streaming clients through HTTP against the engine's API, one engine
@@ -35,7 +36,7 @@ run_step() {
     long) step long 90 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1 --input-len 65536 --output-len 64 --max-context 65664 ;;
     # batch-1 latency through the engine (its time per output token against bench20b's batch-1 step)
     b1) step b1 60 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1 --input-len 1024 --output-len 512 --warmup ;;
-    moe) step moe 90 node dist/bench/moe-prefill.js 1,2,4,8,16,32,64,128,256,2048 5 ;;
+    moe) step moe 150 node dist/bench/moe-prefill.js 1,2,4,8,16,32,64,128,256,512,2048 5 ;;
     matmul) step matmul 90 node dist/bench/codegen-matmul.js bucket ;;
     *) echo "unknown step $1 (tier bench20b serve http b1 long moe matmul bench120b)"; return 1 ;;
   esac
