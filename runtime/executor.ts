@@ -19,6 +19,7 @@ import { ARENA_ALIGNMENT, Arena } from "./arena.js";
 import type { CudaGraph, Device, Kernel, KernelArg, Stream } from "./cuda.js";
 import { loadKernels } from "./kernel-cache.js";
 import type { NcclComm } from "./nccl.js";
+import { type InputTensor, InputStaging, OutputFetch } from "./staging.js";
 
 export interface ExecutorOptions {
   /** Kernel cache directory, or false for none. Default: the standard cache. */
@@ -66,6 +67,11 @@ export class PlanExecutor {
   private last: { readonly bucket: PlanBucket; readonly symbols: Readonly<Record<string, number>> } | undefined;
   private readonly graphs = new Map<string, CudaGraph>();
   private replayStream: Stream | undefined;
+  /** The pinned buffers inputs are copied from and fetched outputs into (runtime/staging.ts), made on first use. */
+  private inputStaging: InputStaging | undefined;
+  private outputFetch: OutputFetch | undefined;
+  /** `stage` ran last: its caller may have launched on any stream, so runAsync waits for the whole device first. */
+  private stagedForOtherStreams = false;
 
   private constructor(
     readonly plan: Plan,
@@ -178,7 +184,7 @@ export class PlanExecutor {
   }
 
   /** Symbol values of a call: bound from the inputs' shapes, plus the load-time symbols. */
-  bindInputs(entry: PlanEntry, inputs: Readonly<Record<string, HostTensor>>): Record<string, number> {
+  bindInputs(entry: PlanEntry, inputs: Readonly<Record<string, InputTensor>>): Record<string, number> {
     const symbols: Record<string, number> = { ...this.loadSymbols };
     // every bucket has the same inputs (their bounds differ): bind against the largest
     for (const slot of entry.buckets[entry.buckets.length - 1]!.inputs) {
@@ -224,6 +230,9 @@ export class PlanExecutor {
     const n = count ?? rows - first;
     if (!(Number.isInteger(first) && Number.isInteger(n) && first >= 0 && n >= 0 && first + n <= rows)) throw new RangeError(`rows [${first}, ${first + n}) of output ${name} are outside its ${rows} rows`);
     const rowBytes = (numElements(shape) / Math.max(rows, 1)) * dtypeBytes(slot.dtype);
+    // fetched with the run (runAsync's `fetch`): already in pinned memory, no copy nor wait for the device
+    const fetched = this.outputFetch?.read(name, first, n, rowBytes);
+    if (fetched !== undefined) return fetched;
     const bytes = new Uint8Array(n * rowBytes);
     if (bytes.byteLength > 0) this.arena.view(slot.offset + first * rowBytes, bytes.byteLength).copyToHost(bytes);
     return tensorFromBytes(slot.dtype, shape.length === 0 ? [] : [n, ...shape.slice(1)], bytes);
@@ -233,31 +242,64 @@ export class PlanExecutor {
    * Binds a call's symbols, picks its bucket and copies its inputs into place, launching nothing (benchmarks then
    * capture `launch` themselves); `readOutput` reads this call's outputs afterwards.
    */
-  stage(entryName: string, inputs: Readonly<Record<string, HostTensor>>): { readonly bucket: PlanBucket; readonly symbols: Readonly<Record<string, number>> } {
+  stage(entryName: string, inputs: Readonly<Record<string, InputTensor>>): { readonly bucket: PlanBucket; readonly symbols: Readonly<Record<string, number>> } {
     const entry = this.entry(entryName);
     const symbols = this.bindInputs(entry, inputs);
     const bucket = this.bucketFor(entry, symbols);
+    this.outputFetch?.clear();
     this.last = { bucket, symbols };
-    for (const slot of bucket.inputs) {
-      const bytes = tensorToBytes(inputs[slot.name]!);
-      if (bytes.byteLength > 0) this.arena.view(slot.offset, bytes.byteLength).copyFromHost(bytes);
-    }
+    // synchronous, as callers launch on streams of their own: all earlier work (on any stream) is done before the
+    // inputs are overwritten, and the copies have landed when this returns
+    this.device.synchronize();
+    const stream = (this.replayStream ??= this.device.createStream());
+    const staging = (this.inputStaging ??= new InputStaging(this.device));
+    staging.pending = false;
+    staging.stage(bucket.inputs, inputs, this.arena, stream);
+    stream.synchronize();
+    staging.pending = false;
+    this.stagedForOtherStreams = true;
     return this.last;
   }
 
   /**
-   * `run` without blocking the event loop: the work is queued on a stream and completion is polled between other
-   * callbacks (setImmediate), so a server keeps answering while the GPU computes. Outputs stay on the device:
-   * fetch them with `readOutput`.
+   * `run` without blocking the event loop: the inputs' copies (from one pinned buffer), the launches and the copies
+   * of the outputs named in `fetch` (into pinned memory) are queued on one stream, in that order, and completion is
+   * polled between other callbacks (setImmediate), so a server keeps answering while the GPU computes. The call
+   * returns once the stream has finished; `readOutput` then serves the fetched outputs from host memory and reads
+   * any other from the device.
    */
-  async runAsync(entryName: string, inputs: Readonly<Record<string, HostTensor>>): Promise<void> {
+  async runAsync(entryName: string, inputs: Readonly<Record<string, InputTensor>>, fetch: readonly string[] = []): Promise<void> {
     const entry = this.entry(entryName);
-    const { bucket, symbols } = this.stage(entryName, inputs);
+    const symbols = this.bindInputs(entry, inputs);
+    const bucket = this.bucketFor(entry, symbols);
+    const fetched = fetch.map((name) => {
+      const slot = bucket.outputs.find((o) => o.name === name);
+      if (!slot) throw new Error(`entry ${entryName} has no output "${name}" to fetch (it has: ${bucket.outputs.map((o) => o.name).join(", ")})`);
+      return { name, dtype: slot.dtype, shape: evalShape(slot.shape, symbols), offset: slot.offset };
+    });
     const stream = (this.replayStream ??= this.device.createStream());
+    const staging = (this.inputStaging ??= new InputStaging(this.device));
+    const outputs = (this.outputFetch ??= new OutputFetch(this.device));
+    outputs.clear();
+    this.last = { bucket, symbols };
+    if (this.stagedForOtherStreams) {
+      // after `stage`, kernels reading the input slots may still run on another stream: the copies below would race them
+      this.device.synchronize();
+      this.stagedForOtherStreams = false;
+      staging.pending = false;
+    } else if (staging.pending) {
+      // a call that was not awaited: its copies may still read the pinned buffer this call is about to refill
+      stream.synchronize();
+      staging.pending = false;
+    }
+    // stream order makes this safe: the copies land before the launches that read them, and after the last call's
+    staging.stage(bucket.inputs, inputs, this.arena, stream);
     if (this.graphEntries.has(entryName)) this.graphFor(entry, bucket, symbols, stream).launch(stream);
     else this.launchBucket(bucket, symbols, stream);
+    if (fetched.length > 0) outputs.queue(fetched, this.arena, stream);
     while (!stream.query()) await new Promise<void>((resolve) => setImmediate(resolve));
     stream.synchronize(); // surfaces an error of the finished work
+    staging.pending = false;
   }
 
   private replay(entry: PlanEntry, bucket: PlanBucket, symbols: Readonly<Record<string, number>>): void {

@@ -15,7 +15,7 @@ import { interpretRanks, interpretStep } from "../ir/interpret.js";
 import { evalShape } from "../ir/shape.js";
 import type { RankSet, SplitOutput } from "../passes/shard.js";
 import type { PlanExecutor } from "../../runtime/executor.js";
-import { STEP_ENTRY, STEP_NAMES } from "./contract.js";
+import { STEP_ENTRY, STEP_NAMES, type StepInputs, stepInputsAsHost } from "./contract.js";
 
 /** One step's results: a token per sampling row (−1: that row's logits hold NaN or +inf), and logits on demand. */
 export interface StepOutputs {
@@ -33,8 +33,11 @@ export interface StepBackend {
   readonly device: "cuda" | "cpu";
   /** Ranks that run each step (1 unless the model is sharded). */
   readonly ranks?: number;
-  /** Runs one step on the step entry's inputs. */
-  step(inputs: Readonly<Record<string, HostTensor>>, options?: StepOptions): Promise<StepOutputs>;
+  /**
+   * Runs one step on the step entry's inputs. The inputs are the caller's again once the promise settles (the engine
+   * reuses their arrays for the next step): read or copy them before.
+   */
+  step(inputs: StepInputs, options?: StepOptions): Promise<StepOutputs>;
   /** Frees the device (a process group: waits until its ranks have exited). */
   dispose(): void | Promise<void>;
 }
@@ -56,7 +59,8 @@ export function planBackend(exec: PlanExecutor): StepBackend {
   return {
     device: "cuda",
     async step(inputs) {
-      await exec.runAsync(STEP_ENTRY, inputs);
+      // the tokens come back with the step (an async copy on its stream into pinned memory); logits only on demand
+      await exec.runAsync(STEP_ENTRY, inputs, [STEP_NAMES.tokens]);
       const tokens = exec.readOutput(STEP_NAMES.tokens).data;
       return {
         tokens: Int32Array.from(tokens),
@@ -77,7 +81,7 @@ export function interpreterBackend(fused: Graph, params: Readonly<Record<string,
   return {
     device: "cpu",
     async step(inputs) {
-      const { outputs, updates } = interpretStep(fused, STEP_ENTRY, inputs, params, states);
+      const { outputs, updates } = interpretStep(fused, STEP_ENTRY, stepInputsAsHost(inputs), params, states);
       states = { ...states, ...updates };
       const logits = outputs[STEP_NAMES.logits]!;
       const vocab = logits.shape[1]!;
@@ -108,7 +112,7 @@ export function interpreterRanksBackend(set: RankSet, params: readonly Readonly<
     device: "cpu",
     ranks: set.ranks.length,
     async step(inputs) {
-      const results = interpretRanks(set.ranks, STEP_ENTRY, inputs, params, states);
+      const results = interpretRanks(set.ranks, STEP_ENTRY, stepInputsAsHost(inputs), params, states);
       states = states.map((st, r) => ({ ...st, ...results[r]!.updates }));
       const tokens = Int32Array.from(results[0]!.outputs[STEP_NAMES.tokens]!.data);
       results.forEach((res, r) => {

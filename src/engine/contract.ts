@@ -35,6 +35,36 @@
 // own tokens of s from this step's keys. Every read of the pool happens before this step's keys and values are
 // written to it.
 
+import type { DType } from "../ir/dtype.js";
+import { type HostTensor } from "../ir/host-tensor.js";
+
+/**
+ * A step input as the engine hands it to a backend: i32 values in an Int32Array, f32 in a Float32Array (a HostTensor,
+ * whose values are f64, is one too). Typed arrays, so that a step's block tables go to the device as they are, with
+ * no f64 round trip per element. A backend may read an input until its step's promise settles, not after: the engine
+ * reuses the arrays for the next step.
+ */
+export interface StepTensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly data: Int32Array | Float32Array | Float64Array;
+}
+
+/** The step entry's inputs by name (STEP_NAMES, blockTableInput, kvSlotsInput). */
+export type StepInputs = Readonly<Record<string, StepTensor>>;
+
+/** A step input as a HostTensor (f64 values), for the backends that compute on host tensors (the interpreter, CPU ranks). */
+export function stepTensorAsHost(t: StepTensor): HostTensor {
+  return t.data instanceof Float64Array ? { dtype: t.dtype, shape: t.shape, data: t.data } : { dtype: t.dtype, shape: [...t.shape], data: Float64Array.from(t.data) };
+}
+
+/** Every step input as a HostTensor (typed arrays are copied, so the result outlives the step the engine reuses them for). */
+export function stepInputsAsHost(inputs: StepInputs): Record<string, HostTensor> {
+  const out: Record<string, HostTensor> = {};
+  for (const [name, t] of Object.entries(inputs)) out[name] = stepTensorAsHost(t);
+  return out;
+}
+
 /** Name of the paged decoder's entry point. */
 export const STEP_ENTRY = "step";
 

@@ -1,25 +1,33 @@
 // The serving engine: continuous batching over a paged KV cache (the Engine of api.ts).
 //
 //   generate(request) → validated, queued in the scheduler, returns a stream at once
-//   the step loop (one at a time, started when work arrives, ended when none is left):
-//     plan = scheduler.schedule() → stepInputs(plan) + each sampling row's settings and uniform draw
-//     → backend.step (the GPU samples every row; logits reach the host only for rows that want log-probabilities)
-//     → scheduler.complete(plan, tokens) → each request's token, text (UTF-8 safe), stop strings, finish
-//     → yield to the event loop, next step
+//   the step loop (one step in flight at a time, started when work arrives, ended when none is left):
+//     launch:  plan = scheduler.schedule() → step inputs (StepInputBuilder, arrays reused from step to step) + each
+//              sampling row's settings and uniform draw → backend.step (the GPU samples every row; logits reach the
+//              host only for rows that want log-probabilities) — queued on the device, not awaited yet
+//     yield to the event loop (I/O, consumers) while the device computes; then await the step
+//     complete: scheduler.complete(plan, tokens) → stop tokens, maxTokens; for requests with stop strings their
+//              text (UTF-8 safe) and the stop-string check → every request that ended is ended (blocks freed)
+//     launch the next step, and only then deliver this step's tokens: the text of requests without stop strings
+//              is decoded, each token pushed to its stream, finished requests' summaries resolved
+// So what consumers do with a step's tokens (an HTTP server's chunks and socket writes) runs while the next step
+// computes, not between steps, and the host work between two steps is only what decides the next one. Nothing a
+// request receives changes: its tokens, texts and summary are those of the step that made them, in order.
 // Each request samples with its own seeded generator, one draw per generated token, so its tokens do not depend on
-// what it is batched with (nor on preemption: recomputed tokens are not drawn again). Aborts (AbortSignal) and stop
-// strings end a request between steps and free its blocks at once.
+// what it is batched with (nor on preemption: recomputed tokens are not drawn again). Stop strings end a request
+// before the next step is planned; aborts (AbortSignal) end it at once and free its blocks (a consumer that aborts
+// on seeing a token does so while the next step, which may still hold the request, computes: that token is dropped).
 
 import { HARMONY_STOP_TOKENS, HarmonyTokenizer, StreamingDecoder } from "../generate/tokenizer.js";
-import { hostTensor, seededRandom } from "../ir/host-tensor.js";
+import { seededRandom } from "../ir/host-tensor.js";
 import {
   type Engine, type EngineModelInfo, EngineRequestError, type EngineStats, type FinishReason, type GenerationRequest, type GenerationStream,
   type GenerationSummary, type TokenLogprob, type TokenOutput,
 } from "./api.js";
-import type { StepBackend } from "./backend.js";
-import { type PagedDecoderLayout, STEP_NAMES } from "./contract.js";
+import type { StepBackend, StepOutputs } from "./backend.js";
+import { type PagedDecoderLayout, STEP_NAMES, type StepTensor } from "./contract.js";
 import { type FinishedRequest, Scheduler, type SchedulerConfig, type StepPlan } from "./scheduler.js";
-import { stepInputs } from "./step-inputs.js";
+import { StepInputBuilder } from "./step-inputs.js";
 
 export interface EngineOptions {
   /** Most requests waiting for admission (generate throws EngineOverloadedError past it). Default 4096. */
@@ -38,8 +46,11 @@ export const MAX_TOP_LOGPROBS = 20;
 class LiveRequest {
   readonly outputs: TokenOutput[] = [];
   readonly done: Promise<GenerationSummary>;
-  resolveDone!: (s: GenerationSummary) => void;
+  private resolveDone!: (s: GenerationSummary) => void;
   wake: (() => void) | undefined;
+  /** The engine is done with the request (its blocks freed, counted); its stream may still have a token and its summary to get. */
+  finished = false;
+  /** The stream has everything: no token comes after the ones in `outputs`, and `done` is resolved. */
   ended = false;
   readonly submitted = performance.now();
   firstTokenAt: number | undefined;
@@ -62,6 +73,12 @@ class LiveRequest {
     this.wake?.();
   }
 
+  settle(summary: GenerationSummary): void {
+    this.ended = true;
+    this.resolveDone(summary);
+    this.wake?.();
+  }
+
   async *stream(): AsyncGenerator<TokenOutput> {
     let i = 0;
     for (;;) {
@@ -75,6 +92,63 @@ class LiveRequest {
 
 let nextRequestId = 0;
 
+/** A step queued on the backend: its plan, the request behind each sampling row, and its result (never rejecting). */
+interface LaunchedStep {
+  readonly plan: StepPlan;
+  readonly sampling: readonly (LiveRequest | undefined)[];
+  readonly result: Promise<{ readonly out: StepOutputs } | { readonly error: unknown }>;
+}
+
+/** What a completed step hands to a request's stream after the next launch: a token (its text decoded then), or the end. */
+type Delivery =
+  | {
+      readonly kind: "token";
+      readonly live: LiveRequest;
+      readonly token: number;
+      /** The token's text, when completing the step already decoded it (stop strings); otherwise decoded on delivery. */
+      readonly text: string | undefined;
+      /** The request's last token: release what the decoder holds back. */
+      readonly last: boolean;
+      readonly logprobs: { readonly logprob: number; readonly top: TokenLogprob[] } | undefined;
+      readonly logits: Float64Array | undefined;
+    }
+  | { readonly kind: "end"; readonly live: LiveRequest; readonly summary: GenerationSummary };
+
+/** The sampling settings of a step's rows, reused from step to step (views of the first `rows`). */
+class SamplingRows {
+  private readonly temperature: Float32Array;
+  private readonly topK: Int32Array;
+  private readonly topP: Float32Array;
+  private readonly uniform: Float32Array;
+
+  constructor(maxRows: number) {
+    this.temperature = new Float32Array(maxRows);
+    this.topK = new Int32Array(maxRows);
+    this.topP = new Float32Array(maxRows);
+    this.uniform = new Float32Array(maxRows);
+  }
+
+  build(sampling: readonly (LiveRequest | undefined)[]): Record<string, StepTensor> {
+    const rows = sampling.length;
+    for (let r = 0; r < rows; r++) {
+      const live = sampling[r];
+      const q = live?.request;
+      this.temperature[r] = q?.temperature ?? 0;
+      this.topK[r] = q?.topK ?? 0;
+      this.topP[r] = q?.topP ?? 1;
+      // one draw per generated token, whatever the batch (greedy rows draw too, so a request's draws never shift)
+      this.uniform[r] = live ? live.rand() : 0;
+    }
+    const shape = [rows];
+    return {
+      [STEP_NAMES.temperature]: { dtype: "f32", shape, data: this.temperature.subarray(0, rows) },
+      [STEP_NAMES.topK]: { dtype: "i32", shape, data: this.topK.subarray(0, rows) },
+      [STEP_NAMES.topP]: { dtype: "f32", shape, data: this.topP.subarray(0, rows) },
+      [STEP_NAMES.uniform]: { dtype: "f32", shape, data: this.uniform.subarray(0, rows) },
+    };
+  }
+}
+
 export class ServingEngine implements Engine {
   private readonly scheduler: Scheduler;
   private readonly requests = new Map<string, LiveRequest>();
@@ -83,6 +157,8 @@ export class ServingEngine implements Engine {
   private closed = false;
   private readonly finishedCounts: Record<FinishReason, number> = { stop: 0, length: 0, abort: 0, error: 0 };
   private failure: Error | undefined;
+  private readonly inputs: StepInputBuilder;
+  private readonly samplingRows: SamplingRows;
 
   constructor(
     private readonly backend: StepBackend,
@@ -103,6 +179,8 @@ export class ServingEngine implements Engine {
     };
     for (const g of config.groups) if (!(Number.isInteger(g.numBlocks) && g.numBlocks > 0)) throw new Error(`KV group ${g.name} needs a positive block count, got ${g.numBlocks}`);
     this.scheduler = new Scheduler(config);
+    this.inputs = new StepInputBuilder(layout, config.maxSeqs, config.maxTokensPerStep);
+    this.samplingRows = new SamplingRows(config.maxSeqs);
   }
 
   generate(request: GenerationRequest): GenerationStream {
@@ -142,15 +220,22 @@ export class ServingEngine implements Engine {
     if (bad >= 0) throw new EngineRequestError("promptIds", `prompt id ${r.promptIds[bad]} is outside the model's vocabulary of ${vocab} tokens (at position ${bad})`);
   }
 
-  /** Runs steps until no request is left (or the engine closes). */
+  /** Runs steps until no request is left (or the engine closes): one in flight while the last one's tokens are delivered. */
   private async run(): Promise<void> {
     try {
-      for (;;) {
-        await new Promise<void>((resolve) => setImmediate(resolve)); // let submissions and aborts in between
-        if (this.closed) return;
-        const plan = this.scheduler.schedule();
-        if (!plan) return;
-        await this.step(plan);
+      await new Promise<void>((resolve) => setImmediate(resolve)); // let the submissions of this tick into the first step
+      let step = this.closed ? undefined : this.launch();
+      while (step) {
+        // the event loop is free while the device computes: submissions, aborts, and consumers of the last tokens
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        const result = await step.result;
+        if ("error" in result) throw result.error;
+        const deliveries = this.complete(step, result.out);
+        try {
+          step = this.closed ? undefined : this.launch();
+        } finally {
+          this.deliver(deliveries);
+        }
       }
     } catch (err) {
       // a failing step (a device error) ends every request with the error; the engine refuses new ones
@@ -159,49 +244,59 @@ export class ServingEngine implements Engine {
     }
   }
 
-  private async step(plan: StepPlan): Promise<void> {
-    const sampling = plan.seqs.filter((s) => s.sample).map((s) => this.requests.get(s.id));
-    const rows = sampling.length;
-    const temperature = new Float32Array(rows);
-    const topK = new Int32Array(rows);
-    const topP = new Float32Array(rows);
-    const uniform = new Float32Array(rows);
-    sampling.forEach((live, r) => {
-      const q = live?.request;
-      temperature[r] = q?.temperature ?? 0;
-      topK[r] = q?.topK ?? 0;
-      topP[r] = q?.topP ?? 1;
-      // one draw per generated token, whatever the batch (greedy rows draw too, so a request's draws never shift)
-      uniform[r] = live ? live.rand() : 0;
-    });
-    const inputs = {
-      ...stepInputs(plan, this.layout),
-      [STEP_NAMES.temperature]: hostTensor("f32", [rows], temperature),
-      [STEP_NAMES.topK]: hostTensor("i32", [rows], topK),
-      [STEP_NAMES.topP]: hostTensor("f32", [rows], topP),
-      [STEP_NAMES.uniform]: hostTensor("f32", [rows], uniform),
-    };
+  /** Plans the next step and queues it on the backend; undefined when nothing is left to run. */
+  private launch(): LaunchedStep | undefined {
+    const plan = this.scheduler.schedule();
+    if (!plan) return undefined;
+    const sampling: (LiveRequest | undefined)[] = [];
+    for (const s of plan.seqs) if (s.sample) sampling.push(this.requests.get(s.id));
+    const inputs = { ...this.inputs.build(plan), ...this.samplingRows.build(sampling) };
     // rows whose logits will be read: a backend of several processes fetches them with the step
-    const logitRows = sampling.flatMap((live, r) => (live && (live.request.logprobs !== undefined || live.request.logits === true) ? [r] : []));
-    const out = await this.backend.step(inputs, logitRows.length ? { logitRows } : {});
-    // rows whose logits were not finite end their request with an error before the scheduler sees the token
+    const logitRows: number[] = [];
+    sampling.forEach((live, r) => {
+      if (live && (live.request.logprobs !== undefined || live.request.logits === true)) logitRows.push(r);
+    });
+    let pending: Promise<StepOutputs>;
+    try {
+      pending = this.backend.step(inputs, logitRows.length ? { logitRows } : {});
+    } catch (err) {
+      pending = Promise.reject(err);
+    }
+    // settled into a value at once, so a step that fails while the loop yields is never an unhandled rejection
+    return { plan, sampling, result: pending.then((out) => ({ out }), (error: unknown) => ({ error })) };
+  }
+
+  /**
+   * A step's results, as far as they decide the next step: the scheduler advances (stop tokens, maxTokens), rows
+   * whose logits were not finite end with an error, and stop strings are checked (their requests' text decoded);
+   * every request that ended is ended here, its blocks freed. Returns the tokens to deliver, in order.
+   */
+  private complete(step: LaunchedStep, out: StepOutputs): Delivery[] {
+    const { plan, sampling } = step;
     const logprobs = new Map<string, { logprob: number; top: TokenLogprob[] }>();
     const rawLogits = new Map<string, Float64Array>();
-    sampling.forEach((live, r) => {
-      if (!live) return;
+    const sampled = new Array<number>(sampling.length);
+    for (let r = 0; r < sampling.length; r++) {
       const token = out.tokens[r]!;
+      sampled[r] = Math.max(token, 0);
+      const live = sampling[r];
+      if (!live) continue;
+      // rows whose logits were not finite end their request with an error before the scheduler sees the token
       if (token < 0) {
         this.end(this.scheduler.finish(live.id, "error", undefined, `step ${plan.step}: the logits of request "${live.id}" hold NaN or Inf`), live);
-        return;
+        continue;
       }
       const needLogits = live.request.logprobs !== undefined || live.request.logits === true;
       const row = needLogits ? out.logits(r) : undefined;
       if (live.request.logprobs !== undefined) logprobs.set(live.id, logprobsOf(row!, token, live.request.logprobs));
       if (live.request.logits) rawLogits.set(live.id, row!);
-    });
-    const result = this.scheduler.complete(plan, Array.from(out.tokens, (t) => Math.max(t, 0)));
-    const finishing = new Map(result.finished.map((f) => [f.id, f]));
+    }
+    const result = this.scheduler.complete(plan, sampled);
+    const finishing = new Map<string, FinishedRequest>();
+    for (const f of result.finished) finishing.set(f.id, f);
     const now = performance.now();
+    const deliveries: Delivery[] = [];
+    const ended = new Map<LiveRequest, FinishedRequest>();
     for (const { id, token } of result.tokens) {
       const live = this.requests.get(id);
       if (!live) continue;
@@ -210,21 +305,48 @@ export class ServingEngine implements Engine {
       live.generated++;
       const lp = logprobs.get(id);
       const logits = rawLogits.get(id);
-      const withLogprobs = (text: string): TokenOutput => ({ token, text, ...(lp ? { logprob: lp.logprob, topLogprobs: lp.top } : {}), ...(logits ? { logits } : {}) });
-      // special tokens (harmony's markup) carry no text; a request's last token also releases what is held back
-      let text = live.decoder && !this.tokenizer!.isSpecial(token) ? live.decoder.push(token) : "";
-      const stop = this.stopStringIn(live, text);
-      if (stop) {
-        live.push(withLogprobs(stop.text));
-        this.end(this.scheduler.finish(id, "stop", stop.stop), live);
+      const stops = live.request.stopStrings;
+      if (stops !== undefined && stops.length > 0) {
+        // the next step must not hold a request that a stop string ends now: decode and check its text here
+        let text = live.decoder && !this.tokenizer!.isSpecial(token) ? live.decoder.push(token) : "";
+        const stop = this.stopStringIn(live, text);
+        if (stop) {
+          deliveries.push({ kind: "token", live, token, text: stop.text, last: false, logprobs: lp, logits });
+          // a token that reaches maxTokens (or a stop token) and completes a stop string: the stop string ended it
+          const already = finishing.get(id);
+          ended.set(live, already ? { ...already, reason: "stop", stoppedBy: stop.stop } : this.scheduler.finish(id, "stop", stop.stop)!);
+          continue;
+        }
+        if (finishing.has(id)) text += live.decoder?.flush() ?? "";
+        deliveries.push({ kind: "token", live, token, text, last: false, logprobs: lp, logits });
         continue;
       }
-      if (finishing.has(id)) text += live.decoder?.flush() ?? "";
-      live.push(withLogprobs(text));
+      deliveries.push({ kind: "token", live, token, text: undefined, last: finishing.has(id), logprobs: lp, logits });
     }
     for (const f of result.finished) {
       const live = this.requests.get(f.id);
-      if (live) this.end(f, live);
+      if (live && !ended.has(live)) ended.set(live, f);
+    }
+    // ended now (blocks freed above, the request leaves the engine), its summary delivered after its last token
+    for (const [live, f] of ended) this.end(f, live, deliveries);
+    return deliveries;
+  }
+
+  /** Pushes a completed step's tokens to their streams (decoding the text not decoded yet) and resolves the summaries of the requests that ended. */
+  private deliver(deliveries: readonly Delivery[]): void {
+    for (const d of deliveries) {
+      if (d.kind === "end") {
+        d.live.settle(d.summary);
+        continue;
+      }
+      const { live, token } = d;
+      let text = d.text;
+      if (text === undefined) {
+        // special tokens (harmony's markup) carry no text; a request's last token also releases what is held back
+        text = live.decoder && !this.tokenizer!.isSpecial(token) ? live.decoder.push(token) : "";
+        if (d.last) text += live.decoder?.flush() ?? "";
+      }
+      live.push({ token, text, ...(d.logprobs ? { logprob: d.logprobs.logprob, topLogprobs: d.logprobs.top } : {}), ...(d.logits ? { logits: d.logits } : {}) });
     }
   }
 
@@ -245,15 +367,19 @@ export class ServingEngine implements Engine {
     return undefined;
   }
 
-  private end(f: FinishedRequest | undefined, live: LiveRequest): void {
-    if (live.ended) return;
-    live.ended = true;
+  /**
+   * Ends a request in the engine at once (the scheduler has freed its blocks; it leaves the request map and is
+   * counted) and settles its stream: now, or, given the deliveries of the step that ended it, after its last token.
+   */
+  private end(f: FinishedRequest | undefined, live: LiveRequest, deliveries?: Delivery[]): void {
+    if (live.finished) return;
+    live.finished = true;
     live.detachAbort?.();
     this.requests.delete(live.id);
     const reason = f?.reason ?? "abort";
     this.finishedCounts[reason]++;
     const first = live.firstTokenAt;
-    live.resolveDone({
+    const summary: GenerationSummary = {
       id: live.id,
       finishReason: reason,
       promptTokens: f?.promptTokens ?? live.request.promptIds.length,
@@ -263,8 +389,9 @@ export class ServingEngine implements Engine {
       ...(f?.error !== undefined ? { error: f.error } : {}),
       ...(first !== undefined ? { timeToFirstTokenMs: first - live.submitted } : {}),
       ...(first !== undefined && live.generated > 1 ? { timePerOutputTokenMs: (live.lastTokenAt! - first) / (live.generated - 1) } : {}),
-    });
-    live.wake?.();
+    };
+    if (deliveries) deliveries.push({ kind: "end", live, summary });
+    else live.settle(summary);
   }
 
   stats(): EngineStats {

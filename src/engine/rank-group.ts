@@ -31,6 +31,7 @@ import type { HostTensor } from "../ir/host-tensor.js";
 import type { CollectiveOp } from "../ir/ops.js";
 import type { ShardStrategy, SplitOutput } from "../passes/shard.js";
 import { joinSplitRow, type StepBackend } from "./backend.js";
+import { stepInputsAsHost } from "./contract.js";
 
 /** The model every rank builds (each builds the whole graph and the sharded pipeline, then keeps its rank). */
 export interface RankModelBuild {
@@ -355,7 +356,8 @@ export function rankGroupBackend(group: RankGroup, device: "cuda" | "cpu"): Step
     device,
     ranks: group.size,
     async step(inputs, options) {
-      const { tokens, logits } = await group.step(inputs, options?.logitRows ?? []);
+      // the ranks get host tensors (the wire format the workers read); the copy also outlives the engine's arrays
+      const { tokens, logits } = await group.step(stepInputsAsHost(inputs), options?.logitRows ?? []);
       return {
         tokens,
         logits: (row) => {

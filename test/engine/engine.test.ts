@@ -126,13 +126,14 @@ describe("engine on the interpreter: tokens do not depend on the batch", () => {
 });
 
 /** An engine over a backend that samples `script(position of the new token)` and reports fixed logits. */
-function scriptedEngine(script: (position: number) => number, vocab = 201088, opts: { maxWaiting?: number; badAt?: number } = {}) {
+function scriptedEngine(script: (position: number) => number, vocab = 201088, opts: { maxWaiting?: number; badAt?: number; log?: string[] } = {}) {
   const layout: PagedDecoderLayout = { blockSize: 16, maxBlocksPerSeq: 8, maxContext: 128, maxTokensPerStep: 64, maxSeqsPerStep: 8, groups: [{ name: "full", layers: [0], bytesPerBlock: 1 }], vocabSize: vocab };
   let steps = 0;
   const backend: StepBackend = {
     device: "cpu",
     async step(inputs) {
       steps++;
+      opts.log?.push(`launch ${steps}`);
       const positions = inputs["positions"]!.data;
       const tokens = Array.from(inputs["logit_rows"]!.data, (t) => (opts.badAt !== undefined && steps === opts.badAt ? -1 : script(positions[t]! + 1)));
       return { tokens: Int32Array.from(tokens), logits: () => Float64Array.from({ length: vocab }, (_, i) => (i % 7) - 3) };
@@ -154,6 +155,54 @@ describe("engine request API (scripted backend)", () => {
     expect(r.summary.finishReason).toBe("stop");
     expect(r.summary.stoppedBy).toBe("STOP");
     expect(r.texts.join("")).toBe(" alpha beta gamma ");
+    await engine.close();
+  });
+
+  it("a stop string completed by the request's last token (maxTokens) ends it by the stop string", async () => {
+    const engine = scriptedEngine((p) => words[(p - 2) % words.length]!);
+    let upTo = 1;
+    while (!tok.decode(words.slice(0, upTo)).includes("STOP")) upTo++;
+    const r = await drain(engine.generate({ promptIds: [1, 2], maxTokens: upTo, stopStrings: ["STOP"] }));
+    expect(r.summary).toMatchObject({ finishReason: "stop", stoppedBy: "STOP", completionTokens: upTo });
+    expect(r.texts.join("")).toBe(" alpha beta gamma ");
+    expect(engine.stats().finished).toMatchObject({ stop: 1, length: 0, abort: 0 });
+    await engine.close();
+  });
+
+  it("delivers a step's tokens after the next step is launched, and the summary after the last token", async () => {
+    const log: string[] = [];
+    const engine = scriptedEngine((p) => words[(p - 2) % words.length]!, 201088, { log });
+    const stream = engine.generate({ promptIds: [1, 2], maxTokens: 4 });
+    void stream.done.then((s) => log.push(`done ${s.finishReason}`));
+    const texts: string[] = [];
+    for await (const o of stream) {
+      log.push(`token ${texts.length + 1}`);
+      texts.push(o.text);
+    }
+    await stream.done;
+    // step k samples token k; its consumer runs while step k + 1 computes; nothing is launched after the last
+    expect(log.filter((l) => !l.startsWith("done"))).toEqual(["launch 1", "launch 2", "token 1", "launch 3", "token 2", "launch 4", "token 3", "token 4"]);
+    // the summary comes with the last token (the stream holds it when `done` resolves), not a step earlier
+    expect(log.indexOf("done length")).toBeGreaterThan(log.indexOf("token 3"));
+    expect(texts.join("")).toBe(tok.decode(words.slice(0, 4)));
+    await engine.close();
+  });
+
+  it("a consumer that aborts on a token drops the step already launched for it: its tokens and summary are unchanged", async () => {
+    const log: string[] = [];
+    const engine = scriptedEngine((p) => words[(p - 2) % words.length]!, 201088, { log });
+    const ac = new AbortController();
+    const stream = engine.generate({ promptIds: [1, 2], maxTokens: 10, signal: ac.signal });
+    const tokens: number[] = [];
+    for await (const o of stream) {
+      tokens.push(o.token);
+      if (tokens.length === 2) ac.abort();
+    }
+    const summary = await stream.done;
+    expect(tokens).toEqual(words.slice(0, 2));
+    expect(summary).toMatchObject({ finishReason: "abort", completionTokens: 2 });
+    expect(log).toEqual(["launch 1", "launch 2", "launch 3"]); // step 3 was running when the consumer aborted
+    expect(engine.stats().blocks["full"]!.used).toBe(0);
     await engine.close();
   });
 

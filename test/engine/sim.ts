@@ -11,11 +11,10 @@
 
 import { expect } from "vitest";
 import { NO_BLOCK } from "../../src/engine/block-pool.js";
-import { blockTableInput, kvSlotsInput, STEP_NAMES } from "../../src/engine/contract.js";
+import { blockTableInput, kvSlotsInput, STEP_NAMES, type StepInputs, type StepTensor } from "../../src/engine/contract.js";
 import type { KvGroupConfig } from "../../src/engine/kv-manager.js";
 import { type FinishedRequest, Scheduler, type SchedulerConfig, type SchedulerRequest, type SchedulerStats } from "../../src/engine/scheduler.js";
 import { stepInputs } from "../../src/engine/step-inputs.js";
-import type { HostTensor } from "../../src/ir/host-tensor.js";
 import { EngineRequestError } from "../../src/engine/api.js";
 
 const ROOT_KEY = 0x2545f491;
@@ -90,10 +89,10 @@ export class FakeModel {
   }
 
   /** Runs one step; returns the token of each logit row, in order. */
-  step(inputs: Readonly<Record<string, HostTensor>>): number[] {
+  step(inputs: StepInputs): number[] {
     const { groups, blockSize: B } = this.config;
     const MB = this.maxBlocksPerSeq;
-    const get = (name: string): Float64Array => {
+    const get = (name: string): StepTensor["data"] => {
       const t = inputs[name];
       if (t === undefined) throw new Error(`the step has no input ${name}`);
       return t.data;

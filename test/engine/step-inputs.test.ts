@@ -3,7 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { blockTableInput, type KvGroup, kvSlotsInput, STEP_NAMES } from "../../src/engine/contract.js";
 import type { StepPlan } from "../../src/engine/scheduler.js";
-import { stepInputs } from "../../src/engine/step-inputs.js";
+import { StepInputBuilder, stepInputs } from "../../src/engine/step-inputs.js";
 
 const group = (name: string, window?: number): KvGroup => ({ name, layers: [0], bytesPerBlock: 1, ...(window !== undefined ? { window } : {}) });
 // the model lists its groups in another order than the scheduler: inputs are matched by name
@@ -46,6 +46,26 @@ describe("stepInputs", () => {
     // position 5 of a: block 1 of its table, offset 1; c's positions 8 … 11 in its block 2, 12 in block 3
     expect(values(inputs, "kv_slots.full")).toEqual({ shape: [9], data: [5, 0, 1, 2, 28, 29, 30, 31, 32] });
     expect(values(inputs, "kv_slots.sliding")).toEqual({ shape: [9], data: [9, 16, 17, 18, 36, 37, 38, 39, 40] });
+  });
+
+  it("a builder reused from step to step gives what fresh arrays give: rows written further before are padded again", () => {
+    const builder = new StepInputBuilder(layout, 4, 16);
+    const shorter: StepPlan = {
+      ...plan,
+      seqs: [
+        { id: "c", start: 12, tokenIds: [6], sample: true, blockTables: [[5, 6, 7, 8], [-1, -1, -1, 10]] },
+        { id: "a", start: 6, tokenIds: [43], sample: true, blockTables: [[3, 1], [-1, 2]] },
+      ],
+      numTokens: 2,
+      numSampled: 2,
+    };
+    for (const p of [plan, shorter, plan, { ...plan, seqs: [plan.seqs[1]!], numTokens: 3, numSampled: 0 }, shorter]) {
+      const reused = builder.build(p);
+      const fresh = stepInputs(p, layout);
+      expect(Object.keys(reused).sort()).toEqual(Object.keys(fresh).sort());
+      for (const name of Object.keys(fresh)) expect(values(reused, name), `step input ${name}`).toEqual(values(fresh, name));
+    }
+    expect(() => builder.build({ ...plan, seqs: [...plan.seqs, ...plan.seqs], numTokens: 18, numSampled: 4 })).toThrow(/runs 6 sequences; the step inputs hold at most 4/);
   });
 
   it("a step that samples nothing has no logit rows", () => {

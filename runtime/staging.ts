@@ -1,0 +1,151 @@
+// Staging a call's inputs for asynchronous copies, and reading its outputs back the same way.
+//
+// A synchronous cuMemcpyHtoD from pageable memory waits for the device and then for the copy, once per input (a
+// paged decoder's step has about a dozen); run back to back before a CUDA graph launch they left the GPU idle for
+// a good part of a batch-1 step. InputStaging packs every input of a call into one page-locked host buffer (each
+// at a 16-byte aligned offset, converted to its dtype's bytes on the way in: i32 and f32 values are written through
+// a typed view, no intermediate arrays) and queues one cuMemcpyHtoDAsync per input on the stream the launches run
+// on, so the copies run in stream order right before the kernels that read them. OutputFetch queues the reverse for
+// the outputs a caller will read (a step's sampled tokens) after the launches, into pinned memory, so that the
+// one wait for the stream covers them.
+//
+// The pinned buffers are reused from call to call: a caller must not stage again while the copies of the last call
+// may still be running (`pending`; the executor waits for its stream first).
+
+import { type DType, dtypeBytes } from "../src/ir/dtype.js";
+import { formatShape, numElements } from "../src/ir/shape.js";
+import { type HostTensor, tensorFromBytes, tensorToBytes } from "../src/ir/host-tensor.js";
+import type { Arena } from "./arena.js";
+import type { Device, PinnedBuffer, Stream } from "./cuda.js";
+
+/** An input: a HostTensor, or the same with its values already in a typed array of its dtype (i32, f32). */
+export interface InputTensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly data: Float64Array | Int32Array | Float32Array;
+}
+
+/** Where an input goes: a slot of the bucket being run. */
+export interface InputSlot {
+  readonly name: string;
+  readonly offset: number;
+}
+
+const STAGING_ALIGN = 16;
+const alignUp = (n: number) => Math.ceil(n / STAGING_ALIGN) * STAGING_ALIGN;
+
+/** Bytes `t` takes in its dtype's storage format. */
+export function inputBytes(t: InputTensor): number {
+  return numElements(t.shape) * dtypeBytes(t.dtype);
+}
+
+/**
+ * Writes `t`'s bytes at `byteOffset` of `target` (little-endian, as tensorToBytes). i32 and f32 go through a typed
+ * view (a typed array's own values are copied whole; f64 values get ToInt32 / round-to-f32, what tensorToBytes
+ * applies); other dtypes through tensorToBytes.
+ */
+export function writeInputBytes(t: InputTensor, target: ArrayBuffer, byteOffset: number): void {
+  const n = numElements(t.shape);
+  if (t.data.length !== n) throw new Error(`a ${t.dtype}${formatShape(t.shape)} input needs ${n} values, got ${t.data.length}`);
+  if (t.dtype === "i32") {
+    if (t.data instanceof Float32Array) throw new Error(`an i32 input holds its values in a Float32Array; use an Int32Array (or a HostTensor)`);
+    new Int32Array(target, byteOffset, n).set(t.data);
+    return;
+  }
+  if (t.dtype === "f32") {
+    if (t.data instanceof Int32Array) throw new Error(`an f32 input holds its values in an Int32Array; use a Float32Array (or a HostTensor)`);
+    new Float32Array(target, byteOffset, n).set(t.data);
+    return;
+  }
+  if (!(t.data instanceof Float64Array)) throw new Error(`a ${t.dtype} input must be a HostTensor (f64 values); typed arrays are taken for i32 and f32 only`);
+  new Uint8Array(target, byteOffset, n * dtypeBytes(t.dtype)).set(tensorToBytes(t as HostTensor));
+}
+
+/** One pinned host buffer, grown (never shrunk) to what a call needs. */
+class PinnedArea {
+  private buffer: PinnedBuffer | undefined;
+
+  constructor(private readonly device: Device) {}
+
+  take(bytes: number): PinnedBuffer {
+    if (this.buffer === undefined || this.buffer.byteLength < bytes) {
+      // at least double, so a growing workload reallocates a logarithmic number of times
+      this.buffer = this.device.allocPinned(Math.max(alignUp(bytes), 2 * (this.buffer?.byteLength ?? 0), 4096));
+    }
+    return this.buffer;
+  }
+}
+
+export class InputStaging {
+  private readonly area: PinnedArea;
+  /** Copies queued by the last `stage` whose stream has not been waited for since. */
+  pending = false;
+
+  constructor(device: Device) {
+    this.area = new PinnedArea(device);
+  }
+
+  /**
+   * Packs `inputs` (one per slot, already checked against the slots' dtypes and shapes) into the pinned buffer and
+   * queues their copies into the arena on `stream`. The caller must have waited for the previous call's copies.
+   */
+  stage(slots: readonly InputSlot[], inputs: Readonly<Record<string, InputTensor>>, arena: Arena, stream: Stream): void {
+    if (this.pending) throw new Error("internal: inputs staged again before the copies of the last call were waited for");
+    let total = 0;
+    for (const slot of slots) total += alignUp(inputBytes(inputs[slot.name]!));
+    const pinned = this.area.take(total);
+    this.pending = true; // from the first copy queued (a bad input below throws with some already queued)
+    let at = 0;
+    for (const slot of slots) {
+      const t = inputs[slot.name]!;
+      const bytes = inputBytes(t);
+      if (bytes === 0) continue;
+      writeInputBytes(t, pinned.buffer, pinned.byteOffset + at);
+      arena.view(slot.offset, bytes).copyFromHostAsync(pinned.slice(at, bytes), stream);
+      at += alignUp(bytes);
+    }
+  }
+}
+
+/** Outputs queued for an asynchronous read: their bytes land in pinned memory once the stream has finished. */
+export class OutputFetch {
+  private readonly area: PinnedArea;
+  private fetched = new Map<string, { readonly dtype: DType; readonly shape: readonly number[]; readonly bytes: PinnedBuffer }>();
+
+  constructor(device: Device) {
+    this.area = new PinnedArea(device);
+  }
+
+  /** Forgets the outputs of the last call (a new call is about to overwrite the device buffers and the pinned area). */
+  clear(): void {
+    this.fetched = new Map();
+  }
+
+  /** Queues a copy of each output (whole, at its actual shape) from the arena into pinned memory on `stream`. */
+  queue(outputs: readonly { readonly name: string; readonly dtype: DType; readonly shape: readonly number[]; readonly offset: number }[], arena: Arena, stream: Stream): void {
+    let total = 0;
+    for (const o of outputs) total += alignUp(numElements(o.shape) * dtypeBytes(o.dtype));
+    const pinned = this.area.take(total);
+    const fetched = new Map<string, { readonly dtype: DType; readonly shape: readonly number[]; readonly bytes: PinnedBuffer }>();
+    let at = 0;
+    for (const o of outputs) {
+      const bytes = numElements(o.shape) * dtypeBytes(o.dtype);
+      const target = pinned.slice(at, bytes);
+      if (bytes > 0) arena.view(o.offset, bytes).copyToHostAsync(target, stream);
+      fetched.set(o.name, { dtype: o.dtype, shape: o.shape, bytes: target });
+      at += alignUp(bytes);
+    }
+    this.fetched = fetched;
+  }
+
+  /**
+   * Rows [first, first + count) of output `name` if it was fetched (the caller has waited for the stream), as a
+   * tensor of its own (the pinned bytes are reused by the next call); undefined when it was not fetched.
+   */
+  read(name: string, first: number, count: number, rowBytes: number): HostTensor | undefined {
+    const f = this.fetched.get(name);
+    if (f === undefined) return undefined;
+    const bytes = f.bytes.bytes().slice(first * rowBytes, (first + count) * rowBytes);
+    return tensorFromBytes(f.dtype, f.shape.length === 0 ? [] : [count, ...f.shape.slice(1)], bytes);
+  }
+}
