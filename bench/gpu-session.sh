@@ -5,7 +5,7 @@
 # status) to $OUT, so a step that runs long costs only itself.
 #
 #   source .gpu/env.sh && bash bench/gpu-session.sh [STEP…]
-#     steps: tier bench20b serve http b1 long moe matmul bench120b (default: tier bench20b http b1 long serve)
+#     steps: tier bench20b serve serve512 yardstick http b1 long moe matmul bench120b (default: tier bench20b http b1 long serve)
 set -uo pipefail
 out=${OUT:-/tmp/tsgc-session}
 mkdir -p "$out"
@@ -26,19 +26,23 @@ run_step() {
   case $1 in
     tier) step tier 270 npx vitest run --reporter=verbose ;;
     # every batch is timed with and without programmatic dependent launch (the no-PDL column)
-    bench20b) step bench20b 200 node bin/tsgc.js bench gpt-oss-20b --prefill 2048 --profile 1,256 ;;
+    bench20b) step bench20b 170 node bin/tsgc.js bench gpt-oss-20b --prefill 2048 --profile 1,256 ;;
     bench120b) step bench120b 200 node bin/tsgc.js bench gpt-oss-120b --batches 1,2,4,8,16,32,64,128 --prefill 2048 ;;
     # issue 11's workload: 1000 requests of 1024 + 1024 tokens sent at once, through the engine's API
     serve) step serve 200 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1000 --input-len 1024 --output-len 1024 --warmup ;;
+    # the same with 512 sequences a step (longer decode steps amortize each expert's weights over more tokens)
+    serve512) step serve512 200 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1000 --input-len 1024 --output-len 1024 --warmup --max-batch 512 ;;
+    # transformers' continuous batching beside tsgc on a smaller workload (its dense bf16 experts are slow to serve)
+    yardstick) step yardstick 200 bash bench/serve-vs-transformers.sh gpt-oss-20b 64 1024 256 ;;
     # issue 12's: 256 concurrent streaming clients through HTTP against the engine's API, one engine
     http) step http 150 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 256 --input-len 1024 --output-len 256 --warmup --compare-http ;;
     # one 64k-token sequence (sliding layers flat, full layers paged)
     long) step long 90 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1 --input-len 65536 --output-len 64 --max-context 65664 ;;
     # batch-1 latency through the engine (its time per output token against bench20b's batch-1 step)
     b1) step b1 60 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1 --input-len 1024 --output-len 512 --warmup ;;
-    moe) step moe 150 node dist/bench/moe-prefill.js 1,2,4,8,16,32,64,128,256,512,2048 5 ;;
+    moe) step moe 110 node dist/bench/moe-prefill.js 1,8,16,64,256,512,2048 5 ;;
     matmul) step matmul 90 node dist/bench/codegen-matmul.js bucket ;;
-    *) echo "unknown step $1 (tier bench20b serve http b1 long moe matmul bench120b)"; return 1 ;;
+    *) echo "unknown step $1 (tier bench20b serve serve512 yardstick http b1 long moe matmul bench120b)"; return 1 ;;
   esac
 }
 

@@ -63,7 +63,8 @@ function programmaticKernels(plan: Plan, device: Device, on: boolean): boolean[]
 }
 
 export class PlanExecutor {
-  private readonly graphEntries = new Set<string>();
+  /** Entries replayed as CUDA graphs, each with the bounds past which a bucket launches kernel by kernel instead. */
+  private readonly graphEntries = new Map<string, Readonly<Record<string, number>>>();
   private last: { readonly bucket: PlanBucket; readonly symbols: Readonly<Record<string, number>> } | undefined;
   private readonly graphs = new Map<string, CudaGraph>();
   private replayStream: Stream | undefined;
@@ -176,11 +177,19 @@ export class PlanExecutor {
 
   /**
    * From now on, `run` replays this entry point as one CUDA graph per bucket and set of symbol values (captured on
-   * first use) instead of launching kernel by kernel: steps pay ~1 µs per kernel instead of ~6.
+   * first use) instead of launching kernel by kernel: steps pay ~1 µs per kernel instead of ~6. Buckets with a bound
+   * above `upTo` (e.g. { tokens: 512 }) keep launching kernel by kernel: their steps run long enough for the launches
+   * to overlap the GPU's work, and their many shapes would each cost a capture and a place in the graph cache.
    */
-  replayAsGraph(entryName: string): void {
+  replayAsGraph(entryName: string, upTo: Readonly<Record<string, number>> = {}): void {
     this.entry(entryName);
-    this.graphEntries.add(entryName);
+    this.graphEntries.set(entryName, upTo);
+  }
+
+  /** Whether a call of `entryName` in `bucket` replays a CUDA graph (replayAsGraph). */
+  private replaysGraph(entryName: string, bucket: PlanBucket): boolean {
+    const upTo = this.graphEntries.get(entryName);
+    return upTo !== undefined && Object.entries(upTo).every(([name, most]) => (bucket.bounds[name] ?? 0) <= most);
   }
 
   /** Symbol values of a call: bound from the inputs' shapes, plus the load-time symbols. */
@@ -212,7 +221,7 @@ export class PlanExecutor {
   run(entryName: string, inputs: Readonly<Record<string, HostTensor>>, outputs?: readonly string[]): Record<string, HostTensor> {
     const entry = this.entry(entryName);
     const { bucket, symbols } = this.stage(entryName, inputs);
-    if (this.graphEntries.has(entryName)) this.replay(entry, bucket, symbols);
+    if (this.replaysGraph(entryName, bucket)) this.replay(entry, bucket, symbols);
     else this.launchBucket(bucket, symbols);
     const result: Record<string, HostTensor> = {};
     for (const slot of bucket.outputs) if (!outputs || outputs.includes(slot.name)) result[slot.name] = this.readOutput(slot.name);
@@ -294,7 +303,7 @@ export class PlanExecutor {
     }
     // stream order makes this safe: the copies land before the launches that read them, and after the last call's
     staging.stage(bucket.inputs, inputs, this.arena, stream);
-    if (this.graphEntries.has(entryName)) this.graphFor(entry, bucket, symbols, stream).launch(stream);
+    if (this.replaysGraph(entryName, bucket)) this.graphFor(entry, bucket, symbols, stream).launch(stream);
     else this.launchBucket(bucket, symbols, stream);
     if (fetched.length > 0) outputs.queue(fetched, this.arena, stream);
     while (!stream.query()) await new Promise<void>((resolve) => setImmediate(resolve));

@@ -53,9 +53,16 @@ export function joinSplitRow(split: SplitOutput, rankRows: readonly ArrayLike<nu
   return out;
 }
 
+/**
+ * Steps of at most this many tokens replay CUDA graphs (decode steps of up to 512 sequences: few shapes, repeated
+ * every step); larger ones, with prefill chunks, launch kernel by kernel: they run for tens of milliseconds, so the
+ * launches overlap the GPU's work, and their token and sequence counts vary too much for a graph cache.
+ */
+export const GRAPH_MAX_STEP_TOKENS = 512;
+
 /** A compiled plan loaded on a GPU, its weights and pools in place. */
 export function planBackend(exec: PlanExecutor): StepBackend {
-  exec.replayAsGraph(STEP_ENTRY);
+  exec.replayAsGraph(STEP_ENTRY, { tokens: GRAPH_MAX_STEP_TOKENS });
   return {
     device: "cuda",
     async step(inputs) {

@@ -23,6 +23,7 @@ import { runShardedPipeline } from "../passes/pipeline.js";
 import type { RankSet, SplitOutput } from "../passes/shard.js";
 import { Device, NcclComm, ncclUniqueId, PlanExecutor } from "../../runtime/index.js";
 import { streamCheckpoint } from "../../runtime/load-checkpoint.js";
+import { GRAPH_MAX_STEP_TOKENS } from "./backend.js";
 import { STEP_ENTRY, STEP_NAMES } from "./contract.js";
 import { deviceFill, fillPlanRandom } from "./device-random.js";
 import type { ParentMessage, RankInfo, RankWorkerSpec, WorkerMessage } from "./rank-group.js";
@@ -143,7 +144,7 @@ async function preparePlan(rank: number, ranks: number, spec: Extract<RankWorker
         comm.dispose();
         throw err;
       }
-      exec.replayAsGraph(STEP_ENTRY);
+      exec.replayAsGraph(STEP_ENTRY, { tokens: GRAPH_MAX_STEP_TOKENS });
       return {
         async step(id, inputs, logitRows) {
           await exec.runAsync(STEP_ENTRY, inputs);
