@@ -363,14 +363,10 @@ export class Kernel {
     return native().functionAttributes(this.handle);
   }
 
-  /** Dynamic shared memory a launch may ask for without raising the function's limit first. */
-  private dynamicSharedLimit = 48 * 1024;
-
   /** Allows more than 48 KiB of dynamic shared memory per block (up to the device's opt-in limit). */
   setMaxDynamicSharedBytes(bytes: number): void {
     this.device.makeCurrent();
     native().functionSetMaxDynamicShared(this.handle, bytes);
-    this.dynamicSharedLimit = bytes;
   }
 
   /** Checks the arguments against the kernel's parameters (where the driver can say) and packs them. */
@@ -394,8 +390,6 @@ export class Kernel {
     const [bx, by, bz] = dim3(config.block, "block");
     const params = this.packArgs(config.args);
     const stream = config.stream ?? this.device.stream;
-    // a launch past 48 KiB of dynamic shared memory raises the function's limit first (once per larger size)
-    if ((config.sharedBytes ?? 0) > this.dynamicSharedLimit) this.setMaxDynamicSharedBytes(config.sharedBytes!);
     this.device.makeCurrent();
     const programmatic = config.programmatic === true && this.device.info.computeCapability.major >= 9;
     native().launch(this.handle, gx, gy, gz, bx, by, bz, config.sharedBytes ?? 0, stream.handle, params, programmatic);

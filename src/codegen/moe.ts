@@ -58,15 +58,6 @@ export const MXFP4_GATEUP_PAIRS = 2 * WARPS;
 /** MXFP4 down: output rows per block (two per warp). */
 export const MXFP4_DOWN_ROWS = 2 * WARPS;
 
-/**
- * Whether the MXFP4 token loop's down kernel loads all K experts' rows at once: each lane holds 2 rows × ⌈I/1024⌉
- * 16-byte words per expert in registers, so at most 32 words (128 registers) in all. At 1 token the per-expert loop
- * kept only one expert's 6 KB per warp in flight and read 0.87 TB/s on an H200 (19 µs for gpt-oss-20b's 16.6 MB).
- */
-export function downAllExperts(k: number, inter: number): boolean {
-  return k * Math.ceil(inter / 32 / 32) * 2 <= 32;
-}
-
 const FLOAT_DTYPES: readonly DType[] = ["f32", "bf16", "f16"];
 /** One letter per operand dtype in entry names: f32, bf16, f16. */
 const DTYPE_TAG = { f32: "f", bf16: "b", f16: "h" } as const;
@@ -267,13 +258,11 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
     args: s.mxfp4 ? [input(0), scratch(0), input(3), input(4), input(5), scratch(2)] : [input(0), scratch(0), input(3), input(4), scratch(2)],
   };
   const downPerBlock = s.mxfp4 ? MXFP4_DOWN_ROWS : DENSE_DOWN_COLS;
-  const allExperts = s.mxfp4 && downAllExperts(s.k, s.inter);
   const down: KernelLaunch = {
-    kernel: { name: downEntry, family: "moe", source: renderTemplate("moe-experts.cu.njk", { ...ctx, entry: downEntry, stage: "down", downAllExperts: allExperts }), entry: downEntry },
+    kernel: { name: downEntry, family: "moe", source: renderTemplate("moe-experts.cu.njk", { ...ctx, entry: downEntry, stage: "down" }), entry: downEntry },
     grid: [constSize(Math.ceil(s.d / downPerBlock)), tokens, constSize(1)],
     block: [THREADS, 1, 1],
-    // the K h rows, each as I/32 blocks of 32 floats padded to 36 (conflict-free float4 reads)
-    sharedBytes: allExperts ? s.k * (s.inter / 32) * 36 * 4 : 0,
+    sharedBytes: 0,
     args: s.mxfp4
       ? [scratch(0), scratch(1), scratch(2), input(6), input(7), input(8), { kind: "output" }]
       : [scratch(0), scratch(1), scratch(2), input(5), input(6), { kind: "output" }],
