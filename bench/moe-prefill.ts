@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     { name: "nj4", tiling: { nj: 4, minBlocks: 1 } },
   ];
   // B prefetch depths of the tensor-core grouped GEMMs, timed beside the default GROUPED_B_PREFETCH
-  const GROUPED_VARIANTS = [1, 4].filter((p) => p !== GROUPED_B_PREFETCH);
+  const GROUPED_VARIANTS = [1, 4, 8].filter((p) => p !== GROUPED_B_PREFETCH);
   // one kernel set per path, and per bucket for the stream variant (its tiles follow the bucket)
   const sets = new Map<string, NodeKernels>();
   const setKey = (p: MoePath, tokens: number) => (p === "stream" ? `stream@${bucketOf(tokens)}` : p);

@@ -126,9 +126,11 @@ export const GROUPED_BN_MMA = 128;
 export const GROUPED_BN_SIMT = 64;
 /**
  * Tensor-core grouped GEMMs: MXFP4 B tiles each thread keeps in flight in registers (8 bytes and a scale each; a
- * block has 2 KB per tile). One tile ahead measured 0.65 TB/s at 256 tokens on an H200, bound by load latency.
+ * block has 2 KB per tile). Measured on an H200 (bench/moe-prefill.ts, one layer of gpt-oss-20b): one tile ahead,
+ * loaded after the tile's mma, is the fastest (0.585 ms at 256 tokens, 2.537 at 2048); 4 and 8 deep were 4–10%
+ * slower (more registers, fewer blocks per SM), so these GEMMs are not bound by B's load latency.
  */
-export const GROUPED_B_PREFETCH = 8;
+export const GROUPED_B_PREFETCH = 1;
 
 /**
  * Token bounds in which bf16/f16 MXFP4 experts take the weight-streaming variant. Measured on an H200
