@@ -33,7 +33,8 @@ run_step() {
     # the same with 512 sequences a step (longer decode steps amortize each expert's weights over more tokens)
     serve512) step serve512 200 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1000 --input-len 1024 --output-len 1024 --warmup --max-batch 512 ;;
     # transformers' continuous batching beside tsgc on a smaller workload (its dense bf16 experts are slow to serve)
-    yardstick) step yardstick 200 bash bench/serve-vs-transformers.sh gpt-oss-20b 64 1024 256 ;;
+    # (its cache would take all free memory, leaving too little for eager attention over 1024-token prefill chunks)
+    yardstick) HF_FLAGS="--max-memory-percent 0.5 --max-batch-tokens 1024" step yardstick 200 bash bench/serve-vs-transformers.sh gpt-oss-20b 64 1024 256 ;;
     # issue 12's: 256 concurrent streaming clients through HTTP against the engine's API, one engine
     http) step http 150 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 256 --input-len 1024 --output-len 256 --warmup --compare-http ;;
     # one 64k-token sequence (sliding layers flat, full layers paged)

@@ -215,8 +215,7 @@ export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBench
         graph.dispose();
       }
     };
-    // every step is timed again with programmatic dependent launch off, as the baseline of that overlap
-    const pdl = exec.programmaticKernels > 0;
+    // every step whose bucket launches with programmatic dependent launch is timed again without it, as its baseline
     const withoutPdl = (time: () => number) => {
       exec.setProgrammaticLaunch(false);
       try {
@@ -230,7 +229,7 @@ export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBench
     for (const batch of o.batches) {
       const { bucket, symbols } = exec.stage(STEP_ENTRY, decodeInputs(layout, batch, o.past, c.vocabSize));
       const ms = timeGraph(() => exec.launch(STEP_ENTRY, symbols, timing), o.replays);
-      const withoutPdlMs = pdl ? withoutPdl(() => timeGraph(() => exec.launch(STEP_ENTRY, symbols, timing), o.replays)) : undefined;
+      const withoutPdlMs = exec.launchesProgrammatically(bucket) ? withoutPdl(() => timeGraph(() => exec.launch(STEP_ENTRY, symbols, timing), o.replays)) : undefined;
       const { floorMs, bound } = floorOf(stepCost(c, batch, kvKeys));
       decode.push({ batch, ms, tokensPerSecond: (batch * 1e3) / ms, floorMs, ofFloor: floorMs / ms, bound, launches: bucket.launches.length, bucket: bucket.bounds["tokens"]!, ...(withoutPdlMs !== undefined ? { withoutPdlMs } : {}) });
     }
@@ -260,9 +259,9 @@ export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBench
     if (o.prefillTokens > 0) {
       const n = o.prefillTokens;
       say(`timing a prefill of ${n} tokens`);
-      const { symbols } = exec.stage(STEP_ENTRY, prefillInputs(layout, n, c.vocabSize));
+      const { bucket, symbols } = exec.stage(STEP_ENTRY, prefillInputs(layout, n, c.vocabSize));
       const ms = timeGraph(() => exec.launch(STEP_ENTRY, symbols, timing), 5);
-      const withoutPdlMs = pdl ? withoutPdl(() => timeGraph(() => exec.launch(STEP_ENTRY, symbols, timing), 5)) : undefined;
+      const withoutPdlMs = exec.launchesProgrammatically(bucket) ? withoutPdl(() => timeGraph(() => exec.launch(STEP_ENTRY, symbols, timing), 5)) : undefined;
       // a prompt of n tokens: token i attends to i + 1 keys (the window caps sliding layers)
       const cost = stepCost(c, n, { full: (n + 1) / 2, sliding: Math.min((n + 1) / 2, c.slidingWindow) });
       const { floorMs } = floorOf(cost);
@@ -312,7 +311,7 @@ export function formatGptOssBench(r: GptOssBenchResult): string {
     ["device", r.device],
     ["ceilings (measured)", `copy ${(c.copyBytesPerS / 1e12).toFixed(2)} TB/s (read + write), read ${(c.readBytesPerS / 1e12).toFixed(2)} TB/s, bf16 ${(c.bf16FlopPerS / 1e12).toFixed(0)} TFLOP/s (${c.bf16Source === "cublas" ? "cuBLAS" : "tsgc's GEMM: cuBLAS not found"})`],
     ["model", `${r.model}, maxBatch ${r.maxBatch}, context ${r.context}, decode at position ${r.past}`],
-    ["plan", `${r.kernels} kernels (${r.programmaticKernels > 0 ? `${r.programmaticKernels} with programmatic dependent launch` : "programmatic dependent launch off"}); step buckets ${r.buckets.join(", ")}; planned arena ${gb(r.arena.plannedBytes)} = weights ${gb(r.arena.weightBytes)} + activations ${gb(r.arena.activationBytes)}; KV pools ${gb(r.arena.kvPoolBytes)}`],
+    ["plan", `${r.kernels} kernels (${r.programmaticKernels > 0 ? `${r.programmaticKernels} with programmatic dependent launch in the buckets that use it` : "programmatic dependent launch off"}); step buckets ${r.buckets.join(", ")}; planned arena ${gb(r.arena.plannedBytes)} = weights ${gb(r.arena.weightBytes)} + activations ${gb(r.arena.activationBytes)}; KV pools ${gb(r.arena.kvPoolBytes)}`],
     ["GPU memory in use", `${gb(r.gpuMemory.inUseBytes)} (${gb(r.gpuMemory.beforeLoadBytes)} before loading, of ${gb(r.gpuMemory.totalBytes)})`],
     ["KV per sequence", `full layers ${gb(r.kvPerSequence.at1k)} at 1k tokens, ${gb(r.kvPerSequence.at8k)} at 8k; sliding layers ${gb(r.kvPerSequence.sliding)} at any length`],
     ["compile / load / init", `${r.compileMs.toFixed(0)} ms (${r.planCached ? "plan cached" : "cold"}) / ${r.loadMs.toFixed(0)} ms / ${r.initMs.toFixed(0)} ms`],

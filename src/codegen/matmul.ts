@@ -59,8 +59,19 @@ export const GEMV_MMA_MAX_M = 256;
 export function gemvRowsPerBlock(mBound: number): number {
   return mBound <= 8 ? 8 : mBound <= 16 ? 16 : mBound <= 32 ? 32 : 64;
 }
-/** Warps per block of the tensor-core GEMV kernels (they split K). */
+/** Warps per block of the tensor-core GEMV kernels (they split K), unless gemvKsplit picks more. */
 export const GEMV_KSPLIT = 8;
+
+/**
+ * Warps per block of the tensor-core GEMV for a layer of `weightTiles` 16-row tiles and K columns at MMT x rows: 16
+ * for few tiles and long rows at decode sizes (gpt-oss's o_proj, 180 tiles × K 4096, and q/k/v, 320 × 2880: each
+ * warp's chunks then take two trips to memory instead of three or four, on a grid too small to hide them; on an
+ * H200 o_proj read 1.9 TB/s with 8), else GEMV_KSPLIT. 16 warps' partial sums of 32 x rows would overflow the static
+ * shared memory of the reduction, so only up to MMT 16.
+ */
+export function gemvKsplit(weightTiles: number, k: number, mt: number): number {
+  return weightTiles < 1024 && k >= 1024 && mt <= 16 ? 16 : GEMV_KSPLIT;
+}
 export const GEMM_SIMT_TILE = { m: 64, n: 64, k: 16 } as const;
 /** Dynamic shared memory of the default tensor-core GEMM: 4 stages of a 128×32 A tile and a 128×32 B tile. */
 export const GEMM_MMA_SHARED_BYTES = gemmSharedBytes(DEFAULT_GEMM_TILE);
@@ -124,7 +135,7 @@ export function vectorWidth(dim: Dim, dtype: DType): number {
 const ceilDiv = (d: Dim, by: number): SizeExpr => (isStatic(d) ? constSize(Math.ceil(d / by)) : sizeExpr([d], 1, by));
 
 /** What the GEMV/GEMM templates are rendered with for a contraction shape and path (`extra` may override). */
-function templateContext(s: MatmulShape, path: MatmulPath, entry: string, vec: number, tile: GemmTile, mt = GEMV_MAX_M): Record<string, unknown> {
+function templateContext(s: MatmulShape, path: MatmulPath, entry: string, vec: number, tile: GemmTile, mt = GEMV_MAX_M, ksplit = GEMV_KSPLIT): Record<string, unknown> {
   return {
     mt,
     entry,
@@ -140,7 +151,7 @@ function templateContext(s: MatmulShape, path: MatmulPath, entry: string, vec: n
     mmaType: s.dtype === "f16" ? "f16" : "bf16",
     nExpr: isStatic(s.n) ? String(s.n) : "N_",
     kExpr: isStatic(s.k) ? String(s.k) : "K_",
-    ksplit: GEMV_KSPLIT,
+    ksplit,
     vec,
     tileWn: tile.warpN,
     tileK: tile.k,
@@ -167,6 +178,7 @@ export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string,
   if (dtCode === undefined) throw new Error(`tsgc codegen: no matmul kernel for ${s.dtype}`);
   const [kind, variant] = path.split("-") as ["gemv" | "gemm", "mma" | "rows" | "cols" | "simt"];
   const vec = variant === "rows" ? (s.bFormat === "mxfp4" ? 32 : vectorWidth(s.k, s.dtype)) : variant === "cols" ? vectorWidth(s.n, s.dtype) : 0;
+  const ksplit = path === "gemv-mma" && family === "gemv" && isStatic(s.n) && isStatic(s.k) ? gemvKsplit(Math.ceil(s.n / 16), s.k, mt) : GEMV_KSPLIT;
   const name = [
     family === "mxfp4-matmul" ? `mxfp4_${kind}` : kind,
     extra["hasBias"] === true ? "bias" : "",
@@ -179,11 +191,12 @@ export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string,
     vec > 0 && vec !== 32 ? `v${vec}` : "",
     path === "gemm-mma" && !defaultTile ? `t${4 * tile.warpN}x${tile.k}s${tile.stages}` : "",
     path === "gemv-mma" && mt !== GEMV_MAX_M ? `m${mt}` : "",
+    ksplit !== GEMV_KSPLIT ? `w${ksplit}` : "",
   ]
     .filter((p) => p !== "")
     .join("_");
   const hasBias = extra["hasBias"] === true;
-  const source = renderTemplate(template, { ...templateContext(s, path, name, vec, tile, mt), ...extra });
+  const source = renderTemplate(template, { ...templateContext(s, path, name, vec, tile, mt, ksplit), ...extra });
   const m = sizeExpr(s.rows);
   const batch = sizeExpr(s.batch);
   let grid: readonly [SizeExpr, SizeExpr, SizeExpr];
@@ -194,7 +207,7 @@ export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string,
     case "gemv-mma":
       // mxfp4-matmul's GEMV keeps weight tiles on x and 8-row tiles of x on y
       grid = family === "mxfp4-matmul" ? [ceilDiv(s.n, 16), mTiles(GEMV_MAX_M), batch] : [mTiles(mt), ceilDiv(s.n, 16), batch];
-      block = [32 * GEMV_KSPLIT, 1, 1];
+      block = [32 * ksplit, 1, 1];
       break;
     case "gemv-rows":
       grid = [ceilDiv(s.n, 8), mTiles(GEMV_MAX_M), batch];
@@ -312,10 +325,11 @@ export function emitGroupedLinear(layers: readonly NodeOf<"groupedLinear">[], op
   const ns = shapes.map((x) => x.n as number);
   const tiles = ns.map((n) => Math.ceil(n / 16));
   const mt = gemvRowsPerBlock(rowsBound(s.rows, opts.symbolBounds));
-  const name = ["gemv_grouped_bias_mma", s.dtype, ...ns.map((n) => `n${n}`), `k${s.k}`, ...(mt !== GEMV_MAX_M ? [`m${mt}`] : [])].join("_");
+  const ksplit = isStatic(s.k) ? gemvKsplit(tiles.reduce((a, b) => a + b, 0), s.k, mt) : GEMV_KSPLIT;
+  const name = ["gemv_grouped_bias_mma", s.dtype, ...ns.map((n) => `n${n}`), `k${s.k}`, ...(mt !== GEMV_MAX_M ? [`m${mt}`] : []), ...(ksplit !== GEMV_KSPLIT ? [`w${ksplit}`] : [])].join("_");
   const grouped = ns.map((n, r) => ({ n, firstTile: tiles.slice(0, r).reduce((a, b) => a + b, 0), tiles: tiles[r] }));
   // every layer's N is passed per tile; the single-layer N parameter is not used
-  const source = renderTemplate("gemv.cu.njk", { ...templateContext(s, "gemv-mma", name, 0, DEFAULT_GEMM_TILE, mt), hasBias: true, grouped, nExpr: "N_" });
+  const source = renderTemplate("gemv.cu.njk", { ...templateContext(s, "gemv-mma", name, 0, DEFAULT_GEMM_TILE, mt, ksplit), hasBias: true, grouped, nExpr: "N_" });
   const args: ArgBinding[] = [
     { kind: "input", index: 0 },
     ...ns.flatMap((_, r): ArgBinding[] => [{ kind: "input", index: 1 + 2 * r }, out(r), { kind: "input", index: 2 + 2 * r }]),
@@ -323,7 +337,7 @@ export function emitGroupedLinear(layers: readonly NodeOf<"groupedLinear">[], op
     { kind: "i32", value: sizeExpr([s.k]) },
   ];
   const grid: readonly [SizeExpr, SizeExpr, SizeExpr] = [sizeExpr(s.rows, 1, mt), constSize(tiles.reduce((a, b) => a + b, 0)), constSize(1)];
-  return { launches: [{ kernel: { name, family: "gemv", source, entry: name }, grid, block: [32 * GEMV_KSPLIT, 1, 1], sharedBytes: 0, args }], scratchBytes: [] };
+  return { launches: [{ kernel: { name, family: "gemv", source, entry: name }, grid, block: [32 * ksplit, 1, 1], sharedBytes: 0, args }], scratchBytes: [] };
 }
 
 /** Emits a matmul node: one launch of the GEMV or GEMM kernel its shape calls for. */

@@ -60,6 +60,13 @@ export function joinSplitRow(split: SplitOutput, rankRows: readonly ArrayLike<nu
  */
 export const GRAPH_MAX_STEP_TOKENS = 512;
 
+/**
+ * Steps of at most this many tokens launch with programmatic dependent launch (ExecutorOptions.programmaticUpTo).
+ * Measured on an H200 (`tsgc bench`, bench/NOTES.md): gpt-oss-20b 2.946 → 2.781 ms at batch 1 and faster up to 128,
+ * but 16.46 → 17.51 ms at 256 and a slower 2048-token prefill; gpt-oss-120b faster up to 64, slower at 128.
+ */
+export const PDL_MAX_STEP_TOKENS = 64;
+
 /** A compiled plan loaded on a GPU, its weights and pools in place. */
 export function planBackend(exec: PlanExecutor): StepBackend {
   exec.replayAsGraph(STEP_ENTRY, { tokens: GRAPH_MAX_STEP_TOKENS });

@@ -29,7 +29,7 @@ import { sliceParams } from "../loader/slice-params.js";
 import { Device, deviceCount, PlanExecutor } from "../../runtime/index.js";
 import { type LoadProgress, streamCheckpoint } from "../../runtime/load-checkpoint.js";
 import type { EngineModelInfo } from "./api.js";
-import { interpreterBackend, interpreterRanksBackend, planBackend, type StepBackend } from "./backend.js";
+import { interpreterBackend, interpreterRanksBackend, PDL_MAX_STEP_TOKENS, planBackend, type StepBackend } from "./backend.js";
 import { RankGroup, rankGroupBackend, type RankWorkerSpec } from "./rank-group.js";
 import { choosePoolBlocks } from "./rank-pools.js";
 import { type PagedDecoderLayout, poolSlotsSymbol } from "./contract.js";
@@ -257,7 +257,7 @@ export async function openEngine(o: OpenEngineOptions = {}): Promise<OpenedEngin
   say({ kind: "stage", message: `KV pools: ${layout.groups.map((g) => `${g.name} ${poolBlocks[g.name]} blocks (${((poolBlocks[g.name]! * g.bytesPerBlock) / 1e9).toFixed(2)} GB)`).join(", ")}` });
   const t1 = performance.now();
   const loadSymbols = loadSymbolsOf(layout, poolBlocks);
-  const exec = await PlanExecutor.load(plan, gpu, { loadSymbols, ...(o.cacheDir !== undefined ? { cacheDir: o.cacheDir } : {}) });
+  const exec = await PlanExecutor.load(plan, gpu, { loadSymbols, programmaticUpTo: { tokens: PDL_MAX_STEP_TOKENS }, ...(o.cacheDir !== undefined ? { cacheDir: o.cacheDir } : {}) });
   const loadMs = performance.now() - t1;
   let backend: StepBackend;
   const t2 = performance.now();

@@ -23,7 +23,7 @@ import { runShardedPipeline } from "../passes/pipeline.js";
 import type { RankSet, SplitOutput } from "../passes/shard.js";
 import { Device, NcclComm, ncclUniqueId, PlanExecutor } from "../../runtime/index.js";
 import { streamCheckpoint } from "../../runtime/load-checkpoint.js";
-import { GRAPH_MAX_STEP_TOKENS } from "./backend.js";
+import { GRAPH_MAX_STEP_TOKENS, PDL_MAX_STEP_TOKENS } from "./backend.js";
 import { STEP_ENTRY, STEP_NAMES } from "./contract.js";
 import { deviceFill, fillPlanRandom } from "./device-random.js";
 import type { ParentMessage, RankInfo, RankWorkerSpec, WorkerMessage } from "./rank-group.js";
@@ -131,7 +131,7 @@ async function preparePlan(rank: number, ranks: number, spec: Extract<RankWorker
       if (!m.ncclId) throw new Error(`rank ${rank}: the group started without an NCCL unique id`);
       if (!m.loadSymbols) throw new Error(`rank ${rank}: the group started without KV pool sizes`);
       const comm = NcclComm.init(device, { nranks: ranks, rank, id: m.ncclId });
-      const exec = await PlanExecutor.load(plan, device, { loadSymbols: m.loadSymbols, comm, ...(spec.cacheDir !== undefined ? { cacheDir: spec.cacheDir } : {}) });
+      const exec = await PlanExecutor.load(plan, device, { loadSymbols: m.loadSymbols, comm, programmaticUpTo: { tokens: PDL_MAX_STEP_TOKENS }, ...(spec.cacheDir !== undefined ? { cacheDir: spec.cacheDir } : {}) });
       try {
         if (spec.checkpoint) await streamCheckpoint(exec, spec.checkpoint);
         else if (spec.build.options.dtype === "bf16") {

@@ -3,7 +3,7 @@
 // N and K tails, batched and shared weights, f32/bf16/f16), plus the 20b prefill shape on sampled rows.
 import { describe, expect, it } from "vitest";
 import { type ArgBinding, evalSize, type NodeKernels } from "../../src/lower/kernel.js";
-import { emitMatmul, GEMM_MMA_SHARED_BYTES, type GemmTile, matmulPath, type MatmulPath } from "../../src/codegen/matmul.js";
+import { emitMatmul, GEMM_MMA_SHARED_BYTES, type GemmTile, gemvKsplit, matmulPath, type MatmulPath } from "../../src/codegen/matmul.js";
 import type { DType } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom } from "../../src/ir/host-tensor.js";
 import { type NodeOf, NodeTable } from "../../src/ir/node.js";
@@ -65,6 +65,16 @@ describe("matmul codegen (pure)", () => {
     expect(gemv.kernel.source).toContain("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32");
     expect(gemv.kernel.source).toContain("M, 201088, 2880, blockIdx.y);"); // static N and K baked into the tile call
     expect(gemv.kernel.source).toContain("#define MMT 8");
+    // few weight tiles over long rows (o_proj) split K over 16 warps at decode sizes; lm_head's 12568 tiles keep 8
+    const oProj = emitMatmul(matmulNode(linear("bf16", [1], 2880, 4096))).launches[0]!;
+    expect(oProj.block).toEqual([512, 1, 1]);
+    expect(oProj.kernel.source).toContain("#define KSPLIT 16");
+    expect(oProj.kernel.name).toMatch(/_w16$/);
+    expect(gemv.kernel.source).toContain("#define KSPLIT 8");
+    expect(gemvKsplit(180, 4096, 8)).toBe(16);
+    expect(gemvKsplit(180, 4096, 32)).toBe(8); // 16 warps' partials of 32 x rows exceed the static shared memory
+    expect(gemvKsplit(180, 512, 8)).toBe(8); // short rows: a warp would get one or two chunks
+    expect(gemvKsplit(12568, 2880, 8)).toBe(8);
     const wide = emitMatmul(matmulNode(linear("bf16", ["rows"], 2880, 2880)), { symbolBounds: { rows: 128 } }).launches[0]!;
     expect(wide.kernel.source).toContain("#define MMT 64");
     expect(wide.kernel.name).toMatch(/_m64$/);
