@@ -16,7 +16,7 @@ import { type HostTensor, tensorFromBytes, tensorToBytes } from "../src/ir/host-
 import { dtypeBytes } from "../src/ir/dtype.js";
 import { bindShape, evalShape, formatShape, numElements } from "../src/ir/shape.js";
 import { ARENA_ALIGNMENT, Arena } from "./arena.js";
-import type { CudaGraph, Device, Kernel, KernelArg, Stream } from "./cuda.js";
+import type { CudaEvent, CudaGraph, Device, Kernel, KernelArg, Stream } from "./cuda.js";
 import { loadKernels } from "./kernel-cache.js";
 import type { NcclComm } from "./nccl.js";
 import { type InputTensor, InputStaging, OutputFetch } from "./staging.js";
@@ -314,14 +314,25 @@ export class PlanExecutor {
       staging.pending = false;
     }
     // stream order makes this safe: the copies land before the launches that read them, and after the last call's
+    const [started, ended] = (this.runEvents ??= [this.device.createEvent(), this.device.createEvent()]);
+    started.record(stream);
     staging.stage(bucket.inputs, inputs, this.arena, stream);
     if (this.replaysGraph(entryName, bucket)) this.graphFor(entry, bucket, symbols, stream).launch(stream);
     else this.launchBucket(bucket, symbols, stream);
     if (fetched.length > 0) outputs.queue(fetched, this.arena, stream);
+    ended.record(stream);
     while (!stream.query()) await new Promise<void>((resolve) => setImmediate(resolve));
     stream.synchronize(); // surfaces an error of the finished work
     staging.pending = false;
+    this.lastRunDeviceMs = ended.elapsedMsSince(started);
   }
+
+  /**
+   * Device time of the last runAsync, ms: from its first input copy to its last output copy on the stream (what the GPU
+   * spent on the call; the rest of a caller's time per call is the host's).
+   */
+  lastRunDeviceMs = 0;
+  private runEvents: [CudaEvent, CudaEvent] | undefined;
 
   private replay(entry: PlanEntry, bucket: PlanBucket, symbols: Readonly<Record<string, number>>): void {
     const stream = (this.replayStream ??= this.device.createStream());
@@ -413,6 +424,7 @@ export class PlanExecutor {
     for (const g of this.graphs.values()) g.dispose();
     this.graphs.clear();
     this.replayStream?.dispose();
+    this.runEvents?.forEach((e) => e.dispose());
     this.arena.free();
   }
 }

@@ -261,6 +261,8 @@ export interface ServeRunReport {
   readonly prefixQueryTokens: number;
   /** prefixHitTokens / prefixQueryTokens; null when nothing was looked up. */
   readonly prefixHitRate: number | null;
+  /** Device time of the run's steps over its duration (null on the CPU): the rest is time the GPU waited for the host. */
+  readonly deviceBusy: number | null;
 }
 
 /** The report of a run from its timings, duration, sampled peaks and the engine's counters before and after. */
@@ -311,6 +313,7 @@ export function summarizeRun(o: {
     prefixHitTokens,
     prefixQueryTokens,
     prefixHitRate: prefixQueryTokens > 0 ? prefixHitTokens / prefixQueryTokens : null,
+    deviceBusy: o.after.deviceMs > o.before.deviceMs ? (o.after.deviceMs - o.before.deviceMs) / Math.max(o.durationMs, 1e-6) : null,
   };
 }
 
@@ -556,6 +559,7 @@ function formatRun(r: ServeRunReport): string {
     ["peak KV blocks in use", Object.entries(r.kvBlocks).map(([g, b]) => `${g} ${b.peakUsed}/${b.total}${b.usedAfter > 0 ? ` (${b.usedAfter} still in use after)` : ""}`).join(", ")],
     ["preemptions", String(r.preemptions)],
     ["prefix cache hits", r.prefixHitRate === null ? "-" : `${(r.prefixHitRate * 100).toFixed(1)}% (${r.prefixHitTokens} of ${r.prefixQueryTokens} prompt tokens)`],
+    ...(r.deviceBusy !== null ? [["GPU busy", `${(r.deviceBusy * 100).toFixed(1)}% of the run (the steps' device time over wall time)`] as [string, string]] : []),
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}\n`).join("");

@@ -85,6 +85,8 @@ export interface EngineStats {
   readonly promptTokens: number;
   readonly generatedTokens: number;
   readonly finished: Readonly<Record<FinishReason, number>>;
+  /** Device time of every step so far, ms (0 on the CPU): against wall time, how busy the host keeps the GPU. */
+  readonly deviceMs: number;
 }
 
 export interface EngineModelInfo {

@@ -20,6 +20,8 @@ import { STEP_ENTRY, STEP_NAMES, type StepInputs, stepInputsAsHost } from "./con
 /** One step's results: a token per sampling row (−1: that row's logits hold NaN or +inf), and logits on demand. */
 export interface StepOutputs {
   readonly tokens: Int32Array;
+  /** Device time of the step, ms (copies in, kernels, copies out), where the backend runs on a GPU. */
+  readonly deviceMs?: number;
   /** The logits of sampling row `row` (read from the device only when asked: log-probabilities). */
   logits(row: number): Float64Array;
 }
@@ -78,6 +80,7 @@ export function planBackend(exec: PlanExecutor): StepBackend {
       const tokens = exec.readOutput(STEP_NAMES.tokens).data;
       return {
         tokens: Int32Array.from(tokens),
+        deviceMs: exec.lastRunDeviceMs,
         logits: (row) => exec.readOutput(STEP_NAMES.logits, row, 1).data,
       };
     },

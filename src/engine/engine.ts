@@ -156,6 +156,8 @@ export class ServingEngine implements Engine {
   private loop: Promise<void> | undefined;
   private closed = false;
   private readonly finishedCounts: Record<FinishReason, number> = { stop: 0, length: 0, abort: 0, error: 0 };
+  /** Device time of the steps so far, ms (EngineStats.deviceMs). */
+  private deviceMs = 0;
   private failure: Error | undefined;
   private readonly inputs: StepInputBuilder;
   private readonly samplingRows: SamplingRows;
@@ -273,6 +275,7 @@ export class ServingEngine implements Engine {
    */
   private complete(step: LaunchedStep, out: StepOutputs): Delivery[] {
     const { plan, sampling } = step;
+    this.deviceMs += out.deviceMs ?? 0;
     const logprobs = new Map<string, { logprob: number; top: TokenLogprob[] }>();
     const rawLogits = new Map<string, Float64Array>();
     const sampled = new Array<number>(sampling.length);
@@ -395,7 +398,7 @@ export class ServingEngine implements Engine {
   }
 
   stats(): EngineStats {
-    return { ...this.scheduler.stats(), finished: { ...this.finishedCounts } };
+    return { ...this.scheduler.stats(), finished: { ...this.finishedCounts }, deviceMs: this.deviceMs };
   }
 
   async close(): Promise<void> {

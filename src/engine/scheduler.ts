@@ -107,7 +107,7 @@ export interface StepResult {
   readonly preempted: readonly string[];
 }
 
-export interface SchedulerStats extends EngineStats {
+export interface SchedulerStats extends Omit<EngineStats, "deviceMs"> {
   readonly blocks: Readonly<Record<string, BlockCounts>>;
 }
 

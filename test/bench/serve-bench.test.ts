@@ -119,6 +119,7 @@ describe("statistics", () => {
     promptTokens: 0,
     generatedTokens: 0,
     finished: { stop: 0, length: 0, abort: 0, error: 0 },
+    deviceMs: 0,
     ...o,
   });
   const timing = (o: Partial<RequestTiming>): RequestTiming => ({
@@ -146,8 +147,8 @@ describe("statistics", () => {
       timings: [timing({}), timing({ index: 1, sentAt: 110, firstTokenAt: 130, lastTokenAt: 190, gaps: [30, 30] }), timing({ index: 2, outputTokens: 1, finishReason: "stop", firstTokenAt: 120, lastTokenAt: 120, gaps: [] })],
       durationMs: 1000,
       peaks,
-      before: stats({ preemptions: 2, prefixHitTokens: 5, prefixQueryTokens: 10 }),
-      after: stats({ preemptions: 3, prefixHitTokens: 15, prefixQueryTokens: 40 }),
+      before: stats({ preemptions: 2, prefixHitTokens: 5, prefixQueryTokens: 10, deviceMs: 100 }),
+      after: stats({ preemptions: 3, prefixHitTokens: 15, prefixQueryTokens: 40, deviceMs: 850 }),
     });
     expect([r.requests, r.completed, r.failed]).toEqual([3, 2, 1]);
     expect(r.firstError).toBe('request 2 ended by "stop" after 1 of 3 tokens');
@@ -156,6 +157,8 @@ describe("statistics", () => {
     expect([r.tpotMs!.mean, r.e2eMs!.max, r.itlMs!.max]).toEqual([20, 80, 30]);
     expect([r.peakRunning, r.peakWaiting, r.kvBlocks]).toEqual([2, 1, { full: { total: 10, peakUsed: 6, usedAfter: 0 } }]);
     expect([r.preemptions, r.prefixHitTokens, r.prefixQueryTokens, r.prefixHitRate]).toEqual([1, 10, 30, 1 / 3]);
+    expect(r.deviceBusy).toBeCloseTo(0.75, 12); // 750 ms of device time in a 1000 ms run
+    expect(summarizeRun({ mode: "direct", workloadHash: "0", concurrency: null, timings: [], durationMs: 10, peaks, before: stats(), after: stats() }).deviceBusy).toBeNull();
   });
 });
 

@@ -180,6 +180,7 @@ export class FakeEngine implements Engine {
       promptTokens: this.counts.promptTokens,
       generatedTokens: this.counts.generatedTokens,
       finished: { ...this.finished },
+      deviceMs: 0,
     };
   }
 
