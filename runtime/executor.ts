@@ -36,8 +36,9 @@ export interface ExecutorOptions {
   readonly programmaticLaunch?: boolean;
   /**
    * Buckets with a bound above these (e.g. { tokens: 64 }) launch without programmatic dependent launch. Measured on
-   * an H200 it speeds steps of few tokens (launch gaps dominate) and slows wide ones: a kernel whose blocks become
-   * resident while the previous one drains fills the first SMs that free up, not every SM evenly.
+   * an H200 it speeds steps of few tokens (launch gaps dominate) and slows wide ones (not profiled; a likely cause: a
+   * kernel whose blocks become resident while the previous one drains fills the first SMs that free up, not every SM
+   * evenly).
    */
   readonly programmaticUpTo?: Readonly<Record<string, number>>;
 }
