@@ -63,6 +63,11 @@ export function loadSizedStateBytes(plan: Plan, loadSymbols: Readonly<Record<str
   return plan.states.filter((s) => s.atLoad).reduce((sum, s) => sum + align(numElements(evalShape(s.shape, loadSymbols)) * dtypeBytes(s.dtype)), 0);
 }
 
+/** Whether every bound of `bucket` named in `upTo` is at most its value there (replayAsGraph, programmaticUpTo). */
+function bucketWithin(bucket: PlanBucket, upTo: Readonly<Record<string, number>>): boolean {
+  return Object.entries(upTo).every(([name, most]) => (bucket.bounds[name] ?? 0) <= most);
+}
+
 /** Per kernel of `plan`: whether to launch it with programmatic dependent launch on `device` (ExecutorOptions.programmaticLaunch). */
 function programmaticKernels(plan: Plan, device: Device, on: boolean): boolean[] {
   const supported = on && device.info.computeCapability.major >= 9;
@@ -100,7 +105,7 @@ export class PlanExecutor {
 
   /** Whether `bucket`'s launches use programmatic dependent launch (on, and its bounds within programmaticUpTo). */
   launchesProgrammatically(bucket: PlanBucket): boolean {
-    return this.programmatic.some(Boolean) && Object.entries(this.programmaticUpTo).every(([name, most]) => (bucket.bounds[name] ?? 0) <= most);
+    return this.programmatic.some(Boolean) && bucketWithin(bucket, this.programmaticUpTo);
   }
 
   /** Kernels launched with programmatic dependent launch (0 when it is off or the device predates it). */
@@ -202,7 +207,7 @@ export class PlanExecutor {
   /** Whether a call of `entryName` in `bucket` replays a CUDA graph (replayAsGraph). */
   private replaysGraph(entryName: string, bucket: PlanBucket): boolean {
     const upTo = this.graphEntries.get(entryName);
-    return upTo !== undefined && Object.entries(upTo).every(([name, most]) => (bucket.bounds[name] ?? 0) <= most);
+    return upTo !== undefined && bucketWithin(bucket, upTo);
   }
 
   /** Symbol values of a call: bound from the inputs' shapes, plus the load-time symbols. */
@@ -377,10 +382,11 @@ export class PlanExecutor {
 
   private launchBucket(bucket: PlanBucket, symbols: Readonly<Record<string, number>>, stream?: Stream): void {
     const collectives = bucket.collectives ?? [];
+    const programmatic = this.launchesProgrammatically(bucket); // once per bucket, not per launch
     let next = 0;
     for (let i = 0; i <= bucket.launches.length; i++) {
       while (next < collectives.length && collectives[next]!.at === i) this.runCollective(collectives[next++]!, symbols, stream);
-      if (i < bucket.launches.length) this.launchOne(bucket, i, symbols, stream);
+      if (i < bucket.launches.length) this.launchOne(bucket, i, symbols, stream, programmatic);
     }
   }
 
@@ -398,8 +404,11 @@ export class PlanExecutor {
     }
   }
 
-  /** Launches one of a bucket's kernel launches (profiling replays them one by one; collectives are not launches); `symbols` include the load-time ones. */
-  launchOne(bucket: PlanBucket, index: number, symbols: Readonly<Record<string, number>>, stream?: Stream): void {
+  /**
+   * Launches one of a bucket's kernel launches (profiling replays them one by one; collectives are not launches); `symbols`
+   * include the load-time ones; `bucketProgrammatic` is launchesProgrammatically(bucket), which launchBucket works out once.
+   */
+  launchOne(bucket: PlanBucket, index: number, symbols: Readonly<Record<string, number>>, stream?: Stream, bucketProgrammatic = this.launchesProgrammatically(bucket)): void {
     const l = bucket.launches[index]!;
     const grid = l.grid.map((g) => evalSize(g, symbols)) as [number, number, number];
     if (grid.some((g) => g === 0)) return; // an empty tensor: nothing to compute
@@ -411,7 +420,7 @@ export class PlanExecutor {
         case "f32": return { f32: a.value };
       }
     });
-    const programmatic = this.programmatic[l.kernel]! && this.launchesProgrammatically(bucket);
+    const programmatic = bucketProgrammatic && this.programmatic[l.kernel]!;
     this.kernels[l.kernel]!.launch({ grid, block: l.block, sharedBytes: l.sharedBytes, args, programmatic, ...(stream ? { stream } : {}) });
   }
 
