@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import nunjucks from "nunjucks";
-import { GRID_DEPENDENCY_WAIT } from "../lower/kernel.js";
+import { withGridDependencyWait } from "../lower/kernel.js";
 
 function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -46,33 +46,6 @@ export function renderTemplate(name: string, context: Record<string, unknown>): 
   return name.endsWith(".cu.njk") ? withGridDependencyWait(source, name) : source;
 }
 
-/**
- * `source` with GRID_DEPENDENCY_WAIT as the first statement of every `extern "C" __global__` function body. The
- * executor launches plan kernels with programmatic dependent launch (they may start while the previous kernel
- * drains), which is safe only if each waits before it reads anything; inserting the wait here, rather than by hand in
- * some fifty kernels, keeps that true of every kernel a template will ever define.
- */
-export function withGridDependencyWait(source: string, what = "kernel source"): string {
-  const marker = 'extern "C" __global__';
-  let out = "";
-  let from = 0;
-  for (let at = source.indexOf(marker); at >= 0; at = source.indexOf(marker, at + marker.length)) {
-    // the body's brace is the first "{" outside parentheses (__launch_bounds__(…) and the parameter list hold none)
-    let depth = 0;
-    let brace = -1;
-    for (let i = at + marker.length; i < source.length && brace < 0; i++) {
-      const c = source[i];
-      if (c === "(") depth++;
-      else if (c === ")") depth--;
-      else if (depth === 0 && c === ";") break; // a declaration, not a definition
-      else if (depth === 0 && c === "{") brace = i;
-    }
-    if (brace < 0) throw new Error(`tsgc: ${what}: the kernel declared at offset ${at} has no body`);
-    out += source.slice(from, brace + 1) + `\n  ${GRID_DEPENDENCY_WAIT}`;
-    from = brace + 1;
-  }
-  return out + source.slice(from);
-}
 
 /** C type of a tensor element of each storage dtype in generated kernels (see common.cuh.njk). */
 export const CUDA_STORAGE_TYPE = {

@@ -51,10 +51,41 @@ export type ArgBinding =
  */
 export const GRID_DEPENDENCY_WAIT = "tsgc_grid_dependency_wait();";
 
-/** Whether every kernel defined in `source` runs GRID_DEPENDENCY_WAIT first (one inserted per definition). */
+const KERNEL_MARKER = 'extern "C" __global__';
+/** A kernel body's opening brace with the wait inserted after it. */
+const WAIT_AT_BODY_START = `{\n  ${GRID_DEPENDENCY_WAIT}`;
+
+/**
+ * `source` with GRID_DEPENDENCY_WAIT as the first statement of every `extern "C" __global__` function body. The
+ * executor launches plan kernels with programmatic dependent launch (they may start while the previous kernel
+ * drains), which is safe only if each waits before it reads anything; inserting the wait here, rather than by hand in
+ * some fifty kernels, keeps that true of every kernel a template will ever define.
+ */
+export function withGridDependencyWait(source: string, what = "kernel source"): string {
+  let out = "";
+  let from = 0;
+  for (let at = source.indexOf(KERNEL_MARKER); at >= 0; at = source.indexOf(KERNEL_MARKER, at + KERNEL_MARKER.length)) {
+    // the body's brace is the first "{" outside parentheses (__launch_bounds__(…) and the parameter list hold none)
+    let depth = 0;
+    let brace = -1;
+    for (let i = at + KERNEL_MARKER.length; i < source.length && brace < 0; i++) {
+      const c = source[i];
+      if (c === "(") depth++;
+      else if (c === ")") depth--;
+      else if (depth === 0 && c === ";") break; // a declaration, not a definition
+      else if (depth === 0 && c === "{") brace = i;
+    }
+    if (brace < 0) throw new Error(`tsgc: ${what}: the kernel declared at offset ${at} has no body`);
+    out += source.slice(from, brace) + WAIT_AT_BODY_START;
+    from = brace + 1;
+  }
+  return out + source.slice(from);
+}
+
+/** Whether every kernel defined in `source` runs GRID_DEPENDENCY_WAIT first (as withGridDependencyWait inserts it). */
 export function waitsForGridDependencies(source: string): boolean {
-  const definitions = source.split('extern "C" __global__').length - 1;
-  return definitions > 0 && source.split(`{\n  ${GRID_DEPENDENCY_WAIT}`).length - 1 === definitions;
+  const definitions = source.split(KERNEL_MARKER).length - 1;
+  return definitions > 0 && source.split(WAIT_AT_BODY_START).length - 1 === definitions;
 }
 
 /** A compiled-once unit: source and entry point. Identical sources are compiled once (cache key). */

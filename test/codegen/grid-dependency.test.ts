@@ -4,8 +4,7 @@
 import { describe, expect, it } from "vitest";
 import { findBuiltinModel } from "../../models/index.js";
 import { compile } from "../../src/compile/compile.js";
-import { withGridDependencyWait } from "../../src/codegen/templates.js";
-import { GRID_DEPENDENCY_WAIT, waitsForGridDependencies } from "../../src/lower/kernel.js";
+import { GRID_DEPENDENCY_WAIT, waitsForGridDependencies, withGridDependencyWait } from "../../src/lower/kernel.js";
 
 describe("the grid-dependency wait", () => {
   it("is inserted as the first statement of every kernel definition, past __launch_bounds__ and nested parentheses", () => {
