@@ -137,18 +137,10 @@ export function readRegularFileSync(path: string, doing = "read"): Buffer {
   }
 }
 
-function statOrUndefined(path: string): Stats | undefined {
+/** `path`'s stats (through links, or of a link itself with `stat` = lstatSync), or undefined when nothing is there. */
+function statOrUndefined(path: string, stat: (p: string) => Stats = statSync): Stats | undefined {
   try {
-    return statSync(path);
-  } catch (err) {
-    if (errnoCode(err) === "ENOENT") return undefined;
-    throw err;
-  }
-}
-
-function lstatOrUndefined(path: string): Stats | undefined {
-  try {
-    return lstatSync(path);
+    return stat(path);
   } catch (err) {
     if (errnoCode(err) === "ENOENT") return undefined;
     throw err;
@@ -216,7 +208,7 @@ export function writeFileAtomically(path: string, data: string | Uint8Array, opt
   let target = resolve(path);
   let existing: Stats | undefined;
   try {
-    existing = options.links === "replace" ? lstatOrUndefined(target) : statOrUndefined(target);
+    existing = options.links === "replace" ? statOrUndefined(target, lstatSync) : statOrUndefined(target);
   } catch (err) {
     throw fileError(err, "write", path);
   }
