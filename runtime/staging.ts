@@ -2,10 +2,11 @@
 //
 // A synchronous cuMemcpyHtoD from pageable memory waits for the device and then for the copy, once per input (a
 // paged decoder's step has about a dozen); run back to back before a CUDA graph launch they left the GPU idle for
-// a good part of a batch-1 step. InputStaging packs every input of a call into one page-locked host buffer (each
-// at a 16-byte aligned offset, converted to its dtype's bytes on the way in: i32 and f32 values are written through
-// a typed view, no intermediate arrays) and queues one cuMemcpyHtoDAsync per input on the stream the launches run
-// on, so the copies run in stream order right before the kernels that read them. OutputFetch queues the reverse for
+// a good part of a batch-1 step. InputStaging packs every input of a call into one page-locked host buffer (at
+// its arena offset's place in the span, or at a 16-byte aligned offset of its own; converted to its dtype's bytes on the way in: i32 and f32 values are written through
+// a typed view, no intermediate arrays) and queues the copies on the stream the launches run on, so they run in
+// stream order right before the kernels that read them: one cuMemcpyHtoDAsync for the whole call when the plan
+// packs its inputs into one span (stagingLayout), else one per input. OutputFetch queues the reverse for
 // the outputs a caller will read (a step's sampled tokens) after the launches, into pinned memory, so that the
 // one wait for the stream covers them.
 //
@@ -76,10 +77,57 @@ class PinnedArea {
   }
 }
 
+/** Where a call's inputs go: each input's place in the pinned buffer, and the copies that move them into the arena. */
+export interface StagingLayout {
+  /** Bytes of the pinned buffer the call needs. */
+  readonly pinnedBytes: number;
+  /** Per slot, in slot order: where its bytes are written in the pinned buffer, and how many. */
+  readonly writes: readonly { readonly name: string; readonly pinnedOffset: number; readonly bytes: number }[];
+  /** Host-to-device copies: pinned [pinnedOffset, + bytes) → arena [arenaOffset, + bytes). */
+  readonly copies: readonly { readonly pinnedOffset: number; readonly arenaOffset: number; readonly bytes: number }[];
+}
+
+/** A span of the arena copied whole may carry at most this many bytes that are no input's (gaps and slot tails). */
+export const STAGING_MAX_SPARE_BYTES = 64 * 1024;
+
+/**
+ * The copies of a call's inputs. The memory planner packs an entry's inputs back to back (src/lower/memory-plan.ts),
+ * so they are mirrored into the pinned buffer at their arena offsets and go over in ONE copy of the span from the
+ * first slot to the end of the last input's bytes; the gaps in between (alignment, the unused tail of a slot sized
+ * for a larger bucket) carry stale bytes into space that belongs to no live buffer before the call. Slots spread
+ * further apart than STAGING_MAX_SPARE_BYTES beyond the inputs' own bytes (a plan laid out otherwise) get a copy each.
+ */
+export function stagingLayout(slots: readonly InputSlot[], inputs: Readonly<Record<string, InputTensor>>): StagingLayout {
+  const sized = slots.map((slot) => ({ slot, bytes: inputBytes(inputs[slot.name]!) })).filter((s) => s.bytes > 0);
+  if (sized.length === 0) return { pinnedBytes: 0, writes: [], copies: [] };
+  const first = Math.min(...sized.map((s) => s.slot.offset));
+  const end = Math.max(...sized.map((s) => s.slot.offset + s.bytes));
+  const own = sized.reduce((n, s) => n + s.bytes, 0);
+  const disjoint = [...sized].sort((a, b) => a.slot.offset - b.slot.offset).every((s, i, all) => i === 0 || all[i - 1]!.slot.offset + all[i - 1]!.bytes <= s.slot.offset);
+  if (disjoint && end - first - own <= STAGING_MAX_SPARE_BYTES) {
+    return {
+      pinnedBytes: end - first,
+      writes: sized.map((s) => ({ name: s.slot.name, pinnedOffset: s.slot.offset - first, bytes: s.bytes })),
+      copies: [{ pinnedOffset: 0, arenaOffset: first, bytes: end - first }],
+    };
+  }
+  let at = 0;
+  const writes: { name: string; pinnedOffset: number; bytes: number }[] = [];
+  const copies: { pinnedOffset: number; arenaOffset: number; bytes: number }[] = [];
+  for (const s of sized) {
+    writes.push({ name: s.slot.name, pinnedOffset: at, bytes: s.bytes });
+    copies.push({ pinnedOffset: at, arenaOffset: s.slot.offset, bytes: s.bytes });
+    at += alignUp(s.bytes);
+  }
+  return { pinnedBytes: at, writes, copies };
+}
+
 export class InputStaging {
   private readonly area: PinnedArea;
   /** Copies queued by the last `stage` whose stream has not been waited for since. */
   pending = false;
+  /** Host-to-device copies the last `stage` queued (one when the slots are packed). */
+  lastCopies = 0;
 
   constructor(device: Device) {
     this.area = new PinnedArea(device);
@@ -87,23 +135,17 @@ export class InputStaging {
 
   /**
    * Packs `inputs` (one per slot, already checked against the slots' dtypes and shapes) into the pinned buffer and
-   * queues their copies into the arena on `stream`. The caller must have waited for the previous call's copies.
+   * queues their copies into the arena on `stream` (stagingLayout). The caller must have waited for the previous
+   * call's copies.
    */
   stage(slots: readonly InputSlot[], inputs: Readonly<Record<string, InputTensor>>, arena: Arena, stream: Stream): void {
     if (this.pending) throw new Error("internal: inputs staged again before the copies of the last call were waited for");
-    let total = 0;
-    for (const slot of slots) total += alignUp(inputBytes(inputs[slot.name]!));
-    const pinned = this.area.take(total);
-    this.pending = true; // from the first copy queued (a bad input below throws with some already queued)
-    let at = 0;
-    for (const slot of slots) {
-      const t = inputs[slot.name]!;
-      const bytes = inputBytes(t);
-      if (bytes === 0) continue;
-      writeInputBytes(t, pinned.buffer, pinned.byteOffset + at);
-      arena.view(slot.offset, bytes).copyFromHostAsync(pinned.slice(at, bytes), stream);
-      at += alignUp(bytes);
-    }
+    const layout = stagingLayout(slots, inputs);
+    const pinned = this.area.take(layout.pinnedBytes);
+    for (const w of layout.writes) writeInputBytes(inputs[w.name]!, pinned.buffer, pinned.byteOffset + w.pinnedOffset);
+    this.pending = true;
+    for (const c of layout.copies) arena.view(c.arenaOffset, c.bytes).copyFromHostAsync(pinned.slice(c.pinnedOffset, c.bytes), stream);
+    this.lastCopies = layout.copies.length;
   }
 }
 

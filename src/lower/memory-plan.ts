@@ -21,8 +21,9 @@
 //   no step touches that is neither input nor output has no lifetime: it conflicts with nothing, sits at the
 //   region's start, and the region is kept at least its size so that every buffer lies inside the arena.
 //
-// Placement: greedy by size, first-fit in address space. Groups are placed largest first (ties: earlier
-// start, then declaration order); each goes at the LOWEST 256-aligned offset where it overlaps no
+// Placement: the caller's inputs first, back to back from the region's start in declaration order (one span,
+// so one copy stages them all). Then greedy by size, first-fit in address space: the other groups are placed
+// largest first (ties: earlier start, then declaration order); each goes at the LOWEST 256-aligned offset where it overlaps no
 // already-placed group whose lifetime intersects its own (scan the conflicting groups by offset, take the
 // first gap that fits). Why: large buffers placed first leave holes that small ones fill, where placing in
 // schedule order lets early small buffers push a late large one (logits, the MoE hidden state) upwards.
@@ -449,17 +450,28 @@ function planActivations(
     }
   }
 
-  // Greedy by size, first-fit.
+  // The caller's inputs first, back to back from the region's start in declaration order (all are live from
+  // step 0, so they conflict with one another anyway): a call's inputs are then one span of the arena, staged
+  // by one host-to-device copy (runtime/staging.ts) instead of one per input.
+  const placed: StorageGroup[] = [];
+  let activationBytes = 0;
+  let inputEnd = 0;
+  for (const group of activationGroups) {
+    if (!group.filledByCaller || group.lifetime === null || group.root.bytes === 0) continue;
+    group.offset = inputEnd;
+    placed.push(group);
+    inputEnd = alignUp(inputEnd + group.root.bytes);
+    activationBytes = inputEnd;
+  }
+  // Then everything else greedy by size, first-fit.
   const placementOrder = activationGroups
-    .filter((g) => g.lifetime !== null && g.root.bytes > 0)
+    .filter((g) => g.lifetime !== null && g.root.bytes > 0 && !placed.includes(g))
     .sort(
       (a, b) =>
         b.root.bytes - a.root.bytes ||
         a.lifetime!.firstStep - b.lifetime!.firstStep ||
         a.declarationIndex - b.declarationIndex,
     );
-  const placed: StorageGroup[] = [];
-  let activationBytes = 0;
   for (const group of placementOrder) {
     const lifetime = group.lifetime!;
     const conflicts = placed

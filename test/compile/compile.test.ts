@@ -61,6 +61,10 @@ describe("compile (no NVRTC)", () => {
       expect(b.activationBytes).toBeLessThanOrEqual(b.naiveBytes);
       expect(plan.arena.activationBytes).toBeGreaterThanOrEqual(b.activationBytes); // one region, as large as the largest bucket's
       for (const slot of [...b.inputs, ...b.outputs]) expect(slot.offset + slot.bytes).toBeLessThanOrEqual(plan.arena.bytes);
+      // the step's inputs are packed back to back from the activation region's start: one copy stages them
+      const inputs = [...b.inputs].sort((x, y) => x.offset - y.offset);
+      expect(inputs[0]!.offset).toBe(plan.arena.weightBytes);
+      inputs.forEach((slot, i) => i > 0 && expect(slot.offset).toBe(Math.ceil((inputs[i - 1]!.offset + inputs[i - 1]!.bytes) / 256) * 256));
     }
     for (const p of plan.params) expect(p.offset + p.bytes).toBeLessThanOrEqual(plan.arena.weightBytes);
     // --emit-cuda wrote every kernel
