@@ -16,7 +16,7 @@ import { type HostTensor, tensorFromBytes, tensorToBytes } from "../src/ir/host-
 import { dtypeBytes } from "../src/ir/dtype.js";
 import { bindShape, evalShape, formatShape, numElements } from "../src/ir/shape.js";
 import { ARENA_ALIGNMENT, Arena } from "./arena.js";
-import type { CudaEvent, CudaGraph, Device, Kernel, KernelArg, Stream } from "./cuda.js";
+import type { CudaEvent, CudaGraph, Device, Kernel, KernelArg, PinnedBuffer, Stream } from "./cuda.js";
 import { loadKernels } from "./kernel-cache.js";
 import type { NcclComm } from "./nccl.js";
 import { type InputTensor, InputStaging, OutputFetch } from "./staging.js";
@@ -41,6 +41,40 @@ export interface ExecutorOptions {
    * evenly).
    */
   readonly programmaticUpTo?: Readonly<Record<string, number>>;
+}
+
+/** One input of a runAsync call taken from an output the call before fetched (RunOptions.feedback). */
+export interface FeedBack {
+  /** The input: row i of it is row rows[i] of the output. */
+  readonly input: string;
+  /** The output of the call before (named in its `fetch`). */
+  readonly from: string;
+  readonly rows: readonly number[];
+}
+
+export interface RunOptions {
+  readonly feedback?: FeedBack;
+}
+
+/** What a runAsync call left: its device time and its outputs. */
+export interface AsyncRun {
+  /** Device time, ms: from the call's first copy in (or the end of the call it was queued behind) to its last copy out. */
+  readonly deviceMs: number;
+  /**
+   * Rows [first, first + count) of output `name`: from pinned memory when the call fetched it (until the call after
+   * next reuses its buffers), else from the device while no later call has been made.
+   */
+  read(name: string, first?: number, count?: number): HostTensor;
+}
+
+/** A set of runAsync's pinned buffers and the call using it. */
+interface CallBuffers {
+  readonly staging: InputStaging;
+  readonly fetch: OutputFetch;
+  /** The runAsync call that used these buffers last. */
+  call: number;
+  /** The end event of that call while its promise has not settled (its copies may still be running). */
+  busyUntil: CudaEvent | undefined;
 }
 
 /** The collectives of a plan's buckets (a rank of a sharded model has some). */
@@ -80,9 +114,17 @@ export class PlanExecutor {
   private last: { readonly bucket: PlanBucket; readonly symbols: Readonly<Record<string, number>> } | undefined;
   private readonly graphs = new Map<string, CudaGraph>();
   private replayStream: Stream | undefined;
-  /** The pinned buffers inputs are copied from and fetched outputs into (runtime/staging.ts), made on first use. */
+  /** The pinned buffer `stage` copies inputs from (runtime/staging.ts), made on first use. */
   private inputStaging: InputStaging | undefined;
-  private outputFetch: OutputFetch | undefined;
+  /** runAsync's pinned buffers, two sets used in turn so that a call can be queued while the one before runs. */
+  private readonly callBuffers: CallBuffers[] = [];
+  /** Pairs of CUDA events (start, end) for runAsync calls, reused. */
+  private readonly freeEvents: [CudaEvent, CudaEvent][] = [];
+  private readonly allEvents: CudaEvent[] = [];
+  /** runAsync calls so far. */
+  private calls = 0;
+  /** The outputs the last call fetched (readOutput serves them from pinned memory); undefined after `stage`. */
+  private lastFetch: OutputFetch | undefined;
   /** `stage` ran last: its caller may have launched on any stream, so runAsync waits for the whole device first. */
   private stagedForOtherStreams = false;
 
@@ -258,7 +300,7 @@ export class PlanExecutor {
     if (!(Number.isInteger(first) && Number.isInteger(n) && first >= 0 && n >= 0 && first + n <= rows)) throw new RangeError(`rows [${first}, ${first + n}) of output ${name} are outside its ${rows} rows`);
     const rowBytes = (numElements(shape) / Math.max(rows, 1)) * dtypeBytes(slot.dtype);
     // fetched with the run (runAsync's `fetch`): already in pinned memory, no copy nor wait for the device
-    const fetched = this.outputFetch?.read(name, first, n, rowBytes);
+    const fetched = this.lastFetch?.read(name, first, n, rowBytes);
     if (fetched !== undefined) return fetched;
     const bytes = new Uint8Array(n * rowBytes);
     if (bytes.byteLength > 0) this.arena.view(slot.offset + first * rowBytes, bytes.byteLength).copyToHost(bytes);
@@ -273,7 +315,7 @@ export class PlanExecutor {
     const entry = this.entry(entryName);
     const symbols = this.bindInputs(entry, inputs);
     const bucket = this.bucketFor(entry, symbols);
-    this.outputFetch?.clear();
+    this.lastFetch = undefined;
     this.last = { bucket, symbols };
     // synchronous, as callers launch on streams of their own: all earlier work (on any stream) is done before the
     // inputs are overwritten, and the copies have landed when this returns
@@ -289,13 +331,18 @@ export class PlanExecutor {
   }
 
   /**
-   * `run` without blocking the event loop: the inputs' copies (from one pinned buffer), the launches and the copies
-   * of the outputs named in `fetch` (into pinned memory) are queued on one stream, in that order, and completion is
-   * polled between other callbacks (setImmediate), so a server keeps answering while the GPU computes. The call
-   * returns once the stream has finished; `readOutput` then serves the fetched outputs from host memory and reads
-   * any other from the device.
+   * `run` without blocking the event loop: the inputs' copies (from pinned memory), the launches and the copies of
+   * the outputs named in `fetch` (into pinned memory) are queued on one stream, in that order, and completion is
+   * polled between other callbacks (setImmediate), so a server keeps answering while the GPU computes. The promise
+   * settles once the call's work has finished; its result serves the fetched outputs from host memory.
+   *
+   * A call may be made while the one before it is still running (at most two in flight; each set of pinned buffers
+   * is used by every other call): it is queued behind it, so the device goes from one to the next without waiting
+   * for the host. `feedback` then takes one of its inputs from an output the call before fetched, on the device's
+   * timeline (element i of the input is row rows[i] of that output; a decode step's token ids from the tokens the
+   * step before sampled), so the host need not know them.
    */
-  async runAsync(entryName: string, inputs: Readonly<Record<string, InputTensor>>, fetch: readonly string[] = []): Promise<void> {
+  async runAsync(entryName: string, inputs: Readonly<Record<string, InputTensor>>, fetch: readonly string[] = [], options: RunOptions = {}): Promise<AsyncRun> {
     const entry = this.entry(entryName);
     const symbols = this.bindInputs(entry, inputs);
     const bucket = this.bucketFor(entry, symbols);
@@ -304,41 +351,103 @@ export class PlanExecutor {
       if (!slot) throw new Error(`entry ${entryName} has no output "${name}" to fetch (it has: ${bucket.outputs.map((o) => o.name).join(", ")})`);
       return { name, dtype: slot.dtype, shape: evalShape(slot.shape, symbols), offset: slot.offset };
     });
+    const call = this.calls;
+    const buffers = this.buffersOf(call);
+    const before = call > 0 ? this.buffersOf(call - 1) : undefined;
+    const feed = options.feedback ? this.feedbackCopies(entryName, bucket, inputs, options.feedback, before, call) : [];
     const stream = (this.replayStream ??= this.device.createStream());
-    const staging = (this.inputStaging ??= new InputStaging(this.device));
-    const outputs = (this.outputFetch ??= new OutputFetch(this.device));
-    outputs.clear();
-    this.last = { bucket, symbols };
     if (this.stagedForOtherStreams) {
       // after `stage`, kernels reading the input slots may still run on another stream: the copies below would race them
       this.device.synchronize();
       this.stagedForOtherStreams = false;
-      staging.pending = false;
-    } else if (staging.pending) {
-      // a call that was not awaited: its copies may still read the pinned buffer this call is about to refill
-      stream.synchronize();
-      staging.pending = false;
+    } else if (buffers.busyUntil !== undefined) {
+      // the call two back, not awaited yet: its copies may still read the pinned buffers this call is about to refill
+      buffers.busyUntil.synchronize();
     }
-    // stream order makes this safe: the copies land before the launches that read them, and after the last call's
-    const [started, ended] = (this.runEvents ??= [this.device.createEvent(), this.device.createEvent()]);
-    started.record(stream);
-    staging.stage(bucket.inputs, inputs, this.arena, stream);
-    if (this.replaysGraph(entryName, bucket)) this.graphFor(entry, bucket, symbols, stream).launch(stream);
-    else this.launchBucket(bucket, symbols, stream);
-    if (fetched.length > 0) outputs.queue(fetched, this.arena, stream);
-    ended.record(stream);
-    while (!stream.query()) await new Promise<void>((resolve) => setImmediate(resolve));
-    stream.synchronize(); // surfaces an error of the finished work
-    staging.pending = false;
-    this.lastRunDeviceMs = ended.elapsedMsSince(started);
+    buffers.staging.pending = false;
+    const [started, ended] = this.freeEvents.pop() ?? this.newEvents();
+    this.calls++;
+    buffers.call = call;
+    buffers.busyUntil = ended;
+    buffers.fetch.clear();
+    this.last = { bucket, symbols };
+    this.lastFetch = buffers.fetch;
+    try {
+      // stream order makes this safe: the copies land before the launches that read them, after the last call's work
+      started.record(stream);
+      buffers.staging.stage(bucket.inputs, inputs, this.arena, stream);
+      for (const c of feed) this.arena.view(c.arenaOffset, c.bytes).copyFromHostAsync(c.source, stream);
+      if (this.replaysGraph(entryName, bucket)) this.graphFor(entry, bucket, symbols, stream).launch(stream);
+      else this.launchBucket(bucket, symbols, stream);
+      if (fetched.length > 0) buffers.fetch.queue(fetched, this.arena, stream);
+      ended.record(stream);
+      while (!ended.query()) await new Promise<void>((resolve) => setImmediate(resolve));
+      ended.synchronize(); // surfaces an error of the finished work
+      // queued behind a running call, `started` completed when that call had: this is the call's own device time
+      const deviceMs = ended.elapsedMsSince(started);
+      this.lastRunDeviceMs = deviceMs;
+      return {
+        deviceMs,
+        read: (name, first = 0, count) => {
+          if (buffers.call !== call) throw new Error(`the outputs of run ${call} are gone: run ${buffers.call} reused its buffers`);
+          const out = buffers.fetch.readAll(name, first, count);
+          if (out !== undefined) return out;
+          if (this.calls !== call + 1) throw new Error(`output ${name} of run ${call} was not fetched, and run ${this.calls - 1} has overwritten it on the device`);
+          return this.readOutput(name, first, count);
+        },
+      };
+    } finally {
+      if (buffers.call === call) {
+        buffers.busyUntil = undefined;
+        buffers.staging.pending = false;
+      }
+      this.freeEvents.push([started, ended]);
+    }
   }
 
-  /**
-   * Device time of the last runAsync, ms: from its first input copy to its last output copy on the stream (what the GPU
-   * spent on the call; the rest of a caller's time per call is the host's).
-   */
+  /** The pinned buffers of runAsync call `call` (two sets, used in turn). */
+  private buffersOf(call: number): CallBuffers {
+    const i = call % 2;
+    return (this.callBuffers[i] ??= { staging: new InputStaging(this.device), fetch: new OutputFetch(this.device), call: -1, busyUntil: undefined });
+  }
+
+  private newEvents(): [CudaEvent, CudaEvent] {
+    const pair: [CudaEvent, CudaEvent] = [this.device.createEvent(), this.device.createEvent()];
+    this.allEvents.push(...pair);
+    return pair;
+  }
+
+  /** The copies that feed `fb.input` from what the call before (`before`, call − 1) fetched: one per run of consecutive rows. */
+  private feedbackCopies(entryName: string, bucket: PlanBucket, inputs: Readonly<Record<string, InputTensor>>, fb: FeedBack, before: CallBuffers | undefined, call: number): { arenaOffset: number; bytes: number; source: PinnedBuffer }[] {
+    const what = `entry ${entryName}: input ${fb.input} fed back from output ${fb.from}`;
+    if (before === undefined || before.call !== call - 1) throw new Error(`${what}: no run came before this one`);
+    const src = before.fetch.entry(fb.from);
+    if (src === undefined) throw new Error(`${what}: the run before did not fetch ${fb.from}`);
+    const slot = bucket.inputs.find((i) => i.name === fb.input);
+    const t = inputs[fb.input];
+    if (slot === undefined || t === undefined) throw new Error(`${what}: the entry has no input ${fb.input}`);
+    if (t.dtype !== src.dtype) throw new Error(`${what}: the input is ${t.dtype}, the output ${src.dtype}`);
+    const rowsOf = (shape: readonly number[]) => shape[0] ?? 1;
+    const rowBytes = (shape: readonly number[]) => (numElements(shape) / Math.max(rowsOf(shape), 1)) * dtypeBytes(t.dtype);
+    if (rowBytes(t.shape) !== rowBytes(src.shape)) throw new Error(`${what}: rows of ${formatShape(t.shape)} and ${formatShape(src.shape)} differ`);
+    const rows = fb.rows;
+    if (rows.length !== rowsOf(t.shape)) throw new Error(`${what}: ${rows.length} rows given for an input of ${rowsOf(t.shape)}`);
+    const have = rowsOf(src.shape);
+    const bad = rows.findIndex((r) => !(Number.isInteger(r) && r >= 0 && r < have));
+    if (bad >= 0) throw new Error(`${what}: row ${rows[bad]} (for row ${bad}) is outside the ${have} rows the run before made`);
+    const size = rowBytes(t.shape);
+    const copies: { arenaOffset: number; bytes: number; source: PinnedBuffer }[] = [];
+    for (let i = 0; i < rows.length; ) {
+      let n = 1;
+      while (i + n < rows.length && rows[i + n] === rows[i]! + n) n++;
+      copies.push({ arenaOffset: slot.offset + i * size, bytes: n * size, source: src.bytes.slice(rows[i]! * size, n * size) });
+      i += n;
+    }
+    return copies;
+  }
+
+  /** Device time of the last runAsync, ms (AsyncRun.deviceMs). */
   lastRunDeviceMs = 0;
-  private runEvents: [CudaEvent, CudaEvent] | undefined;
 
   private replay(entry: PlanEntry, bucket: PlanBucket, symbols: Readonly<Record<string, number>>): void {
     const stream = (this.replayStream ??= this.device.createStream());
@@ -434,7 +543,7 @@ export class PlanExecutor {
     for (const g of this.graphs.values()) g.dispose();
     this.graphs.clear();
     this.replayStream?.dispose();
-    this.runEvents?.forEach((e) => e.dispose());
+    this.allEvents.forEach((e) => e.dispose());
     this.arena.free();
   }
 }

@@ -180,6 +180,21 @@ export class OutputFetch {
     this.fetched = fetched;
   }
 
+  /** Output `name` as fetched (its dtype, shape and pinned bytes), or undefined when it was not. */
+  entry(name: string): { readonly dtype: DType; readonly shape: readonly number[]; readonly bytes: PinnedBuffer } | undefined {
+    return this.fetched.get(name);
+  }
+
+  /** `read` with the row size taken from the fetched shape, rows [first, first + count) (default: to the end). */
+  readAll(name: string, first = 0, count?: number): HostTensor | undefined {
+    const f = this.fetched.get(name);
+    if (f === undefined) return undefined;
+    const rows = f.shape[0] ?? 1;
+    const n = count ?? rows - first;
+    if (!(Number.isInteger(first) && Number.isInteger(n) && first >= 0 && n >= 0 && first + n <= rows)) throw new RangeError(`rows [${first}, ${first + n}) of output ${name} are outside its ${rows} rows`);
+    return this.read(name, first, n, (numElements(f.shape) / Math.max(rows, 1)) * dtypeBytes(f.dtype));
+  }
+
   /**
    * Rows [first, first + count) of output `name` if it was fetched (the caller has waited for the stream), as a
    * tensor of its own (the pinned bytes are reused by the next call); undefined when it was not fetched.

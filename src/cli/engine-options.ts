@@ -16,6 +16,7 @@ export interface EngineFlags {
   kvBlocks?: number;
   gpuMemoryUtilization?: number;
   prefixCaching?: boolean;
+  planAhead?: boolean;
   seed?: number;
   tp?: number;
   /** --ep alone: every rank whole experts; --ep G: G expert groups. */
@@ -51,6 +52,7 @@ export function engineFlags(cmd: Command): Command {
       return n;
     })
     .option("--no-prefix-caching", "do not share KV blocks of identical prompt prefixes")
+    .option("--no-plan-ahead", "plan each decode step only after the last one's tokens reach the host (by default it is queued behind the step before, its tokens fed back on the GPU)")
     .option("--tp <n>", "shard the model over N ranks, one GPU each (with --device cpu: N simulated ranks on the interpreter): attention heads, the embedding and lm_head split across them", positiveInt("--tp"))
     .option("--ep [groups]", "expert parallelism (with --tp): each rank holds whole experts instead of a slice of every expert; --ep G groups the experts in G groups, each split over --tp/G ranks", positiveInt("--ep"));
 }
@@ -76,6 +78,7 @@ export function engineOptions(flags: EngineFlags, model: string): OpenEngineOpti
     ...(flags.kvBlocks !== undefined ? { kvBlocks: flags.kvBlocks } : {}),
     ...(flags.gpuMemoryUtilization !== undefined ? { gpuMemoryUtilization: flags.gpuMemoryUtilization } : {}),
     ...(flags.prefixCaching === false ? { prefixCaching: false } : {}),
+    ...(flags.planAhead === false ? { planAhead: false } : {}),
     ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
   };
 }

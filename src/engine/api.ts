@@ -82,6 +82,8 @@ export interface EngineStats {
   readonly prefixHitTokens: number;
   readonly prefixQueryTokens: number;
   readonly steps: number;
+  /** Of those, steps planned while the step before ran and queued behind it, their tokens fed back on the device. */
+  readonly stepsAhead: number;
   readonly promptTokens: number;
   readonly generatedTokens: number;
   readonly finished: Readonly<Record<FinishReason, number>>;

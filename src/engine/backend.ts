@@ -29,12 +29,22 @@ export interface StepOutputs {
 export interface StepOptions {
   /** Sampling rows whose logits the caller will read (a backend of several processes fetches them with the step). */
   readonly logitRows?: readonly number[];
+  /**
+   * Token ids fed back (StepPlan.feedback; only for a backend that `feedsBackTokens`): the step's token i is sample
+   * row feedback[i] of the step before it, which may still be running. Its ids input holds placeholders there.
+   */
+  readonly feedback?: readonly number[];
 }
 
 export interface StepBackend {
   readonly device: "cuda" | "cpu";
   /** Ranks that run each step (1 unless the model is sharded). */
   readonly ranks?: number;
+  /**
+   * Takes StepOptions.feedback: a step may be started while the one before runs, its token ids taken from that
+   * step's samples where they are (the GPU: queued behind it, no round trip through the host).
+   */
+  readonly feedsBackTokens?: boolean;
   /**
    * Runs one step on the step entry's inputs. The inputs are the caller's again once the promise settles (the engine
    * reuses their arrays for the next step): read or copy them before.
@@ -74,14 +84,15 @@ export function planBackend(exec: PlanExecutor): StepBackend {
   exec.replayAsGraph(STEP_ENTRY, { tokens: GRAPH_MAX_STEP_TOKENS });
   return {
     device: "cuda",
-    async step(inputs) {
+    feedsBackTokens: true,
+    async step(inputs, options = {}) {
       // the tokens come back with the step (an async copy on its stream into pinned memory); logits only on demand
-      await exec.runAsync(STEP_ENTRY, inputs, [STEP_NAMES.tokens]);
-      const tokens = exec.readOutput(STEP_NAMES.tokens).data;
+      const feedback = options.feedback ? { input: STEP_NAMES.ids, from: STEP_NAMES.tokens, rows: options.feedback } : undefined;
+      const run = await exec.runAsync(STEP_ENTRY, inputs, [STEP_NAMES.tokens], feedback ? { feedback } : {});
       return {
-        tokens: Int32Array.from(tokens),
-        deviceMs: exec.lastRunDeviceMs,
-        logits: (row) => exec.readOutput(STEP_NAMES.logits, row, 1).data,
+        tokens: Int32Array.from(run.read(STEP_NAMES.tokens).data),
+        deviceMs: run.deviceMs,
+        logits: (row) => run.read(STEP_NAMES.logits, row, 1).data,
       };
     },
     dispose: () => exec.dispose(),
@@ -95,15 +106,19 @@ export function planBackend(exec: PlanExecutor): StepBackend {
 export function interpreterBackend(fused: Graph, params: Readonly<Record<string, HostTensor>>, loadSymbols: Readonly<Record<string, number>>): StepBackend {
   let states: Record<string, HostTensor> = {};
   for (const st of fused.states) states[st.name] = zerosTensor(st.dtype, evalShape(st.shape, { ...fused.symbols, ...loadSymbols }));
+  /** The last step's samples: a step is computed when it is called, so the one before has always finished. */
+  let lastTokens = new Int32Array(0);
   return {
     device: "cpu",
-    async step(inputs) {
-      const { outputs, updates } = interpretStep(fused, STEP_ENTRY, stepInputsAsHost(inputs), params, states);
+    feedsBackTokens: true,
+    async step(inputs, options = {}) {
+      const { outputs, updates } = interpretStep(fused, STEP_ENTRY, stepInputsAsHost(withFedBackIds(inputs, options.feedback, lastTokens)), params, states);
       states = { ...states, ...updates };
       const logits = outputs[STEP_NAMES.logits]!;
       const vocab = logits.shape[1]!;
+      lastTokens = Int32Array.from(outputs[STEP_NAMES.tokens]!.data);
       return {
-        tokens: Int32Array.from(outputs[STEP_NAMES.tokens]!.data),
+        tokens: lastTokens,
         logits: (row) => logits.data.slice(row * vocab, (row + 1) * vocab),
       };
     },
@@ -111,6 +126,18 @@ export function interpreterBackend(fused: Graph, params: Readonly<Record<string,
       states = {};
     },
   };
+}
+
+/** `inputs` with the token ids StepOptions.feedback names taken from `before` (the last step's samples). */
+export function withFedBackIds(inputs: StepInputs, feedback: readonly number[] | undefined, before: Int32Array): StepInputs {
+  if (feedback === undefined) return inputs;
+  const ids = inputs[STEP_NAMES.ids]!;
+  if (feedback.length !== ids.data.length) throw new Error(`${feedback.length} token ids fed back for a step of ${ids.data.length} tokens`);
+  const data = Int32Array.from(feedback, (row) => {
+    if (!(row >= 0 && row < before.length)) throw new Error(`token id fed back from row ${row}, but the step before sampled ${before.length}`);
+    return before[row]!;
+  });
+  return { ...inputs, [STEP_NAMES.ids]: { dtype: ids.dtype, shape: ids.shape, data } };
 }
 
 /**

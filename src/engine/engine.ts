@@ -10,6 +10,10 @@
 //              text (UTF-8 safe) and the stop-string check → every request that ended is ended (blocks freed)
 //     launch the next step, and only then deliver this step's tokens: the text of requests without stop strings
 //              is decoded, each token pushed to its stream, finished requests' summaries resolved
+//     ahead:   while a step runs, the step after it is queued behind it when the scheduler can plan it without its
+//              tokens (every sequence decodes the token being sampled: Scheduler.scheduleAhead) and the backend
+//              feeds them back on the device, so the device never waits for the host between decode steps; rows of
+//              requests that the step before ended are dropped at complete
 // So what consumers do with a step's tokens (an HTTP server's chunks and socket writes) runs while the next step
 // computes, not between steps, and the host work between two steps is only what decides the next one. Nothing a
 // request receives changes: its tokens, texts and summary are those of the step that made them, in order.
@@ -34,6 +38,11 @@ export interface EngineOptions {
   readonly maxWaiting?: number;
   /** Share KV blocks of identical prompt prefixes. Default true. */
   readonly prefixCaching?: boolean;
+  /**
+   * Queue the next decode step behind the running one, its tokens fed back on the device, where the scheduler can
+   * plan it and the backend can feed them (ServingEngine's run loop). Default true.
+   */
+  readonly planAhead?: boolean;
   /** Tokens per step (≤ the plan's bound); default the plan's bound. */
   readonly maxTokensPerStep?: number;
   /** Sequences per step (≤ the plan's bound); default the plan's bound. */
@@ -159,8 +168,11 @@ export class ServingEngine implements Engine {
   /** Device time of the steps so far, ms (EngineStats.deviceMs). */
   private deviceMs = 0;
   private failure: Error | undefined;
-  private readonly inputs: StepInputBuilder;
-  private readonly samplingRows: SamplingRows;
+  /** Step inputs and sampling rows, two of each used in turn: a step planned ahead is built while the one before runs. */
+  private readonly inputs: readonly [StepInputBuilder, StepInputBuilder];
+  private readonly samplingRows: readonly [SamplingRows, SamplingRows];
+  private launches = 0;
+  private readonly planAhead: boolean;
 
   constructor(
     private readonly backend: StepBackend,
@@ -181,8 +193,9 @@ export class ServingEngine implements Engine {
     };
     for (const g of config.groups) if (!(Number.isInteger(g.numBlocks) && g.numBlocks > 0)) throw new Error(`KV group ${g.name} needs a positive block count, got ${g.numBlocks}`);
     this.scheduler = new Scheduler(config);
-    this.inputs = new StepInputBuilder(layout, config.maxSeqs, config.maxTokensPerStep);
-    this.samplingRows = new SamplingRows(config.maxSeqs);
+    this.inputs = [new StepInputBuilder(layout, config.maxSeqs, config.maxTokensPerStep), new StepInputBuilder(layout, config.maxSeqs, config.maxTokensPerStep)];
+    this.samplingRows = [new SamplingRows(config.maxSeqs), new SamplingRows(config.maxSeqs)];
+    this.planAhead = (options.planAhead ?? true) && backend.feedsBackTokens === true;
   }
 
   generate(request: GenerationRequest): GenerationStream {
@@ -222,19 +235,26 @@ export class ServingEngine implements Engine {
     if (bad >= 0) throw new EngineRequestError("promptIds", `prompt id ${r.promptIds[bad]} is outside the model's vocabulary of ${vocab} tokens (at position ${bad})`);
   }
 
-  /** Runs steps until no request is left (or the engine closes): one in flight while the last one's tokens are delivered. */
+  /**
+   * Runs steps until no request is left (or the engine closes): one in flight while the last one's tokens are
+   * delivered, and, where the scheduler can plan it (decodes only), the next one queued behind it with its tokens fed
+   * back on the device, so the device does not wait for the host between them.
+   */
   private async run(): Promise<void> {
     try {
       await new Promise<void>((resolve) => setImmediate(resolve)); // let the submissions of this tick into the first step
       let step = this.closed ? undefined : this.launch();
+      let ahead: LaunchedStep | undefined;
       while (step) {
+        ahead ??= this.closed ? undefined : this.launchAhead(step);
         // the event loop is free while the device computes: submissions, aborts, and consumers of the last tokens
         await new Promise<void>((resolve) => setImmediate(resolve));
         const result = await step.result;
         if ("error" in result) throw result.error;
         const deliveries = this.complete(step, result.out);
         try {
-          step = this.closed ? undefined : this.launch();
+          step = ahead ?? (this.closed ? undefined : this.launch());
+          ahead = undefined;
         } finally {
           this.deliver(deliveries);
         }
@@ -249,18 +269,34 @@ export class ServingEngine implements Engine {
   /** Plans the next step and queues it on the backend; undefined when nothing is left to run. */
   private launch(): LaunchedStep | undefined {
     const plan = this.scheduler.schedule();
-    if (!plan) return undefined;
+    return plan ? this.queue(plan) : undefined;
+  }
+
+  /**
+   * Plans the step after `step` while it runs (Scheduler.scheduleAhead) and queues it behind it, its tokens fed back
+   * on the device; undefined when the backend cannot, the scheduler does not, or a request of `step` reads its
+   * logits (they would be overwritten by the step queued behind before they are read).
+   */
+  private launchAhead(step: LaunchedStep): LaunchedStep | undefined {
+    if (!this.planAhead || step.sampling.some((live) => live !== undefined && wantsLogits(live))) return undefined;
+    const plan = this.scheduler.scheduleAhead();
+    return plan ? this.queue(plan) : undefined;
+  }
+
+  /** Builds a planned step's inputs (the next of the two input sets) and queues it on the backend. */
+  private queue(plan: StepPlan): LaunchedStep {
     const sampling: (LiveRequest | undefined)[] = [];
     for (const s of plan.seqs) if (s.sample) sampling.push(this.requests.get(s.id));
-    const inputs = { ...this.inputs.build(plan), ...this.samplingRows.build(sampling) };
+    const turn = this.launches++ % 2;
+    const inputs = { ...this.inputs[turn]!.build(plan), ...this.samplingRows[turn]!.build(sampling) };
     // rows whose logits will be read: a backend of several processes fetches them with the step
     const logitRows: number[] = [];
     sampling.forEach((live, r) => {
-      if (live && (live.request.logprobs !== undefined || live.request.logits === true)) logitRows.push(r);
+      if (live && wantsLogits(live)) logitRows.push(r);
     });
     let pending: Promise<StepOutputs>;
     try {
-      pending = this.backend.step(inputs, logitRows.length ? { logitRows } : {});
+      pending = this.backend.step(inputs, { ...(logitRows.length ? { logitRows } : {}), ...(plan.feedback ? { feedback: plan.feedback } : {}) });
     } catch (err) {
       pending = Promise.reject(err);
     }
@@ -289,8 +325,7 @@ export class ServingEngine implements Engine {
         this.end(this.scheduler.finish(live.id, "error", undefined, `step ${plan.step}: the logits of request "${live.id}" hold NaN or Inf`), live);
         continue;
       }
-      const needLogits = live.request.logprobs !== undefined || live.request.logits === true;
-      const row = needLogits ? out.logits(r) : undefined;
+      const row = wantsLogits(live) ? out.logits(r) : undefined;
       if (live.request.logprobs !== undefined) logprobs.set(live.id, logprobsOf(row!, token, live.request.logprobs));
       if (live.request.logits) rawLogits.set(live.id, row!);
     }
@@ -408,6 +443,11 @@ export class ServingEngine implements Engine {
     await this.loop;
     await this.backend.dispose();
   }
+}
+
+/** Whether a request reads its logits (log-probabilities or raw logits) with each token. */
+function wantsLogits(live: LiveRequest): boolean {
+  return live.request.logprobs !== undefined || live.request.logits === true;
 }
 
 /** The chosen token's log-probability under the model's distribution (log-softmax of the raw logits) and the `top` most likely. */

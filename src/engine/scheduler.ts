@@ -2,7 +2,8 @@
 //
 // The engine loop is: plan = schedule(); run the model on stepInputs(plan); sample one token per sampling
 // sequence; complete(plan, tokens). Requests may be added, aborted or finished (stop strings) at any time,
-// including while a step is in flight.
+// including while a step is in flight. While one step is in flight, scheduleAhead() may plan the next one, whose
+// sequences decode the tokens that step samples (fed back on the device); steps complete in the order planned.
 //
 // A step, in priority order (every running sequence is older than every waiting one, and older goes first):
 //   1. every running sequence with one token left to compute (a decode) gets it;
@@ -82,7 +83,16 @@ export interface StepPlan {
   readonly numSampled: number;
   /** Requests preempted while planning this step: their blocks are freed and they wait to be recomputed. */
   readonly preempted: readonly string[];
+  /**
+   * A step planned ahead (scheduleAhead), while the step before it is still in flight: every sequence decodes the
+   * token that step samples, which no one knows yet. Its token ids are FED_BACK_TOKEN; the backend takes token i
+   * from sample row feedback[i] of the step before (on the device, without a round trip through the host).
+   */
+  readonly feedback?: readonly number[];
 }
+
+/** The token id a step planned ahead lists for the token the step before it samples (StepPlan.feedback). */
+export const FED_BACK_TOKEN = -1;
 
 /** A request that ended, with what the engine's GenerationSummary needs. */
 export interface FinishedRequest {
@@ -155,9 +165,11 @@ export class Scheduler {
   /** Admission order: the last is the newest (the first to be preempted). */
   private running: Sequence[] = [];
   private readonly waiting: Sequence[] = [];
-  private pending: PendingStep | undefined;
+  /** Steps planned and not completed, oldest first: one, or two when the second was planned ahead. */
+  private pending: PendingStep[] = [];
   private stepsPlanned = 0;
   private stepsDone = 0;
+  private stepsAhead = 0;
   private preemptions = 0;
   private prefixHitTokens = 0;
   private prefixQueryTokens = 0;
@@ -212,7 +224,7 @@ export class Scheduler {
 
   /** Plans the next step (see the header); undefined when nothing is running or waiting. */
   schedule(): StepPlan | undefined {
-    if (this.pending !== undefined) throw new Error(`step ${this.pending.plan.step} is still in flight: complete it before planning another`);
+    if (this.pending.length > 0) throw new Error(`step ${this.pending[0]!.plan.step} is still in flight: complete it before planning another`);
     if (this.running.length === 0 && this.waiting.length === 0) return undefined;
     const chunks = new Map<Sequence, number>(); // insertion order is plan order
     const preempted: string[] = [];
@@ -310,7 +322,54 @@ export class Scheduler {
       numSampled,
       preempted,
     };
-    this.pending = { plan, seqs: planned };
+    this.pending.push({ plan, seqs: planned });
+    return plan;
+  }
+
+  /**
+   * Plans the step after the one in flight before that one completes, so the device can start it as soon as it
+   * finishes, with no host round trip between them: every sequence of the step in flight decodes the token it is
+   * about to sample (StepPlan.feedback). Only where that is what `schedule` would plan anyway, whatever the tokens
+   * are: no request waits for admission or recomputation (it would be admitted next) and every sequence of the step
+   * in flight samples (no prefill continues). Sequences that end with the token in flight whatever
+   * it is (maxTokens, maxContext) are left out, and so are, from the first one whose block does not fit, the
+   * newer ones (they decode in the step after, planned as usual). A sequence that a stop token, a stop string or an
+   * abort ends meanwhile has its row of this step ignored at `complete`; its blocks are freed as usual, and the
+   * device, running steps in order, is done with them before any later step can reuse them.
+   * Undefined (nothing planned) when the step in flight does not qualify or no sequence is left.
+   */
+  scheduleAhead(): StepPlan | undefined {
+    if (this.pending.length !== 1 || this.waiting.length > 0) return undefined;
+    const before = this.pending[0]!;
+    if (before.plan.seqs.some((e) => !e.sample)) return undefined;
+    const seqs: ScheduledSeq[] = [];
+    const planned: Sequence[] = [];
+    const feedback: number[] = [];
+    for (let i = 0; i < before.plan.seqs.length; i++) {
+      const entry = before.plan.seqs[i]!;
+      const seq = before.seqs[i]!;
+      if (seq.state !== "running") continue;
+      // once the step in flight completes: `at` positions computed and its token the sequence's last, at `at`
+      const at = entry.start + entry.tokenIds.length;
+      if (seq.generated + 1 >= seq.request.maxTokens || at + 1 >= this.config.maxContext || this.kv.shortfallAlone(at + 1) !== undefined) continue;
+      if (!this.kv.allocate(seq.kv!, at + 1)) break;
+      seqs.push({ id: seq.id, start: at, tokenIds: [FED_BACK_TOKEN], sample: true, blockTables: [...seq.kv!.tables] });
+      planned.push(seq);
+      feedback.push(i); // every sequence of the step in flight samples: its row is its index
+    }
+    if (seqs.length === 0) return undefined;
+    const plan: StepPlan = {
+      step: this.stepsPlanned++,
+      blockSize: this.config.blockSize,
+      groups: this.config.groups.map((g) => g.name),
+      seqs,
+      numTokens: seqs.length,
+      numSampled: seqs.length,
+      preempted: [],
+      feedback,
+    };
+    this.pending.push({ plan, seqs: planned });
+    this.stepsAhead++;
     return plan;
   }
 
@@ -321,10 +380,10 @@ export class Scheduler {
    * blocks and caches newly completed blocks.
    */
   complete(plan: StepPlan, sampled: readonly number[]): StepResult {
-    const pending = this.pending;
-    if (pending === undefined || pending.plan !== plan) throw new Error(`step ${plan.step} is not the step in flight`);
+    const pending = this.pending[0];
+    if (pending === undefined || pending.plan !== plan) throw new Error(`step ${plan.step} is not the oldest step in flight`);
     if (sampled.length !== plan.numSampled) throw new Error(`step ${plan.step} samples ${plan.numSampled} tokens, got ${sampled.length}`);
-    this.pending = undefined;
+    this.pending.shift();
     this.stepsDone++;
     const tokens: { id: string; token: number }[] = [];
     const finished: FinishedRequest[] = [];
@@ -365,6 +424,7 @@ export class Scheduler {
       prefixHitTokens: this.prefixHitTokens,
       prefixQueryTokens: this.prefixQueryTokens,
       steps: this.stepsDone,
+      stepsAhead: this.stepsAhead,
       promptTokens: this.promptTokens,
       generatedTokens: this.generatedTokens,
       finished: { ...this.finishedCounts },
@@ -379,7 +439,7 @@ export class Scheduler {
     if (this.running.length > this.config.maxSeqs) throw new Error(`${this.running.length} running, more than maxSeqs ${this.config.maxSeqs}`);
     this.kv.audit(
       this.running.map((s) => s.kv!),
-      this.pending === undefined,
+      this.pending.length === 0,
     );
   }
 

@@ -119,6 +119,7 @@ export class ServerMetrics {
       engineCounter("tsgc_engine_prefix_cache_hit_tokens_total", "Prompt tokens served from the prefix cache.", [{ value: stats.prefixHitTokens }]),
       engineCounter("tsgc_engine_prefix_cache_query_tokens_total", "Prompt tokens looked up in the prefix cache.", [{ value: stats.prefixQueryTokens }]),
       engineCounter("tsgc_engine_steps_total", "Engine steps run.", [{ value: stats.steps }]),
+      engineCounter("tsgc_engine_steps_ahead_total", "Engine steps queued behind the step before, their tokens fed back on the device.", [{ value: stats.stepsAhead }]),
       engineCounter("tsgc_engine_prompt_tokens_total", "Prompt tokens the engine prefilled or found cached.", [{ value: stats.promptTokens }]),
       engineCounter("tsgc_engine_generated_tokens_total", "Tokens the engine generated.", [{ value: stats.generatedTokens }]),
       engineCounter("tsgc_engine_finished_total", "Engine requests finished, by finish reason.", Object.entries(stats.finished).map(([reason, value]) => ({ labels: { reason }, value }))),

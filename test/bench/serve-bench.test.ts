@@ -116,6 +116,7 @@ describe("statistics", () => {
     prefixHitTokens: 0,
     prefixQueryTokens: 0,
     steps: 0,
+    stepsAhead: 0,
     promptTokens: 0,
     generatedTokens: 0,
     finished: { stop: 0, length: 0, abort: 0, error: 0 },

@@ -12,8 +12,11 @@ import { openEngine } from "../../src/engine/open.js";
 import { HarmonyTokenizer } from "../../src/generate/tokenizer.js";
 import { seededRandom } from "../../src/ir/host-tensor.js";
 
-const tiny = (o: { kvBlocks?: number; maxSeqs?: number; maxStepTokens?: number; prefixCaching?: boolean } = {}) =>
-  openEngine({ device: "cpu", model: "gpt-oss-tiny", dtype: "f32", maxContext: 64, maxSeqs: o.maxSeqs ?? 6, maxStepTokens: o.maxStepTokens ?? 24, seed: 3, ...(o.kvBlocks ? { kvBlocks: o.kvBlocks } : {}), ...(o.prefixCaching === false ? { prefixCaching: false } : {}) });
+const tiny = (o: { kvBlocks?: number; maxSeqs?: number; maxStepTokens?: number; prefixCaching?: boolean; planAhead?: boolean } = {}) =>
+  openEngine({
+    device: "cpu", model: "gpt-oss-tiny", dtype: "f32", maxContext: 64, maxSeqs: o.maxSeqs ?? 6, maxStepTokens: o.maxStepTokens ?? 24, seed: 3,
+    ...(o.kvBlocks ? { kvBlocks: o.kvBlocks } : {}), ...(o.prefixCaching === false ? { prefixCaching: false } : {}), ...(o.planAhead === false ? { planAhead: false } : {}),
+  });
 
 describe("engine on the interpreter: tokens do not depend on the batch", () => {
   const rand = seededRandom(11);
@@ -26,12 +29,17 @@ describe("engine on the interpreter: tokens do not depend on the batch", () => {
   const lengths = prompts.map((_, i) => 3 + ((i * 5) % 9));
 
   it("every request's greedy tokens equal the request run alone, under arrivals, preemption, aborts and prefix sharing", async () => {
-    const alone = await tiny({ kvBlocks: 64 });
+    // the reference: each request alone, every step planned after the last one's tokens reached the host
+    const alone = await tiny({ kvBlocks: 64, planAhead: false });
     const expected: number[][] = [];
     for (const [i, p] of prompts.entries()) expected.push((await drain(alone.engine.generate({ promptIds: p, maxTokens: lengths[i]! }))).tokens);
     await alone.engine.close();
 
-    for (const [case_, o] of [["ample pool", { kvBlocks: 64 }], ["pool small enough to preempt", { kvBlocks: 6, maxSeqs: 4 }], ["no prefix caching", { kvBlocks: 12, prefixCaching: false }]] as const) {
+    const cases = [
+      ["ample pool", { kvBlocks: 64 }], ["pool small enough to preempt", { kvBlocks: 6, maxSeqs: 4 }], ["no prefix caching", { kvBlocks: 12, prefixCaching: false }],
+      ["no steps planned ahead", { kvBlocks: 64, planAhead: false }],
+    ] as const;
+    for (const [case_, o] of cases) {
       const { engine } = await tiny(o);
       const order = prompts.map((_, i) => i).sort(() => rand() - 0.5);
       const runs: Promise<{ i: number; tokens: number[]; reason: string }>[] = [];
@@ -65,6 +73,9 @@ describe("engine on the interpreter: tokens do not depend on the batch", () => {
       for (const [g, c] of Object.entries(stats.blocks)) expect(c.used, `${case_}: group ${g}`).toBe(0);
       if (case_ === "pool small enough to preempt") expect(stats.preemptions).toBeGreaterThan(0);
       if (case_ === "ample pool") expect(stats.prefixHitTokens).toBeGreaterThan(0);
+      // decode steps were queued behind the step before, their tokens fed back (unless turned off)
+      if (case_ === "no steps planned ahead") expect(stats.stepsAhead).toBe(0);
+      else expect(stats.stepsAhead, case_).toBeGreaterThan(0);
       expect(stats.running + stats.waiting).toBe(0);
       await engine.close();
     }

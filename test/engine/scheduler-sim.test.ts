@@ -125,6 +125,10 @@ describe("scheduler against the fake paged model, random workloads", () => {
         const requests = randomRequests(seed * 101 + c.requests, c.requests, c.maxPrompt, c.maxOutput, c.expects.includes("aborts") ? 0.25 : 0);
         const result = runWorkload(c.config, requests, VOCAB, 20_000);
         expectMatchesReference(c.config, requests, result, VOCAB);
+        // the same workload with each next step planned while the last is in flight, its token ids fed back
+        const ahead = runWorkload(c.config, requests, VOCAB, 20_000, { ahead: true });
+        expectMatchesReference(c.config, requests, ahead, VOCAB);
+        expect(new Map([...ahead.outcomes].filter(([, o]) => o.reason !== "abort")), "planning ahead changed an outcome").toEqual(new Map([...result.outcomes].filter(([, o]) => o.reason !== "abort")));
         // a refusal is exactly a prompt that cannot fit the context or the pool alone
         const fullBlocks = Math.min(...c.config.groups.filter((g) => g.window === undefined).map((g) => g.numBlocks));
         for (const r of requests) {

@@ -4,7 +4,7 @@
 // aborts waiting, running and in flight, prefix-cache sharing and stats, request validation and misuse.
 import { describe, expect, it } from "vitest";
 import { EngineOverloadedError, EngineRequestError } from "../../src/engine/api.js";
-import { Scheduler, type SchedulerConfig, type StepPlan, type StepResult } from "../../src/engine/scheduler.js";
+import { FED_BACK_TOKEN, Scheduler, type SchedulerConfig, type StepPlan, type StepResult } from "../../src/engine/scheduler.js";
 
 const config = (over: Partial<SchedulerConfig> = {}): SchedulerConfig => ({
   blockSize: 4,
@@ -263,9 +263,51 @@ describe("Scheduler", () => {
     s.add({ id: "a", promptIds: [1, 2], maxTokens: 3 });
     const plan = s.schedule()!;
     expect(() => s.schedule()).toThrow(/step 0 is still in flight/);
-    expect(() => s.complete({ ...plan }, [1])).toThrow(/step 0 is not the step in flight/);
+    expect(() => s.complete({ ...plan }, [1])).toThrow(/step 0 is not the oldest step in flight/);
     expect(() => s.complete(plan, [])).toThrow(/samples 1 tokens, got 0/);
     expect(() => s.complete(plan, [1.5])).toThrow(/sampled token 1.5 for request "a" is not a token id/);
+  });
+
+  it("plans a decode step ahead while one is in flight: its tokens fed back, completed in order, only when nothing waits", () => {
+    const s = new Scheduler(config());
+    s.add({ id: "a", promptIds: range(1, 6), maxTokens: 10, stopTokenIds: [7] });
+    s.add({ id: "b", promptIds: range(20, 3), maxTokens: 2 });
+    s.add({ id: "c", promptIds: range(40, 3), maxTokens: 10 });
+    const first = s.schedule()!;
+    // after the token in flight every request still has tokens to go (b: 1 of its 2): all three decode ahead
+    const ahead = s.scheduleAhead()!;
+    expect(ahead.seqs.map((q) => [q.id, q.start, q.tokenIds, q.sample])).toEqual([["a", 6, [FED_BACK_TOKEN], true], ["b", 3, [FED_BACK_TOKEN], true], ["c", 3, [FED_BACK_TOKEN], true]]);
+    expect(ahead.feedback).toEqual([0, 1, 2]);
+    expect(ahead.step).toBe(first.step + 1);
+    s.audit();
+    expect(s.scheduleAhead()).toBeUndefined(); // two in flight already
+    expect(() => s.schedule()).toThrow(/step 0 is still in flight/);
+    expect(() => s.complete(ahead, [1, 2, 3])).toThrow(/step 1 is not the oldest step in flight/);
+    // a ends with a stop token in the first step, c is aborted meanwhile: their rows of the step ahead are ignored
+    s.complete(first, [7, 50, 60]);
+    expect(s.abort("c")?.reason).toBe("abort");
+    s.audit();
+    // b's next token is its last (maxTokens 2): the step after the one ahead leaves it out
+    const after = s.scheduleAhead();
+    expect(after).toBeUndefined(); // b is the only one left and it ends with the token in flight
+    const done = s.complete(ahead, [8, 51, 61]);
+    expect(done.tokens).toEqual([{ id: "b", token: 51 }]);
+    expect(done.finished.map((f) => [f.id, f.reason])).toEqual([["b", "length"]]);
+    s.audit();
+    expect(s.schedule()).toBeUndefined();
+    expect(s.stats().blocks["full"]!.used).toBe(0);
+  });
+
+  it("plans nothing ahead while a request waits or a prefill continues", () => {
+    const waiting = new Scheduler(config({ maxSeqs: 1 }));
+    waiting.add({ id: "a", promptIds: [1, 2], maxTokens: 5 });
+    waiting.add({ id: "b", promptIds: [3], maxTokens: 5 });
+    waiting.schedule();
+    expect(waiting.scheduleAhead()).toBeUndefined();
+    const chunked = new Scheduler(config({ maxTokensPerStep: 4 }));
+    chunked.add({ id: "a", promptIds: range(1, 10), maxTokens: 5 });
+    expect(chunked.schedule()!.seqs[0]!.sample).toBe(false);
+    expect(chunked.scheduleAhead()).toBeUndefined();
   });
 
   it("refuses a configuration that cannot decode every running sequence each step", () => {

@@ -13,7 +13,7 @@ import { expect } from "vitest";
 import { NO_BLOCK } from "../../src/engine/block-pool.js";
 import { blockTableInput, kvSlotsInput, STEP_NAMES, type StepInputs, type StepTensor } from "../../src/engine/contract.js";
 import type { KvGroupConfig } from "../../src/engine/kv-manager.js";
-import { type FinishedRequest, Scheduler, type SchedulerConfig, type SchedulerRequest, type SchedulerStats } from "../../src/engine/scheduler.js";
+import { FED_BACK_TOKEN, type FinishedRequest, Scheduler, type SchedulerConfig, type SchedulerRequest, type SchedulerStats, type StepPlan } from "../../src/engine/scheduler.js";
 import { stepInputs } from "../../src/engine/step-inputs.js";
 import { EngineRequestError } from "../../src/engine/api.js";
 
@@ -157,6 +157,8 @@ export interface WorkloadResult {
   readonly runningAborts: number;
   readonly inFlightAborts: number;
   readonly peakRunning: number;
+  /** Steps planned ahead (scheduleAhead), with their token ids fed back from the step before. */
+  readonly aheadSteps: number;
 }
 
 /**
@@ -165,7 +167,7 @@ export interface WorkloadResult {
  * tokens from where its computation stands (contiguous, each position once per computation, a recomputation
  * starting at a cached whole-block prefix), that the step writes only private blocks, and that nothing leaks.
  */
-export function runWorkload(config: SchedulerConfig, requests: readonly SimRequest[], vocab: number, maxSteps: number): WorkloadResult {
+export function runWorkload(config: SchedulerConfig, requests: readonly SimRequest[], vocab: number, maxSteps: number, options: { readonly ahead?: boolean } = {}): WorkloadResult {
   const scheduler = new Scheduler(config);
   const maxBlocksPerSeq = Math.ceil(config.maxContext / config.blockSize);
   const layout = { blockSize: config.blockSize, maxBlocksPerSeq, groups: config.groups.map((g) => ({ name: g.name, layers: [], bytesPerBlock: 0 })) };
@@ -188,6 +190,55 @@ export function runWorkload(config: SchedulerConfig, requests: readonly SimReque
   const running = new Set<string>(); // in the last plan
   let peakRunning = 0;
   let step = 0;
+  /** A step planned ahead (options.ahead) while the last one was in flight: it runs next, its ids fed back. */
+  let ahead: { readonly plan: StepPlan; readonly inputs: StepInputs; readonly from: readonly number[] } | undefined;
+  let aheadSteps = 0;
+  /** Checks a plan against what each sequence has been fed; a step planned ahead decodes the token in flight. */
+  const checkPlan = (plan: StepPlan, planned: "now" | "ahead"): StepInputs => {
+    expect(plan.numTokens).toBeLessThanOrEqual(config.maxTokensPerStep);
+    expect(plan.seqs.length).toBeLessThanOrEqual(config.maxSeqs);
+    for (const id of plan.preempted) nextStart.delete(id);
+    const ids = new Set<string>();
+    for (const seq of plan.seqs) {
+      expect(ids.has(seq.id), `request ${seq.id} twice in one step`).toBe(false);
+      ids.add(seq.id);
+      const tokens = known.get(seq.id)!;
+      const expected = nextStart.get(seq.id);
+      if (planned === "ahead") {
+        // one token, the one the step in flight samples: after all of the sequence's known tokens
+        expect(seq.start, `request ${seq.id} planned ahead does not continue where it stops`).toBe(expected);
+        expect(seq.start).toBe(tokens.length);
+        expect(seq.tokenIds).toEqual([FED_BACK_TOKEN]);
+        expect(seq.sample).toBe(true);
+      } else {
+        if (expected === undefined) {
+          expect(seq.start % config.blockSize, `request ${seq.id} resumes mid-block`).toBe(0);
+          expect(seq.start).toBeLessThan(tokens.length);
+        } else {
+          expect(seq.start, `request ${seq.id} does not continue where it stopped`).toBe(expected);
+        }
+        expect(seq.tokenIds.length).toBeGreaterThan(0);
+        expect(seq.tokenIds, `request ${seq.id} is fed the wrong tokens`).toEqual(tokens.slice(seq.start, seq.start + seq.tokenIds.length));
+        expect(seq.sample).toBe(seq.start + seq.tokenIds.length === tokens.length);
+      }
+      nextStart.set(seq.id, seq.start + seq.tokenIds.length);
+    }
+    // chunking policy: a prompt is cut only where the budget or the blocks run out, and nothing is admitted after
+    // that, so at most one sequence is mid-prompt: the last of the plan
+    expect(plan.seqs.slice(0, -1).every((q) => q.sample), "a sequence other than the last stops mid-prompt").toBe(true);
+    peakRunning = Math.max(peakRunning, plan.seqs.length);
+    const inputs = stepInputs(plan, layout);
+    // the step writes only blocks its sequence holds alone and that are not cached
+    config.groups.forEach((g, gi) => {
+      const pool = scheduler.kv.pools[gi]!;
+      for (const row of inputs[kvSlotsInput(g.name)]!.data) {
+        const block = Math.floor(row / config.blockSize);
+        expect(pool.refCount(block), `group ${g.name}: a step writes block ${block}, which is shared`).toBe(1);
+        expect(pool.hashOf(block), `group ${g.name}: a step writes block ${block}, which is cached`).toBeUndefined();
+      }
+    });
+    return inputs;
+  };
   for (; step < maxSteps; step++) {
     while (pendingArrivals.length > 0 && pendingArrivals[0]!.arrival <= step) {
       const r = pendingArrivals.shift()!;
@@ -207,48 +258,32 @@ export function runWorkload(config: SchedulerConfig, requests: readonly SimReque
       if (f !== undefined && running.has(r.id)) runningAborts++;
       record(f);
     }
-    const plan = scheduler.schedule();
-    if (plan === undefined) {
-      if (pendingArrivals.length === 0) break;
-      continue;
-    }
-    scheduler.audit();
-    expect(plan.numTokens).toBeLessThanOrEqual(config.maxTokensPerStep);
-    expect(plan.seqs.length).toBeLessThanOrEqual(config.maxSeqs);
-    for (const id of plan.preempted) nextStart.delete(id);
-    const ids = new Set<string>();
-    for (const seq of plan.seqs) {
-      expect(ids.has(seq.id), `request ${seq.id} twice in one step`).toBe(false);
-      ids.add(seq.id);
-      const tokens = known.get(seq.id)!;
-      const expected = nextStart.get(seq.id);
-      if (expected === undefined) {
-        expect(seq.start % config.blockSize, `request ${seq.id} resumes mid-block`).toBe(0);
-        expect(seq.start).toBeLessThan(tokens.length);
-      } else {
-        expect(seq.start, `request ${seq.id} does not continue where it stopped`).toBe(expected);
+    let plan: StepPlan;
+    let inputs: StepInputs;
+    if (ahead !== undefined) {
+      // planned last step, while that step was in flight: its token ids are the rows that step sampled
+      ({ plan, inputs } = ahead);
+      const ids = inputs[STEP_NAMES.ids]!.data;
+      ahead.from.forEach((token, i) => (ids[i] = token));
+      ahead = undefined;
+    } else {
+      const next = scheduler.schedule();
+      if (next === undefined) {
+        if (pendingArrivals.length === 0) break;
+        continue;
       }
-      expect(seq.tokenIds.length).toBeGreaterThan(0);
-      expect(seq.tokenIds, `request ${seq.id} is fed the wrong tokens`).toEqual(tokens.slice(seq.start, seq.start + seq.tokenIds.length));
-      expect(seq.sample).toBe(seq.start + seq.tokenIds.length === tokens.length);
-      nextStart.set(seq.id, seq.start + seq.tokenIds.length);
+      plan = next;
+      scheduler.audit();
+      inputs = checkPlan(plan, "now");
     }
-    // chunking policy: a prompt is cut only where the budget or the blocks run out, and nothing is admitted after
-    // that, so at most one sequence is mid-prompt: the last of the plan
-    expect(plan.seqs.slice(0, -1).every((q) => q.sample), "a sequence other than the last stops mid-prompt").toBe(true);
-    peakRunning = Math.max(peakRunning, plan.seqs.length);
     running.clear();
     for (const seq of plan.seqs) running.add(seq.id);
-    const inputs = stepInputs(plan, layout);
-    // the step writes only blocks its sequence holds alone and that are not cached
-    config.groups.forEach((g, gi) => {
-      const pool = scheduler.kv.pools[gi]!;
-      for (const row of inputs[kvSlotsInput(g.name)]!.data) {
-        const block = Math.floor(row / config.blockSize);
-        expect(pool.refCount(block), `group ${g.name}: a step writes block ${block}, which is shared`).toBe(1);
-        expect(pool.hashOf(block), `group ${g.name}: a step writes block ${block}, which is cached`).toBeUndefined();
-      }
-    });
+    const planAhead = options.ahead ? scheduler.scheduleAhead() : undefined;
+    const aheadInputs = planAhead ? checkPlan(planAhead, "ahead") : undefined;
+    if (planAhead) {
+      aheadSteps++;
+      scheduler.audit();
+    }
     for (const r of requests) {
       if (abortsNow(r) && r.abortInFlight && scheduler.has(r.id)) {
         record(scheduler.abort(r.id));
@@ -266,6 +301,7 @@ export function runWorkload(config: SchedulerConfig, requests: readonly SimReque
       generated.get(id)!.push(token);
     }
     for (const f of result.finished) record(f);
+    if (planAhead) ahead = { plan: planAhead, inputs: aheadInputs!, from: planAhead.feedback!.map((r) => sampled[r]!) };
     scheduler.audit();
   }
   expect(step, "the workload did not finish within the step bound").toBeLessThan(maxSteps);
@@ -276,7 +312,8 @@ export function runWorkload(config: SchedulerConfig, requests: readonly SimReque
     expect(counts.free).toBe(counts.total);
   }
   for (const r of requests) expect(outcomes.has(r.id) || rejected.has(r.id), `request ${r.id} was lost`).toBe(true);
-  return { outcomes, rejected, stats, steps: step, runningAborts, inFlightAborts, peakRunning };
+  if (options.ahead) expect(aheadSteps, "no step was planned ahead").toBeGreaterThan(0);
+  return { outcomes, rejected, stats, steps: step, runningAborts, inFlightAborts, peakRunning, aheadSteps };
 }
 
 /** Checks a run against the pool-free reference: equal tokens and reason, or a prefix of them when aborted. */

@@ -177,6 +177,7 @@ export class FakeEngine implements Engine {
       prefixHitTokens: 0,
       prefixQueryTokens: this.counts.prefixQueryTokens,
       steps: this.counts.steps,
+      stepsAhead: 0,
       promptTokens: this.counts.promptTokens,
       generatedTokens: this.counts.generatedTokens,
       finished: { ...this.finished },
