@@ -6,12 +6,17 @@
 // (route .. combine) and replayed; per-launch times come from graphs of one launch each.
 // FLOPs: 2·T·K·(2I·D + D·I) (the expert GEMMs; routing is ~1%).
 //
-// The tensor-core grouped GEMMs also run at other B prefetch depths (grouped/pN) beside the default.
+// The tensor-core grouped GEMMs also run at other B prefetch depths (grouped/pN) and as the tiled kernel
+// (grouped/<tiling tag>, MoeOptions.groupedTiling) beside the default. A third argument (or MOE_BENCH_RUNS)
+// keeps only the runs whose label contains one of its comma-separated words (the token loop, the reference, and
+// the default grouped kernel, the baseline, always run), e.g. "grouped/m" (every tiling) or "m64k64s3l,m32k64".
 //
-//   npm run build && node dist/bench/moe-prefill.js [tokens=512,2048] [replays=5]
+//   npm run build && node dist/bench/moe-prefill.js [tokens=512,2048] [replays=5] [runs]
 
 import { type DeviceFill, deviceFill } from "../src/engine/device-random.js";
-import { emitMoeExperts, GROUPED_B_PREFETCH, type MoePath, STREAM_MAX_TOKENS, type StreamTiling } from "../src/codegen/moe.js";
+import {
+  emitMoeExperts, GROUPED_B_PREFETCH, GROUPED_TILING, type GroupedTiling, groupedTilingTag, type MoePath, STREAM_MAX_TOKENS, type StreamTiling,
+} from "../src/codegen/moe.js";
 import { evalSize, type NodeKernels } from "../src/lower/kernel.js";
 import { type DType } from "../src/ir/dtype.js";
 import { tensorFromBytes } from "../src/ir/host-tensor.js";
@@ -39,7 +44,10 @@ const ALIGN = 256;
 const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
 
 async function main(): Promise<void> {
-  const [tokensArg = "512,2048", replaysArg = "5"] = process.argv.slice(2);
+  const [tokensArg = "512,2048", replaysArg = "5", runsArg = process.env["MOE_BENCH_RUNS"] ?? ""] = process.argv.slice(2);
+  const runFilter = runsArg.split(",").filter((w) => w !== "");
+  // the token loop (the reference) and the default grouped kernel (the baseline) always run
+  const wanted = (label: string) => label === "token-loop" || label === "grouped" || runFilter.length === 0 || runFilter.some((w) => label.includes(w));
   const tokenCounts = tokensArg.split(",").map(Number);
   const replays = Number(replaysArg);
   const maxT = Math.max(...tokenCounts);
@@ -55,6 +63,11 @@ async function main(): Promise<void> {
   ];
   // B prefetch depths of the tensor-core grouped GEMMs, timed beside the default GROUPED_B_PREFETCH
   const GROUPED_VARIANTS = [1, 4, 8].filter((p) => p !== GROUPED_B_PREFETCH);
+  // the tiled tensor-core grouped GEMMs (unmeasured options), timed beside the default kernel
+  const TILED: readonly Partial<GroupedTiling>[] = [
+    {}, { dequant: "byte" }, { minBlocks: 3 }, { bm: 32 }, { bm: 32, dequant: "byte" }, { bk: 32 }, { bm: 32, bk: 32 }, { aStages: 2 }, { aStages: 4 },
+  ];
+  const tiledKey = (v: Partial<GroupedTiling>) => `grouped/${groupedTilingTag({ ...GROUPED_TILING, ...v }).slice(1)}`;
   // one kernel set per path, and per bucket for the stream variant (its tiles follow the bucket)
   const sets = new Map<string, NodeKernels>();
   const setKey = (p: MoePath, tokens: number) => (p === "stream" ? `stream@${bucketOf(tokens)}` : p);
@@ -63,16 +76,20 @@ async function main(): Promise<void> {
     for (const p of ["token-loop", "grouped", "stream"] as const) {
       if (p === "stream" && t > streamLimit) continue;
       const key = setKey(p, t);
-      if (!sets.has(key)) sets.set(key, emitMoeExperts(node, p === "stream" ? { tokens: bucketOf(t) } : bounds, { path: p }));
+      if (!sets.has(key) && wanted(p)) sets.set(key, emitMoeExperts(node, p === "stream" ? { tokens: bucketOf(t) } : bounds, { path: p }));
     }
     for (const p of GROUPED_VARIANTS) {
       const key = `grouped/p${p}`;
-      if (!sets.has(key)) sets.set(key, emitMoeExperts(node, bounds, { path: "grouped", groupedPrefetch: p }));
+      if (!sets.has(key) && wanted(key)) sets.set(key, emitMoeExperts(node, bounds, { path: "grouped", groupedPrefetch: p }));
+    }
+    for (const v of TILED) {
+      const key = tiledKey(v);
+      if (!sets.has(key) && wanted(key)) sets.set(key, emitMoeExperts(node, bounds, { path: "grouped", groupedTiling: v }));
     }
     if (t <= streamLimit) {
       for (const v of VARIANTS) {
         const key = `${setKey("stream", t)}/${v.name}`;
-        if (!sets.has(key)) sets.set(key, emitMoeExperts(node, { tokens: bucketOf(t) }, { path: "stream", streamTiling: v.tiling }));
+        if (!sets.has(key) && wanted(`stream/${v.name}`)) sets.set(key, emitMoeExperts(node, { tokens: bucketOf(t) }, { path: "stream", streamTiling: v.tiling }));
       }
     }
   }
@@ -107,7 +124,9 @@ async function main(): Promise<void> {
 
   const loaded = new Map<string, Kernel[]>();
   for (const [key, ks] of sets) {
-    loaded.set(key, (await loadKernels(device, ks.launches.map((l) => ({ name: l.kernel.name, source: l.kernel.source, entry: l.kernel.entry })), { cache: false })).kernels as Kernel[]);
+    const kernels = (await loadKernels(device, ks.launches.map((l) => ({ name: l.kernel.name, source: l.kernel.source, entry: l.kernel.entry })), { cache: false })).kernels as Kernel[];
+    ks.launches.forEach((l, i) => { if (l.sharedBytes > 48 * 1024) kernels[i]!.setMaxDynamicSharedBytes(l.sharedBytes); });
+    loaded.set(key, kernels);
   }
   const launchers = (key: string, tokens: number): ((stream?: Stream) => void)[] => {
     const ks = sets.get(key)!;
@@ -164,7 +183,9 @@ async function main(): Promise<void> {
         { label: p, path: p, key: setKey(p, tokens) },
         ...(p === "stream" ? VARIANTS.map((v) => ({ label: `stream/${v.name}`, path: p, key: `${setKey(p, tokens)}/${v.name}` })) : []),
         ...(p === "grouped" ? GROUPED_VARIANTS.map((v) => ({ label: `grouped/p${v}`, path: p, key: `grouped/p${v}` })) : []),
-      ]);
+        ...(p === "grouped" ? TILED.map((v) => ({ label: tiledKey(v), path: p, key: tiledKey(v) })) : []),
+      ])
+      .filter((r) => sets.has(r.key) && wanted(r.label));
     for (const { label, path: p, key } of runs) {
       const ls = launchers(key, tokens);
       arena.view(outOff, outBytes).fill(0xff);
@@ -177,7 +198,7 @@ async function main(): Promise<void> {
       const per = ls.map((l) => graphMs((s) => l(s), n));
       const names = sets.get(key)!.launches.map((l) => l.kernel.entry.split("_")[1]!);
       console.log(
-        `tokens ${String(tokens).padStart(5)}  ${label.padEnd(10)}  ${ms.toFixed(3).padStart(9)} ms  ${(flop / ms / 1e9).toFixed(1).padStart(6)} TFLOP/s  ` +
+        `tokens ${String(tokens).padStart(5)}  ${label.padEnd(18)}  ${ms.toFixed(3).padStart(9)} ms  ${(flop / ms / 1e9).toFixed(1).padStart(6)} TFLOP/s  ` +
           `${((touched(tokens) * expertBytes) / ms / 1e6).toFixed(0).padStart(5)} GB/s  (${per.map((v, i) => `${names[i]} ${v.toFixed(3)}`).join(", ")})`,
       );
     }

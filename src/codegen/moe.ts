@@ -149,6 +149,89 @@ export interface MoeOptions {
   readonly streamTiling?: Partial<StreamTiling>;
   /** Override the tensor-core grouped GEMMs' B tiles in flight (a tuning hook for benchmarks); default GROUPED_B_PREFETCH. */
   readonly groupedPrefetch?: number;
+  /**
+   * Tensor-core grouped GEMMs as the tiled kernel (a tuning hook for benchmarks, unmeasured): fields left out take
+   * GROUPED_TILING's. Without it the grouped path keeps its measured kernel (64×128×32, B prefetch groupedPrefetch).
+   */
+  readonly groupedTiling?: Partial<GroupedTiling>;
+}
+
+/**
+ * The tiled tensor-core grouped GEMMs: BM × 128 × BK block tiles (8 warps as 2 × 4; BK = 64 reads a whole 16-byte
+ * MXFP4 block and its scale per thread and k-tile), an A cp.async ring of aStages, two B stages in padded shared rows
+ * (dynamic shared memory), MXFP4 dequantized per byte (mx_dequant2, as the measured kernel) or by prmt table look-up
+ * ("lut": the same bits, see mxfp4LutDequant8), and `minBlocks` for __launch_bounds__ (0: none).
+ */
+export interface GroupedTiling {
+  readonly bm: 32 | 64;
+  readonly bk: 32 | 64;
+  readonly aStages: 2 | 3 | 4;
+  readonly dequant: "byte" | "lut";
+  readonly minBlocks: number;
+}
+export const GROUPED_TILING: GroupedTiling = { bm: 64, bk: 64, aStages: 3, dequant: "lut", minBlocks: 0 };
+
+/** Dynamic shared memory of a tiled grouped GEMM: A stages of BM rows and two B stages of 128, rows of BK + 8 elements. */
+export function groupedSharedBytes(t: GroupedTiling): number {
+  return 2 * (t.bk + 8) * (t.aStages * t.bm + 2 * GROUPED_BN_MMA);
+}
+
+/** The tiled kernel's name suffix: m{bm}k{bk}s{aStages}, l(ut) or b(yte), and b{minBlocks} when set. */
+export function groupedTilingTag(t: GroupedTiling): string {
+  return `_m${t.bm}k${t.bk}s${t.aStages}${t.dequant === "lut" ? "l" : "b"}${t.minBlocks > 0 ? `b${t.minBlocks}` : ""}`;
+}
+
+/**
+ * prmt selectors of the "lut" MXFP4 dequantization (moe-grouped.cu.njk's mx_make_lut / mx_dequant8 render these, and
+ * mxfp4LutDequant8 models them). prmt.b32 d, a, b, c: byte i of d is byte c[4i+2 : 4i] of {b, a} (a = bytes 0..3),
+ * its msb replicated when c[4i+3] is set (no selector here sets it).
+ */
+export const MXFP4_LUT = {
+  /** the low / high bytes of the magnitudes' pairs v01, v23 (bytes lo(v0) hi(v0) lo(v1) hi(v1), …) → tables of 4 */
+  tableLo: 0x6420,
+  tableHi: 0x7531,
+  /** a word's 8 magnitudes as 8 selector nibbles (bit 3 of each code, its sign, cleared) */
+  magMask: 0x77777777,
+  /** the sign bits of codes 4h .. 4h + 3 (bits 3 of w << 4 and of w, per byte) → the msbs of bytes 0..3, for h = 0, 1 */
+  sign: [0x5140, 0x7362],
+  /** the mask of those msbs */
+  signBits: 0x80808080,
+  /** low and high bytes of codes 4h .. 4h + 3 → the packed pairs (4h, 4h + 1) and (4h + 2, 4h + 3) */
+  interleave: [0x5140, 0x7362],
+} as const;
+
+/** prmt.b32 in its default mode, exactly (PTX ISA): see MXFP4_LUT. */
+export function prmt(a: number, b: number, c: number): number {
+  let d = 0;
+  for (let i = 0; i < 4; i++) {
+    const sel = (c >>> (4 * i)) & 15;
+    const src = sel & 7;
+    let byte = src < 4 ? (a >>> (8 * src)) & 0xff : (b >>> (8 * (src - 4))) & 0xff;
+    if (sel & 8) byte = byte & 0x80 ? 0xff : 0;
+    d |= byte << (8 * i);
+  }
+  return d >>> 0;
+}
+
+/**
+ * The model of mx_make_lut + mx_dequant8: `pairs` = the packed dequantized pairs of the positive codes (0,1), (2,3),
+ * (4,5), (6,7) (mx_dequant2 of bytes 0x10, 0x32, 0x54, 0x76), `nan` = the scale is 255; word w (8 codes) → 4 pairs.
+ */
+export function mxfp4LutDequant8(w: number, pairs: readonly [number, number, number, number], nan: boolean): [number, number, number, number] {
+  const L = MXFP4_LUT;
+  const [v01, v23, v45, v67] = pairs;
+  const lo0 = prmt(v01, v23, L.tableLo), hi0 = prmt(v01, v23, L.tableHi), lo1 = prmt(v45, v67, L.tableLo), hi1 = prmt(v45, v67, L.tableHi);
+  const sgn = nan ? 0 : L.signBits;
+  const sel = (w & L.magMask) >>> 0, w4 = (w << 4) >>> 0;
+  const out: number[] = [];
+  for (let h = 0; h < 2; h++) {
+    const sh = h === 0 ? sel : sel >>> 16;
+    const lo = prmt(lo0, lo1, sh), hi = prmt(hi0, hi1, sh);
+    const sg = prmt(w4, w, L.sign[h]!);
+    const hs = ((sg & sgn) | (hi & ~sgn)) >>> 0;
+    out.push(prmt(lo, hs, L.interleave[0]), prmt(lo, hs, L.interleave[1]));
+  }
+  return out as [number, number, number, number];
 }
 
 /** The stream variant's tiles: rows per tile, 8-column groups per warp, A stages, blocks per SM, B chunks in flight. */
@@ -245,7 +328,12 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
     sharedBytes: 0,
     args: [input(0), input(1), input(2), scratch(0), scratch(1)],
   };
-  if (path === "grouped") return emitGrouped(s, ctx, route, { typeTag, base: `${base}${epTag}`, constTag }, undefined, opts.groupedPrefetch ?? GROUPED_B_PREFETCH);
+  if (path === "grouped") {
+    const tiling = opts.groupedTiling ? { ...GROUPED_TILING, ...opts.groupedTiling } : undefined;
+    if (tiling && s.dtype === "f32") fail(node, `groupedTiling applies to the tensor-core grouped GEMMs (bf16/f16 activations)`);
+    if (tiling && opts.groupedPrefetch !== undefined) fail(node, `groupedTiling's kernel loads B one k-tile ahead; groupedPrefetch applies to the default kernel only`);
+    return emitGrouped(s, ctx, route, { typeTag, base: `${base}${epTag}`, constTag }, undefined, opts.groupedPrefetch ?? GROUPED_B_PREFETCH, tiling);
+  }
   if (path === "stream") {
     if (!s.mxfp4 || s.dtype === "f32") fail(node, `the stream path takes MXFP4 experts with bf16/f16 activations`);
     const logits = logitsLaunch(s, ctx, { typeTag, routeThreads, routeVec, bound: dimBound(s.t, bounds) }, 7);
@@ -275,6 +363,16 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
   };
 }
 
+function checkTiling(t: GroupedTiling): void {
+  const bad = (what: string) => { throw new Error(`tsgc codegen: moeExperts: groupedTiling ${JSON.stringify(t)}: ${what}`); };
+  if (t.bm !== 32 && t.bm !== 64) bad(`bm must be 32 or 64`);
+  if (t.bk !== 32 && t.bk !== 64) bad(`bk must be 32 or 64`);
+  if (![2, 3, 4].includes(t.aStages)) bad(`aStages must be 2, 3 or 4`);
+  if (t.dequant !== "byte" && t.dequant !== "lut") bad(`dequant must be "byte" or "lut"`);
+  if (!(Number.isInteger(t.minBlocks) && t.minBlocks >= 0 && t.minBlocks <= 8)) bad(`minBlocks must be an integer in [0, 8]`);
+  if (groupedSharedBytes(t) > 227 * 1024) bad(`needs ${groupedSharedBytes(t)} bytes of shared memory (at most 227 KiB)`);
+}
+
 /** The router logits launch of the stream path: scratch `into` = f32 [T, E]. */
 function logitsLaunch(s: MoeSpec, ctx: Record<string, unknown>, o: { typeTag: string; routeThreads: number; routeVec: number; bound: number }, into: number): KernelLaunch {
   const lt = Math.min(8, o.bound);
@@ -298,22 +396,26 @@ function emitGrouped(
   s: MoeSpec, ctx: Record<string, unknown>, first: KernelLaunch, tags: { typeTag: string; base: string; constTag: string },
   stream: StreamTiling | undefined,
   bpf: number,
+  tiled?: GroupedTiling,
 ): NodeKernels {
   if (!(Number.isInteger(bpf) && bpf >= 1 && bpf <= 16)) throw new Error(`tsgc codegen: moeExperts: B prefetch depth ${bpf} must be an integer in [1, 16]`);
+  if (tiled) checkTiling(tiled);
   const { typeTag, base, constTag } = tags;
   const mma = s.dtype !== "f32";
   const variant = stream ? "stream" : mma ? "mma" : "simt";
-  const bm = stream ? stream.bm : GROUPED_BM;
+  const bm = stream ? stream.bm : tiled ? tiled.bm : GROUPED_BM;
   const bn = stream ? 64 * stream.nj : mma ? GROUPED_BN_MMA : GROUPED_BN_SIMT;
-  const tiling = stream ? `_m${bm}n${stream.nj}p${stream.pf}` : variant === "mma" ? `_p${bpf}` : "";
-  const gctx = { ...ctx, bm, stages: 3, variant, bpf, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), selects: stream !== undefined };
+  const tiling = stream ? `_m${bm}n${stream.nj}p${stream.pf}` : tiled ? groupedTilingTag(tiled) : variant === "mma" ? `_p${bpf}` : "";
+  const gemmShared = tiled ? groupedSharedBytes(tiled) : 0;
+  const tiledCtx = tiled ? { tiled: true, bk: tiled.bk, aStages: tiled.aStages, dequant: tiled.dequant, minBlocks: tiled.minBlocks, lut: MXFP4_LUT } : { tiled: false };
+  const gctx = { ...ctx, bm, stages: 3, variant, bpf, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), ...tiledCtx, selects: stream !== undefined };
   const input = (index: number): ArgBinding => ({ kind: "input", index });
   const scratch = (index: number): ArgBinding => ({ kind: "scratch", index });
-  const launch = (stage: string, entry: string, grid: KernelLaunch["grid"], block: number, args: ArgBinding[]): KernelLaunch => ({
-    kernel: { name: entry, family: "moe", source: renderTemplate("moe-grouped.cu.njk", { ...gctx, entry, stage }), entry },
+  const launch = (stage: string, entry: string, grid: KernelLaunch["grid"], block: number, args: ArgBinding[], sharedBytes = 0): KernelLaunch => ({
+    kernel: { name: entry, family: "moe", source: renderTemplate("moe-grouped.cu.njk", { ...gctx, entry, stage, kTail: tiled !== undefined && (stage === "gateup" ? s.d : s.inter) % tiled.bk !== 0 }), entry },
     grid,
     block: [block, 1, 1],
-    sharedBytes: 0,
+    sharedBytes,
     args,
   });
   const pairs = sizeExpr([s.t], s.k);
@@ -331,10 +433,10 @@ function emitGrouped(
     ]);
   const gateup = launch("gateup", `moe_ggateup_${variant}_${typeTag}_${base}_${constTag}${tiling}`, [constSize(Math.ceil((2 * s.inter) / bn)), rowTiles, constSize(1)], 256, [
     input(0), scratch(4), scratch(2), scratch(3), input(3), input(4), input(5), scratch(5),
-  ]);
+  ], gemmShared);
   const down = launch("down", `moe_gdown_${variant}_${typeTag}_${base}${tiling}`, [constSize(Math.ceil(s.d / bn)), rowTiles, constSize(1)], 256, [
     scratch(5), scratch(4), scratch(2), scratch(3), scratch(1), input(6), input(7), input(8), scratch(6),
-  ]);
+  ], gemmShared);
   const combine = launch("combine", `moe_combine_${s.dtype}_d${s.d}k${s.k}${s.ep ? "_ep" : ""}`, [constSize(Math.ceil(s.d / 256)), sizeExpr([s.t]), constSize(1)], 256, s.ep ? [scratch(6), scratch(0), { kind: "output" }] : [scratch(6), { kind: "output" }]);
   return {
     launches: [first, bucket, gateup, down, combine],

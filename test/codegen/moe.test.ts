@@ -7,7 +7,8 @@
 import { describe, expect, it } from "vitest";
 import { evalSize, type NodeKernels } from "../../src/lower/kernel.js";
 import {
-  emitMoeExperts, GROUPED_BM, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, moePath, MXFP4_DOWN_ROWS, MXFP4_GATEUP_PAIRS, STREAM_MAX_TOKENS, STREAM_MIN_TOKENS, streamTiling,
+  emitMoeExperts, GROUPED_BM, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, GROUPED_TILING, type GroupedTiling, groupedSharedBytes, moePath, MXFP4_DOWN_ROWS,
+  MXFP4_GATEUP_PAIRS, mxfp4LutDequant8, prmt, STREAM_MAX_TOKENS, STREAM_MIN_TOKENS, streamTiling,
 } from "../../src/codegen/moe.js";
 import { decodeE2m1, decodeE8m0, type DType, roundTo } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom, tensorFromBytes, tensorToBytes } from "../../src/ir/host-tensor.js";
@@ -172,6 +173,137 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
   });
 });
 
+/** Tiled grouped-GEMM variants the tests cover (the benchmark times these beside the default kernel). */
+const TILED_VARIANTS: readonly Partial<GroupedTiling>[] = [
+  {}, { dequant: "byte" }, { bm: 32 }, { bk: 32 }, { bm: 32, bk: 32 }, { minBlocks: 3 }, { aStages: 2 }, { aStages: 4, bm: 32 },
+];
+
+describe("moeExperts tiled grouped GEMMs (pure)", () => {
+  const node = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" });
+  it("are opt-in: without groupedTiling the measured kernel (64-row tiles, B prefetch in its name, static shared memory) stays", () => {
+    const k = emitMoeExperts(node, PREFILL);
+    expect(k.launches[2]!.kernel.entry).toMatch(/_p1$/);
+    expect(k.launches[2]!.kernel.source).not.toContain("mt_smem");
+    expect(k.launches.every((l) => l.sharedBytes === 0)).toBe(true);
+  });
+
+  it("encode the tiling in the names, size dynamic shared memory, and cut row tiles of bm for the bucket and grids", () => {
+    for (const v of TILED_VARIANTS) {
+      const t = { ...GROUPED_TILING, ...v };
+      const k = emitMoeExperts(node, PREFILL, { groupedTiling: v });
+      const tag = `_m${t.bm}k${t.bk}s${t.aStages}${t.dequant === "lut" ? "l" : "b"}${t.minBlocks ? `b${t.minBlocks}` : ""}`;
+      expect(k.launches[2]!.kernel.entry).toMatch(new RegExp(`^moe_ggateup_mma_bf16_\\w+_e32k4d2880i2880_40e00000_3fd9db23${tag}$`));
+      expect(k.launches[3]!.kernel.entry).toMatch(new RegExp(`^moe_gdown_mma_bf16_\\w+_e32k4d2880i2880${tag}$`));
+      expect(k.launches[1]!.kernel.entry).toBe(`moe_bucket_e32k4_m${t.bm}`);
+      const smem = 2 * (t.bk + 8) * (t.aStages * t.bm + 2 * 128);
+      expect(groupedSharedBytes(t)).toBe(smem);
+      expect(k.launches.map((l) => l.sharedBytes)).toEqual([0, 0, smem, smem, 0]);
+      for (const n of [17, 256, 2048]) {
+        const rowTiles = Math.ceil((4 * n) / t.bm) + 32;
+        expect(k.launches.slice(2, 4).map((l) => l.grid.map((g) => evalSize(g, { tokens: n })))).toEqual([[45, rowTiles, 1], [23, rowTiles, 1]]);
+      }
+      const src = k.launches[2]!.kernel.source;
+      expect(src).toContain(`#define BM ${t.bm}`);
+      expect(src).toContain(`#define BK ${t.bk}`);
+      expect(src).toContain(`#define AST ${t.aStages}`);
+      expect(src).toContain("extern __shared__");
+      expect(src.includes("mx_dequant8(")).toBe(t.dequant === "lut");
+      expect(src).toContain(t.minBlocks ? `__launch_bounds__(256, ${t.minBlocks})` : "__launch_bounds__(256)");
+      expect(src).not.toMatch(/#include\s*</);
+      // 2880 = 45 k-tiles of 64: no partial last k-tile
+      expect(src).not.toContain("t * KB + sub < GKB");
+    }
+    // a K of 3 MXFP4 blocks (intermediate 96) leaves down a partial last 64-value k-tile: guarded loads
+    const odd = emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 320, inter: 96, e: 8, k: 4, format: "mxfp4" }), PREFILL, { groupedTiling: {} });
+    expect(odd.launches[3]!.kernel.source).toContain("t * KB + sub < GKB");
+    expect(odd.launches[2]!.kernel.source).not.toContain("t * KB + sub < GKB");
+  });
+
+  it("reject f32 activations, a B prefetch depth, and tilings out of range, naming the node or the tiling", () => {
+    expect(() => emitMoeExperts(moeNode({ dtype: "f32", t: "tokens", ...MOE_20B, format: "mxfp4" }), PREFILL, { groupedTiling: {} })).toThrow(/moeExperts \(mxfp4, x f32.*groupedTiling applies to the tensor-core/);
+    expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: {}, groupedPrefetch: 4 })).toThrow(/groupedPrefetch applies to the default kernel only/);
+    expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { bm: 16 as 32 } })).toThrow(/groupedTiling .*bm must be 32 or 64/);
+    expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { bk: 128 as 64 } })).toThrow(/bk must be 32 or 64/);
+    expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { minBlocks: 1.5 } })).toThrow(/minBlocks/);
+  });
+});
+
+// ---- the "lut" MXFP4 dequantization against the byte path's formula (mx_dequant2), bit for bit ---------------
+
+/** bf16 bits → value. */
+function bf16Value(h: number): number {
+  return new Float32Array(new Uint32Array([(h & 0xffff) << 16]).buffer)[0]!;
+}
+/** An exact value → bf16 bits, rounded to nearest even (subnormals kept, overflow to infinity). */
+function bf16Round(v: number): number {
+  if (Number.isNaN(v)) return 0x7fff;
+  const sign = v < 0 || Object.is(v, -0) ? 0x8000 : 0;
+  const a = Math.abs(v);
+  if (a === 0) return sign;
+  let e = Math.floor(Math.log2(a));
+  while (2 ** e > a) e--;
+  while (2 ** (e + 1) <= a) e++;
+  const ulp = 2 ** (Math.max(e, -126) - 7);
+  const q = a / ulp;
+  const fl = Math.floor(q);
+  const r = q - fl > 0.5 || (q - fl === 0.5 && fl % 2 === 1) ? fl + 1 : fl;
+  const out = r * ulp;
+  if (out >= 2 ** 128) return sign | 0x7f80;
+  return sign | (new Uint32Array(new Float32Array([out]).buffer)[0]! >>> 16);
+}
+/** fma.rn.bf16x2 d = a·b + (−0), lane by lane (the products are exact in f64); NaN → the canonical 0x7fff. */
+function mulBf16x2(a: number, b: number): number {
+  const lane = (x: number, y: number) => {
+    const p = bf16Value(x) * bf16Value(y);
+    return Number.isNaN(p) ? 0x7fff : p === 0 ? (Object.is(p, -0) ? 0x8000 : 0) : bf16Round(p);
+  };
+  return (lane(a & 0xffff, b & 0xffff) | (lane(a >>> 16, b >>> 16) << 16)) >>> 0;
+}
+/** moe-grouped.cu.njk's mx_fp4x2_raw, mx_scale_factors and mx_dequant2, transcribed. */
+function mxDequant2(byte: number, s: number): number {
+  const raw = ((Math.imul(byte, 0x40040) & 0x01c001c0) | (Math.imul(byte, 0x1001000) & 0x80008000)) >>> 0;
+  const one = s <= 128 ? (s + 126) << 7 : 0x7e80;
+  const two = s === 255 ? 0x7fc0 : s << 7;
+  const f1 = (one | (one << 16)) >>> 0;
+  const f2 = s <= 128 ? 0 : (two | (two << 16)) >>> 0;
+  let v = mulBf16x2(raw, f1);
+  if (f2 !== 0) v = mulBf16x2(v, f2);
+  return v;
+}
+const isNanBf16 = (h: number) => (h & 0x7f80) === 0x7f80 && (h & 0x7f) !== 0;
+
+describe("MXFP4 prmt-table dequantization (pure)", () => {
+  it("prmt follows PTX: byte selection from {b, a}, msb replication with selector bit 3", () => {
+    expect(prmt(0x33221100, 0x77665544, 0x3210)).toBe(0x33221100);
+    expect(prmt(0x33221100, 0x77665544, 0x7654)).toBe(0x77665544);
+    expect(prmt(0x33221100, 0x77665544, 0x5140)).toBe(0x55114400);
+    expect(prmt(0x80000000, 0x00000000, 0x0b03)).toBe(0x00ff0080);
+    expect(prmt(0x000000ff, 0, 0x8888)).toBe(0xffffffff);
+  });
+
+  it("gives mx_dequant2's bits for every byte value in every position of a word, at every scale (NaN for 255)", () => {
+    const rand = seededRandom(99);
+    for (let s = 0; s < 256; s++) {
+      const pairs = [0x10, 0x32, 0x54, 0x76].map((b) => mxDequant2(b, s)) as [number, number, number, number];
+      for (let byte = 0; byte < 256; byte++) {
+        for (let j = 0; j < 4; j++) {
+          const bytes = [0, 1, 2, 3].map((i) => (i === j ? byte : Math.floor(rand() * 256)));
+          const w = (bytes[0]! | (bytes[1]! << 8) | (bytes[2]! << 16) | (bytes[3]! << 24)) >>> 0;
+          const got = mxfp4LutDequant8(w, pairs, s === 255);
+          for (let i = 0; i < 4; i++) {
+            const want = mxDequant2(bytes[i]!, s);
+            if (s === 255) {
+              expect(isNanBf16(got[i]! & 0xffff) && isNanBf16(got[i]! >>> 16), `s 255 byte ${bytes[i]}`).toBe(true);
+            } else if (got[i] !== want) {
+              expect(got[i]!.toString(16), `scale ${s}, byte ${bytes[i]!.toString(16)} at ${i}`).toBe(want.toString(16));
+            }
+          }
+        }
+      }
+    }
+  });
+});
+
 
 describe("moeExperts stream path, decode sizes (pure)", () => {
   it("gpt-oss-20b bf16 at each decode bucket (its own at 16..128, forced elsewhere): logits, selecting bucket, streamed gate_up and down, combine", () => {
@@ -245,6 +377,17 @@ describeNvrtc("moeExperts kernels compile (NVRTC)", () => {
       emitMoeExperts(moeNode({ dtype: "f32", t: "tokens", d: 64, inter: 32, e: 4, k: 2, format: "mxfp4" }), PREFILL),
     ];
     expect(await compileNodeKernels(kernels)).toBe(25);
+  });
+
+  it("tiled grouped GEMMs: each variant for gpt-oss-20b bf16, the reduced model in f16, and a K with a partial last k-tile", async () => {
+    const kernels: NodeKernels[] = [
+      ...TILED_VARIANTS.map((v) => emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), PREFILL, { groupedTiling: v })),
+      ...[{}, { dequant: "byte" as const }, { bk: 32 as const, bm: 32 as const }].map((v) =>
+        emitMoeExperts(moeNode({ dtype: "f16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "mxfp4", bias: "f16" }), PREFILL, { groupedTiling: v })),
+      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 320, inter: 96, e: 8, k: 4, format: "mxfp4" }), PREFILL, { groupedTiling: {} }),
+    ];
+    // route and combine are shared; gate_up and down per variant; bucket per bm
+    expect(await compileNodeKernels(kernels)).toBeGreaterThanOrEqual(2 * TILED_VARIANTS.length + 2 * 4);
   });
 
 
@@ -506,6 +649,37 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
         expectClose(g, r, c.dtype === "f32" ? 1e-5 : 1e-2, what);
         const key = `grouped mxfp4 ${c.dtype}`;
         worst[key] = Math.max(worst[key] ?? 0, relErr(g, r));
+      }
+    }, 300_000);
+  }
+
+  // the tiled variants at awkward counts; hidden 320 / intermediate 96 (3 MXFP4 blocks) gives down a partial last
+  // 64-value k-tile and gate_up a partial column tile (192 rows)
+  const tiledCases: { dtype: DType; bias?: DType; d: number; inter: number; variants: readonly Partial<GroupedTiling>[]; tokens: readonly number[] }[] = [
+    { dtype: "bf16", d: 256, inter: 128, variants: TILED_VARIANTS, tokens: [17, 100, 255] },
+    { dtype: "bf16", d: 320, inter: 96, variants: [{}, { bk: 32 }, { bm: 32, dequant: "byte" }], tokens: [17, 255] },
+    { dtype: "f16", bias: "f16", d: 256, inter: 128, variants: [{}, { dequant: "byte" }, { bm: 32, bk: 32 }], tokens: [17, 100] },
+  ];
+  for (const c of tiledCases) {
+    it(`tiled grouped GEMMs, MXFP4 ${c.dtype} (hidden ${c.d}, intermediate ${c.inter}), ${c.variants.length} tilings at ${c.tokens.join(", ")} tokens against the interpreter`, async () => {
+      const node = moeNode({ dtype: c.dtype, t: "tokens", d: c.d, inter: c.inter, e: 8, k: 4, format: "mxfp4", ...(c.bias ? { bias: c.bias } : {}) });
+      for (const n of c.tokens) {
+        const sym = { tokens: n };
+        const inputs = randomInputs(node, sym, 29 * n + c.d);
+        const ref = interpretNode(node, { inputs: Object.fromEntries(MXFP4_NAMES.map((name, i) => [name, inputs[i]!])) }, sym);
+        const skip = nearTies(inputs, c.dtype, c.d, 8, 4, n);
+        const base = dropRows(await runNodeKernels(node, emitMoeExperts(node, PREFILL), inputs, sym), skip, c.d);
+        for (const v of c.variants) {
+          const kernels = emitMoeExperts(node, PREFILL, { groupedTiling: v });
+          const gpu = await runNodeKernels(node, kernels, inputs, sym);
+          const what = `tiled ${kernels.launches[2]!.kernel.entry.split("_").pop()} mxfp4 ${c.dtype} d${c.d} tokens=${n} (${skip.size} near-tie rows left out)`;
+          const [g, r] = [dropRows(gpu, skip, c.d), dropRows(ref, skip, c.d)];
+          expectClose(g, r, 1e-2, what);
+          // the same weights, roundings and routing as the default kernel: only the mma's k order differs
+          expectClose(g, base, 1e-2, `${what} vs the default grouped kernel`);
+          const key = `tiled grouped mxfp4 ${c.dtype}`;
+          worst[key] = Math.max(worst[key] ?? 0, relErr(g, r));
+        }
       }
     }, 300_000);
   }
