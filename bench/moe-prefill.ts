@@ -6,8 +6,8 @@
 // (route .. combine) and replayed; per-launch times come from graphs of one launch each.
 // FLOPs: 2·T·K·(2I·D + D·I) (the expert GEMMs; routing is ~1%).
 //
-// The tensor-core grouped GEMMs also run at other B prefetch depths (grouped/pN) and as the tiled kernel
-// (grouped/<tiling tag>, MoeOptions.groupedTiling) beside the default. A third argument (or MOE_BENCH_RUNS)
+// The tensor-core grouped GEMMs also run as the previous kernel (grouped/p1: 64×128×32 tiles, per-byte dequantization)
+// and at other tilings (grouped/<tiling tag>, MoeOptions.groupedTiling) beside the default (GROUPED_TILING). A third argument (or MOE_BENCH_RUNS)
 // keeps only the runs whose label contains one of its comma-separated words (the token loop, the reference, and
 // the default grouped kernel, the baseline, always run), e.g. "grouped/m" (every tiling) or "m64k64s3l,m32k64".
 //
@@ -61,11 +61,11 @@ async function main(): Promise<void> {
     { name: "nj1", tiling: { nj: 1 } },
     { name: "nj4", tiling: { nj: 4, minBlocks: 1 } },
   ];
-  // B prefetch depths of the tensor-core grouped GEMMs, timed beside the default GROUPED_B_PREFETCH
-  const GROUPED_VARIANTS = [1, 4, 8].filter((p) => p !== GROUPED_B_PREFETCH);
-  // the tiled tensor-core grouped GEMMs (unmeasured options), timed beside the default kernel
+  // the previous tensor-core grouped GEMMs (64×128×32, per-byte dequantization) at B prefetch depth GROUPED_B_PREFETCH: the baseline
+  const GROUPED_VARIANTS = [GROUPED_B_PREFETCH];
+  // other tilings of the tiled grouped GEMMs (the default is GROUPED_TILING), timed beside it
   const TILED: readonly Partial<GroupedTiling>[] = [
-    {}, { dequant: "byte" }, { minBlocks: 3 }, { bm: 32 }, { bm: 32, dequant: "byte" }, { bk: 32 }, { bm: 32, bk: 32 }, { aStages: 2 }, { aStages: 4 },
+    { minBlocks: 0 }, { dequant: "byte" }, { bm: 32 }, { bm: 32, dequant: "byte" }, { bk: 32 }, { bm: 32, bk: 32 }, { aStages: 2 }, { aStages: 4 },
   ];
   const tiledKey = (v: Partial<GroupedTiling>) => `grouped/${groupedTilingTag({ ...GROUPED_TILING, ...v }).slice(1)}`;
   // one kernel set per path, and per bucket for the stream variant (its tiles follow the bucket)

@@ -147,12 +147,12 @@ export interface MoeOptions {
   readonly path?: MoePath;
   /** Override the stream variant's tiling (a tuning hook for benchmarks); by default the bound picks it. */
   readonly streamTiling?: Partial<StreamTiling>;
-  /** Override the tensor-core grouped GEMMs' B tiles in flight (a tuning hook for benchmarks); default GROUPED_B_PREFETCH. */
-  readonly groupedPrefetch?: number;
   /**
-   * Tensor-core grouped GEMMs as the tiled kernel (a tuning hook for benchmarks, unmeasured): fields left out take
-   * GROUPED_TILING's. Without it the grouped path keeps its measured kernel (64×128×32, B prefetch groupedPrefetch).
+   * The previous tensor-core grouped GEMMs (64×128×32 tiles, per-byte dequantization) with this many B tiles in flight,
+   * instead of the tiled kernel: the baseline bench/moe-prefill.ts times the tiled one against.
    */
+  readonly groupedPrefetch?: number;
+  /** Override the tiled tensor-core grouped GEMMs' tiling (a tuning hook for benchmarks): fields left out take GROUPED_TILING's. */
   readonly groupedTiling?: Partial<GroupedTiling>;
 }
 
@@ -169,7 +169,13 @@ export interface GroupedTiling {
   readonly dequant: "byte" | "lut";
   readonly minBlocks: number;
 }
-export const GROUPED_TILING: GroupedTiling = { bm: 64, bk: 64, aStages: 3, dequant: "lut", minBlocks: 0 };
+/**
+ * The tiled grouped GEMMs' default tiling. Measured on an H200 (bench/moe-prefill.ts, one gpt-oss-20b layer, bench/NOTES.md
+ * Run 6): 0.484 ms at 256 tokens, 0.745 at 512, 2.112 at 2048, against 0.596, 0.901 and 2.534 for the previous kernel
+ * (64×128×32, per-byte dequantization); BM 32 and BK 32 were slower, A stages 2–4 and per-byte dequantization
+ * within 5%, and 3 blocks per SM (80 registers) the fastest.
+ */
+export const GROUPED_TILING: GroupedTiling = { bm: 64, bk: 64, aStages: 3, dequant: "lut", minBlocks: 3 };
 
 /** Dynamic shared memory of a tiled grouped GEMM: A stages of BM rows and two B stages of 128, rows of BK + 8 elements. */
 export function groupedSharedBytes(t: GroupedTiling): number {
@@ -329,9 +335,10 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
     args: [input(0), input(1), input(2), scratch(0), scratch(1)],
   };
   if (path === "grouped") {
-    const tiling = opts.groupedTiling ? { ...GROUPED_TILING, ...opts.groupedTiling } : undefined;
-    if (tiling && s.dtype === "f32") fail(node, `groupedTiling applies to the tensor-core grouped GEMMs (bf16/f16 activations)`);
-    if (tiling && opts.groupedPrefetch !== undefined) fail(node, `groupedTiling's kernel loads B one k-tile ahead; groupedPrefetch applies to the default kernel only`);
+    if (opts.groupedTiling && s.dtype === "f32") fail(node, `groupedTiling applies to the tensor-core grouped GEMMs (bf16/f16 activations)`);
+    if (opts.groupedTiling && opts.groupedPrefetch !== undefined) fail(node, `groupedTiling's kernel loads B one k-tile ahead; groupedPrefetch applies to the previous kernel only`);
+    // f32 activations take the SIMT GEMMs; groupedPrefetch asks for the previous tensor-core kernel
+    const tiling = s.dtype === "f32" || opts.groupedPrefetch !== undefined ? undefined : { ...GROUPED_TILING, ...opts.groupedTiling };
     return emitGrouped(s, ctx, route, { typeTag, base: `${base}${epTag}`, constTag }, undefined, opts.groupedPrefetch ?? GROUPED_B_PREFETCH, tiling);
   }
   if (path === "stream") {

@@ -140,7 +140,8 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
       expect(k.scratchBytes.map((s) => evalSize(s, sym))).toEqual([t * 16, t * 16, 16, t * 4 * 16, t * 16, t * 4 * 2880 * 2, t * 4 * 2880 * 2]);
     }
     expect(k.launches.map((l) => l.block[0])).toEqual([1024, 1024, 256, 256, 256]);
-    expect(k.launches.every((l) => l.sharedBytes === 0)).toBe(true);
+    // the tiled GEMMs take dynamic shared memory (more than 48 KiB: the executor opts them in)
+    expect(k.launches.map((l) => l.sharedBytes)).toEqual([0, 0, groupedSharedBytes(GROUPED_TILING), groupedSharedBytes(GROUPED_TILING), 0]);
     expect(k.launches[1]!.args).toEqual([
       { kind: "scratch", index: 0 }, { kind: "scratch", index: 2 }, { kind: "scratch", index: 3 }, { kind: "scratch", index: 4 }, { kind: "i32", value: { dims: ["tokens"], scale: 4, divisor: 1 } },
     ]);
@@ -180,8 +181,11 @@ const TILED_VARIANTS: readonly Partial<GroupedTiling>[] = [
 
 describe("moeExperts tiled grouped GEMMs (pure)", () => {
   const node = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" });
-  it("are opt-in: without groupedTiling the measured kernel (64-row tiles, B prefetch in its name, static shared memory) stays", () => {
-    const k = emitMoeExperts(node, PREFILL);
+  it("are the default; groupedPrefetch asks for the previous kernel (64-row tiles, B prefetch in its name, static shared memory)", () => {
+    const tiled = emitMoeExperts(node, PREFILL);
+    expect(tiled.launches[2]!.kernel.entry).toMatch(/_m64k64s3lb3$/);
+    expect(tiled.launches[2]!.kernel.source).toContain("mt_smem");
+    const k = emitMoeExperts(node, PREFILL, { groupedPrefetch: 1 });
     expect(k.launches[2]!.kernel.entry).toMatch(/_p1$/);
     expect(k.launches[2]!.kernel.source).not.toContain("mt_smem");
     expect(k.launches.every((l) => l.sharedBytes === 0)).toBe(true);
@@ -221,7 +225,7 @@ describe("moeExperts tiled grouped GEMMs (pure)", () => {
 
   it("reject f32 activations, a B prefetch depth, and tilings out of range, naming the node or the tiling", () => {
     expect(() => emitMoeExperts(moeNode({ dtype: "f32", t: "tokens", ...MOE_20B, format: "mxfp4" }), PREFILL, { groupedTiling: {} })).toThrow(/moeExperts \(mxfp4, x f32.*groupedTiling applies to the tensor-core/);
-    expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: {}, groupedPrefetch: 4 })).toThrow(/groupedPrefetch applies to the default kernel only/);
+    expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: {}, groupedPrefetch: 4 })).toThrow(/groupedPrefetch applies to the previous kernel only/);
     expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { bm: 16 as 32 } })).toThrow(/groupedTiling .*bm must be 32 or 64/);
     expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { bk: 128 as 64 } })).toThrow(/bk must be 32 or 64/);
     expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { minBlocks: 1.5 } })).toThrow(/minBlocks/);
