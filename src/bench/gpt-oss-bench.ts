@@ -47,6 +47,8 @@ export interface StepTiming {
   readonly bucket: number;
   /** The same step with programmatic dependent launch off, in the same run (only when the plan launches with it). */
   readonly withoutPdlMs?: number;
+  /** Sampled rows whose logits held NaN or Inf (the sampler's −1): a timing of broken numbers, reported, not hidden. */
+  readonly nonFiniteRows: number;
 }
 
 export interface ProfiledStep {
@@ -231,7 +233,13 @@ export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBench
       const ms = timeGraph(() => exec.launch(STEP_ENTRY, symbols, timing), o.replays);
       const withoutPdlMs = exec.launchesProgrammatically(bucket) ? withoutPdl(() => timeGraph(() => exec.launch(STEP_ENTRY, symbols, timing), o.replays)) : undefined;
       const { floorMs, bound } = floorOf(stepCost(c, batch, kvKeys));
-      decode.push({ batch, ms, tokensPerSecond: (batch * 1e3) / ms, floorMs, ofFloor: floorMs / ms, bound, launches: bucket.launches.length, bucket: bucket.bounds["tokens"]!, ...(withoutPdlMs !== undefined ? { withoutPdlMs } : {}) });
+      timing.synchronize();
+      const nonFiniteRows = exec.readOutput(STEP_NAMES.tokens).data.filter((t) => t < 0).length;
+      if (nonFiniteRows > 0) say(`warning: at batch ${batch}, ${nonFiniteRows} of ${batch} rows sampled from logits holding NaN or Inf`);
+      decode.push({
+        batch, ms, tokensPerSecond: (batch * 1e3) / ms, floorMs, ofFloor: floorMs / ms, bound, launches: bucket.launches.length, bucket: bucket.bounds["tokens"]!,
+        ...(withoutPdlMs !== undefined ? { withoutPdlMs } : {}), nonFiniteRows,
+      });
     }
 
     let profile: ProfiledStep[] | undefined;

@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { formatGptOssBench, type GptOssBenchResult, type StepTiming } from "../../src/bench/gpt-oss-bench.js";
 
 const step = (batch: number, ms: number, withoutPdlMs?: number): StepTiming => ({
-  batch, ms, tokensPerSecond: (batch * 1e3) / ms, floorMs: 1, ofFloor: 1 / ms, bound: "bytes", launches: 328, bucket: batch,
+  batch, ms, tokensPerSecond: (batch * 1e3) / ms, floorMs: 1, ofFloor: 1 / ms, bound: "bytes", launches: 328, bucket: batch, nonFiniteRows: 0,
   ...(withoutPdlMs !== undefined ? { withoutPdlMs } : {}),
 });
 
