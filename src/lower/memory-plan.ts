@@ -15,7 +15,10 @@
 // Liveness, over step indices 0..last (last = max(steps - 1, 0)), both ends inclusive:
 //   start = 0 if any member of the group is an `input` (the caller fills it before step 0),
 //           else the first step that reads or writes any member (reading before the first write is an error);
-//   end   = last if any member is an `output` (the caller reads it after the last step),
+//   end   = last if any member is an `output` (the caller reads it after the last step) or an `input` (a
+//           call's inputs are intact after it: a CUDA graph replayed without staging them again, as the
+//           benchmarks do, reads the same inputs; when later buffers could reuse an input's space, a replay
+//           read what they left there, and measured routing and KV writes of garbage ids and slots),
 //           else the last step that reads or writes any member.
 //   So a buffer written and read only by one step (scratch) occupies its space during that step. A group
 //   no step touches that is neither input nor output has no lifetime: it conflicts with nothing, sits at the
@@ -425,7 +428,7 @@ function planActivations(
     }
     const firstStep = group.filledByCaller ? 0 : group.firstAccess;
     if (firstStep === undefined) continue; // no step touches it and the caller neither fills nor reads it
-    const lastStepOfGroup = group.readByCaller ? lastStep : Math.max(firstStep, group.lastAccess ?? firstStep);
+    const lastStepOfGroup = group.readByCaller || group.filledByCaller ? lastStep : Math.max(firstStep, group.lastAccess ?? firstStep);
     group.lifetime = { firstStep, lastStep: lastStepOfGroup };
   }
 
