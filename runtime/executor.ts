@@ -402,6 +402,9 @@ export class PlanExecutor {
         buffers.staging.pending = false;
       }
       this.freeEvents.push([started, ended]);
+      // the fed-back copies read pinned memory of the call before: held until this call's work is done, so a
+      // later call that grows that pinned area cannot let it be collected while a queued copy may still read it
+      feed.length = 0;
     }
   }
 

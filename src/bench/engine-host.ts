@@ -1,7 +1,7 @@
 // The serving engine's host cost, measured without a GPU: ServingEngine (and the OpenAI server over it) driven by a
 // fake StepBackend whose "device" takes a modelled time per step and samples deterministic tokens.
 //
-//   node dist/src/bench/engine-host.js [--quick] [--json]
+//   node dist/src/bench/engine-host.js [--quick] [--json] [--no-plan-ahead]
 //
 //   host      engine µs per decode step with a device that takes no time: the scheduler, stepInputs (block tables of
 //             256 × maxBlocksPerSeq per group), sampling settings, completion, detokenization and stream delivery,
@@ -12,8 +12,9 @@
 //   http      output tok/s of 256 streaming /v1/completions clients (SSE on 127.0.0.1, token-id prompts,
 //             return_token_ids) as a share of the same workload through the engine's API, in one process
 //
-// The device model (deviceMs): 2.7 ms a step plus 0.056 ms per decoding sequence plus 0.012 ms per prefill token,
-// about what one H200 takes for gpt-oss-20b (2.76 ms at batch 1, ~15k tok/s at batch 256). The fake device waits by
+// The device model (deviceMs): 2.3 ms a step plus 0.07 ms per decoding sequence plus 0.032 ms per prefill token,
+// about what one H200 takes for gpt-oss-20b (bench/NOTES.md Run 6: 2.34 ms at batch 1, 20.3 ms at batch 256, 68.6 ms
+// for a 2048-token prefill). The fake device waits by
 // polling with setImmediate, as PlanExecutor.runAsync waits for its stream, so the event loop is free meanwhile.
 // Tokens are ordinary text tokens of o200k_harmony (ids 1000 … 50999, a hash of the row's last id and position), so
 // detokenization costs what it costs on real output.
@@ -37,7 +38,7 @@ export interface DeviceModel {
   (tokens: number, seqs: number): number;
 }
 
-export const H200_20B: DeviceModel = (tokens, seqs) => 2.7 + 0.056 * seqs + 0.012 * Math.max(0, tokens - seqs);
+export const H200_20B: DeviceModel = (tokens, seqs) => 2.3 + 0.07 * seqs + 0.032 * Math.max(0, tokens - seqs);
 export const INSTANT: DeviceModel = () => 0;
 
 export interface FakeDeviceStats {
@@ -51,16 +52,22 @@ export interface FakeDeviceStats {
   decodeIdleSteps: number;
 }
 
-/** A backend that "computes" for `model(tokens, seqs)` ms, polling like runAsync, and samples a hash of each row. */
+/**
+ * A backend that "computes" for `model(tokens, seqs)` ms, polling like runAsync, and samples a hash of each row. Like
+ * the GPU it runs steps in order: a step launched while the one before computes (planned ahead, its ids fed back from
+ * that step's samples) starts when it ends.
+ */
 export function fakeBackend(model: DeviceModel, fullSeqs: number): { backend: StepBackend; stats: FakeDeviceStats; reset(): void } {
   const stats: FakeDeviceStats = { steps: 0, decodeSteps: 0, decodeIdleMs: 0, decodeIdleSteps: 0 };
   let lastEnd: number | undefined;
   let lastWasDecode = false;
+  let lastTokens = new Int32Array(0);
   const backend: StepBackend = {
     device: "cuda",
-    async step(inputs: StepInputsView): Promise<StepOutputs> {
-      const launched = performance.now();
-      const ids = inputs["ids"]!.data;
+    feedsBackTokens: true,
+    async step(inputs: StepInputsView, options = {}): Promise<StepOutputs> {
+      const launched = Math.max(performance.now(), lastEnd ?? 0);
+      const ids = options.feedback ? Int32Array.from(options.feedback, (row) => lastTokens[row]!) : inputs["ids"]!.data;
       const positions = inputs["positions"]!.data;
       const rows = inputs["logit_rows"]!.data;
       const seqs = inputs["context_lens"]!.data.length;
@@ -77,9 +84,10 @@ export function fakeBackend(model: DeviceModel, fullSeqs: number): { backend: St
         tokens[r] = 1000 + ((Math.imul(ids[t]! ^ 0x9e3779b9, positions[t]! + 1) >>> 0) % 50000);
       }
       const end = launched + model(ids.length, seqs);
-      while (performance.now() < end) await new Promise<void>((resolve) => setImmediate(resolve));
       lastEnd = end;
       lastWasDecode = decode;
+      lastTokens = tokens;
+      while (performance.now() < end) await new Promise<void>((resolve) => setImmediate(resolve));
       return { tokens, logits: () => new Float64Array(VOCAB) };
     },
     dispose() {},
@@ -111,12 +119,12 @@ export function gptOss20bLayout(maxContext: number): PagedDecoderLayout {
   };
 }
 
-function engineOver(backend: StepBackend, maxContext: number, seqs: number, tokensPerSeq: number): ServingEngine {
+function engineOver(backend: StepBackend, maxContext: number, seqs: number, tokensPerSeq: number, planAhead: boolean): ServingEngine {
   const layout = gptOss20bLayout(maxContext);
   const full = Math.max(seqs * Math.ceil(tokensPerSeq / BLOCK) + 64, layout.maxBlocksPerSeq);
   const sliding = 256 * (Math.ceil(WINDOW / BLOCK) + 1) + Math.ceil(2048 / BLOCK) + 256;
   const info = { name: "fake-gpt-oss-20b", vocabSize: VOCAB, maxContext, tokenizer: "o200k_harmony" as const, eosTokenIds: [], device: "cuda" as const };
-  return new ServingEngine(backend, layout, info, { full, sliding });
+  return new ServingEngine(backend, layout, info, { full, sliding }, { planAhead });
 }
 
 function prompts(n: number, len: number, seed: number): number[][] {
@@ -137,10 +145,10 @@ export interface DecodeMeasure {
  * `seqs` requests of `promptLen` + more than `outputLen` tokens: the mean host time of the steps that decode all of
  * them (with an instant device), and the modelled device's idle time per such step (over `idleOutputLen` of them).
  */
-export async function measureDecode(seqs: number, maxContext: number, promptLen: number, outputLen: number, idleOutputLen: number): Promise<DecodeMeasure> {
+export async function measureDecode(seqs: number, maxContext: number, promptLen: number, outputLen: number, idleOutputLen: number, planAhead = true): Promise<DecodeMeasure> {
   const run = async (model: DeviceModel, out: number, seed: number) => {
     const fake = fakeBackend(model, seqs);
-    const engine = engineOver(fake.backend, maxContext, seqs, promptLen + out);
+    const engine = engineOver(fake.backend, maxContext, seqs, promptLen + out, planAhead);
     const streams = prompts(seqs, promptLen, seed).map((p) => engine.generate({ promptIds: p, maxTokens: out }));
     const consume = streams.map(async (s) => {
       for await (const _ of s);
@@ -170,9 +178,9 @@ export interface HttpMeasure {
 }
 
 /** 256 (or `n`) requests of inputLen + outputLen through the API, then as streaming HTTP clients, on one engine. */
-export async function measureHttp(n: number, inputLen: number, outputLen: number): Promise<HttpMeasure> {
+export async function measureHttp(n: number, inputLen: number, outputLen: number, planAhead = true): Promise<HttpMeasure> {
   const fake = fakeBackend(H200_20B, n);
-  const engine = engineOver(fake.backend, 4096, n, inputLen + outputLen);
+  const engine = engineOver(fake.backend, 4096, n, inputLen + outputLen, planAhead);
   const server = createOpenAiServer(engine, { modelNames: ["fake"], log: () => {} });
   const address = await server.listen(0, "127.0.0.1");
   const agent: HttpAgent = new Agent({ keepAlive: true, maxSockets: n + 8 });
@@ -197,11 +205,12 @@ async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const quick = args.includes("--quick");
   const json = args.includes("--json");
+  const planAhead = !args.includes("--no-plan-ahead");
   const decode: DecodeMeasure[] = [];
-  decode.push(await measureDecode(1, 4096, 1024, quick ? 200 : 1000, quick ? 100 : 300));
-  decode.push(await measureDecode(256, 4096, 1024, quick ? 32 : 128, quick ? 16 : 32));
-  decode.push(await measureDecode(256, 65536, 1024, quick ? 16 : 64, quick ? 8 : 16));
-  const http = await measureHttp(256, 1024, quick ? 64 : 256);
+  decode.push(await measureDecode(1, 4096, 1024, quick ? 200 : 1000, quick ? 100 : 300, planAhead));
+  decode.push(await measureDecode(256, 4096, 1024, quick ? 32 : 128, quick ? 16 : 32, planAhead));
+  decode.push(await measureDecode(256, 65536, 1024, quick ? 16 : 64, quick ? 8 : 16, planAhead));
+  const http = await measureHttp(256, 1024, quick ? 64 : 256, planAhead);
   if (json) {
     process.stdout.write(`${JSON.stringify({ decode, http })}\n`);
     return;
