@@ -60,6 +60,7 @@ async function main(): Promise<void> {
     { name: "pf8", tiling: { pf: 8 } },
     { name: "nj1", tiling: { nj: 1 } },
     { name: "nj4", tiling: { nj: 4, minBlocks: 1 } },
+    { name: "lut", tiling: { dequant: "lut" } },
   ];
   // the previous tensor-core grouped GEMMs (64×128×32, per-byte dequantization) at B prefetch depth GROUPED_B_PREFETCH: the baseline
   const GROUPED_VARIANTS = [GROUPED_B_PREFETCH];

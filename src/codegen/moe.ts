@@ -240,7 +240,11 @@ export function mxfp4LutDequant8(w: number, pairs: readonly [number, number, num
   return out as [number, number, number, number];
 }
 
-/** The stream variant's tiles: rows per tile, 8-column groups per warp, A stages, blocks per SM, B chunks in flight. */
+/**
+ * The stream variant's tiles: rows per tile, 8-column groups per warp, A stages, blocks per SM, B chunks in flight,
+ * and how MXFP4 becomes bf16/f16: per byte (mx_dequant2, the default) or by prmt table look-up per 32-bit word (the
+ * tiled grouped GEMMs' "lut", bit for bit the same values; a tuning option, not yet measured in this kernel).
+ */
 export interface StreamTiling {
   readonly tokens: number;
   readonly bm: 16 | 32 | 64;
@@ -248,6 +252,7 @@ export interface StreamTiling {
   readonly aStages: number;
   readonly minBlocks: number;
   readonly pf: number;
+  readonly dequant: "byte" | "lut";
 }
 
 /**
@@ -269,7 +274,7 @@ export function streamTiling(tokens: number): StreamTiling {
   const bm = tokens <= 16 ? 16 : tokens <= 128 ? 32 : 64;
   // few tokens touch few experts: narrower column tiles keep every SM streaming
   const nj = tokens <= 2 ? 1 : 2;
-  return { tokens, bm, nj, aStages: bm <= 32 ? 3 : 2, minBlocks: bm <= 32 ? 2 : 1, pf: 4 };
+  return { tokens, bm, nj, aStages: bm <= 32 ? 3 : 2, minBlocks: bm <= 32 ? 2 : 1, pf: 4, dequant: "byte" };
 }
 
 /**
@@ -344,7 +349,9 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
   if (path === "stream") {
     if (!s.mxfp4 || s.dtype === "f32") fail(node, `the stream path takes MXFP4 experts with bf16/f16 activations`);
     const logits = logitsLaunch(s, ctx, { typeTag, routeThreads, routeVec, bound: dimBound(s.t, bounds) }, 7);
-    return emitGrouped(s, ctx, logits, { typeTag, base: `${base}${epTag}`, constTag }, { ...streamTiling(dimBound(s.t, bounds)), ...opts.streamTiling }, GROUPED_B_PREFETCH);
+    const tiling = { ...streamTiling(dimBound(s.t, bounds)), ...opts.streamTiling };
+    if (tiling.dequant !== "byte" && tiling.dequant !== "lut") fail(node, `streamTiling.dequant must be "byte" or "lut", got ${JSON.stringify(tiling.dequant)}`);
+    return emitGrouped(s, ctx, logits, { typeTag, base: `${base}${epTag}`, constTag }, tiling, GROUPED_B_PREFETCH);
   }
   const gatePerBlock = s.mxfp4 ? MXFP4_GATEUP_PAIRS : DENSE_GATEUP_PAIRS;
   const gateup: KernelLaunch = {
@@ -412,10 +419,10 @@ function emitGrouped(
   const variant = stream ? "stream" : mma ? "mma" : "simt";
   const bm = stream ? stream.bm : tiled ? tiled.bm : GROUPED_BM;
   const bn = stream ? 64 * stream.nj : mma ? GROUPED_BN_MMA : GROUPED_BN_SIMT;
-  const tiling = stream ? `_m${bm}n${stream.nj}p${stream.pf}` : tiled ? groupedTilingTag(tiled) : variant === "mma" ? `_p${bpf}` : "";
+  const tiling = stream ? `_m${bm}n${stream.nj}p${stream.pf}${stream.dequant === "lut" ? "l" : ""}` : tiled ? groupedTilingTag(tiled) : variant === "mma" ? `_p${bpf}` : "";
   const gemmShared = tiled ? groupedSharedBytes(tiled) : 0;
   const tiledCtx = tiled ? { tiled: true, bk: tiled.bk, aStages: tiled.aStages, dequant: tiled.dequant, minBlocks: tiled.minBlocks, lut: MXFP4_LUT } : { tiled: false };
-  const gctx = { ...ctx, bm, stages: 3, variant, bpf, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), ...tiledCtx, selects: stream !== undefined };
+  const gctx = { ...ctx, bm, stages: 3, variant, bpf, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), ...tiledCtx, lut: MXFP4_LUT, selects: stream !== undefined };
   const input = (index: number): ArgBinding => ({ kind: "input", index });
   const scratch = (index: number): ArgBinding => ({ kind: "scratch", index });
   const launch = (stage: string, entry: string, grid: KernelLaunch["grid"], block: number, args: ArgBinding[], sharedBytes = 0): KernelLaunch => ({

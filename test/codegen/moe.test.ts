@@ -353,6 +353,17 @@ describe("moeExperts stream path, decode sizes (pure)", () => {
     expect(() => emitMoeExperts(dense, { tokens: 8 }, { path: "stream" })).toThrow(/moeExperts \(dense, x bf16\[tokens, 2880\]\): the stream path takes MXFP4 experts/);
   });
 
+  it("dequantizes per byte by default; the prmt-table option is in its kernels' names and checked", () => {
+    const node = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" });
+    expect(streamTiling(16).dequant).toBe("byte");
+    const lut = emitMoeExperts(node, { tokens: 16 }, { path: "stream", streamTiling: { dequant: "lut" } });
+    expect(lut.launches[2]!.kernel.entry).toMatch(/_m16n2p4l$/);
+    expect(lut.launches[3]!.kernel.entry).toMatch(/^moe_gdown_stream_.*_m16n2p4l$/);
+    expect(lut.launches[2]!.kernel.source).toContain("mx_dequant8(");
+    expect(emitMoeExperts(node, { tokens: 16 }, { path: "stream" }).launches[2]!.kernel.source).not.toContain("mx_dequant8(");
+    expect(() => emitMoeExperts(node, { tokens: 16 }, { path: "stream", streamTiling: { dequant: "table" as "lut" } })).toThrow(/streamTiling.dequant must be "byte" or "lut", got "table"/);
+  });
+
   it("tiles grow with the bucket: 16-row tiles and narrow columns at few tokens, 64-row tiles at 256", () => {
     expect(streamTiling(1)).toMatchObject({ bm: 16, nj: 1 });
     expect(streamTiling(8)).toMatchObject({ bm: 16, nj: 2 });
@@ -367,9 +378,12 @@ describeNvrtc("moeExperts kernels compile (NVRTC)", () => {
       ...[1, 2, 8, 64, 128, 256].map((b) => emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: b }, { path: "stream" })),
       emitMoeExperts(moeNode({ dtype: "f16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "mxfp4", bias: "f16" }), { tokens: 64 }),
       emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 320, inter: 96, e: 8, k: 4, format: "mxfp4" }), { tokens: 256 }, { path: "stream" }),
+      // the prmt-table dequantization, bf16 and f16
+      ...[16, 64].map((b) => emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: b }, { path: "stream", streamTiling: { dequant: "lut" } })),
+      emitMoeExperts(moeNode({ dtype: "f16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "mxfp4", bias: "f16" }), { tokens: 64 }, { streamTiling: { dequant: "lut" } }),
     ];
     // combine is shared by all of 20b's buckets, logits by buckets ≥ 8
-    expect(await compileNodeKernels(kernels)).toBeGreaterThanOrEqual(6 * 3 + 2 + 2 * 5);
+    expect(await compileNodeKernels(kernels)).toBeGreaterThanOrEqual(6 * 3 + 2 + 2 * 5 + 3 * 2);
   });
 
   it("grouped-GEMM prefill kernels: gpt-oss-20b MXFP4 bf16 and f32, and the reduced model in bf16, f16 and f32", async () => {
@@ -740,17 +754,20 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
 
   // the stream variant at the awkward counts of its own buckets; hidden 320 and intermediate 96 leave a partial
   // last 128-value chunk of K (10 and 3 MXFP4 blocks) and partial column tiles (2·96 = 192 gate_up rows)
-  const streamCases: { dtype: DType; bias?: DType; d: number; inter: number; counts: readonly number[] }[] = [
+  const streamCases: { dtype: DType; bias?: DType; d: number; inter: number; counts: readonly number[]; dequant?: "lut" }[] = [
     { dtype: "bf16", d: 320, inter: 96, counts: [1, 3, 17, 100, 255] },
     { dtype: "bf16", d: 256, inter: 128, counts: [2, 50] },
     { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100] },
+    // the prmt-table dequantization option
+    { dtype: "bf16", d: 320, inter: 96, counts: [3, 17, 100], dequant: "lut" },
+    { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100], dequant: "lut" },
   ];
   for (const c of streamCases) {
-    it(`stream path, MXFP4 ${c.dtype} (hidden ${c.d}, intermediate ${c.inter}, 8 experts top-4) at ${c.counts.join(", ")} tokens, each with its bucket's tiling, against the interpreter`, async () => {
+    it(`stream path${c.dequant ? ` (${c.dequant} dequantization)` : ""}, MXFP4 ${c.dtype} (hidden ${c.d}, intermediate ${c.inter}, 8 experts top-4) at ${c.counts.join(", ")} tokens, each with its bucket's tiling, against the interpreter`, async () => {
       const node = moeNode({ dtype: c.dtype, t: "tokens", d: c.d, inter: c.inter, e: 8, k: 4, format: "mxfp4", ...(c.bias ? { bias: c.bias } : {}) });
       for (const n of c.counts) {
         const bucket = 2 ** Math.ceil(Math.log2(n));
-        const kernels = emitMoeExperts(node, { tokens: bucket }, { path: "stream" });
+        const kernels = emitMoeExperts(node, { tokens: bucket }, { path: "stream", ...(c.dequant ? { streamTiling: { dequant: c.dequant } } : {}) });
         expect(kernels.launches[2]!.kernel.entry).toMatch(/^moe_ggateup_stream_/);
         const sym = { tokens: n };
         const inputs = randomInputs(node, sym, 53 * n + c.d);
@@ -760,7 +777,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
         expect(skip.size, `near-tie tokens at ${n}`).toBeLessThanOrEqual(Math.max(1, Math.ceil(n / 20)));
         const [g, r] = [dropRows(gpu, skip, c.d), dropRows(ref, skip, c.d)];
         expectClose(g, r, 1e-2, `stream mxfp4 ${c.dtype} d${c.d} tokens=${n} (bucket ${bucket}, ${skip.size} near-tie rows left out)`);
-        const key = `stream mxfp4 ${c.dtype}`;
+        const key = `stream mxfp4 ${c.dtype}${c.dequant ? ` ${c.dequant}` : ""}`;
         worst[key] = Math.max(worst[key] ?? 0, relErr(g, r));
       }
     }, 300_000);
