@@ -13,7 +13,7 @@ import { GPT_OSS_TINY } from "../../models/gpt-oss/config.js";
 import { randomParams } from "../../src/loader/random-params.js";
 import { openEngine } from "../../src/engine/open.js";
 import { interpreterBackend, planBackend } from "../../src/engine/backend.js";
-import { blockTableInput, kvSlotsInput, poolSlotsSymbol, STEP_NAMES } from "../../src/engine/contract.js";
+import { blockTableInput, kvSlotsInput, poolSlotsSymbol, STEP_ENTRY, STEP_NAMES } from "../../src/engine/contract.js";
 import { gptOssLayout } from "../../models/gpt-oss/model.js";
 import { runPipeline } from "../../src/passes/pipeline.js";
 import type { HostTensor } from "../../src/ir/host-tensor.js";
@@ -198,6 +198,35 @@ describeGpu("the tiny model's compiled plan on the GPU", () => {
       }
     }, 300_000);
   }
+
+  it("a step staged once and launched again reads the same inputs: identical logits every time (tsgc bench's replays)", async () => {
+    const device = Device.open(0);
+    const bounds = { dtype: "bf16", maxContext: 256, maxTokensPerStep: 256, maxSeqsPerStep: 16 } as const;
+    const graph = gptOssModel(TINY_ALL_EXPERTS, bounds);
+    const layout = gptOssLayout(TINY_ALL_EXPERTS, bounds);
+    const { plan } = await compile(graph, { arch: device.info.arch, cacheDir: false });
+    const loadSymbols = Object.fromEntries(layout.groups.map((g) => [poolSlotsSymbol(g.name), 64 * layout.blockSize]));
+    const exec = await PlanExecutor.load(plan, device, { cacheDir: false, loadSymbols });
+    try {
+      exec.setParams(randomParams(graph, 13));
+      // fresh sequences over empty pools (a launch again writes the same keys at the same slots): the token ids are
+      // read by the first launch of the step, and again by the next launch of the same step
+      for (const fresh of [[1, 1, 1, 1], [30, 1, 12]]) {
+        exec.resetState();
+        const { symbols } = exec.stage(STEP_ENTRY, raggedStep(layout, fresh, TINY_ALL_EXPERTS.vocabSize));
+        const logits: Float64Array[] = [];
+        for (let i = 0; i < 3; i++) {
+          exec.launch(STEP_ENTRY, symbols);
+          device.synchronize();
+          logits.push(Float64Array.from(exec.readOutput(STEP_NAMES.logits).data));
+        }
+        expect(logits[1], `${fresh.join("+")} tokens, second launch`).toEqual(logits[0]);
+        expect(logits[2], `${fresh.join("+")} tokens, third launch`).toEqual(logits[0]);
+      }
+    } finally {
+      exec.dispose();
+    }
+  }, 300_000);
 
   it("the engine on the GPU gives each request the tokens it gets alone, and the interpreter's (f32), through every bucket", async () => {
     const options = { model: "gpt-oss-tiny", dtype: "f32", maxContext: 128, maxSeqs: 8, maxStepTokens: 64, seed: 5, kvBlocks: 48 } as const;
