@@ -13,7 +13,7 @@
 import type { Plan, PlanBucket, PlanCollective, PlanEntry } from "../src/lower/plan.js";
 import { evalSize, waitsForGridDependencies } from "../src/lower/kernel.js";
 import { type HostTensor, tensorFromBytes, tensorToBytes } from "../src/ir/host-tensor.js";
-import { dtypeBytes } from "../src/ir/dtype.js";
+import { type DType, dtypeBytes } from "../src/ir/dtype.js";
 import { bindShape, evalShape, formatShape, numElements } from "../src/ir/shape.js";
 import { ARENA_ALIGNMENT, Arena } from "./arena.js";
 import type { CudaEvent, CudaGraph, Device, Kernel, KernelArg, PinnedBuffer, Stream } from "./cuda.js";
@@ -95,6 +95,12 @@ export function planLoadSymbols(plan: Plan): string[] {
 /** Bytes of the state sized at load, for these load-time symbol values (each state rounded up to the arena alignment). */
 export function loadSizedStateBytes(plan: Plan, loadSymbols: Readonly<Record<string, number>>): number {
   return plan.states.filter((s) => s.atLoad).reduce((sum, s) => sum + align(numElements(evalShape(s.shape, loadSymbols)) * dtypeBytes(s.dtype)), 0);
+}
+
+/** A tensor as rows along its first dim (a scalar: one row) and the bytes of each. */
+function rowsOf(shape: readonly number[], dtype: DType): { readonly rows: number; readonly rowBytes: number } {
+  const rows = shape[0] ?? 1;
+  return { rows, rowBytes: (numElements(shape) / Math.max(rows, 1)) * dtypeBytes(dtype) };
 }
 
 /** Whether every bound of `bucket` named in `upTo` is at most its value there (replayAsGraph, programmaticUpTo). */
@@ -291,17 +297,25 @@ export class PlanExecutor {
   /** Rows [first, first + count) (along the first dim; default all) of output `name` of the last run. */
   readOutput(name: string, first = 0, count?: number): HostTensor {
     if (!this.last) throw new Error(`no entry point has run yet, so there is no output ${name} to read`);
-    const { bucket, symbols } = this.last;
+    return this.readRows(this.last, this.lastFetch, true, name, first, count);
+  }
+
+  /**
+   * Rows of output `name` of the call that ran `last`: from `fetch` (its outputs fetched into pinned memory) when it
+   * holds them, else from the device when `onDevice` (no later call has overwritten them).
+   */
+  private readRows(last: { readonly bucket: PlanBucket; readonly symbols: Readonly<Record<string, number>> }, fetch: OutputFetch | undefined, onDevice: boolean, name: string, first = 0, count?: number): HostTensor {
+    const { bucket, symbols } = last;
     const slot = bucket.outputs.find((o) => o.name === name);
     if (!slot) throw new Error(`the last run has no output "${name}" (it has: ${bucket.outputs.map((o) => o.name).join(", ")})`);
     const shape = evalShape(slot.shape, symbols);
-    const rows = shape[0] ?? 1;
+    const { rows, rowBytes } = rowsOf(shape, slot.dtype);
     const n = count ?? rows - first;
     if (!(Number.isInteger(first) && Number.isInteger(n) && first >= 0 && n >= 0 && first + n <= rows)) throw new RangeError(`rows [${first}, ${first + n}) of output ${name} are outside its ${rows} rows`);
-    const rowBytes = (numElements(shape) / Math.max(rows, 1)) * dtypeBytes(slot.dtype);
     // fetched with the run (runAsync's `fetch`): already in pinned memory, no copy nor wait for the device
-    const fetched = this.lastFetch?.read(name, first, n, rowBytes);
+    const fetched = fetch?.read(name, first, n, rowBytes);
     if (fetched !== undefined) return fetched;
+    if (!onDevice) throw new Error(`output ${name} was not fetched with its run, and a later run has overwritten it on the device`);
     const bytes = new Uint8Array(n * rowBytes);
     if (bytes.byteLength > 0) this.arena.view(slot.offset + first * rowBytes, bytes.byteLength).copyToHost(bytes);
     return tensorFromBytes(slot.dtype, shape.length === 0 ? [] : [n, ...shape.slice(1)], bytes);
@@ -383,17 +397,13 @@ export class PlanExecutor {
       ended.record(stream);
       while (!ended.query()) await new Promise<void>((resolve) => setImmediate(resolve));
       ended.synchronize(); // surfaces an error of the finished work
-      // queued behind a running call, `started` completed when that call had: this is the call's own device time
-      const deviceMs = ended.elapsedMsSince(started);
-      this.lastRunDeviceMs = deviceMs;
+      const ran = { bucket, symbols };
       return {
-        deviceMs,
-        read: (name, first = 0, count) => {
+        // queued behind a running call, `started` completed when that call had: this is the call's own device time
+        deviceMs: ended.elapsedMsSince(started),
+        read: (name, first, count) => {
           if (buffers.call !== call) throw new Error(`the outputs of run ${call} are gone: run ${buffers.call} reused its buffers`);
-          const out = buffers.fetch.readAll(name, first, count);
-          if (out !== undefined) return out;
-          if (this.calls !== call + 1) throw new Error(`output ${name} of run ${call} was not fetched, and run ${this.calls - 1} has overwritten it on the device`);
-          return this.readOutput(name, first, count);
+          return this.readRows(ran, buffers.fetch, this.calls === call + 1, name, first, count);
         },
       };
     } finally {
@@ -430,15 +440,13 @@ export class PlanExecutor {
     const t = inputs[fb.input];
     if (slot === undefined || t === undefined) throw new Error(`${what}: the entry has no input ${fb.input}`);
     if (t.dtype !== src.dtype) throw new Error(`${what}: the input is ${t.dtype}, the output ${src.dtype}`);
-    const rowsOf = (shape: readonly number[]) => shape[0] ?? 1;
-    const rowBytes = (shape: readonly number[]) => (numElements(shape) / Math.max(rowsOf(shape), 1)) * dtypeBytes(t.dtype);
-    if (rowBytes(t.shape) !== rowBytes(src.shape)) throw new Error(`${what}: rows of ${formatShape(t.shape)} and ${formatShape(src.shape)} differ`);
+    const into = rowsOf(t.shape, t.dtype), from = rowsOf(src.shape, src.dtype);
+    if (into.rowBytes !== from.rowBytes) throw new Error(`${what}: rows of ${formatShape(t.shape)} and ${formatShape(src.shape)} differ`);
     const rows = fb.rows;
-    if (rows.length !== rowsOf(t.shape)) throw new Error(`${what}: ${rows.length} rows given for an input of ${rowsOf(t.shape)}`);
-    const have = rowsOf(src.shape);
-    const bad = rows.findIndex((r) => !(Number.isInteger(r) && r >= 0 && r < have));
-    if (bad >= 0) throw new Error(`${what}: row ${rows[bad]} (for row ${bad}) is outside the ${have} rows the run before made`);
-    const size = rowBytes(t.shape);
+    if (rows.length !== into.rows) throw new Error(`${what}: ${rows.length} rows given for an input of ${into.rows}`);
+    const bad = rows.findIndex((r) => !(Number.isInteger(r) && r >= 0 && r < from.rows));
+    if (bad >= 0) throw new Error(`${what}: row ${rows[bad]} (for row ${bad}) is outside the ${from.rows} rows the run before made`);
+    const size = into.rowBytes;
     const copies: { arenaOffset: number; bytes: number; source: PinnedBuffer }[] = [];
     for (let i = 0; i < rows.length; ) {
       let n = 1;
@@ -448,9 +456,6 @@ export class PlanExecutor {
     }
     return copies;
   }
-
-  /** Device time of the last runAsync, ms (AsyncRun.deviceMs). */
-  lastRunDeviceMs = 0;
 
   private replay(entry: PlanEntry, bucket: PlanBucket, symbols: Readonly<Record<string, number>>): void {
     const stream = (this.replayStream ??= this.device.createStream());

@@ -10,8 +10,8 @@
 // the outputs a caller will read (a step's sampled tokens) after the launches, into pinned memory, so that the
 // one wait for the stream covers them.
 //
-// The pinned buffers are reused from call to call: a caller must not stage again while the copies of the last call
-// may still be running (`pending`; the executor waits for its stream first).
+// The pinned buffers are reused from call to call: a caller must not stage again while the copies of the call that
+// used them last may still be running (`pending`; the executor waits for that call's end first).
 
 import { type DType, dtypeBytes } from "../src/ir/dtype.js";
 import { formatShape, numElements } from "../src/ir/shape.js";
@@ -126,8 +126,6 @@ export class InputStaging {
   private readonly area: PinnedArea;
   /** Copies queued by the last `stage` whose stream has not been waited for since. */
   pending = false;
-  /** Host-to-device copies the last `stage` queued (one when the slots are packed). */
-  lastCopies = 0;
 
   constructor(device: Device) {
     this.area = new PinnedArea(device);
@@ -145,7 +143,6 @@ export class InputStaging {
     for (const w of layout.writes) writeInputBytes(inputs[w.name]!, pinned.buffer, pinned.byteOffset + w.pinnedOffset);
     this.pending = true;
     for (const c of layout.copies) arena.view(c.arenaOffset, c.bytes).copyFromHostAsync(pinned.slice(c.pinnedOffset, c.bytes), stream);
-    this.lastCopies = layout.copies.length;
   }
 }
 
@@ -183,16 +180,6 @@ export class OutputFetch {
   /** Output `name` as fetched (its dtype, shape and pinned bytes), or undefined when it was not. */
   entry(name: string): { readonly dtype: DType; readonly shape: readonly number[]; readonly bytes: PinnedBuffer } | undefined {
     return this.fetched.get(name);
-  }
-
-  /** `read` with the row size taken from the fetched shape, rows [first, first + count) (default: to the end). */
-  readAll(name: string, first = 0, count?: number): HostTensor | undefined {
-    const f = this.fetched.get(name);
-    if (f === undefined) return undefined;
-    const rows = f.shape[0] ?? 1;
-    const n = count ?? rows - first;
-    if (!(Number.isInteger(first) && Number.isInteger(n) && first >= 0 && n >= 0 && first + n <= rows)) throw new RangeError(`rows [${first}, ${first + n}) of output ${name} are outside its ${rows} rows`);
-    return this.read(name, first, n, (numElements(f.shape) / Math.max(rows, 1)) * dtypeBytes(f.dtype));
   }
 
   /**

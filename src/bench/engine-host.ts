@@ -20,7 +20,7 @@
 // detokenization costs what it costs on real output.
 
 import { type Agent as HttpAgent, Agent } from "node:http";
-import type { StepBackend, StepOutputs } from "../engine/backend.js";
+import { type StepBackend, type StepOutputs, withFedBackIds } from "../engine/backend.js";
 import type { PagedDecoderLayout } from "../engine/contract.js";
 import { ServingEngine } from "../engine/engine.js";
 import { createOpenAiServer } from "../server/server.js";
@@ -67,7 +67,7 @@ export function fakeBackend(model: DeviceModel, fullSeqs: number): { backend: St
     feedsBackTokens: true,
     async step(inputs: StepInputsView, options = {}): Promise<StepOutputs> {
       const launched = Math.max(performance.now(), lastEnd ?? 0);
-      const ids = options.feedback ? Int32Array.from(options.feedback, (row) => lastTokens[row]!) : inputs["ids"]!.data;
+      const ids = withFedBackIds(inputs, options.feedback, lastTokens)["ids"]!.data;
       const positions = inputs["positions"]!.data;
       const rows = inputs["logit_rows"]!.data;
       const seqs = inputs["context_lens"]!.data.length;

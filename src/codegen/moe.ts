@@ -349,9 +349,7 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
   if (path === "stream") {
     if (!s.mxfp4 || s.dtype === "f32") fail(node, `the stream path takes MXFP4 experts with bf16/f16 activations`);
     const logits = logitsLaunch(s, ctx, { typeTag, routeThreads, routeVec, bound: dimBound(s.t, bounds) }, 7);
-    const tiling = { ...streamTiling(dimBound(s.t, bounds)), ...opts.streamTiling };
-    if (tiling.dequant !== "byte" && tiling.dequant !== "lut") fail(node, `streamTiling.dequant must be "byte" or "lut", got ${JSON.stringify(tiling.dequant)}`);
-    return emitGrouped(s, ctx, logits, { typeTag, base: `${base}${epTag}`, constTag }, tiling, GROUPED_B_PREFETCH);
+    return emitGrouped(s, ctx, logits, { typeTag, base: `${base}${epTag}`, constTag }, { ...streamTiling(dimBound(s.t, bounds)), ...opts.streamTiling }, GROUPED_B_PREFETCH);
   }
   const gatePerBlock = s.mxfp4 ? MXFP4_GATEUP_PAIRS : DENSE_GATEUP_PAIRS;
   const gateup: KernelLaunch = {
@@ -414,6 +412,7 @@ function emitGrouped(
 ): NodeKernels {
   if (!(Number.isInteger(bpf) && bpf >= 1 && bpf <= 16)) throw new Error(`tsgc codegen: moeExperts: B prefetch depth ${bpf} must be an integer in [1, 16]`);
   if (tiled) checkTiling(tiled);
+  if (stream && stream.dequant !== "byte" && stream.dequant !== "lut") throw new Error(`tsgc codegen: moeExperts: streamTiling.dequant must be "byte" or "lut", got ${JSON.stringify(stream.dequant)}`);
   const { typeTag, base, constTag } = tags;
   const mma = s.dtype !== "f32";
   const variant = stream ? "stream" : mma ? "mma" : "simt";
@@ -421,7 +420,7 @@ function emitGrouped(
   const bn = stream ? 64 * stream.nj : mma ? GROUPED_BN_MMA : GROUPED_BN_SIMT;
   const tiling = stream ? `_m${bm}n${stream.nj}p${stream.pf}${stream.dequant === "lut" ? "l" : ""}` : tiled ? groupedTilingTag(tiled) : variant === "mma" ? `_p${bpf}` : "";
   const gemmShared = tiled ? groupedSharedBytes(tiled) : 0;
-  const tiledCtx = tiled ? { tiled: true, bk: tiled.bk, aStages: tiled.aStages, dequant: tiled.dequant, minBlocks: tiled.minBlocks, lut: MXFP4_LUT } : { tiled: false };
+  const tiledCtx = tiled ? { tiled: true, bk: tiled.bk, aStages: tiled.aStages, dequant: tiled.dequant, minBlocks: tiled.minBlocks } : { tiled: false };
   const gctx = { ...ctx, bm, stages: 3, variant, bpf, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), ...tiledCtx, lut: MXFP4_LUT, selects: stream !== undefined };
   const input = (index: number): ArgBinding => ({ kind: "input", index });
   const scratch = (index: number): ArgBinding => ({ kind: "scratch", index });

@@ -351,7 +351,7 @@ export class Scheduler {
       if (seq.state !== "running") continue;
       // once the step in flight completes: `at` positions computed and its token the sequence's last, at `at`
       const at = entry.start + entry.tokenIds.length;
-      if (seq.generated + 1 >= seq.request.maxTokens || at + 1 >= this.config.maxContext || this.kv.shortfallAlone(at + 1) !== undefined) continue;
+      if (this.endAt(seq, seq.generated + 1, at + 1) !== undefined) continue;
       if (!this.kv.allocate(seq.kv!, at + 1)) break;
       seqs.push({ id: seq.id, start: at, tokenIds: [FED_BACK_TOKEN], sample: true, blockTables: [...seq.kv!.tables] });
       planned.push(seq);
@@ -446,9 +446,14 @@ export class Scheduler {
   /** Why a sequence that just got `token` ends now, if it does. */
   private endOf(seq: Sequence, token: number): { reason: FinishReason; stoppedBy?: number; error?: string } | undefined {
     if (seq.stop.has(token)) return { reason: "stop", stoppedBy: token };
-    if (seq.generated >= seq.request.maxTokens || seq.tokens.length >= this.config.maxContext) return { reason: "length" };
-    const short = this.kv.shortfallAlone(seq.tokens.length);
-    if (short !== undefined) return { reason: "error", error: `request "${seq.id}" needs ${short.need} KV blocks in group "${short.group}" for its ${seq.tokens.length} tokens; the pool has ${short.have}` };
+    return this.endAt(seq, seq.generated, seq.tokens.length);
+  }
+
+  /** Why a sequence with `generated` tokens generated and `length` in all ends whatever its last token is, if it does. */
+  private endAt(seq: Sequence, generated: number, length: number): { reason: FinishReason; error?: string } | undefined {
+    if (generated >= seq.request.maxTokens || length >= this.config.maxContext) return { reason: "length" };
+    const short = this.kv.shortfallAlone(length);
+    if (short !== undefined) return { reason: "error", error: `request "${seq.id}" needs ${short.need} KV blocks in group "${short.group}" for its ${length} tokens; the pool has ${short.have}` };
     return undefined;
   }
 
