@@ -35,20 +35,16 @@
 // own tokens of s from this step's keys. Every read of the pool happens before this step's keys and values are
 // written to it.
 
-import type { DType } from "../ir/dtype.js";
 import { type HostTensor } from "../ir/host-tensor.js";
+import type { InputTensor } from "../../runtime/staging.js";
 
 /**
- * A step input as the engine hands it to a backend: i32 values in an Int32Array, f32 in a Float32Array (a HostTensor,
- * whose values are f64, is one too). Typed arrays, so that a step's block tables go to the device as they are, with
- * no f64 round trip per element. A backend may read an input until its step's promise settles, not after: the engine
- * reuses the arrays for the next step.
+ * A step input as the engine hands it to a backend: the executor's InputTensor, i32 values in an Int32Array, f32 in
+ * a Float32Array (a HostTensor, whose values are f64, is one too). Typed arrays, so that a step's block tables go to
+ * the device as they are, with no f64 round trip per element. A backend may read an input until its step's promise
+ * settles, not after: the engine reuses the arrays for the next step.
  */
-export interface StepTensor {
-  readonly dtype: DType;
-  readonly shape: readonly number[];
-  readonly data: Int32Array | Float32Array | Float64Array;
-}
+export type StepTensor = InputTensor;
 
 /** The step entry's inputs by name (STEP_NAMES, blockTableInput, kvSlotsInput). */
 export type StepInputs = Readonly<Record<string, StepTensor>>;
