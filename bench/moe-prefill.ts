@@ -1,6 +1,6 @@
 // gpt-oss-20b MoE on one GPU: the moeExperts launches of one layer (hidden 2880, intermediate 2880, 32
 // experts, top-4, MXFP4 experts, bf16 activations) at several token counts, token loop vs grouped GEMMs vs
-// the weight-streaming variant (for counts up to STREAM_MAX_TOKENS, emitted for the count's power-of-two
+// the weight-streaming variant (for counts up to 512, emitted for the count's power-of-two
 // bucket, as a plan would), with seeded random weights made on the device. GB/s counts the weight bytes of
 // the experts the step touches. Each path is captured into a CUDA graph
 // (route .. combine) and replayed; per-launch times come from graphs of one launch each.
@@ -11,11 +11,13 @@
 // keeps only the runs whose label contains one of its comma-separated words (the token loop, the reference, and
 // the default grouped kernel, the baseline, always run), e.g. "grouped/m" (every tiling) or "m64k64s3l,m32k64".
 //
+// MOE_BENCH_EXPERTS=128 gives gpt-oss-120b's 128 experts (the same expert shapes).
+//
 //   npm run build && node dist/bench/moe-prefill.js [tokens=512,2048] [replays=5] [runs]
 
 import { type DeviceFill, deviceFill } from "../src/engine/device-random.js";
 import {
-  emitMoeExperts, GROUPED_B_PREFETCH, GROUPED_TILING, type GroupedTiling, groupedTilingTag, type MoePath, STREAM_MAX_TOKENS, type StreamTiling,
+  emitMoeExperts, GROUPED_B_PREFETCH, GROUPED_TILING, type GroupedTiling, groupedTilingTag, type MoePath, previousStreamTiling, type StreamTiling,
 } from "../src/codegen/moe.js";
 import { evalSize, type NodeKernels } from "../src/lower/kernel.js";
 import { type DType } from "../src/ir/dtype.js";
@@ -26,7 +28,8 @@ import { Arena, Device, type Kernel, type KernelArg, loadKernels, type Stream } 
 
 const D = 2880;
 const I = 2880;
-const E = 32;
+// gpt-oss-20b's 32 experts, or MOE_BENCH_EXPERTS (120b: 128; the same expert shapes)
+const E = Number(process.env["MOE_BENCH_EXPERTS"] ?? 32);
 const K = 4;
 
 
@@ -56,11 +59,16 @@ async function main(): Promise<void> {
   const bounds = { tokens: maxT };
   const bucketOf = (t: number) => 2 ** Math.ceil(Math.log2(t));
   // tiling variants of the stream kernels, timed beside the bucket's default (a record for tuning)
-  const VARIANTS: readonly { readonly name: string; readonly tiling: Partial<StreamTiling> }[] = [
-    { name: "pf8", tiling: { pf: 8 } },
-    { name: "nj1", tiling: { nj: 1 } },
-    { name: "nj4", tiling: { nj: 4, minBlocks: 1 } },
-    { name: "lut", tiling: { dequant: "lut" } },
+  const VARIANTS: readonly { readonly name: string; readonly tiling: (bucket: number) => Partial<StreamTiling> }[] = [
+    // the previous stream kernels (weights as the mma's B): the baseline
+    { name: "b", tiling: (bucket) => previousStreamTiling(bucket) },
+    // constant scale-1 tables and a bf16x2 multiply by the block scale
+    { name: "unit", tiling: () => ({ dequant: "unit" }) },
+    // other row tiles (a64 needs an A ring: all of K would not fit)
+    { name: "a8", tiling: () => ({ bm: 8 }) },
+    { name: "a8unit", tiling: () => ({ bm: 8, dequant: "unit" }) },
+    { name: "a32s8", tiling: () => ({ bm: 32, aStages: 8 }) },
+    { name: "a64s3", tiling: () => ({ bm: 64, aStages: 3, minBlocks: 1 }) },
   ];
   // the previous tensor-core grouped GEMMs (64×128×32, per-byte dequantization) at B prefetch depth GROUPED_B_PREFETCH: the baseline
   const GROUPED_VARIANTS = [GROUPED_B_PREFETCH];
@@ -72,7 +80,8 @@ async function main(): Promise<void> {
   // one kernel set per path, and per bucket for the stream variant (its tiles follow the bucket)
   const sets = new Map<string, NodeKernels>();
   const setKey = (p: MoePath, tokens: number) => (p === "stream" ? `stream@${bucketOf(tokens)}` : p);
-  const streamLimit = 2 * STREAM_MAX_TOKENS; // also one bucket past the default range, to see the crossover
+  // the stream variant runs to 16 rows an expert (STREAM_MAX_ROWS); timed to 512 tokens to see the crossover
+  const streamLimit = 512;
   for (const t of tokenCounts) {
     for (const p of ["token-loop", "grouped", "stream"] as const) {
       if (p === "stream" && t > streamLimit) continue;
@@ -90,7 +99,7 @@ async function main(): Promise<void> {
     if (t <= streamLimit) {
       for (const v of VARIANTS) {
         const key = `${setKey("stream", t)}/${v.name}`;
-        if (!sets.has(key) && wanted(`stream/${v.name}`)) sets.set(key, emitMoeExperts(node, { tokens: bucketOf(t) }, { path: "stream", streamTiling: v.tiling }));
+        if (!sets.has(key) && wanted(`stream/${v.name}`)) sets.set(key, emitMoeExperts(node, { tokens: bucketOf(t) }, { path: "stream", streamTiling: v.tiling(bucketOf(t)) }));
       }
     }
   }
@@ -171,7 +180,7 @@ async function main(): Promise<void> {
     return tensorFromBytes("bf16", [tokens, D], bytes).data;
   };
 
-  console.log(`${device.info.name}; moeExperts of gpt-oss-20b (D ${D}, I ${I}, ${E} experts, top-${K}, MXFP4, bf16), CUDA-graph replay`);
+  console.log(`${device.info.name}; moeExperts of gpt-oss (D ${D}, I ${I}, ${E} experts, top-${K}, MXFP4, bf16), CUDA-graph replay`);
   // weight bytes of one expert (MXFP4 blocks + scales of gate_up and down) and the experts T tokens touch (expected)
   const expertBytes = (2 * I + D) * (D / 32) * 17;
   const touched = (t: number) => E * (1 - (1 - K / E) ** t);

@@ -27,12 +27,12 @@
 //    (h in x's dtype, [T·K, I], sorted rows);
 // 4. down: h · Wdᵀ, + bias, × routing weight → scratch 6 (y in x's dtype, [T·K, D], by pair);
 // 5. combine: out[t] = rd(Σ_slot y[t·K + slot]) in slot order (f32 sum, one rounding), deterministic.
-// At decode sizes (the token dim's bound ≤ STREAM_MAX_TOKENS) bf16/f16 activations with MXFP4 experts take
+// At decode sizes (see STREAM_MAX_ROWS) bf16/f16 activations with MXFP4 experts take
 // the "stream" variant of the grouped path instead: the same bucketing and combine, with
 // 1. logits (moe-route.cu.njk, stage "logits"): the router GEMV over many small blocks → scratch 7;
 // 2. bucket selects the experts itself (lib/moe-topk.cuh.njk, the code route runs) before bucketing;
-// 3./4. gate_up and down stream each active expert's weights once, straight into mma fragments, over
-//    row tiles of 16, 32 or 64 rows (moe-grouped.cu.njk, variant "stream").
+// 3./4. gate_up and down stream each active expert's weights once, straight into mma fragments (as its A operand,
+//    the tile's 16 rows its n; StreamTiling), never through shared memory (moe-grouped.cu.njk, variant "stream").
 // Dense expert weights keep the token loop at every size.
 // Expert parallelism (firstExpert: the weights hold E_local of the router's E experts): the selection marks another
 // rank's picks −1 (lib/moe-topk.cuh.njk) and every later stage skips them (the grouped paths' bucket places none, their
@@ -133,12 +133,14 @@ export const GROUPED_BN_SIMT = 64;
 export const GROUPED_B_PREFETCH = 1;
 
 /**
- * Token bounds in which bf16/f16 MXFP4 experts take the weight-streaming variant. Measured on an H200
- * (bench/moe-prefill.ts, bench/NOTES.md): the token loop is faster up to 8 tokens (it needs no bucketing
- * and its per-pair rows are short), the 64-row grouped GEMMs from 256.
+ * Where bf16/f16 MXFP4 experts take the weight-streaming variant: token bounds from STREAM_MIN_TOKENS while an expert
+ * expects at most STREAM_MAX_ROWS rows (bound · top-k / experts). Measured on an H200 (bench/moe-prefill.ts, bench/NOTES.md
+ * Run 7, weights as the mma's A): the token loop is faster up to 8 tokens (it needs no bucketing); the stream kernels beat
+ * the grouped GEMMs up to 16 rows an expert (gpt-oss-20b 0.392 against 0.464 ms a layer at 128 tokens, 120b 1.007 against
+ * 1.723 at 256) and lose at 32 (20b at 256 tokens: 0.570 against 0.489).
  */
 export const STREAM_MIN_TOKENS = 9;
-export const STREAM_MAX_TOKENS = 128;
+export const STREAM_MAX_ROWS = 16;
 
 export type MoePath = "token-loop" | "grouped" | "stream";
 
@@ -204,7 +206,33 @@ export const MXFP4_LUT = {
   signBits: 0x80808080,
   /** low and high bytes of codes 4h .. 4h + 3 → the packed pairs (4h, 4h + 1) and (4h + 2, 4h + 3) */
   interleave: [0x5140, 0x7362],
+  /** bf16 pairs of the positive codes (0, 1), (2, 3), (4, 5), (6, 7) at scale 1: 0 0.5, 1 1.5, 2 3, 4 6 */
+  unitPairs: [0x3f000000, 0x3fc03f80, 0x40404000, 0x40c04080],
+  /** the scale codes whose tables come from unitPairs by exponent arithmetic (0.5·2^(s−127) normal, 6·2^(s−127) finite) */
+  fastScales: [2, 252],
 } as const;
+
+/** mx_make_lut's tables at scale code 127 (the values at scale 1): the "unit" dequantization's constants. */
+export function mxfp4UnitTables(): { lo0: number; lo1: number; hi0: number; hi1: number } {
+  const [v01, v23, v45, v67] = MXFP4_LUT.unitPairs;
+  const L = MXFP4_LUT;
+  return { lo0: prmt(v01, v23, L.tableLo), hi0: prmt(v01, v23, L.tableHi), lo1: prmt(v45, v67, L.tableLo), hi1: prmt(v45, v67, L.tableHi) };
+}
+
+/**
+ * The model of mx_make_lut's table pairs for a bf16 scale code s in MXFP4_LUT.fastScales: unitPairs with s − 127 added
+ * to each nonzero value's exponent (mx_scaled_pair). Outside that range the kernel takes mx_dequant2's pairs.
+ */
+export function mxfp4LutPairs(s: number): [number, number, number, number] {
+  const [lo, hi] = MXFP4_LUT.fastScales;
+  if (!(Number.isInteger(s) && s >= lo && s <= hi)) throw new Error(`mxfp4LutPairs: scale code ${s} is outside [${lo}, ${hi}]`);
+  const d = (s - 127) * 128;
+  const pair = (unit: number) => {
+    const l = unit & 0xffff, h = unit >>> 16;
+    return (((h + d) << 16) | (l !== 0 ? l + d : 0)) >>> 0;
+  };
+  return MXFP4_LUT.unitPairs.map(pair) as [number, number, number, number];
+}
 
 /** prmt.b32 in its default mode, exactly (PTX ISA): see MXFP4_LUT. */
 export function prmt(a: number, b: number, c: number): number {
@@ -241,18 +269,24 @@ export function mxfp4LutDequant8(w: number, pairs: readonly [number, number, num
 }
 
 /**
- * The stream variant's tiles: rows per tile, 8-column groups per warp, A stages, blocks per SM, B chunks in flight,
- * and how MXFP4 becomes bf16/f16: per byte (mx_dequant2, the default) or by prmt table look-up per 32-bit word (the
- * tiled grouped GEMMs' "lut", bit for bit the same values; a tuning option, not yet measured in this kernel).
+ * The stream variant's tiles: rows per tile, weight-row groups per warp, A stages, blocks per SM, weight chunks in
+ * flight, how MXFP4 becomes bf16/f16: per byte (mx_dequant2), by prmt table look-up per 32-bit word from tables built
+ * for each block's scale (the tiled grouped GEMMs' "lut"), or ("unit", bf16 only) from constant tables of the values at
+ * scale 1 times one bf16x2 multiply by the block's 2^(s−127) — bit for bit the same values — and which mma operand the
+ * weights fill:
+ * - "b": tile rows are the mma's m (bm 16, 32 or 64), each warp's nj groups of 8 weight rows its n;
+ * - "a": weight rows are the mma's m, each warp's nj groups of 16 of them, tile rows its n (bm a multiple of 8 up to
+ *   64); "lut" or "unit"; aStages at least the chunks of K (128 values each) stages the whole K once a tile.
  */
 export interface StreamTiling {
   readonly tokens: number;
-  readonly bm: 16 | 32 | 64;
+  readonly bm: number;
   readonly nj: 1 | 2 | 4;
   readonly aStages: number;
   readonly minBlocks: number;
   readonly pf: number;
-  readonly dequant: "byte" | "lut";
+  readonly dequant: "byte" | "lut" | "unit";
+  readonly weights: "a" | "b";
 }
 
 /**
@@ -263,18 +297,34 @@ export function moePath(node: NodeOf<"moeExperts">, bounds: SymbolBounds = {}, o
   if (opts.path) return opts.path;
   if (node.attrs.weightFormat !== "mxfp4") return "token-loop";
   const bound = dimBound(node.inputs[0]!.shape[0]!, bounds);
-  if (node.inputs[0]!.dtype !== "f32" && bound >= STREAM_MIN_TOKENS && bound <= STREAM_MAX_TOKENS) return "stream";
+  const experts = node.inputs[1]!.shape[0]! as number;
+  if (node.inputs[0]!.dtype !== "f32" && bound >= STREAM_MIN_TOKENS && (bound * node.attrs.topK) / experts <= STREAM_MAX_ROWS) return "stream";
   return bound > GROUPED_MIN_TOKENS ? "grouped" : "token-loop";
 }
 
 
-/** Row tile, column groups per warp, A stages and blocks per SM of the stream variant for a token bound. */
-export function streamTiling(tokens: number): StreamTiling {
-  // an expert holds about T·K/E rows; a tile covers the busiest expert's rows so its weights are read once
+/**
+ * The stream variant's tiling for a token bound and the longer of the GEMMs' K (hidden, intermediate): weights as the
+ * mma's A over tiles of 16 rows, one 16-row weight tile a warp, 4 chunks ahead, and all of K's A staged once a tile where
+ * two blocks still fit an SM (else an 8-chunk ring). Measured on an H200 (bench/moe-prefill.ts, Run 7) against 8, 24, 32,
+ * 48 and 64 rows, two weight tiles a warp, rings of 4 and 8, and 3 or 4 blocks an SM: the fastest at every count where
+ * the variant runs, for 20b and 120b (8-row tiles were within 7% at 16 tokens; more blocks an SM, fewer chunks ahead, slower).
+ */
+export function streamTiling(tokens: number, k = 2880): StreamTiling {
+  const bm = 16;
+  const chunks = Math.ceil(k / 128);
+  const aStages = 2 * chunks * bm * 256 <= 227 * 1024 ? Math.max(2, chunks) : 8;
+  return { tokens, bm, nj: 1, aStages, minBlocks: 2, pf: 4, dequant: "lut", weights: "a" };
+}
+
+/**
+ * The previous stream kernels' tiling (weights as the mma's B, per-byte dequantization, tiles of 16 to 64 rows by the
+ * bound): the baseline bench/moe-prefill.ts times the default against.
+ */
+export function previousStreamTiling(tokens: number): StreamTiling {
   const bm = tokens <= 16 ? 16 : tokens <= 128 ? 32 : 64;
-  // few tokens touch few experts: narrower column tiles keep every SM streaming
   const nj = tokens <= 2 ? 1 : 2;
-  return { tokens, bm, nj, aStages: bm <= 32 ? 3 : 2, minBlocks: bm <= 32 ? 2 : 1, pf: 4, dequant: "byte" };
+  return { tokens, bm, nj, aStages: bm <= 32 ? 3 : 2, minBlocks: bm <= 32 ? 2 : 1, pf: 4, dequant: "byte", weights: "b" };
 }
 
 /**
@@ -349,7 +399,7 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
   if (path === "stream") {
     if (!s.mxfp4 || s.dtype === "f32") fail(node, `the stream path takes MXFP4 experts with bf16/f16 activations`);
     const logits = logitsLaunch(s, ctx, { typeTag, routeThreads, routeVec, bound: dimBound(s.t, bounds) }, 7);
-    return emitGrouped(s, ctx, logits, { typeTag, base: `${base}${epTag}`, constTag }, { ...streamTiling(dimBound(s.t, bounds)), ...opts.streamTiling }, GROUPED_B_PREFETCH);
+    return emitGrouped(s, ctx, logits, { typeTag, base: `${base}${epTag}`, constTag }, { ...streamTiling(dimBound(s.t, bounds), Math.max(s.d, s.inter)), ...opts.streamTiling }, GROUPED_B_PREFETCH);
   }
   const gatePerBlock = s.mxfp4 ? MXFP4_GATEUP_PAIRS : DENSE_GATEUP_PAIRS;
   const gateup: KernelLaunch = {
@@ -373,6 +423,35 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
     launches: [route, gateup, down],
     scratchBytes: [sizeExpr([s.t], s.k * 4), sizeExpr([s.t], s.k * 4), sizeExpr([s.t], s.k * s.inter * 4)],
   };
+}
+
+/** The stream kernels' name suffix: m{bm}n{nj}p{pf}, l(ut), and for weights as the mma's A a{aStages}b{minBlocks}. */
+export function streamTilingTag(t: StreamTiling): string {
+  return `_m${t.bm}n${t.nj}p${t.pf}${t.dequant === "lut" ? "l" : t.dequant === "unit" ? "u" : ""}${t.weights === "a" ? `a${t.aStages}b${t.minBlocks}` : ""}`;
+}
+
+/** Dynamic shared memory of a weights-as-A stream GEMM over K values: aStages 128-value chunks of bm rows, at most K's. */
+export function streamSharedBytes(t: StreamTiling, k: number): number {
+  return Math.min(t.aStages, Math.ceil(k / 128)) * t.bm * 256;
+}
+
+function checkStreamTiling(t: StreamTiling): void {
+  const bad = (what: string) => { throw new Error(`tsgc codegen: moeExperts: streamTiling ${JSON.stringify(t)}: ${what}`); };
+  if (t.dequant !== "byte" && t.dequant !== "lut" && t.dequant !== "unit") bad(`dequant must be "byte", "lut" or "unit", got ${JSON.stringify(t.dequant)}`);
+  if (t.dequant === "unit" && t.weights !== "a") bad(`the "unit" dequantization is a weights "a" option`);
+  if (t.weights !== "a" && t.weights !== "b") bad(`weights must be "a" or "b"`);
+  if (!(Number.isInteger(t.pf) && t.pf >= 1 && t.pf <= 8)) bad(`pf must be an integer in [1, 8]`);
+  if (!(Number.isInteger(t.minBlocks) && t.minBlocks >= 0 && t.minBlocks <= 8)) bad(`minBlocks must be an integer in [0, 8]`);
+  if (t.weights === "b") {
+    if (![16, 32, 64].includes(t.bm)) bad(`bm must be 16, 32 or 64`);
+    if (![1, 2, 4].includes(t.nj)) bad(`nj must be 1, 2 or 4`);
+    if (!(Number.isInteger(t.aStages) && t.aStages >= 2 && t.aStages <= 8)) bad(`aStages must be an integer in [2, 8]`);
+  } else {
+    if (!(Number.isInteger(t.bm) && t.bm >= 8 && t.bm <= 64 && t.bm % 8 === 0)) bad(`bm must be a multiple of 8 in [8, 64]`);
+    if (t.nj !== 1 && t.nj !== 2) bad(`nj must be 1 or 2`);
+    if (t.dequant === "byte") bad(`weights "a" takes the "lut" or "unit" dequantization`);
+    if (!(Number.isInteger(t.aStages) && t.aStages >= 2)) bad(`aStages must be an integer ≥ 2`);
+  }
 }
 
 function checkTiling(t: GroupedTiling): void {
@@ -412,16 +491,24 @@ function emitGrouped(
 ): NodeKernels {
   if (!(Number.isInteger(bpf) && bpf >= 1 && bpf <= 16)) throw new Error(`tsgc codegen: moeExperts: B prefetch depth ${bpf} must be an integer in [1, 16]`);
   if (tiled) checkTiling(tiled);
-  if (stream && stream.dequant !== "byte" && stream.dequant !== "lut") throw new Error(`tsgc codegen: moeExperts: streamTiling.dequant must be "byte" or "lut", got ${JSON.stringify(stream.dequant)}`);
+  if (stream) checkStreamTiling(stream);
+  if (stream?.dequant === "unit" && s.dtype !== "bf16") throw new Error(`tsgc codegen: moeExperts: the "unit" dequantization's tables are bf16; ${s.dtype} activations take "lut"`);
   const { typeTag, base, constTag } = tags;
   const mma = s.dtype !== "f32";
   const variant = stream ? "stream" : mma ? "mma" : "simt";
   const bm = stream ? stream.bm : tiled ? tiled.bm : GROUPED_BM;
-  const bn = stream ? 64 * stream.nj : mma ? GROUPED_BN_MMA : GROUPED_BN_SIMT;
-  const tiling = stream ? `_m${bm}n${stream.nj}p${stream.pf}${stream.dequant === "lut" ? "l" : ""}` : tiled ? groupedTilingTag(tiled) : variant === "mma" ? `_p${bpf}` : "";
+  const bn = stream ? (stream.weights === "a" ? 128 : 64) * stream.nj : mma ? GROUPED_BN_MMA : GROUPED_BN_SIMT;
+  const tiling = stream ? streamTilingTag(stream) : tiled ? groupedTilingTag(tiled) : variant === "mma" ? `_p${bpf}` : "";
+  // the weights-as-A stream kernels stage A in dynamic shared memory: aStages chunks, or all of K's
+  const streamShared = (k: number) => {
+    if (stream?.weights !== "a") return 0;
+    const bytes = streamSharedBytes(stream, k);
+    if (bytes > 227 * 1024) throw new Error(`tsgc codegen: moeExperts: streamTiling ${JSON.stringify(stream)}: A stages of ${stream.bm} rows over K = ${k} need ${bytes} bytes of shared memory (at most 227 KiB)`);
+    return bytes;
+  };
   const gemmShared = tiled ? groupedSharedBytes(tiled) : 0;
   const tiledCtx = tiled ? { tiled: true, bk: tiled.bk, aStages: tiled.aStages, dequant: tiled.dequant, minBlocks: tiled.minBlocks } : { tiled: false };
-  const gctx = { ...ctx, bm, stages: 3, variant, bpf, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), ...tiledCtx, lut: MXFP4_LUT, selects: stream !== undefined };
+  const gctx = { ...ctx, bm, stages: 3, variant, bpf, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), ...tiledCtx, lut: MXFP4_LUT, unitLut: mxfp4UnitTables(), selects: stream !== undefined };
   const input = (index: number): ArgBinding => ({ kind: "input", index });
   const scratch = (index: number): ArgBinding => ({ kind: "scratch", index });
   const launch = (stage: string, entry: string, grid: KernelLaunch["grid"], block: number, args: ArgBinding[], sharedBytes = 0): KernelLaunch => ({
@@ -446,10 +533,10 @@ function emitGrouped(
     ]);
   const gateup = launch("gateup", `moe_ggateup_${variant}_${typeTag}_${base}_${constTag}${tiling}`, [constSize(Math.ceil((2 * s.inter) / bn)), rowTiles, constSize(1)], 256, [
     input(0), scratch(4), scratch(2), scratch(3), input(3), input(4), input(5), scratch(5),
-  ], gemmShared);
+  ], gemmShared || streamShared(s.d));
   const down = launch("down", `moe_gdown_${variant}_${typeTag}_${base}${tiling}`, [constSize(Math.ceil(s.d / bn)), rowTiles, constSize(1)], 256, [
     scratch(5), scratch(4), scratch(2), scratch(3), scratch(1), input(6), input(7), input(8), scratch(6),
-  ], gemmShared);
+  ], gemmShared || streamShared(s.inter));
   const combine = launch("combine", `moe_combine_${s.dtype}_d${s.d}k${s.k}${s.ep ? "_ep" : ""}`, [constSize(Math.ceil(s.d / 256)), sizeExpr([s.t]), constSize(1)], 256, s.ep ? [scratch(6), scratch(0), { kind: "output" }] : [scratch(6), { kind: "output" }]);
   return {
     launches: [first, bucket, gateup, down, combine],

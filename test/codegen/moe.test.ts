@@ -8,7 +8,8 @@ import { describe, expect, it } from "vitest";
 import { evalSize, type NodeKernels } from "../../src/lower/kernel.js";
 import {
   emitMoeExperts, GROUPED_BM, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, GROUPED_TILING, type GroupedTiling, groupedSharedBytes, moePath, MXFP4_DOWN_ROWS,
-  MXFP4_GATEUP_PAIRS, mxfp4LutDequant8, prmt, STREAM_MAX_TOKENS, STREAM_MIN_TOKENS, streamTiling,
+  MXFP4_GATEUP_PAIRS, MXFP4_LUT, mxfp4LutDequant8, mxfp4LutPairs, previousStreamTiling, prmt, STREAM_MAX_ROWS, STREAM_MIN_TOKENS, streamSharedBytes, streamTiling,
+  type StreamTiling,
 } from "../../src/codegen/moe.js";
 import { decodeE2m1, decodeE8m0, type DType, roundTo } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom, tensorFromBytes, tensorToBytes } from "../../src/ir/host-tensor.js";
@@ -109,8 +110,13 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
     expect(moePath(mx, PREFILL)).toBe("grouped");
     expect(moePath(mx, { tokens: STREAM_MIN_TOKENS - 1 })).toBe("token-loop");
     expect(moePath(mx, { tokens: STREAM_MIN_TOKENS })).toBe("stream");
-    expect(moePath(mx, { tokens: STREAM_MAX_TOKENS })).toBe("stream");
-    expect(moePath(mx, { tokens: STREAM_MAX_TOKENS + 1 })).toBe("grouped");
+    // 32 experts, top-4: up to 16 expected rows an expert is 128 tokens
+    expect(moePath(mx, { tokens: (STREAM_MAX_ROWS * 32) / 4 })).toBe("stream");
+    expect(moePath(mx, { tokens: (STREAM_MAX_ROWS * 32) / 4 + 1 })).toBe("grouped");
+    // gpt-oss-120b's 128 experts: 512 tokens
+    const mx120 = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, e: 128, format: "mxfp4" });
+    expect(moePath(mx120, { tokens: 512 })).toBe("stream");
+    expect(moePath(mx120, { tokens: 513 })).toBe("grouped");
     expect(moePath(mx, {})).toBe("grouped"); // no bound: prefill-sized
     expect(moePath(moeNode({ dtype: "bf16", t: 3, ...MOE_20B, format: "mxfp4" }), {})).toBe("token-loop");
     // f32 activations (no 16-bit tensor cores): the token loop at decode sizes, grouped SIMT GEMMs above
@@ -277,6 +283,17 @@ function mxDequant2(byte: number, s: number): number {
 const isNanBf16 = (h: number) => (h & 0x7f80) === 0x7f80 && (h & 0x7f) !== 0;
 
 describe("MXFP4 prmt-table dequantization (pure)", () => {
+  it("builds its tables by exponent arithmetic exactly where that gives mx_dequant2's bits (scale codes 2 .. 252)", () => {
+    const [lo, hi] = MXFP4_LUT.fastScales;
+    const slow = (s: number) => [0x10, 0x32, 0x54, 0x76].map((b) => mxDequant2(b, s));
+    for (let s = lo; s <= hi; s++) expect(mxfp4LutPairs(s), `scale code ${s}`).toEqual(slow(s));
+    // just outside, 0.5·2^(s−127) is subnormal (s = 1) and 6·2^(s−127) overflows (s = 253): the kernel's slow path
+    const outside = (s: number) => { const d = (s - 127) * 128; return MXFP4_LUT.unitPairs.map((u) => (((((u >>> 16) + d) << 16) | ((u & 0xffff) !== 0 ? (u & 0xffff) + d : 0)) >>> 0)); };
+    expect(outside(lo - 1)).not.toEqual(slow(lo - 1));
+    expect(outside(hi + 1)).not.toEqual(slow(hi + 1));
+    expect(() => mxfp4LutPairs(255)).toThrow(/scale code 255 is outside \[2, 252\]/);
+  });
+
   it("prmt follows PTX: byte selection from {b, a}, msb replication with selector bit 3", () => {
     expect(prmt(0x33221100, 0x77665544, 0x3210)).toBe(0x33221100);
     expect(prmt(0x33221100, 0x77665544, 0x7654)).toBe(0x77665544);
@@ -313,11 +330,13 @@ describe("moeExperts stream path, decode sizes (pure)", () => {
   it("gpt-oss-20b bf16 at each decode bucket (its own at 16..128, forced elsewhere): logits, selecting bucket, streamed gate_up and down, combine", () => {
     for (const bound of [1, 2, 4, 8, 16, 32, 64, 128, 256]) {
       const node = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" });
-      expect(moePath(node, { tokens: bound })).toBe(bound < STREAM_MIN_TOKENS ? "token-loop" : bound <= STREAM_MAX_TOKENS ? "stream" : "grouped");
+      expect(moePath(node, { tokens: bound })).toBe(bound < STREAM_MIN_TOKENS ? "token-loop" : bound <= 128 ? "stream" : "grouped");
       const k = emitMoeExperts(node, { tokens: bound }, { path: "stream" });
       expect(k.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual(["moe_logits", "moe_bucketsel", "moe_ggateup", "moe_gdown", "moe_combine"]);
-      const { bm, nj } = streamTiling(bound);
-      expect(k.launches[2]!.kernel.entry).toMatch(new RegExp(`^moe_ggateup_stream_.*_m${bm}n${nj}p4$`));
+      const { bm } = streamTiling(bound);
+      // weights as the mma's A, 16-row tiles, all 23 chunks of K's A staged
+      expect(k.launches[2]!.kernel.entry).toMatch(/^moe_ggateup_stream_.*_m16n1p4la23b2$/);
+      expect(k.launches[2]!.sharedBytes).toBe(23 * 16 * 256);
       for (const t of new Set([1, Math.max(1, bound - 1), bound])) {
         const sym = { tokens: t };
         const pairs = 4 * t;
@@ -327,8 +346,8 @@ describe("moeExperts stream path, decode sizes (pure)", () => {
         expect(k.launches.map((l) => l.grid.map((g) => evalSize(g, sym)))).toEqual([
           [8, Math.ceil(t / Math.min(8, bound)), 1],
           [1, 1, 1],
-          [Math.ceil(5760 / (64 * nj)), rowTiles, 1],
-          [Math.ceil(2880 / (64 * nj)), rowTiles, 1],
+          [Math.ceil(5760 / 128), rowTiles, 1],
+          [Math.ceil(2880 / 128), rowTiles, 1],
           [Math.ceil(2880 / 256), t, 1],
         ]);
         // the grouped path's scratch plus the router logits (f32 [T, E])
@@ -340,7 +359,7 @@ describe("moeExperts stream path, decode sizes (pure)", () => {
       expect(k.launches[1]!.args.slice(0, 3)).toEqual([{ kind: "scratch", index: 7 }, { kind: "scratch", index: 0 }, { kind: "scratch", index: 1 }]);
       const gate = k.launches[2]!.kernel.source;
       expect(gate).toContain(`#define BM ${bm}`);
-      expect(gate).toContain(`#define NJ ${nj}`);
+      expect(gate).toContain("#define NJ 1");
       expect(gate).toContain("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32");
       expect(gate).not.toMatch(/#include\s*</);
     }
@@ -353,22 +372,51 @@ describe("moeExperts stream path, decode sizes (pure)", () => {
     expect(() => emitMoeExperts(dense, { tokens: 8 }, { path: "stream" })).toThrow(/moeExperts \(dense, x bf16\[tokens, 2880\]\): the stream path takes MXFP4 experts/);
   });
 
-  it("dequantizes per byte by default; the prmt-table option is in its kernels' names and checked", () => {
+  it("the previous kernels (weights as the mma's B) dequantize per byte or by prmt table; each option is in its kernels' names and checked", () => {
     const node = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" });
-    expect(streamTiling(16).dequant).toBe("byte");
-    const lut = emitMoeExperts(node, { tokens: 16 }, { path: "stream", streamTiling: { dequant: "lut" } });
+    const b = previousStreamTiling(16);
+    expect(b).toMatchObject({ weights: "b", dequant: "byte", bm: 16, nj: 2 });
+    const lut = emitMoeExperts(node, { tokens: 16 }, { path: "stream", streamTiling: { ...b, dequant: "lut" } });
     expect(lut.launches[2]!.kernel.entry).toMatch(/_m16n2p4l$/);
     expect(lut.launches[3]!.kernel.entry).toMatch(/^moe_gdown_stream_.*_m16n2p4l$/);
     expect(lut.launches[2]!.kernel.source).toContain("mx_dequant8(");
-    expect(emitMoeExperts(node, { tokens: 16 }, { path: "stream" }).launches[2]!.kernel.source).not.toContain("mx_dequant8(");
-    expect(() => emitMoeExperts(node, { tokens: 16 }, { path: "stream", streamTiling: { dequant: "table" as "lut" } })).toThrow(/streamTiling.dequant must be "byte" or "lut", got "table"/);
+    expect(emitMoeExperts(node, { tokens: 16 }, { path: "stream", streamTiling: b }).launches[2]!.kernel.source).not.toContain("mx_dequant8(");
+    expect(() => emitMoeExperts(node, { tokens: 16 }, { path: "stream", streamTiling: { dequant: "table" as "lut" } })).toThrow(/streamTiling .*: dequant must be "byte", "lut" or "unit", got "table"/);
+    expect(() => emitMoeExperts(node, { tokens: 16 }, { path: "stream", streamTiling: { ...b, dequant: "unit" } })).toThrow(/the "unit" dequantization is a weights "a" option/);
   });
 
-  it("tiles grow with the bucket: 16-row tiles and narrow columns at few tokens, 64-row tiles at 256", () => {
-    expect(streamTiling(1)).toMatchObject({ bm: 16, nj: 1 });
-    expect(streamTiling(8)).toMatchObject({ bm: 16, nj: 2 });
-    expect(streamTiling(64)).toMatchObject({ bm: 32, nj: 2 });
-    expect(streamTiling(256)).toMatchObject({ bm: 64, nj: 2, aStages: 2 });
+  it("weights as the mma's A: kernel names carry the tiling, A staged in dynamic shared memory (all of K, or a ring), tilings checked", () => {
+    const node = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" });
+    const a = { weights: "a", dequant: "lut", bm: 16, nj: 1, aStages: 64, minBlocks: 2, pf: 4 } as const;
+    const k = emitMoeExperts(node, { tokens: 64 }, { path: "stream", streamTiling: a });
+    const [gate, down] = [k.launches[2]!, k.launches[3]!];
+    expect(gate.kernel.entry).toMatch(/^moe_ggateup_stream_.*_m16n1p4la64b2$/);
+    // K = 2880 is 23 chunks of 128 values: all of them staged, 16 rows of 256 bytes each
+    expect([gate.sharedBytes, down.sharedBytes]).toEqual([23 * 16 * 256, 23 * 16 * 256]);
+    expect(streamSharedBytes({ ...streamTiling(64), ...a, aStages: 3 }, 2880)).toBe(3 * 16 * 256);
+    // 128 weight rows a block (8 warps × 16), the bucket's row tiles of 16
+    expect(evalSize(gate.grid[0], { tokens: 64 })).toBe(45);
+    expect(evalSize(gate.grid[1], { tokens: 64 })).toBe(Math.ceil((64 + 8 * 16) * 4 / 16));
+    expect(gate.kernel.source).toContain("mx_scaled_pair(");
+    const bad = (t: Partial<StreamTiling>) => () => emitMoeExperts(node, { tokens: 64 }, { path: "stream", streamTiling: { ...a, ...t } });
+    expect(bad({ bm: 12 })).toThrow(/bm must be a multiple of 8 in \[8, 64\]/);
+    expect(bad({ dequant: "byte" })).toThrow(/weights "a" takes the "lut" or "unit" dequantization/);
+    // the "unit" tables are bf16 values: f16 activations take "lut"
+    const unit = emitMoeExperts(node, { tokens: 64 }, { path: "stream", streamTiling: { ...a, dequant: "unit" } });
+    expect(unit.launches[2]!.kernel.entry).toMatch(/_m16n1p4ua64b2$/);
+    expect(unit.launches[2]!.kernel.source).toContain("mx_unit_scale(");
+    const f16 = moeNode({ dtype: "f16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "mxfp4", bias: "f16" });
+    expect(() => emitMoeExperts(f16, { tokens: 64 }, { path: "stream", streamTiling: { dequant: "unit" } })).toThrow(/"unit" dequantization's tables are bf16; f16 activations take "lut"/);
+    expect(bad({ nj: 4 })).toThrow(/nj must be 1 or 2/);
+    expect(bad({ bm: 64, aStages: 64 })).toThrow(/need 376832 bytes of shared memory \(at most 227 KiB\)/);
+    expect(bad({ weights: "c" as "a" })).toThrow(/weights must be "a" or "b"/);
+  });
+
+  it("tiles of 16 rows at every bucket, all of K's A staged where two blocks fit an SM, else an 8-chunk ring", () => {
+    for (const t of [1, 16, 128, 512]) expect(streamTiling(t)).toMatchObject({ tokens: t, weights: "a", dequant: "lut", bm: 16, nj: 1, aStages: 23, minBlocks: 2, pf: 4 });
+    // 2·28 chunks of 16 rows exceed 227 KiB
+    expect(streamTiling(64, 28 * 128).aStages).toBe(28);
+    expect(streamTiling(64, 29 * 128).aStages).toBe(8);
   });
 });
 
@@ -381,9 +429,17 @@ describeNvrtc("moeExperts kernels compile (NVRTC)", () => {
       // the prmt-table dequantization, bf16 and f16
       ...[16, 64].map((b) => emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: b }, { path: "stream", streamTiling: { dequant: "lut" } })),
       emitMoeExperts(moeNode({ dtype: "f16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "mxfp4", bias: "f16" }), { tokens: 64 }, { streamTiling: { dequant: "lut" } }),
+      // weights as the mma's A: whole-K and ring staging, 1 and 2 weight tiles a warp, f16
+      ...([[8, 1, 64], [16, 2, 64], [48, 1, 4]] as const).map(([bm, nj, aStages]) => emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: 64 }, {
+        path: "stream", streamTiling: { weights: "a", dequant: "lut", bm, nj, aStages, minBlocks: 1 },
+      })),
+      emitMoeExperts(moeNode({ dtype: "f16", t: "tokens", d: 320, inter: 96, e: 8, k: 4, format: "mxfp4", bias: "f16" }), { tokens: 64 }, { streamTiling: { weights: "a", dequant: "lut", bm: 24, aStages: 2 } }),
+      // the constant-table dequantization, and the previous kernels (weights as B)
+      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: 64 }, { path: "stream", streamTiling: { dequant: "unit" } }),
+      ...[16, 128].map((b) => emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: b }, { path: "stream", streamTiling: previousStreamTiling(b) })),
     ];
     // combine is shared by all of 20b's buckets, logits by buckets ≥ 8
-    expect(await compileNodeKernels(kernels)).toBeGreaterThanOrEqual(6 * 3 + 2 + 2 * 5 + 3 * 2);
+    expect(await compileNodeKernels(kernels)).toBeGreaterThanOrEqual(6 * 3 + 2 + 2 * 5 + 3 * 2 + 7 * 2);
   });
 
   it("grouped-GEMM prefill kernels: gpt-oss-20b MXFP4 bf16 and f32, and the reduced model in bf16, f16 and f32", async () => {
@@ -754,20 +810,36 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
 
   // the stream variant at the awkward counts of its own buckets; hidden 320 and intermediate 96 leave a partial
   // last 128-value chunk of K (10 and 3 MXFP4 blocks) and partial column tiles (2·96 = 192 gate_up rows)
-  const streamCases: { dtype: DType; bias?: DType; d: number; inter: number; counts: readonly number[]; dequant?: "lut" }[] = [
+  // weights as the mma's A: 8..64-row tiles (rows past 8·⌈rows/8⌉ skipped), whole-K A staging (aStages 64) and rings
+  const WEIGHTS_A = { weights: "a", dequant: "lut" } as const;
+  const previous = (b: number) => previousStreamTiling(b);
+  const streamCases: { dtype: DType; bias?: DType; d: number; inter: number; counts: readonly number[]; tiling?: (bucket: number) => Partial<StreamTiling>; label?: string }[] = [
+    // the default: weights as the mma's A, 16-row tiles, all of K's A staged
     { dtype: "bf16", d: 320, inter: 96, counts: [1, 3, 17, 100, 255] },
     { dtype: "bf16", d: 256, inter: 128, counts: [2, 50] },
     { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100] },
-    // the prmt-table dequantization option
-    { dtype: "bf16", d: 320, inter: 96, counts: [3, 17, 100], dequant: "lut" },
-    { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100], dequant: "lut" },
+    // the previous kernels (weights as the mma's B), per byte and by prmt table
+    { dtype: "bf16", d: 320, inter: 96, counts: [1, 17, 255], tiling: previous, label: "weights b" },
+    { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100], tiling: previous, label: "weights b" },
+    { dtype: "bf16", d: 320, inter: 96, counts: [3, 17, 100], tiling: (b) => ({ ...previous(b), dequant: "lut" }), label: "weights b, lut" },
+    { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100], tiling: (b) => ({ ...previous(b), dequant: "lut" }), label: "weights b, lut" },
+    // other tilings of weights as A, and the constant-table dequantization
+    { dtype: "bf16", d: 320, inter: 96, counts: [1, 3, 17, 100], tiling: () => ({ bm: 8 }), label: "weights a, 8 rows" },
+    { dtype: "bf16", d: 320, inter: 96, counts: [3, 17, 255], tiling: () => ({ bm: 16, nj: 2 }), label: "weights a, 16 rows, 2 tiles a warp" },
+    { dtype: "bf16", d: 320, inter: 96, counts: [17, 100], tiling: () => ({ bm: 24, aStages: 2 }), label: "weights a, 24 rows, 2-stage ring" },
+    { dtype: "bf16", d: 256, inter: 128, counts: [50, 255], tiling: () => ({ bm: 64, aStages: 3, minBlocks: 1 }), label: "weights a, 64 rows, 3-stage ring" },
+    { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100], tiling: () => ({ bm: 32, minBlocks: 1 }), label: "weights a, 32 rows" },
+    { dtype: "bf16", d: 320, inter: 96, counts: [3, 17, 100], tiling: () => ({ aStages: 4, minBlocks: 4, pf: 2 }), label: "weights a, 4-stage ring, 2 chunks ahead" },
+    { dtype: "bf16", d: 256, inter: 128, counts: [1, 50], tiling: () => ({ bm: 8, minBlocks: 3, pf: 3 }), label: "weights a, 8 rows, 3 chunks ahead" },
+    { dtype: "bf16", d: 320, inter: 96, counts: [1, 3, 17, 100, 255], tiling: () => ({ dequant: "unit" }), label: "weights a, unit tables" },
+    { dtype: "bf16", d: 256, inter: 128, counts: [2, 50], tiling: () => ({ bm: 8, dequant: "unit" }), label: "weights a, 8 rows, unit tables" },
   ];
   for (const c of streamCases) {
-    it(`stream path${c.dequant ? ` (${c.dequant} dequantization)` : ""}, MXFP4 ${c.dtype} (hidden ${c.d}, intermediate ${c.inter}, 8 experts top-4) at ${c.counts.join(", ")} tokens, each with its bucket's tiling, against the interpreter`, async () => {
+    it(`stream path${c.label ? ` (${c.label})` : ""}, MXFP4 ${c.dtype} (hidden ${c.d}, intermediate ${c.inter}, 8 experts top-4) at ${c.counts.join(", ")} tokens, each with its bucket's tiling, against the interpreter`, async () => {
       const node = moeNode({ dtype: c.dtype, t: "tokens", d: c.d, inter: c.inter, e: 8, k: 4, format: "mxfp4", ...(c.bias ? { bias: c.bias } : {}) });
       for (const n of c.counts) {
         const bucket = 2 ** Math.ceil(Math.log2(n));
-        const kernels = emitMoeExperts(node, { tokens: bucket }, { path: "stream", ...(c.dequant ? { streamTiling: { dequant: c.dequant } } : {}) });
+        const kernels = emitMoeExperts(node, { tokens: bucket }, { path: "stream", ...(c.tiling ? { streamTiling: c.tiling(bucket) } : {}) });
         expect(kernels.launches[2]!.kernel.entry).toMatch(/^moe_ggateup_stream_/);
         const sym = { tokens: n };
         const inputs = randomInputs(node, sym, 53 * n + c.d);
@@ -777,7 +849,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
         expect(skip.size, `near-tie tokens at ${n}`).toBeLessThanOrEqual(Math.max(1, Math.ceil(n / 20)));
         const [g, r] = [dropRows(gpu, skip, c.d), dropRows(ref, skip, c.d)];
         expectClose(g, r, 1e-2, `stream mxfp4 ${c.dtype} d${c.d} tokens=${n} (bucket ${bucket}, ${skip.size} near-tie rows left out)`);
-        const key = `stream mxfp4 ${c.dtype}${c.dequant ? ` ${c.dequant}` : ""}`;
+        const key = `stream mxfp4 ${c.dtype}${c.label ? ` ${c.label}` : ""}`;
         worst[key] = Math.max(worst[key] ?? 0, relErr(g, r));
       }
     }, 300_000);
