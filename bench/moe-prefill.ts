@@ -59,9 +59,11 @@ async function main(): Promise<void> {
   const bounds = { tokens: maxT };
   const bucketOf = (t: number) => 2 ** Math.ceil(Math.log2(t));
   // tiling variants of the stream kernels, timed beside the bucket's default (a record for tuning)
-  const VARIANTS: readonly { readonly name: string; readonly tiling: (bucket: number) => Partial<StreamTiling> }[] = [
-    // the previous stream kernels (weights as the mma's B): the baseline
-    { name: "b", tiling: (bucket) => previousStreamTiling(bucket) },
+  const VARIANTS: readonly { readonly name: string; readonly tiling: (bucket: number) => Partial<StreamTiling>; readonly routing?: "logits" }[] = [
+    // the previous stream kernels (weights as the mma's B, router logits and a selecting bucket): the baseline
+    { name: "b", tiling: (bucket) => previousStreamTiling(bucket), routing: "logits" },
+    // the default kernels with the previous routing
+    { name: "logits", tiling: () => ({}), routing: "logits" },
     // constant scale-1 tables and a bf16x2 multiply by the block scale
     { name: "unit", tiling: () => ({ dequant: "unit" }) },
     // other row tiles (a64 needs an A ring: all of K would not fit)
@@ -99,7 +101,7 @@ async function main(): Promise<void> {
     if (t <= streamLimit) {
       for (const v of VARIANTS) {
         const key = `${setKey("stream", t)}/${v.name}`;
-        if (!sets.has(key) && wanted(`stream/${v.name}`)) sets.set(key, emitMoeExperts(node, { tokens: bucketOf(t) }, { path: "stream", streamTiling: v.tiling(bucketOf(t)) }));
+        if (!sets.has(key) && wanted(`stream/${v.name}`)) sets.set(key, emitMoeExperts(node, { tokens: bucketOf(t) }, { path: "stream", streamTiling: v.tiling(bucketOf(t)), ...(v.routing ? { streamRouting: v.routing } : {}) }));
       }
     }
   }

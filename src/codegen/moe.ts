@@ -29,8 +29,8 @@
 // 5. combine: out[t] = rd(Σ_slot y[t·K + slot]) in slot order (f32 sum, one rounding), deterministic.
 // At decode sizes (see STREAM_MAX_ROWS) bf16/f16 activations with MXFP4 experts take
 // the "stream" variant of the grouped path instead: the same bucketing and combine, with
-// 1. logits (moe-route.cu.njk, stage "logits"): the router GEMV over many small blocks → scratch 7;
-// 2. bucket selects the experts itself (lib/moe-topk.cuh.njk, the code route runs) before bucketing;
+// 1./2. route and bucket, as above (MoeOptions.streamRouting "logits": router logits over many small blocks → scratch 7,
+//    and a bucket that selects the experts itself, lib/moe-topk.cuh.njk, the code route runs);
 // 3./4. gate_up and down stream each active expert's weights once, straight into mma fragments (as its A operand,
 //    the tile's 16 rows its n; StreamTiling), never through shared memory (moe-grouped.cu.njk, variant "stream").
 // Dense expert weights keep the token loop at every size.
@@ -147,6 +147,12 @@ export type MoePath = "token-loop" | "grouped" | "stream";
 export interface MoeOptions {
   /** Force a path (benchmarks and tests); by default the token dim's bound picks it. */
   readonly path?: MoePath;
+  /**
+   * How the stream variant routes: "route" (the default: the route kernel, a block a token, selects; the plain bucket
+   * follows) or "logits" (router logits over many small blocks, the bucketing kernel selecting: the previous way, a
+   * baseline for bench/moe-prefill.ts).
+   */
+  readonly streamRouting?: "route" | "logits";
   /** Override the stream variant's tiling (a tuning hook for benchmarks); by default the bound picks it. */
   readonly streamTiling?: Partial<StreamTiling>;
   /**
@@ -398,8 +404,10 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
   }
   if (path === "stream") {
     if (!s.mxfp4 || s.dtype === "f32") fail(node, `the stream path takes MXFP4 experts with bf16/f16 activations`);
+    const tiling = { ...streamTiling(dimBound(s.t, bounds), Math.max(s.d, s.inter)), ...opts.streamTiling };
+    if ((opts.streamRouting ?? "route") === "route") return emitGrouped(s, ctx, route, { typeTag, base: `${base}${epTag}`, constTag }, tiling, GROUPED_B_PREFETCH);
     const logits = logitsLaunch(s, ctx, { typeTag, routeThreads, routeVec, bound: dimBound(s.t, bounds) }, 7);
-    return emitGrouped(s, ctx, logits, { typeTag, base: `${base}${epTag}`, constTag }, { ...streamTiling(dimBound(s.t, bounds), Math.max(s.d, s.inter)), ...opts.streamTiling }, GROUPED_B_PREFETCH);
+    return emitGrouped(s, ctx, logits, { typeTag, base: `${base}${epTag}`, constTag }, tiling, GROUPED_B_PREFETCH, undefined, true);
   }
   const gatePerBlock = s.mxfp4 ? MXFP4_GATEUP_PAIRS : DENSE_GATEUP_PAIRS;
   const gateup: KernelLaunch = {
@@ -469,7 +477,7 @@ function logitsLaunch(s: MoeSpec, ctx: Record<string, unknown>, o: { typeTag: st
   const lt = Math.min(8, o.bound);
   const entry = `moe_logits_${o.typeTag}_e${s.e}d${s.d}_t${lt}`;
   return {
-    kernel: { name: entry, family: "moe", source: renderTemplate("moe-route.cu.njk", { ...ctx, entry, stage: "logits", routeThreads: o.routeThreads, routeVec: o.routeVec, logitTokens: lt }), entry },
+    kernel: { name: entry, family: "moe", source: renderTemplate("moe-route.cu.njk", { ...ctx, entry, stage: "logits", routeThreads: o.routeThreads, routeVec: o.routeVec, xBytes: s.dtype === "f32" ? 4 : 2, logitTokens: lt }), entry },
     grid: [constSize(Math.ceil(s.e / 4)), sizeExpr([s.t], 1, lt), constSize(1)],
     block: [128, 1, 1],
     sharedBytes: 0,
@@ -480,14 +488,15 @@ function logitsLaunch(s: MoeSpec, ctx: Record<string, unknown>, o: { typeTag: st
 /**
  * The grouped-GEMM path (MXFP4 experts): route, bucket, gate_up GEMM, down GEMM, combine. Scratch: 0 ids
  * i32 [T·K], 1 weights f32 [T·K], 2 tile count i32, 3 tiles int4 [T·K] (a tile has ≥ 1 row, so at most
- * T·K of them), 4 perm i32 [T·K], 5 h [T·K, I] and 6 y [T·K, D] in x's dtype. With `stream` tiling (the
- * decode-sized variant) the first launch writes router logits (scratch 7, f32 [T, E]) and bucket selects.
+ * T·K of them), 4 perm i32 [T·K], 5 h [T·K, I] and 6 y [T·K, D] in x's dtype. `stream` tiling is the decode-sized
+ * variant; with `selects` the first launch writes router logits (scratch 7, f32 [T, E]) and bucket selects.
  */
 function emitGrouped(
   s: MoeSpec, ctx: Record<string, unknown>, first: KernelLaunch, tags: { typeTag: string; base: string; constTag: string },
   stream: StreamTiling | undefined,
   bpf: number,
   tiled?: GroupedTiling,
+  selects = false,
 ): NodeKernels {
   if (!(Number.isInteger(bpf) && bpf >= 1 && bpf <= 16)) throw new Error(`tsgc codegen: moeExperts: B prefetch depth ${bpf} must be an integer in [1, 16]`);
   if (tiled) checkTiling(tiled);
@@ -508,7 +517,7 @@ function emitGrouped(
   };
   const gemmShared = tiled ? groupedSharedBytes(tiled) : 0;
   const tiledCtx = tiled ? { tiled: true, bk: tiled.bk, aStages: tiled.aStages, dequant: tiled.dequant, minBlocks: tiled.minBlocks } : { tiled: false };
-  const gctx = { ...ctx, bm, stages: 3, variant, bpf, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), ...tiledCtx, lut: MXFP4_LUT, unitLut: mxfp4UnitTables(), selects: stream !== undefined };
+  const gctx = { ...ctx, bm, stages: 3, variant, bpf, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), ...tiledCtx, lut: MXFP4_LUT, unitLut: mxfp4UnitTables(), selects };
   const input = (index: number): ArgBinding => ({ kind: "input", index });
   const scratch = (index: number): ArgBinding => ({ kind: "scratch", index });
   const launch = (stage: string, entry: string, grid: KernelLaunch["grid"], block: number, args: ArgBinding[], sharedBytes = 0): KernelLaunch => ({
@@ -524,7 +533,7 @@ function emitGrouped(
   const fewPairs = stream !== undefined && stream.tokens * s.k <= s.e;
   const rowTiles = fewPairs ? pairs : sizeExpr([dimAdd(s.t, Math.ceil((s.e * bm) / s.k))], s.k, bm);
   const xBytes = s.dtype === "f32" ? 4 : 2;
-  const bucket = stream
+  const bucket = selects
     ? launch("bucket", `moe_bucketsel_${typeTag}_e${s.e}k${s.k}_m${bm}${s.ep ? `_ep${s.ep.first}n${s.ep.local}` : ""}`, [constSize(1), constSize(1), constSize(1)], 1024, [
       scratch(7), scratch(0), scratch(1), scratch(2), scratch(3), scratch(4), { kind: "i32", value: pairs },
     ])
@@ -543,7 +552,7 @@ function emitGrouped(
     scratchBytes: [
       sizeExpr([s.t], s.k * 4), sizeExpr([s.t], s.k * 4), constSize(16), sizeExpr([s.t], s.k * 16), sizeExpr([s.t], s.k * 4),
       sizeExpr([s.t], s.k * s.inter * xBytes), sizeExpr([s.t], s.k * s.d * xBytes),
-      ...(stream ? [sizeExpr([s.t], s.e * 4)] : []),
+      ...(selects ? [sizeExpr([s.t], s.e * 4)] : []),
     ],
   };
 }

@@ -327,12 +327,13 @@ describe("MXFP4 prmt-table dequantization (pure)", () => {
 
 
 describe("moeExperts stream path, decode sizes (pure)", () => {
-  it("gpt-oss-20b bf16 at each decode bucket (its own at 16..128, forced elsewhere): logits, selecting bucket, streamed gate_up and down, combine", () => {
-    for (const bound of [1, 2, 4, 8, 16, 32, 64, 128, 256]) {
+  it("gpt-oss-20b bf16 at each decode bucket (its own at 16..128, forced elsewhere): route and bucket (or logits and a selecting bucket), streamed gate_up and down, combine", () => {
+    for (const [bound, routing] of [1, 2, 4, 8, 16, 32, 64, 128, 256].flatMap((b) => [[b, "route"], [b, "logits"]] as const)) {
       const node = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" });
       expect(moePath(node, { tokens: bound })).toBe(bound < STREAM_MIN_TOKENS ? "token-loop" : bound <= 128 ? "stream" : "grouped");
-      const k = emitMoeExperts(node, { tokens: bound }, { path: "stream" });
-      expect(k.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual(["moe_logits", "moe_bucketsel", "moe_ggateup", "moe_gdown", "moe_combine"]);
+      const k = emitMoeExperts(node, { tokens: bound }, { path: "stream", ...(routing === "logits" ? { streamRouting: routing } : {}) });
+      const selects = routing === "logits";
+      expect(k.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual([selects ? "moe_logits" : "moe_route", selects ? "moe_bucketsel" : "moe_bucket", "moe_ggateup", "moe_gdown", "moe_combine"]);
       const { bm } = streamTiling(bound);
       // weights as the mma's A, 16-row tiles, all 23 chunks of K's A staged
       expect(k.launches[2]!.kernel.entry).toMatch(/^moe_ggateup_stream_.*_m16n1p4la23b2$/);
@@ -344,19 +345,24 @@ describe("moeExperts stream path, decode sizes (pure)", () => {
         const rowTiles = bound * 4 <= 32 ? pairs : Math.ceil((pairs + 32 * bm) / bm);
         expect(rowTiles).toBeGreaterThanOrEqual(Math.min(pairs, Math.ceil(pairs / bm) + 32));
         expect(k.launches.map((l) => l.grid.map((g) => evalSize(g, sym)))).toEqual([
-          [8, Math.ceil(t / Math.min(8, bound)), 1],
+          selects ? [8, Math.ceil(t / Math.min(8, bound)), 1] : [t, 1, 1],
           [1, 1, 1],
           [Math.ceil(5760 / 128), rowTiles, 1],
           [Math.ceil(2880 / 128), rowTiles, 1],
           [Math.ceil(2880 / 256), t, 1],
         ]);
-        // the grouped path's scratch plus the router logits (f32 [T, E])
-        expect(k.scratchBytes.map((x) => evalSize(x, sym))).toEqual([t * 16, t * 16, 16, t * 4 * 16, t * 16, t * 4 * 2880 * 2, t * 4 * 2880 * 2, t * 32 * 4]);
+        // the grouped path's scratch, and with logits the router logits (f32 [T, E])
+        expect(k.scratchBytes.map((x) => evalSize(x, sym))).toEqual([t * 16, t * 16, 16, t * 4 * 16, t * 16, t * 4 * 2880 * 2, t * 4 * 2880 * 2, ...(selects ? [t * 32 * 4] : [])]);
       }
-      expect(k.launches[0]!.args).toEqual([
-        { kind: "input", index: 0 }, { kind: "input", index: 1 }, { kind: "input", index: 2 }, { kind: "scratch", index: 7 }, { kind: "i32", value: { dims: ["tokens"], scale: 1, divisor: 1 } },
-      ]);
-      expect(k.launches[1]!.args.slice(0, 3)).toEqual([{ kind: "scratch", index: 7 }, { kind: "scratch", index: 0 }, { kind: "scratch", index: 1 }]);
+      if (selects) {
+        expect(k.launches[0]!.args).toEqual([
+          { kind: "input", index: 0 }, { kind: "input", index: 1 }, { kind: "input", index: 2 }, { kind: "scratch", index: 7 }, { kind: "i32", value: { dims: ["tokens"], scale: 1, divisor: 1 } },
+        ]);
+        expect(k.launches[1]!.args.slice(0, 3)).toEqual([{ kind: "scratch", index: 7 }, { kind: "scratch", index: 0 }, { kind: "scratch", index: 1 }]);
+      } else {
+        expect(k.launches[0]!.args).toEqual([{ kind: "input", index: 0 }, { kind: "input", index: 1 }, { kind: "input", index: 2 }, { kind: "scratch", index: 0 }, { kind: "scratch", index: 1 }]);
+        expect(k.launches[1]!.args.slice(0, 2)).toEqual([{ kind: "scratch", index: 0 }, { kind: "scratch", index: 2 }]);
+      }
       const gate = k.launches[2]!.kernel.source;
       expect(gate).toContain(`#define BM ${bm}`);
       expect(gate).toContain("#define NJ 1");
@@ -813,14 +819,14 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
   // weights as the mma's A: 8..64-row tiles (rows past 8·⌈rows/8⌉ skipped), whole-K A staging (aStages 64) and rings
   const WEIGHTS_A = { weights: "a", dequant: "lut" } as const;
   const previous = (b: number) => previousStreamTiling(b);
-  const streamCases: { dtype: DType; bias?: DType; d: number; inter: number; counts: readonly number[]; tiling?: (bucket: number) => Partial<StreamTiling>; label?: string }[] = [
+  const streamCases: { dtype: DType; bias?: DType; d: number; inter: number; counts: readonly number[]; tiling?: (bucket: number) => Partial<StreamTiling>; label?: string; routing?: "logits" }[] = [
     // the default: weights as the mma's A, 16-row tiles, all of K's A staged
     { dtype: "bf16", d: 320, inter: 96, counts: [1, 3, 17, 100, 255] },
     { dtype: "bf16", d: 256, inter: 128, counts: [2, 50] },
     { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100] },
-    // the previous kernels (weights as the mma's B), per byte and by prmt table
-    { dtype: "bf16", d: 320, inter: 96, counts: [1, 17, 255], tiling: previous, label: "weights b" },
-    { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100], tiling: previous, label: "weights b" },
+    // the previous kernels (weights as the mma's B, router logits and a selecting bucket), per byte and by prmt table
+    { dtype: "bf16", d: 320, inter: 96, counts: [1, 17, 255], tiling: previous, label: "weights b, logits", routing: "logits" },
+    { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100], tiling: previous, label: "weights b, logits", routing: "logits" },
     { dtype: "bf16", d: 320, inter: 96, counts: [3, 17, 100], tiling: (b) => ({ ...previous(b), dequant: "lut" }), label: "weights b, lut" },
     { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100], tiling: (b) => ({ ...previous(b), dequant: "lut" }), label: "weights b, lut" },
     // other tilings of weights as A, and the constant-table dequantization
@@ -839,7 +845,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
       const node = moeNode({ dtype: c.dtype, t: "tokens", d: c.d, inter: c.inter, e: 8, k: 4, format: "mxfp4", ...(c.bias ? { bias: c.bias } : {}) });
       for (const n of c.counts) {
         const bucket = 2 ** Math.ceil(Math.log2(n));
-        const kernels = emitMoeExperts(node, { tokens: bucket }, { path: "stream", ...(c.tiling ? { streamTiling: c.tiling(bucket) } : {}) });
+        const kernels = emitMoeExperts(node, { tokens: bucket }, { path: "stream", ...(c.tiling ? { streamTiling: c.tiling(bucket) } : {}), ...(c.routing ? { streamRouting: c.routing } : {}) });
         expect(kernels.launches[2]!.kernel.entry).toMatch(/^moe_ggateup_stream_/);
         const sym = { tokens: n };
         const inputs = randomInputs(node, sym, 53 * n + c.d);

@@ -54,8 +54,8 @@ describe("a rank's plan (no NVRTC)", () => {
   it("expert-parallel MoE kernels skip other ranks' experts on every path; distributed sampling samples over the gathered candidates", async () => {
     const { plan } = await compile(graphOf(TINY_MXFP4, 256), { arch: "sm_90", cacheDir: false, nvrtc: "skip", shard: { strategy: { ranks: 2, expertGroups: 2 }, rank: 1 } });
     const names = plan.kernels.map((k) => k.name);
-    // decode: route + the token loop; mid sizes: the stream GEMMs (their bucket selects); prefill: route + grouped GEMMs
-    for (const path of [/^moe_gateup_.*_ep2n2$/, /^moe_down_.*_ep2n2$/, /^moe_bucketsel_.*_ep2n2$/, /^moe_route_.*_ep2n2$/, /^moe_bucket_.*_ep$/, /^moe_combine_.*_ep$/]) {
+    // decode: route + the token loop; mid sizes: route + bucket + the stream GEMMs; prefill: route + grouped GEMMs
+    for (const path of [/^moe_gateup_.*_ep2n2$/, /^moe_down_.*_ep2n2$/, /^moe_ggateup_stream_.*_ep2n2_/, /^moe_route_.*_ep2n2$/, /^moe_bucket_.*_ep$/, /^moe_combine_.*_ep$/]) {
       expect(names.some((n) => path.test(n)), String(path)).toBe(true);
     }
     expect(names).toContain("sample_candidates_bf16_c128");
