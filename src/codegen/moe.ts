@@ -316,11 +316,12 @@ export function moePath(node: NodeOf<"moeExperts">, bounds: SymbolBounds = {}, o
  * 48 and 64 rows, two weight tiles a warp, rings of 4 and 8, and 3 or 4 blocks an SM: the fastest at every count where
  * the variant runs, for 20b and 120b (8-row tiles were within 7% at 16 tokens; more blocks an SM, fewer chunks ahead, slower).
  */
-export function streamTiling(tokens: number, k = 2880): StreamTiling {
+export function streamTiling(tokens: number, k = 2880, dtype: DType = "bf16"): StreamTiling {
   const bm = 16;
   const chunks = Math.ceil(k / 128);
   const aStages = 2 * chunks * bm * 256 <= 227 * 1024 ? Math.max(2, chunks) : 8;
-  return { tokens, bm, nj: 1, aStages, minBlocks: 2, pf: 4, dequant: "lut", weights: "a" };
+  // bf16: constant tables and a multiply by the block scale (3–6% faster than a table per block, Run 7c)
+  return { tokens, bm, nj: 1, aStages, minBlocks: 2, pf: 4, dequant: dtype === "bf16" ? "unit" : "lut", weights: "a" };
 }
 
 /**
@@ -404,7 +405,7 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
   }
   if (path === "stream") {
     if (!s.mxfp4 || s.dtype === "f32") fail(node, `the stream path takes MXFP4 experts with bf16/f16 activations`);
-    const tiling = { ...streamTiling(dimBound(s.t, bounds), Math.max(s.d, s.inter)), ...opts.streamTiling };
+    const tiling = { ...streamTiling(dimBound(s.t, bounds), Math.max(s.d, s.inter), s.dtype), ...opts.streamTiling };
     if ((opts.streamRouting ?? "route") === "route") return emitGrouped(s, ctx, route, { typeTag, base: `${base}${epTag}`, constTag }, tiling, GROUPED_B_PREFETCH);
     const logits = logitsLaunch(s, ctx, { typeTag, routeThreads, routeVec, bound: dimBound(s.t, bounds) }, 7);
     return emitGrouped(s, ctx, logits, { typeTag, base: `${base}${epTag}`, constTag }, tiling, GROUPED_B_PREFETCH, undefined, true);

@@ -335,8 +335,8 @@ describe("moeExperts stream path, decode sizes (pure)", () => {
       const selects = routing === "logits";
       expect(k.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual([selects ? "moe_logits" : "moe_route", selects ? "moe_bucketsel" : "moe_bucket", "moe_ggateup", "moe_gdown", "moe_combine"]);
       const { bm } = streamTiling(bound);
-      // weights as the mma's A, 16-row tiles, all 23 chunks of K's A staged
-      expect(k.launches[2]!.kernel.entry).toMatch(/^moe_ggateup_stream_.*_m16n1p4la23b2$/);
+      // weights as the mma's A, 16-row tiles, all 23 chunks of K's A staged, constant tables (bf16)
+      expect(k.launches[2]!.kernel.entry).toMatch(/^moe_ggateup_stream_.*_m16n1p4ua23b2$/);
       expect(k.launches[2]!.sharedBytes).toBe(23 * 16 * 256);
       for (const t of new Set([1, Math.max(1, bound - 1), bound])) {
         const sym = { tokens: t };
@@ -418,8 +418,10 @@ describe("moeExperts stream path, decode sizes (pure)", () => {
     expect(bad({ weights: "c" as "a" })).toThrow(/weights must be "a" or "b"/);
   });
 
-  it("tiles of 16 rows at every bucket, all of K's A staged where two blocks fit an SM, else an 8-chunk ring", () => {
-    for (const t of [1, 16, 128, 512]) expect(streamTiling(t)).toMatchObject({ tokens: t, weights: "a", dequant: "lut", bm: 16, nj: 1, aStages: 23, minBlocks: 2, pf: 4 });
+  it("tiles of 16 rows at every bucket, all of K's A staged where two blocks fit an SM (else an 8-chunk ring), constant tables for bf16", () => {
+    for (const t of [1, 16, 128, 512]) expect(streamTiling(t)).toMatchObject({ tokens: t, weights: "a", dequant: "unit", bm: 16, nj: 1, aStages: 23, minBlocks: 2, pf: 4 });
+    // f16 activations: tables per block scale ("unit"'s are bf16 values)
+    expect(streamTiling(64, 2880, "f16").dequant).toBe("lut");
     // 2·28 chunks of 16 rows exceed 227 KiB
     expect(streamTiling(64, 28 * 128).aStages).toBe(28);
     expect(streamTiling(64, 29 * 128).aStages).toBe(8);
@@ -820,7 +822,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
   const WEIGHTS_A = { weights: "a", dequant: "lut" } as const;
   const previous = (b: number) => previousStreamTiling(b);
   const streamCases: { dtype: DType; bias?: DType; d: number; inter: number; counts: readonly number[]; tiling?: (bucket: number) => Partial<StreamTiling>; label?: string; routing?: "logits" }[] = [
-    // the default: weights as the mma's A, 16-row tiles, all of K's A staged
+    // the default: weights as the mma's A, 16-row tiles, all of K's A staged, constant tables (bf16) or per block scale (f16)
     { dtype: "bf16", d: 320, inter: 96, counts: [1, 3, 17, 100, 255] },
     { dtype: "bf16", d: 256, inter: 128, counts: [2, 50] },
     { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100] },
@@ -829,7 +831,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
     { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100], tiling: previous, label: "weights b, logits", routing: "logits" },
     { dtype: "bf16", d: 320, inter: 96, counts: [3, 17, 100], tiling: (b) => ({ ...previous(b), dequant: "lut" }), label: "weights b, lut" },
     { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100], tiling: (b) => ({ ...previous(b), dequant: "lut" }), label: "weights b, lut" },
-    // other tilings of weights as A, and the constant-table dequantization
+    // other tilings of weights as A (bf16: constant tables by default), and tables built per block scale
     { dtype: "bf16", d: 320, inter: 96, counts: [1, 3, 17, 100], tiling: () => ({ bm: 8 }), label: "weights a, 8 rows" },
     { dtype: "bf16", d: 320, inter: 96, counts: [3, 17, 255], tiling: () => ({ bm: 16, nj: 2 }), label: "weights a, 16 rows, 2 tiles a warp" },
     { dtype: "bf16", d: 320, inter: 96, counts: [17, 100], tiling: () => ({ bm: 24, aStages: 2 }), label: "weights a, 24 rows, 2-stage ring" },
@@ -837,8 +839,8 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
     { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100], tiling: () => ({ bm: 32, minBlocks: 1 }), label: "weights a, 32 rows" },
     { dtype: "bf16", d: 320, inter: 96, counts: [3, 17, 100], tiling: () => ({ aStages: 4, minBlocks: 4, pf: 2 }), label: "weights a, 4-stage ring, 2 chunks ahead" },
     { dtype: "bf16", d: 256, inter: 128, counts: [1, 50], tiling: () => ({ bm: 8, minBlocks: 3, pf: 3 }), label: "weights a, 8 rows, 3 chunks ahead" },
-    { dtype: "bf16", d: 320, inter: 96, counts: [1, 3, 17, 100, 255], tiling: () => ({ dequant: "unit" }), label: "weights a, unit tables" },
-    { dtype: "bf16", d: 256, inter: 128, counts: [2, 50], tiling: () => ({ bm: 8, dequant: "unit" }), label: "weights a, 8 rows, unit tables" },
+    { dtype: "bf16", d: 320, inter: 96, counts: [1, 3, 17, 100, 255], tiling: () => ({ dequant: "lut" }), label: "weights a, a table per block scale" },
+    { dtype: "bf16", d: 256, inter: 128, counts: [2, 50], tiling: () => ({ bm: 8, dequant: "lut" }), label: "weights a, 8 rows, a table per block scale" },
   ];
   for (const c of streamCases) {
     it(`stream path${c.label ? ` (${c.label})` : ""}, MXFP4 ${c.dtype} (hidden ${c.d}, intermediate ${c.inter}, 8 experts top-4) at ${c.counts.join(", ")} tokens, each with its bucket's tiling, against the interpreter`, async () => {
