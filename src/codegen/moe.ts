@@ -135,11 +135,12 @@ export const GROUPED_B_PREFETCH = 1;
 /**
  * Where bf16/f16 MXFP4 experts take the weight-streaming variant: token bounds from STREAM_MIN_TOKENS while an expert
  * expects at most STREAM_MAX_ROWS rows (bound · top-k / experts). Measured on an H200 (bench/moe-prefill.ts, bench/NOTES.md
- * Run 7, weights as the mma's A): the token loop is faster up to 8 tokens (it needs no bucketing); the stream kernels beat
+ * Run 7, weights as the mma's A): the token loop is faster at 2 tokens (0.073 against 0.079 ms a layer: it needs no
+ * bucketing), the stream kernels from 4 (0.115 against 0.124; at 8, 0.151 against 0.219); they beat
  * the grouped GEMMs up to 16 rows an expert (gpt-oss-20b 0.392 against 0.464 ms a layer at 128 tokens, 120b 1.007 against
  * 1.723 at 256) and lose at 32 (20b at 256 tokens: 0.570 against 0.489).
  */
-export const STREAM_MIN_TOKENS = 9;
+export const STREAM_MIN_TOKENS = 3;
 export const STREAM_MAX_ROWS = 16;
 
 export type MoePath = "token-loop" | "grouped" | "stream";

@@ -118,7 +118,8 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
     expect(moePath(mx120, { tokens: 512 })).toBe("stream");
     expect(moePath(mx120, { tokens: 513 })).toBe("grouped");
     expect(moePath(mx, {})).toBe("grouped"); // no bound: prefill-sized
-    expect(moePath(moeNode({ dtype: "bf16", t: 3, ...MOE_20B, format: "mxfp4" }), {})).toBe("token-loop");
+    expect(moePath(moeNode({ dtype: "bf16", t: 2, ...MOE_20B, format: "mxfp4" }), {})).toBe("token-loop");
+    expect(moePath(moeNode({ dtype: "bf16", t: 3, ...MOE_20B, format: "mxfp4" }), {})).toBe("stream");
     // f32 activations (no 16-bit tensor cores): the token loop at decode sizes, grouped SIMT GEMMs above
     const f32 = moeNode({ dtype: "f32", t: "tokens", ...MOE_20B, format: "mxfp4" });
     expect(moePath(f32, { tokens: GROUPED_MIN_TOKENS })).toBe("token-loop");
