@@ -21,9 +21,11 @@ export interface GptOssBenchOptions {
   readonly model: string;
   /** Position of every decoding sequence (tokens already cached). */
   readonly past: number;
-  /** Decode batch sizes; the plan's batch bound is the largest. */
+  /** Decode batch sizes. */
   readonly batches: readonly number[];
-  /** Tokens per sequence the plan holds (maxContext). */
+  /** The plan's batch bound (maxSeqs); by default the largest batch size. No batch may exceed it. */
+  readonly maxBatch?: number;
+  /** Tokens per sequence the plan holds (maxContext; `--max-context`). */
   readonly context: number;
   readonly replays: number;
   /** Time a prefill of this many fresh tokens too (0: no). */
@@ -153,14 +155,17 @@ function prefillInputs(layout: PagedDecoderLayout, n: number, vocab: number): Re
 
 export async function runGptOssBench(o: GptOssBenchOptions): Promise<GptOssBenchResult> {
   const say = o.onProgress ?? (() => {});
-  if (!(o.past >= 0 && o.past < o.context)) throw new Error(`--past ${o.past} must be below --context ${o.context}`);
+  if (!(o.past >= 0 && o.past < o.context)) throw new Error(`--past ${o.past} must be below --max-context ${o.context}`);
   if (o.batches.length === 0 || o.batches.some((b) => !(Number.isInteger(b) && b >= 1))) throw new Error(`batch sizes must be positive integers, got ${o.batches.join(",")}`);
+  const maxBatch = o.maxBatch ?? Math.max(...o.batches);
+  if (!(Number.isInteger(maxBatch) && maxBatch >= 1)) throw new Error(`--max-batch must be a positive integer, got ${maxBatch}`);
+  const over = o.batches.filter((b) => b > maxBatch);
+  if (over.length > 0) throw new Error(`--batches ${over.join(",")} exceed --max-batch ${maxBatch}`);
   const c = findBuiltinModel(o.model).config;
   const device = Device.open(0);
   const memoryBefore = device.memoryInfo();
   say("measuring the card's ceilings: copy and read bandwidth, bf16 matmul rate");
   const ceilings = await measureCeilings(device);
-  const maxBatch = Math.max(...o.batches);
   const blockSize = 16;
   // pools: every decoding sequence's blocks of [0, past] (full layers; windowed ones take what the engine gives them)
   const fullBlocks = Math.max(maxBatch * (Math.floor(o.past / blockSize) + 1), Math.ceil(Math.max(o.prefillTokens, 64) / blockSize), Math.ceil(o.context / blockSize));

@@ -27,7 +27,8 @@ import { progressPrinter, resolveDevice } from "./generate.js";
 interface DecodeBenchFlags {
   past: number;
   batches: number[];
-  context: number;
+  maxBatch?: number;
+  maxContext: number;
   replays: number;
   prefill: number;
   profile?: number[] | true;
@@ -52,8 +53,9 @@ function registerDecodeBench(bench: Command): void {
     .description("(the default) a built-in gpt-oss model on GPU 0 with random device-side weights: the card's ceilings, GPU memory, load time, decode tokens/s per batch size and prefill against floors from those ceilings")
     .argument("[model]", "built-in model name", "gpt-oss-20b")
     .option("--past <n>", "position of every decoding sequence (cached tokens)", integer("--past", 0), 1024)
-    .option("--batches <list>", "decode batch sizes, all in one plan whose batch bound is the largest", parseBatches, [1, 2, 4, 8, 16, 32, 64, 128, 256])
-    .option("--context <n>", "most tokens per sequence (the plan's maxContext)", integer("--context", 1), 4096)
+    .option("--batches <list>", "decode batch sizes, all in one plan", parseBatches, [1, 2, 4, 8, 16, 32, 64, 128, 256])
+    .option("--max-batch <n>", "most sequences one step runs: the plan's batch bound (default: the largest of --batches)", integer("--max-batch", 1))
+    .option("--max-context <n>", "most tokens (prompt and output) one sequence holds: the plan's maxContext", integer("--max-context", 1), 4096)
     .option("--replays <n>", "timed replays of each decode step", integer("--replays", 1), 100)
     .option("--prefill <n>", "also time a prefill of this many tokens", integer("--prefill", 0), 0)
     .option("--profile [batches]", "time every launch of these decode steps alone (default: batch 1) and sum by kernel kind", parseBatches)
@@ -64,7 +66,8 @@ function registerDecodeBench(bench: Command): void {
         model,
         past: flags.past,
         batches: flags.batches,
-        context: flags.context,
+        ...(flags.maxBatch !== undefined ? { maxBatch: flags.maxBatch } : {}),
+        context: flags.maxContext,
         replays: flags.replays,
         prefillTokens: flags.prefill,
         profile: flags.profile === undefined ? [] : flags.profile === true ? [1] : flags.profile,

@@ -18,6 +18,10 @@ describe("tsgc bench", () => {
     expect(tsgc("bench", "gpt-oss-7b").stderr).toMatch(/^tsgc: unknown model "gpt-oss-7b"; built-in models: gpt-oss-20b, gpt-oss-120b, gpt-oss-tiny\n$/);
     expect(tsgc("bench", "--past", "-1").stderr).toContain('--past must be an integer >= 0, got "-1"');
     expect(tsgc("bench", "decode", "--past", "-1").stderr).toContain('--past must be an integer >= 0, got "-1"');
+    // the plan's bounds take compile's and serve's flags, checked before any GPU work
+    expect(tsgc("bench", "gpt-oss-tiny", "--batches", "1,3,8", "--max-batch", "2").stderr).toMatch(/^tsgc: --batches 3,8 exceed --max-batch 2\n$/);
+    expect(tsgc("bench", "gpt-oss-tiny", "--past", "64", "--max-context", "64").stderr).toMatch(/^tsgc: --past 64 must be below --max-context 64\n$/);
+    expect(tsgc("bench", "--max-batch", "0").stderr).toContain('--max-batch must be an integer >= 1, got "0"');
   });
 
   it("lists both benchmarks in its help, decode as the default", () => {
@@ -61,13 +65,15 @@ describe("tsgc bench serve", () => {
 
 describeGpu("tsgc bench on the GPU", () => {
   it("reports memory, generation and decode timings for the tiny model", () => {
-    const r = tsgc("bench", "gpt-oss-tiny", "--past", "20", "--context", "64", "--batches", "1,3", "--replays", "5", "--prefill", "40", "--json");
+    const r = tsgc("bench", "gpt-oss-tiny", "--past", "20", "--max-context", "64", "--batches", "1,3", "--max-batch", "4", "--replays", "5", "--prefill", "40", "--json");
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout);
     expect(out.model).toBe("gpt-oss-tiny");
     expect(out.generate.finishReason).toBe("length");
     expect(out.generate.tokens).toHaveLength(32);
     expect(out.decode.map((d: { batch: number }) => d.batch)).toEqual([1, 3]);
+    // the plan's batch bound is --max-batch, not the largest batch
+    expect(out.maxBatch).toBe(4);
     for (const d of out.decode) expect(d.ms).toBeGreaterThan(0);
     expect(out.gpuMemory.inUseBytes).toBeGreaterThan(out.arena.plannedBytes);
     expect(out.kvPerSequence.at8k).toBe(8 * out.kvPerSequence.at1k);
