@@ -41,7 +41,8 @@ run_step() {
     long) step long 90 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1 --input-len 65536 --output-len 64 --max-context 65664 ;;
     # batch-1 latency through the engine (its time per output token against bench20b's batch-1 step)
     b1) step b1 60 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1 --input-len 1024 --output-len 512 --warmup ;;
-    moe) step moe 110 node dist/bench/moe-prefill.js 1,8,16,64,256,512,2048 5 ;;
+    # one layer's MoE: token loop, grouped GEMMs and stream kernels (the defaults), the previous stream kernels
+    moe) step moe 110 node dist/bench/moe-prefill.js 1,8,16,64,256,512,2048 5 stream/b ;;
     matmul) step matmul 90 node dist/bench/codegen-matmul.js bucket ;;
     *) echo "unknown step $1 (tier bench20b serve serve512 yardstick http b1 long moe matmul bench120b)"; return 1 ;;
   esac

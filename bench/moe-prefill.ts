@@ -9,7 +9,8 @@
 // The tensor-core grouped GEMMs also run as the previous kernel (grouped/p1: 64×128×32 tiles, per-byte dequantization)
 // and at other tilings (grouped/<tiling tag>, MoeOptions.groupedTiling) beside the default (GROUPED_TILING). A third argument (or MOE_BENCH_RUNS)
 // keeps only the runs whose label contains one of its comma-separated words (the token loop, the reference, and
-// the default grouped kernel, the baseline, always run), e.g. "grouped/m" (every tiling) or "m64k64s3l,m32k64".
+// the default grouped and stream kernels, the baselines, always run), e.g. "grouped/m" (every tiling), "m64k64s3l,m32k64"
+// or "stream/b" (the previous stream kernels).
 //
 // MOE_BENCH_EXPERTS=128 gives gpt-oss-120b's 128 experts (the same expert shapes).
 //
@@ -49,8 +50,8 @@ const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
 async function main(): Promise<void> {
   const [tokensArg = "512,2048", replaysArg = "5", runsArg = process.env["MOE_BENCH_RUNS"] ?? ""] = process.argv.slice(2);
   const runFilter = runsArg.split(",").filter((w) => w !== "");
-  // the token loop (the reference) and the default grouped kernel (the baseline) always run
-  const wanted = (label: string) => label === "token-loop" || label === "grouped" || runFilter.length === 0 || runFilter.some((w) => label.includes(w));
+  // the token loop (the reference) and the default grouped and stream kernels (the baselines) always run
+  const wanted = (label: string) => label === "token-loop" || label === "grouped" || label === "stream" || runFilter.length === 0 || runFilter.some((w) => label.includes(w));
   const tokenCounts = tokensArg.split(",").map(Number);
   const replays = Number(replaysArg);
   const maxT = Math.max(...tokenCounts);
