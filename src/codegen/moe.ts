@@ -186,6 +186,9 @@ export interface GroupedTiling {
  */
 export const GROUPED_TILING: GroupedTiling = { bm: 64, bk: 64, aStages: 3, dequant: "lut", minBlocks: 3 };
 
+/** The most dynamic shared memory a block may take on sm_90 (227 KiB). */
+const MAX_SHARED_BYTES = 227 * 1024;
+
 /** Dynamic shared memory of a tiled grouped GEMM: A stages of BM rows and two B stages of 128, rows of BK + 8 elements. */
 export function groupedSharedBytes(t: GroupedTiling): number {
   return 2 * (t.bk + 8) * (t.aStages * t.bm + 2 * GROUPED_BN_MMA);
@@ -219,26 +222,31 @@ export const MXFP4_LUT = {
   fastScales: [2, 252],
 } as const;
 
-/** mx_make_lut's tables at scale code 127 (the values at scale 1): the "unit" dequantization's constants. */
-export function mxfp4UnitTables(): { lo0: number; lo1: number; hi0: number; hi1: number } {
-  const [v01, v23, v45, v67] = MXFP4_LUT.unitPairs;
+/** The prmt tables mx_make_lut builds from the packed pairs of the positive codes (0,1), (2,3), (4,5), (6,7). */
+export function mxfp4LutTables(pairs: readonly [number, number, number, number]): { lo0: number; lo1: number; hi0: number; hi1: number } {
   const L = MXFP4_LUT;
+  const [v01, v23, v45, v67] = pairs;
   return { lo0: prmt(v01, v23, L.tableLo), hi0: prmt(v01, v23, L.tableHi), lo1: prmt(v45, v67, L.tableLo), hi1: prmt(v45, v67, L.tableHi) };
 }
 
 /**
- * The model of mx_make_lut's table pairs for a bf16 scale code s in MXFP4_LUT.fastScales: unitPairs with s − 127 added
- * to each nonzero value's exponent (mx_scaled_pair). Outside that range the kernel takes mx_dequant2's pairs.
+ * The model of mx_scaled_pair over unitPairs: the pairs at scale code s by exponent arithmetic, s − 127 added to each
+ * nonzero value's exponent field. mx_dequant2's bits only for s in MXFP4_LUT.fastScales (mxfp4LutPairs).
  */
-export function mxfp4LutPairs(s: number): [number, number, number, number] {
-  const [lo, hi] = MXFP4_LUT.fastScales;
-  if (!(Number.isInteger(s) && s >= lo && s <= hi)) throw new Error(`mxfp4LutPairs: scale code ${s} is outside [${lo}, ${hi}]`);
+export function mxfp4ExponentPairs(s: number): [number, number, number, number] {
   const d = (s - 127) * 128;
   const pair = (unit: number) => {
     const l = unit & 0xffff, h = unit >>> 16;
     return (((h + d) << 16) | (l !== 0 ? l + d : 0)) >>> 0;
   };
   return MXFP4_LUT.unitPairs.map(pair) as [number, number, number, number];
+}
+
+/** The model of mx_make_lut's table pairs for a bf16 scale code s in MXFP4_LUT.fastScales (outside, mx_dequant2's). */
+export function mxfp4LutPairs(s: number): [number, number, number, number] {
+  const [lo, hi] = MXFP4_LUT.fastScales;
+  if (!(Number.isInteger(s) && s >= lo && s <= hi)) throw new Error(`mxfp4LutPairs: scale code ${s} is outside [${lo}, ${hi}]`);
+  return mxfp4ExponentPairs(s);
 }
 
 /** prmt.b32 in its default mode, exactly (PTX ISA): see MXFP4_LUT. */
@@ -260,8 +268,7 @@ export function prmt(a: number, b: number, c: number): number {
  */
 export function mxfp4LutDequant8(w: number, pairs: readonly [number, number, number, number], nan: boolean): [number, number, number, number] {
   const L = MXFP4_LUT;
-  const [v01, v23, v45, v67] = pairs;
-  const lo0 = prmt(v01, v23, L.tableLo), hi0 = prmt(v01, v23, L.tableHi), lo1 = prmt(v45, v67, L.tableLo), hi1 = prmt(v45, v67, L.tableHi);
+  const { lo0, lo1, hi0, hi1 } = mxfp4LutTables(pairs);
   const sgn = nan ? 0 : L.signBits;
   const sel = (w & L.magMask) >>> 0, w4 = (w << 4) >>> 0;
   const out: number[] = [];
@@ -320,7 +327,7 @@ export function moePath(node: NodeOf<"moeExperts">, bounds: SymbolBounds = {}, o
 export function streamTiling(tokens: number, k = 2880, dtype: DType = "bf16"): StreamTiling {
   const bm = 16;
   const chunks = Math.ceil(k / 128);
-  const aStages = 2 * chunks * bm * 256 <= 227 * 1024 ? Math.max(2, chunks) : 8;
+  const aStages = 2 * chunks * bm * 256 <= MAX_SHARED_BYTES ? Math.max(2, chunks) : 8;
   // bf16: constant tables and a multiply by the block scale (3–6% faster than a table per block, Run 7c)
   return { tokens, bm, nj: 1, aStages, minBlocks: 2, pf: 4, dequant: dtype === "bf16" ? "unit" : "lut", weights: "a" };
 }
@@ -471,7 +478,7 @@ function checkTiling(t: GroupedTiling): void {
   if (![2, 3, 4].includes(t.aStages)) bad(`aStages must be 2, 3 or 4`);
   if (t.dequant !== "byte" && t.dequant !== "lut") bad(`dequant must be "byte" or "lut"`);
   if (!(Number.isInteger(t.minBlocks) && t.minBlocks >= 0 && t.minBlocks <= 8)) bad(`minBlocks must be an integer in [0, 8]`);
-  if (groupedSharedBytes(t) > 227 * 1024) bad(`needs ${groupedSharedBytes(t)} bytes of shared memory (at most 227 KiB)`);
+  if (groupedSharedBytes(t) > MAX_SHARED_BYTES) bad(`needs ${groupedSharedBytes(t)} bytes of shared memory (at most 227 KiB)`);
 }
 
 /** The router logits launch of the stream path: scratch `into` = f32 [T, E]. */
@@ -514,12 +521,12 @@ function emitGrouped(
   const streamShared = (k: number) => {
     if (stream?.weights !== "a") return 0;
     const bytes = streamSharedBytes(stream, k);
-    if (bytes > 227 * 1024) throw new Error(`tsgc codegen: moeExperts: streamTiling ${JSON.stringify(stream)}: A stages of ${stream.bm} rows over K = ${k} need ${bytes} bytes of shared memory (at most 227 KiB)`);
+    if (bytes > MAX_SHARED_BYTES) throw new Error(`tsgc codegen: moeExperts: streamTiling ${JSON.stringify(stream)}: A stages of ${stream.bm} rows over K = ${k} need ${bytes} bytes of shared memory (at most 227 KiB)`);
     return bytes;
   };
   const gemmShared = tiled ? groupedSharedBytes(tiled) : 0;
   const tiledCtx = tiled ? { tiled: true, bk: tiled.bk, aStages: tiled.aStages, dequant: tiled.dequant, minBlocks: tiled.minBlocks } : { tiled: false };
-  const gctx = { ...ctx, bm, stages: 3, variant, bpf, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), ...tiledCtx, lut: MXFP4_LUT, unitLut: mxfp4UnitTables(), selects };
+  const gctx = { ...ctx, bm, stages: 3, variant, bpf, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), ...tiledCtx, lut: MXFP4_LUT, unitLut: mxfp4LutTables(MXFP4_LUT.unitPairs), selects };
   const input = (index: number): ArgBinding => ({ kind: "input", index });
   const scratch = (index: number): ArgBinding => ({ kind: "scratch", index });
   const launch = (stage: string, entry: string, grid: KernelLaunch["grid"], block: number, args: ArgBinding[], sharedBytes = 0): KernelLaunch => ({
