@@ -1,7 +1,7 @@
 // Device time of the matmul-family and RMSNorm kernels at gpt-oss-20b sizes, against the two floors:
 // bytes / HBM bandwidth (measured here with a device-to-device copy; ~3.0 TB/s on an H100 SXM) and
 // FLOPs / tensor throughput (~790 TFLOP/s dense bf16, not measured: no BLAS here).
-//   npm run build && node dist/bench/codegen-matmul.js [label filter, e.g. bucket]
+//   npm run build && node dist/bench/codegen-matmul.js [label filter, e.g. bucket, or comma-separated words]
 // Each case is captured R times into one CUDA graph, cycling through enough copies of its operands that
 // a replay cannot be served from L2 (50 MiB on an H100); the graph is replayed many times and the median
 // per-kernel time is reported (it includes the ~1 µs gap between graph nodes). Cases of one shape get the
@@ -11,7 +11,7 @@ import { CudaGraph, Device, type Kernel, type KernelArg } from "../runtime/cuda.
 import { loadKernels } from "../runtime/kernel-cache.js";
 import { nvrtcVersion } from "../runtime/nvrtc.js";
 import { evalSize, type NodeKernels } from "../src/lower/kernel.js";
-import { DEFAULT_GEMM_TILE, emitMatmul, type GemmTile, type MatmulPath } from "../src/codegen/matmul.js";
+import { DEFAULT_GEMM_TILE, emitMatmul, type GemmTile, gemmTileFor, MAX_SPLIT_K, type MatmulPath } from "../src/codegen/matmul.js";
 import { emitMxfp4Matmul } from "../src/codegen/mxfp4-matmul.js";
 import { emitFusedRmsNorm, emitResidualRmsNormPair } from "../src/codegen/rmsnorm.js";
 import { type DType, dtypeBytes } from "../src/ir/dtype.js";
@@ -67,17 +67,35 @@ const input = (name: string, dtype: DType, shape: (number | string)[]) =>
 function linearCase(label: string, m: number | string, n: number, k: number, symbols: SymbolValues = {}, perGraph = 20, gemmTile?: GemmTile, path?: MatmulPath): Case {
   const node = table.make("matmul", { transposeB: true }, [input("x", "bf16", [m, k]), input("w", "bf16", [n, k])]);
   const rows = typeof m === "number" ? m : symbols[m]!;
-  const tile = gemmTile ? ` tile 128×${4 * gemmTile.warpN}×${gemmTile.k} s${gemmTile.stages}` : "";
+  const tile = gemmTile ? ` tile ${gemmTile.rows ?? 128}×${4 * gemmTile.warpN}×${gemmTile.k} s${gemmTile.stages}${(gemmTile.splitK ?? 1) > 1 ? ` split ${gemmTile.splitK}` : ""}` : "";
   // a symbolic M is planned at its bucket (its value here), as a bucketed plan would
   const opts = { ...(gemmTile ? { gemmTile } : {}), ...(path ? { path } : {}), symbolBounds: symbols };
   return { label: label + tile + (path ? ` ${path}` : ""), node, kernels: emitMatmul(node, opts), symbols, flops: 2 * rows * n * k, perGraph };
 }
 
-/** A decode bucket's linear layers on both tensor-core paths: which is faster at each batch size. */
+/**
+ * A decode bucket's linear layers on both tensor-core paths: which is faster at each batch size. The GEMM runs with
+ * the bucket's tile (gemmTileFor: split K at decode sizes), the previous one (128 rows, no split), and other splits.
+ */
 function bucketCases(m: number): Case[] {
-  const shapes: [string, number, number, number][] = [["q/k/v", 5120, 2880, 20], ["o_proj", 2880, 4096, 20], ["lm_head", 201088, 2880, 2]];
-  return shapes.flatMap(([name, n, k, perGraph]) =>
-    (["gemv-mma", "gemm-mma"] as const).map((path) => linearCase(`bucket ${m}: ${name} ${m}×${k} · [${n}, ${k}]ᵀ`, "tokens", n, k, { tokens: m }, perGraph, undefined, path)));
+  const shapes: [string, number, number, number][] = [
+    ["q/k/v", 5120, 2880, 20], ["q", 4096, 2880, 20], ["k", 512, 2880, 20], ["o_proj", 2880, 4096, 20], ["lm_head", 201088, 2880, 2],
+  ];
+  return shapes.flatMap(([name, n, k, perGraph]) => {
+    const label = `bucket ${m}: ${name} ${m}×${k} · [${n}, ${k}]ᵀ`;
+    const chosen = gemmTileFor({ dtype: "bf16", rows: ["tokens"], batch: [], n, k, transposeB: true, bShared: true, bFormat: "dense" }, "gemm-mma", m);
+    const split = chosen.splitK ?? 1;
+    const others: GemmTile[] = name === "lm_head" ? [] : [
+      DEFAULT_GEMM_TILE,
+      ...[Math.max(2, Math.floor(split / 2)), 2 * split].filter((x) => x !== split && x <= MAX_SPLIT_K).map((x) => ({ ...chosen, splitK: x })),
+      ...(m <= 64 ? [{ ...chosen, rows: 128 as const }] : []),
+    ];
+    return [
+      linearCase(label, "tokens", n, k, { tokens: m }, perGraph, undefined, "gemv-mma"),
+      linearCase(label, "tokens", n, k, { tokens: m }, perGraph, undefined, "gemm-mma"),
+      ...others.map((t) => linearCase(label, "tokens", n, k, { tokens: m }, perGraph, t, "gemm-mma")),
+    ];
+  });
 }
 
 const TILES: GemmTile[] = [
@@ -123,9 +141,10 @@ const allCases: Case[] = [
   ...normCases(4096),
   ...[16, 32, 64, 128, 256].flatMap(bucketCases),
 ];
-// an optional argument keeps the cases whose label contains it (e.g. "bucket")
-const only = process.argv[2];
-const cases = only ? allCases.filter((c) => c.label.includes(only)) : allCases;
+// an optional argument keeps the cases whose label contains one of its comma-separated words (e.g. "bucket", or
+// "bucket 64:,bucket 128:")
+const only = (process.argv[2] ?? "").split(",").filter((w) => w !== "");
+const cases = only.length > 0 ? allCases.filter((c) => only.some((w) => c.label.includes(w))) : allCases;
 
 const device = Device.open(0);
 const stream = device.createStream();
@@ -205,7 +224,8 @@ for (const c of cases) {
   const operands = c.node.inputs.map((n) => ({ dtype: n.dtype, elements: numElements(evalShape(n.shape, c.symbols)) }));
   const operandBytes = operands.map((o) => o.elements * dtypeBytes(o.dtype));
   const outBytes = numElements(evalShape(c.node.shape, c.symbols)) * dtypeBytes(c.node.dtype);
-  const perCopy = [...operandBytes, outBytes, c.siblingBytes ?? 0].map((b) => align(Math.max(b, 1)));
+  const scratchBytes = c.kernels.scratchBytes.map((e) => evalSize(e, c.symbols));
+  const perCopy = [...operandBytes, outBytes, c.siblingBytes ?? 0, ...scratchBytes].map((b) => align(Math.max(b, 1)));
   const copyBytes = perCopy.reduce((a, b) => a + b, 0);
   const moved = operandBytes.reduce((a, b) => a + b, 0) + outBytes + (c.siblingBytes ?? 0);
   const copies = Math.max(1, Math.min(c.perGraph, Math.ceil((2 * L2_BYTES) / copyBytes) + 1));
@@ -214,12 +234,13 @@ for (const c of cases) {
   for (let copy = 0; copy < copies; copy++) {
     operands.forEach((o, i) => fillRandom(arena.pointer + BigInt(offsets(copy)[i]!), o.dtype, o.elements, 1000 * copy + i + 7));
   }
-  const launch = c.kernels.launches[0]!;
-  const loaded = await loadKernels(device, [{ name: launch.kernel.name, source: launch.kernel.source, entry: launch.kernel.entry }], { cache: false });
-  const kernel = loaded.kernels[0]!;
-  if (launch.sharedBytes > 48 * 1024) kernel.setMaxDynamicSharedBytes(launch.sharedBytes);
-  const grid = launch.grid.map((g) => evalSize(g, c.symbols)) as [number, number, number];
-  const argsFor = (copy: number): KernelArg[] => {
+  // every launch of the case (a split-K GEMM and its reduce), in order, as one unit
+  const launches = c.kernels.launches;
+  const loaded = await loadKernels(device, launches.map((l) => ({ name: l.kernel.name, source: l.kernel.source, entry: l.kernel.entry })), { cache: false });
+  const kernels = launches.map((l) => loaded.byName.get(l.kernel.name)!);
+  launches.forEach((l, i) => l.sharedBytes > 48 * 1024 && kernels[i]!.setMaxDynamicSharedBytes(l.sharedBytes));
+  const grids = launches.map((l) => l.grid.map((g) => evalSize(g, c.symbols)) as [number, number, number]);
+  const argsFor = (launch: (typeof launches)[number], copy: number): KernelArg[] => {
     const off = offsets(copy);
     const ptr = (i: number): KernelArg => ({ ptr: arena.pointer + BigInt(off[i]!) });
     return launch.args.map((a) => {
@@ -229,14 +250,16 @@ for (const c of cases) {
         case "sibling": return ptr(operands.length + 1);
         case "i32": return { i32: evalSize(a.value, c.symbols) };
         case "f32": return { f32: a.value };
-        case "scratch": throw new Error("no scratch in these kernels");
+        case "scratch": return ptr(operands.length + 2 + a.index);
       }
     });
   };
-  const argSets = Array.from({ length: copies }, (_, i) => argsFor(i));
+  const argSets = Array.from({ length: copies }, (_, i) => launches.map((l) => argsFor(l, i)));
   stream.synchronize();
   const graph = CudaGraph.capture(stream, () => {
-    for (let i = 0; i < c.perGraph; i++) kernel.launch({ grid, block: launch.block, sharedBytes: launch.sharedBytes, stream, args: argSets[i % copies]! });
+    for (let i = 0; i < c.perGraph; i++) {
+      launches.forEach((l, j) => kernels[j]!.launch({ grid: grids[j]!, block: l.block, sharedBytes: l.sharedBytes, stream, args: argSets[i % copies]![j]! }));
+    }
   });
   const ms = timeGraph(graph, c.perGraph, c.perGraph >= 10 ? 30 : 10);
   graph.dispose();
@@ -244,7 +267,8 @@ for (const c of cases) {
     const out = new Uint8Array(outBytes);
     arena.view(offsets(0)[operands.length]!, outBytes).copyToHost(out);
     const values = bf16Values(out);
-    const key = `${c.node.hash}`;
+    // the same node at another bucket is another problem (another M)
+    const key = `${c.node.hash} ${JSON.stringify(c.symbols)}`;
     const first = firstOutputs.get(key);
     if (first === undefined) firstOutputs.set(key, { label: c.label, values });
     else {
@@ -258,8 +282,8 @@ for (const c of cases) {
     }
   }
   arena.free();
-  const attrs = kernel.attributes();
-  rows.push({ label: c.label, us: ms * 1000, bytes: moved, flops: c.flops, kernel: launch.kernel.entry, registers: attrs.registers, localBytes: attrs.localBytes });
+  const attrs = kernels[0]!.attributes();
+  rows.push({ label: c.label, us: ms * 1000, bytes: moved, flops: c.flops, kernel: launches.map((l) => l.kernel.entry).join(" + "), registers: attrs.registers, localBytes: attrs.localBytes });
   console.log(`  measured ${c.label}: ${(ms * 1000).toFixed(2)} µs (${copies} operand copies)`);
 }
 

@@ -12,13 +12,16 @@
 //   "gemv-cols" b [K, N], M ≤ 8: a thread per 8 (bf16) or 4 (f32) columns, K split over warps.
 // - otherwise GEMM (prefill):
 //   "gemm-mma"  bf16/f16 with K % 8 == 0 (and N % 8 == 0 when b is [K, N]): mma.sync tiles (default
-//               128×128×32, 4-stage cp.async pipeline, 64 KiB of dynamic shared memory);
+//               128×128×32, 4-stage cp.async pipeline, 64 KiB of dynamic shared memory); at decode sizes (M ≤ 256)
+//               a dense x·Wᵀ takes 64-row tiles up to 64 rows and K split over grid z, with a reduce launch that adds
+//               the splits' f32 partials in order (gemmTileFor);
 //   "gemm-simt" everything else (f32): 64×64 tiles in f32.
 // Kernel parameters: (a, b, out, M, N, K); N and K are also baked in when static. Grid z is the batch
 // (at most 65535). Integer matmuls are rejected.
 // groupedLinear (several x·W_iᵀ + b_i of one x): on the "gemv-mma" path one launch whose blocks run
 // through the layers' 16-row tiles one layer after another (grid.y = Σ ceil(N_i / 16)), so small layers
-// (k_proj, v_proj: N = 512) no longer leave most SMs idle; on other paths one launch per layer.
+// (k_proj, v_proj: N = 512) no longer leave most SMs idle; on a split-K GEMM one GEMM over the layers' column
+// tiles and one reduce; on other paths one launch per layer.
 
 import { dtypeBytes, type DType } from "../ir/dtype.js";
 import type { Node, NodeOf } from "../ir/node.js";
@@ -37,17 +40,22 @@ export interface MatmulOptions {
   readonly path?: MatmulPath;
 }
 
-/** Tensor-core GEMM tile: 128 rows × 4·warpN columns × k, in `stages` pipeline stages (8 warps, 2 × 4). */
+/**
+ * Tensor-core GEMM tile: `rows` (default 128) × 4·warpN columns × k, in `stages` pipeline stages (8 warps, 2 × 4), and
+ * K split `splitK` ways (default 1: none; dense x·Wᵀ without a batch only) with a reduce launch after.
+ */
 export interface GemmTile {
   readonly warpN: 32 | 64;
   readonly k: 32 | 64;
   readonly stages: number;
+  readonly rows?: 64 | 128;
+  readonly splitK?: number;
 }
 export const DEFAULT_GEMM_TILE: GemmTile = { warpN: 32, k: 32, stages: 4 };
 
 /** Dynamic shared memory of the tensor-core GEMM: `stages` × (A tile + B tile) in 16-bit elements. */
 export function gemmSharedBytes(t: GemmTile): number {
-  return t.stages * (128 + 4 * t.warpN) * t.k * 2;
+  return t.stages * ((t.rows ?? 128) + 4 * t.warpN) * t.k * 2;
 }
 
 /** Largest M that takes a GEMV path (any variant); rows of x per block of the rows/cols variants. */
@@ -112,16 +120,14 @@ export function choosePath(s: MatmulShape, bounds: SymbolBounds | undefined): Ma
 
 /**
  * Whether the tensor-core GEMV is the faster of the two tensor-core paths for M rows (a bucket's bound)
- * and N outputs. Measured on an H200 (bench/codegen-matmul.js bucket, bench/NOTES.md): the GEMV reads each
- * weight tile once for up to 64 rows and wins there for q/k/v and o_proj; a wide output (lm_head's 201k
- * rows) gives the GEMM's 128-row tiles enough blocks from 64 rows on; at 128 rows only narrow outputs
- * (o_proj's 2880) still favour the GEMV.
+ * and N outputs. Measured on an H200 (bench/codegen-matmul.js bucket, bench/NOTES.md Run 8): up to 32 rows the
+ * GEMV (each weight tile read once, x rows from L2) is as fast as the split-K GEMM for q, k, v and o_proj and
+ * faster for lm_head, and its grouped q/k/v launch beats three; from 64 rows its x reloads (4× the weight bytes at
+ * 64) make it slower than the GEMM, whose 64- or 128-row tiles share x through shared memory (split K gives them
+ * enough blocks): q/k/v 35 → 29, o_proj 24 → 16 µs at 64 rows; 54 → 37 and 44 → 23 at 128.
  */
-export function gemvMmaBeatsGemm(m: number, n: Dim): boolean {
-  const wide = !isStatic(n) || n > 65536;
-  if (m <= 32) return true;
-  if (m <= 64) return !wide;
-  return m <= 128 && isStatic(n) && n <= 4096;
+export function gemvMmaBeatsGemm(m: number, _n: Dim): boolean {
+  return m <= 32;
 }
 
 /** Widest vector (elements, at most 16 bytes) that divides a static dim; 1 for a symbolic one. */
@@ -156,6 +162,8 @@ function templateContext(s: MatmulShape, path: MatmulPath, entry: string, vec: n
     tileWn: tile.warpN,
     tileK: tile.k,
     tileStages: tile.stages,
+    tileRows: tile.rows ?? 128,
+    splitK: tile.splitK ?? 1,
   };
 }
 
@@ -170,9 +178,14 @@ export interface MatmulBinding {
 /** One launch of a matmul-family kernel: template, path, context, geometry. Shared with mxfp4-matmul. */
 export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string, family: string, extra: Record<string, unknown> = {}, tile: GemmTile = DEFAULT_GEMM_TILE, binding?: MatmulBinding, mBound = GEMV_MAX_M): KernelLaunch {
   const mt = gemvRowsPerBlock(mBound);
-  const tileValid = [32, 64].includes(tile.warpN) && [32, 64].includes(tile.k) && Number.isInteger(tile.stages) && tile.stages >= 2;
+  const splitK = tile.splitK ?? 1;
+  const tileValid = [32, 64].includes(tile.warpN) && [32, 64].includes(tile.k) && Number.isInteger(tile.stages) && tile.stages >= 2 &&
+    [64, 128].includes(tile.rows ?? 128) && Number.isInteger(splitK) && splitK >= 1 && splitK <= MAX_SPLIT_K;
   if (!tileValid) throw new Error(`tsgc codegen: bad GEMM tile ${JSON.stringify(tile)}`);
-  const defaultTile = tile.warpN === DEFAULT_GEMM_TILE.warpN && tile.k === DEFAULT_GEMM_TILE.k && tile.stages === DEFAULT_GEMM_TILE.stages;
+  if (splitK > 1 && !(s.bFormat === "dense" && s.transposeB && s.bShared && isStatic(s.n) && isStatic(s.k))) {
+    throw new Error(`tsgc codegen: a split-K GEMM takes a dense x·Wᵀ with static N and K and no batch (tile ${JSON.stringify(tile)})`);
+  }
+  const defaultTile = tile.warpN === DEFAULT_GEMM_TILE.warpN && tile.k === DEFAULT_GEMM_TILE.k && tile.stages === DEFAULT_GEMM_TILE.stages && (tile.rows ?? 128) === 128 && splitK === 1;
   if (s.bFormat === "mxfp4" && !defaultTile) throw new Error(`tsgc codegen: the MXFP4 GEMM takes only the default tile`);
   const dtCode = DT_CODES[s.dtype];
   if (dtCode === undefined) throw new Error(`tsgc codegen: no matmul kernel for ${s.dtype}`);
@@ -189,14 +202,15 @@ export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string,
     `n${isStatic(s.n) ? s.n : "x"}`,
     `k${isStatic(s.k) ? s.k : "x"}`,
     vec > 0 && vec !== 32 ? `v${vec}` : "",
-    path === "gemm-mma" && !defaultTile ? `t${4 * tile.warpN}x${tile.k}s${tile.stages}` : "",
+    path === "gemm-mma" && !defaultTile ? gemmTileTag(tile) : "",
     path === "gemv-mma" && mt !== GEMV_MAX_M ? `m${mt}` : "",
     ksplit !== GEMV_KSPLIT ? `w${ksplit}` : "",
   ]
     .filter((p) => p !== "")
     .join("_");
-  const hasBias = extra["hasBias"] === true;
-  const source = renderTemplate(template, { ...templateContext(s, path, name, vec, tile, mt, ksplit), ...extra });
+  // a split-K GEMM stores f32 partial sums (scratch 0); its reduce launch adds the bias
+  const hasBias = extra["hasBias"] === true && splitK === 1;
+  const source = renderTemplate(template, { ...templateContext(s, path, name, vec, tile, mt, ksplit), ...extra, hasBias });
   const m = sizeExpr(s.rows);
   const batch = sizeExpr(s.batch);
   let grid: readonly [SizeExpr, SizeExpr, SizeExpr];
@@ -218,7 +232,7 @@ export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string,
       block = [256, 1, 1];
       break;
     case "gemm-mma":
-      grid = [ceilDiv(s.n, 4 * tile.warpN), mTiles(128), batch];
+      grid = [ceilDiv(s.n, 4 * tile.warpN), mTiles(tile.rows ?? 128), splitK > 1 ? constSize(splitK) : batch];
       block = [256, 1, 1];
       sharedBytes = gemmSharedBytes(tile);
       break;
@@ -231,8 +245,71 @@ export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string,
     ? [{ kind: "input", index: binding.x }, { kind: "input", index: binding.w }]
     : (s.bFormat === "mxfp4" ? [0, 1, 2] : [0, 1]).map((index) => ({ kind: "input", index }));
   const bias: ArgBinding[] = hasBias ? [{ kind: "input", index: binding ? binding.bias : inputs.length }] : [];
-  const args: ArgBinding[] = [...inputs, binding ? binding.out : { kind: "output" }, ...bias, { kind: "i32", value: m }, { kind: "i32", value: sizeExpr([s.n]) }, { kind: "i32", value: sizeExpr([s.k]) }];
+  const out: ArgBinding = splitK > 1 ? { kind: "scratch", index: 0 } : binding ? binding.out : { kind: "output" };
+  const args: ArgBinding[] = [...inputs, out, ...bias, { kind: "i32", value: m }, { kind: "i32", value: sizeExpr([s.n]) }, { kind: "i32", value: sizeExpr([s.k]) }];
   return { kernel: { name, family, source, entry: name }, grid, block, sharedBytes, args };
+}
+
+/**
+ * Blocks a split-K GEMM aims for: one per SM of a 132-SM H100/H200. Measured on an H200 (bench/codegen-matmul.ts
+ * bucket, bench/NOTES.md Run 8) at 64–256 rows: q (N 4096) fastest at 128 blocks, q/k/v as one (N 5120) at 120–320,
+ * o_proj (N 2880) at 138–276, k and v (N 512: 4 column tiles) at the most splits K allows; twice as many blocks was
+ * 5–25% slower for the wide ones.
+ */
+export const SPLIT_K_TARGET_BLOCKS = 132;
+/** Fewest k-tiles a split takes (its cp.async pipeline needs a few to run full). */
+const SPLIT_K_MIN_TILES = 8;
+
+/**
+ * The tensor-core GEMM tile for a contraction at an M bound (a bucket's): the default for wide M, batches, plain or
+ * MXFP4 B, or enough column tiles; for a dense x·Wᵀ at decode sizes (M ≤ GEMV_MMA_MAX_M) whose N / 128 × M / 128
+ * blocks would leave SMs idle, 64-row tiles up to 64 rows and K split until about SPLIT_K_TARGET_BLOCKS blocks run.
+ */
+export function gemmTileFor(s: MatmulShape, path: MatmulPath, mBound: number): GemmTile {
+  if (path !== "gemm-mma" || s.bFormat !== "dense" || !s.transposeB || !s.bShared || !isStatic(s.n) || !isStatic(s.k) || mBound > GEMV_MMA_MAX_M) return DEFAULT_GEMM_TILE;
+  const columnTiles = Math.ceil(s.n / (4 * DEFAULT_GEMM_TILE.warpN));
+  // enough blocks already (lm_head's 1571 column tiles): the default tile
+  if (columnTiles * Math.ceil(mBound / 128) >= SPLIT_K_TARGET_BLOCKS) return DEFAULT_GEMM_TILE;
+  const rows = mBound <= 64 ? 64 : 128;
+  const blocks = columnTiles * Math.ceil(mBound / rows);
+  const kTiles = Math.ceil(s.k / DEFAULT_GEMM_TILE.k);
+  const splitK = Math.max(1, Math.min(Math.ceil(SPLIT_K_TARGET_BLOCKS / blocks), MAX_SPLIT_K, Math.floor(kTiles / SPLIT_K_MIN_TILES)));
+  return rows === 128 && splitK === 1 ? DEFAULT_GEMM_TILE : { ...DEFAULT_GEMM_TILE, rows, splitK };
+}
+
+/** Most ways a GEMM's K may be split. */
+export const MAX_SPLIT_K = 16;
+
+/** A non-default GEMM tile's name part: t{4·warpN}x{k}s{stages}, r{rows} when not 128, and sk{splitK} when split. */
+function gemmTileTag(t: GemmTile): string {
+  return `t${4 * t.warpN}x${t.k}s${t.stages}${(t.rows ?? 128) !== 128 ? `r${t.rows}` : ""}${(t.splitK ?? 1) > 1 ? `sk${t.splitK}` : ""}`;
+}
+
+/**
+ * The kernels of one dense x·Wᵀ (+ bias) on `path`: its one launch, or for a split-K GEMM tile that launch (f32
+ * partial sums into scratch 0, [splitK, M, N]) and the reduce after it, which adds the splits in order and stores
+ * the result (plus the bias) as the single launch would round it.
+ */
+export function linearKernels(s: MatmulShape, path: MatmulPath, family: "gemv" | "gemm", extra: Record<string, unknown>, tile: GemmTile = DEFAULT_GEMM_TILE, binding?: MatmulBinding, mBound = GEMV_MAX_M): NodeKernels {
+  const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
+  const main = matmulLaunch(s, path, template, family, extra, tile, binding, mBound);
+  const splitK = path === "gemm-mma" ? tile.splitK ?? 1 : 1;
+  if (splitK === 1) return { launches: [main], scratchBytes: [] };
+  const n = s.n as number;
+  const hasBias = extra["hasBias"] === true;
+  const vec = n % 4 === 0 ? 4 : 1;
+  const name = ["gemm_splitk_reduce", hasBias ? "bias" : "", s.dtype, `n${n}`, `sk${splitK}`, vec !== 1 ? `v${vec}` : ""].filter((p) => p !== "").join("_");
+  const source = renderTemplate("gemm.cu.njk", { ...templateContext(s, path, name, vec, tile), variant: "splitk_reduce", hasBias });
+  const outBinding: ArgBinding = binding ? binding.out : { kind: "output" };
+  const bias: ArgBinding[] = hasBias ? [{ kind: "input", index: binding ? binding.bias : 2 }] : [];
+  const reduce: KernelLaunch = {
+    kernel: { name, family, source, entry: name },
+    grid: [sizeExpr(s.rows, n, 256 * vec), constSize(1), constSize(1)],
+    block: [256, 1, 1],
+    sharedBytes: 0,
+    args: [{ kind: "scratch", index: 0 }, outBinding, ...bias, { kind: "i32", value: sizeExpr(s.rows) }, { kind: "i32", value: sizeExpr([s.n]) }],
+  };
+  return { launches: [main, reduce], scratchBytes: [sizeExpr(s.rows, splitK * n * 4)] };
 }
 
 type MatmulNode = NodeOf<"matmul">;
@@ -280,8 +357,8 @@ export function emitFusedLinear(node: NodeOf<"fusedLinear">, opts: MatmulOptions
     throw new Error(`tsgc codegen: fusedLinear (x ${x.dtype}${formatShape(x.shape)}, w ${w.dtype}${formatShape(w.shape)}): ${msg}`);
   });
   const path = opts.path ?? choosePath(shape, opts.symbolBounds);
-  const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
-  return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile, undefined, rowsBound(shape.rows, opts.symbolBounds))], scratchBytes: [] };
+  const mBound = rowsBound(shape.rows, opts.symbolBounds);
+  return linearKernels(shape, path, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile ?? gemmTileFor(shape, path, mBound), undefined, mBound);
 }
 
 /** The contraction shape of layer `r` of a groupedLinear node. */
@@ -297,9 +374,9 @@ export function emitGroupedLinearLayer(node: NodeOf<"groupedLinear">, opts: Matm
   const r = node.attrs.result;
   const shape = groupedLayerShape(node, r);
   const path = opts.path ?? choosePath(shape, opts.symbolBounds);
-  const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
   const binding: MatmulBinding = { x: 0, w: 1 + 2 * r, bias: 2 + 2 * r, out: { kind: "output" } };
-  return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile, binding, rowsBound(shape.rows, opts.symbolBounds))], scratchBytes: [] };
+  const mBound = rowsBound(shape.rows, opts.symbolBounds);
+  return linearKernels(shape, path, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile ?? gemmTileFor(shape, path, mBound), binding, mBound);
 }
 
 /**
@@ -312,14 +389,18 @@ export function emitGroupedLinear(layers: readonly NodeOf<"groupedLinear">[], op
   const shapes = Array.from({ length: count }, (_, r) => groupedLayerShape(node, r));
   const paths = shapes.map((s) => opts.path ?? choosePath(s, opts.symbolBounds));
   const out = (r: number): ArgBinding => ({ kind: "sibling", result: String(r) });
+  const split = groupedSplitGemm(shapes, paths, opts, out);
+  if (split) return split;
   if (!paths.every((p) => p === "gemv-mma") || shapes.some((s) => !isStatic(s.n))) {
-    return {
-      launches: shapes.map((s, r) => {
-        const template = paths[r]!.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
-        return matmulLaunch(s, paths[r]!, template, paths[r]!.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile, { x: 0, w: 1 + 2 * r, bias: 2 + 2 * r, out: out(r) }, rowsBound(s.rows, opts.symbolBounds));
-      }),
-      scratchBytes: [],
-    };
+    // a launch (set) per layer, one after another, so the split-K ones share scratch 0
+    const perLayer = shapes.map((s, r) => {
+      const mBound = rowsBound(s.rows, opts.symbolBounds);
+      return linearKernels(s, paths[r]!, paths[r]!.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile ?? gemmTileFor(s, paths[r]!, mBound), { x: 0, w: 1 + 2 * r, bias: 2 + 2 * r, out: out(r) }, mBound);
+    });
+    // (every layer's partials are [splitK, M, N_r] of the same M: the largest scale is the largest buffer)
+    const scratch = perLayer.flatMap((k) => k.scratchBytes);
+    const widest = scratch.reduce<SizeExpr | undefined>((a, b) => (a === undefined || b.scale > a.scale ? b : a), undefined);
+    return { launches: perLayer.flatMap((k) => k.launches), scratchBytes: widest ? [widest] : [] };
   }
   const s = shapes[0]!;
   const ns = shapes.map((x) => x.n as number);
@@ -340,10 +421,56 @@ export function emitGroupedLinear(layers: readonly NodeOf<"groupedLinear">[], op
   return { launches: [{ kernel: { name, family: "gemv", source, entry: name }, grid, block: [32 * ksplit, 1, 1], sharedBytes: 0, args }], scratchBytes: [] };
 }
 
+/**
+ * A groupedLinear's layers as one split-K GEMM over all their column tiles (grid x: the layers' tiles one after
+ * another, as the grouped GEMV's y) and one reduce writing each layer's output and bias: when every layer takes the
+ * GEMM path at a decode size with static N a multiple of 4 and their combined columns call for a split (q/k/v at
+ * 64–256 rows: 3 launches fewer than a split GEMM and reduce per layer). Otherwise undefined.
+ */
+function groupedSplitGemm(shapes: readonly MatmulShape[], paths: readonly MatmulPath[], opts: MatmulOptions, out: (r: number) => ArgBinding): NodeKernels | undefined {
+  const s = shapes[0]!;
+  if (opts.gemmTile || !paths.every((p) => p === "gemm-mma") || !shapes.every((x) => isStatic(x.n) && x.n % 4 === 0)) return undefined;
+  const ns = shapes.map((x) => x.n as number);
+  const nTotal = ns.reduce((a, b) => a + b, 0);
+  const mBound = rowsBound(s.rows, opts.symbolBounds);
+  // the split for all columns: the layers' tiles of 128 columns, counted as one N's (each layer's rounded up)
+  const bn = 4 * DEFAULT_GEMM_TILE.warpN;
+  const tiles = ns.map((n) => Math.ceil(n / bn));
+  const tile = gemmTileFor({ ...s, n: tiles.reduce((a, b) => a + b, 0) * bn }, "gemm-mma", mBound);
+  const splitK = tile.splitK ?? 1;
+  if (splitK === 1) return undefined;
+  const layers = ns.map((n, r) => ({ n, firstTile: tiles.slice(0, r).reduce((a, b) => a + b, 0), tiles: tiles[r], colBase: ns.slice(0, r).reduce((a, b) => a + b, 0) }));
+  const nTag = ns.map((n) => `n${n}`);
+  const gemmName = ["gemm_grouped_mma", s.dtype, ...nTag, `k${s.k}`, gemmTileTag(tile)].join("_");
+  const ctx = (name: string, vec: number) => ({ ...templateContext(s, "gemm-mma", name, vec, tile), grouped: layers, nTotal });
+  const gemm: KernelLaunch = {
+    kernel: { name: gemmName, family: "gemm", source: renderTemplate("gemm.cu.njk", ctx(gemmName, 0)), entry: gemmName },
+    grid: [constSize(tiles.reduce((a, b) => a + b, 0)), sizeExpr(s.rows, 1, tile.rows ?? 128), constSize(splitK)],
+    block: [256, 1, 1],
+    sharedBytes: gemmSharedBytes(tile),
+    args: [
+      { kind: "input", index: 0 }, ...ns.map((_, r): ArgBinding => ({ kind: "input", index: 1 + 2 * r })), { kind: "scratch", index: 0 },
+      { kind: "i32", value: sizeExpr(s.rows) }, { kind: "i32", value: constSize(nTotal) }, { kind: "i32", value: sizeExpr([s.k]) },
+    ],
+  };
+  const reduceName = ["gemm_splitk_reduce_grouped_bias", s.dtype, ...nTag, `sk${splitK}`, "v4"].join("_");
+  const reduce: KernelLaunch = {
+    kernel: { name: reduceName, family: "gemm", source: renderTemplate("gemm.cu.njk", { ...ctx(reduceName, 4), variant: "splitk_reduce", hasBias: true }), entry: reduceName },
+    grid: [sizeExpr(s.rows, nTotal, 256 * 4), constSize(1), constSize(1)],
+    block: [256, 1, 1],
+    sharedBytes: 0,
+    args: [
+      { kind: "scratch", index: 0 }, ...ns.flatMap((_, r): ArgBinding[] => [out(r), { kind: "input", index: 2 + 2 * r }]),
+      { kind: "i32", value: sizeExpr(s.rows) }, { kind: "i32", value: constSize(nTotal) },
+    ],
+  };
+  return { launches: [gemm, reduce], scratchBytes: [sizeExpr(s.rows, splitK * nTotal * 4)] };
+}
+
 /** Emits a matmul node: one launch of the GEMV or GEMM kernel its shape calls for. */
 export function emitMatmul(node: MatmulNode, opts: MatmulOptions = {}): NodeKernels {
   const shape = matmulShape(node);
   const path = opts.path ?? choosePath(shape, opts.symbolBounds);
-  const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
-  return { launches: [matmulLaunch(shape, path, template, path.startsWith("gemv") ? "gemv" : "gemm", {}, opts.gemmTile, undefined, rowsBound(shape.rows, opts.symbolBounds))], scratchBytes: [] };
+  const mBound = rowsBound(shape.rows, opts.symbolBounds);
+  return linearKernels(shape, path, path.startsWith("gemv") ? "gemv" : "gemm", {}, opts.gemmTile ?? gemmTileFor(shape, path, mBound), undefined, mBound);
 }

@@ -1,6 +1,6 @@
 // fusedLinear: the matmul kernels with the bias added in their store epilogue, against the interpreter.
 import { describe, expect, it } from "vitest";
-import { emitFusedLinear, emitGroupedLinear } from "../../src/codegen/matmul.js";
+import { DEFAULT_GEMM_TILE, emitFusedLinear, emitGroupedLinear, type GemmTile, gemmTileFor, MAX_SPLIT_K, SPLIT_K_TARGET_BLOCKS } from "../../src/codegen/matmul.js";
 import { compile } from "../../src/compile/compile.js";
 import { interpret } from "../../src/ir/interpret.js";
 import { Device, PlanExecutor } from "../../runtime/index.js";
@@ -70,6 +70,62 @@ describe("groupedLinear kernels", () => {
   it("keep a launch per layer on the GEMM path", () => {
     expect(emitGroupedLinear(groupedNodes([4096, 512, 512], 2880), { symbolBounds: { tokens: 4096 } }).launches).toHaveLength(3);
   });
+
+  it("at decode sizes on the GEMM path, one split-K GEMM over every layer's column tiles and one reduce writing each layer", () => {
+    const k = emitGroupedLinear(groupedNodes([4096, 512, 512], 2880), { symbolBounds: { tokens: 256 } });
+    expect(k.launches.map((l) => l.kernel.entry)).toEqual([
+      "gemm_grouped_mma_bf16_n4096_n512_n512_k2880_t128x32s4sk2", "gemm_splitk_reduce_grouped_bias_bf16_n4096_n512_n512_sk2_v4",
+    ]);
+    // 32 + 4 + 4 column tiles × 2 row tiles → 2 splits
+    expect(k.launches[0]!.grid.map((g) => g.scale)).toEqual([40, 1, 2]);
+    expect(k.launches[0]!.kernel.source).toContain("w = w2; N = 512; n0 = (blockIdx.x - 36) * BN; colBase = 4608;");
+    expect(k.scratchBytes).toEqual([{ dims: ["tokens"], scale: 2 * 5120 * 4, divisor: 1 }]);
+    expect(k.launches[1]!.args.slice(0, 7)).toEqual([
+      { kind: "scratch", index: 0 },
+      { kind: "sibling", result: "0" }, { kind: "input", index: 2 }, { kind: "sibling", result: "1" }, { kind: "input", index: 4 },
+      { kind: "sibling", result: "2" }, { kind: "input", index: 6 },
+    ]);
+  });
+
+  it("a split-K GEMM and its reduce per layer when a layer's N is no multiple of 4, one scratch buffer for the widest partials", () => {
+    const k = emitGroupedLinear(groupedNodes([4096, 510, 512], 2880), { symbolBounds: { tokens: 256 } });
+    expect(k.launches.map((l) => l.kernel.entry.split("_")[0] + (l.kernel.entry.includes("reduce") ? "-reduce" : ""))).toEqual(["gemm", "gemm-reduce", "gemm", "gemm-reduce", "gemm", "gemm-reduce"]);
+    // q: 32 column tiles × 2 row tiles → 3 splits; k, v: 4 × 2 → 11 (at most 90 k-tiles / 8)
+    expect(k.launches.map((l) => l.grid[2].scale)).toEqual([3, 1, 11, 1, 11, 1]);
+    expect(k.scratchBytes).toEqual([{ dims: ["tokens"], scale: Math.max(3 * 4096, 11 * 510, 11 * 512) * 4, divisor: 1 }]);
+    expect(k.launches[1]!.args).toEqual([{ kind: "scratch", index: 0 }, { kind: "sibling", result: "0" }, { kind: "input", index: 2 }, { kind: "i32", value: { dims: ["tokens"], scale: 1, divisor: 1 } }, { kind: "i32", value: { dims: [4096], scale: 1, divisor: 1 } }]);
+  });
+});
+
+describe("split-K GEMM tiles (pure)", () => {
+  const shape = (n: number, k: number) => ({ dtype: "bf16" as const, rows: ["tokens"], batch: [], n, k, transposeB: true, bShared: true, bFormat: "dense" as const });
+  it("split K at decode sizes until about two blocks an SM run; 64-row tiles up to 64 rows; none for prefill, batches or MXFP4", () => {
+    expect(gemmTileFor(shape(5120, 2880), "gemm-mma", 64)).toMatchObject({ rows: 64, splitK: Math.ceil(SPLIT_K_TARGET_BLOCKS / 40) });
+    expect(gemmTileFor(shape(5120, 2880), "gemm-mma", 256)).toMatchObject({ rows: 128, splitK: Math.ceil(SPLIT_K_TARGET_BLOCKS / 80) });
+    // o_proj: 23 column tiles, 128 k-tiles
+    expect(gemmTileFor(shape(2880, 4096), "gemm-mma", 128)).toMatchObject({ rows: 128, splitK: 6 });
+    // lm_head: 1571 column tiles are blocks enough
+    expect(gemmTileFor(shape(201088, 2880), "gemm-mma", 64)).toEqual(DEFAULT_GEMM_TILE);
+    // few k-tiles: each split keeps 8 (K 512 → 16 k-tiles → 2 splits)
+    expect(gemmTileFor(shape(512, 512), "gemm-mma", 16)).toMatchObject({ rows: 64, splitK: 2 });
+    expect(gemmTileFor(shape(5120, 2880), "gemm-mma", 2048).splitK ?? 1).toBe(1);
+    expect(gemmTileFor({ ...shape(5120, 2880), bShared: false, batch: [4] }, "gemm-mma", 64).splitK ?? 1).toBe(1);
+    expect(gemmTileFor({ ...shape(5120, 2880), bFormat: "mxfp4" }, "gemm-mma", 64).splitK ?? 1).toBe(1);
+    expect(gemmTileFor(shape(5120, 2880), "gemv-mma", 64).splitK ?? 1).toBe(1);
+  });
+
+  it("emit the GEMM's f32 partials into scratch and a reduce that adds the bias; reject splits the kernel cannot take", () => {
+    const node = linearNode("bf16", 520, 488, true);
+    const k = emitFusedLinear(node, { path: "gemm-mma", gemmTile: { warpN: 32, k: 32, stages: 4, rows: 64, splitK: 3 }, symbolBounds: { tokens: 100 } });
+    expect(k.launches.map((l) => l.kernel.entry)).toEqual(["gemm_bias_mma_bf16_nt_n520_k488_t128x32s4r64sk3", "gemm_splitk_reduce_bias_bf16_n520_sk3_v4"]);
+    expect(k.launches[0]!.kernel.source).toContain("float* __restrict__ part");
+    expect(k.launches[0]!.args[2]).toEqual({ kind: "scratch", index: 0 });
+    expect(k.launches[0]!.grid.map((g) => g.scale)).toEqual([5, 1, 3]);
+    expect(k.scratchBytes).toEqual([{ dims: ["tokens"], scale: 3 * 520 * 4, divisor: 1 }]);
+    expect(() => emitFusedLinear(linearNode("bf16", 96, 64, false), { path: "gemm-mma", gemmTile: { warpN: 32, k: 32, stages: 4, splitK: 2 } })).toThrow(/a split-K GEMM takes a dense x·Wᵀ/);
+    expect(() => emitFusedLinear(node, { path: "gemm-mma", gemmTile: { warpN: 32, k: 32, stages: 4, splitK: MAX_SPLIT_K + 1 } })).toThrow(/bad GEMM tile/);
+    expect(() => emitFusedLinear(node, { path: "gemm-mma", gemmTile: { warpN: 32, k: 32, stages: 4, rows: 96 as 64 } })).toThrow(/bad GEMM tile/);
+  });
 });
 
 describeNvrtc("fusedLinear kernels compile", () => {
@@ -83,8 +139,20 @@ describeNvrtc("fusedLinear kernels compile", () => {
     expect(await compileNodeKernels(kernels)).toBe(4);
   });
 
-  it("for the grouped q/k/v GEMV of gpt-oss 20b", async () => {
+  it("split-K GEMMs and their reduces: 64- and 128-row tiles, N a multiple of 4 or odd, for gpt-oss 20b q/k/v and o_proj", async () => {
+    const tile = (rows: 64 | 128, splitK: number): GemmTile => ({ warpN: 32, k: 32, stages: 4, rows, splitK });
+    const kernels = [
+      emitFusedLinear(linearNode("bf16", 5120, 2880, true), { symbolBounds: { tokens: 256 } }),
+      emitFusedLinear(linearNode("bf16", 2880, 4096, true), { path: "gemm-mma", symbolBounds: { tokens: 64 } }),
+      emitFusedLinear(linearNode("bf16", 97, 200, true), { path: "gemm-mma", gemmTile: tile(64, 5) }),
+      emitFusedLinear(linearNode("bf16", 520, 488, true), { path: "gemm-mma", gemmTile: tile(128, 4) }),
+    ];
+    expect(await compileNodeKernels(kernels)).toBe(8);
+  });
+
+  it("for the grouped q/k/v GEMV of gpt-oss 20b, and its grouped split-K GEMM and reduce", async () => {
     expect(await compileNodeKernels([emitGroupedLinear(groupedNodes([4096, 512, 512], 2880), { symbolBounds: { tokens: 1 } })])).toBe(1);
+    expect(await compileNodeKernels([emitGroupedLinear(groupedNodes([4096, 512, 512], 2880), { symbolBounds: { tokens: 64 } })])).toBe(2);
   });
 });
 
@@ -112,22 +180,50 @@ describeGpu("fusedLinear on the GPU", () => {
   }
 });
 
+describeGpu("split-K GEMMs on the GPU", () => {
+  // 64- and 128-row tiles; K of 15¼ k-tiles (488) and of 7 (200: with 5 splits of 2, the last takes none and adds
+  // zeros); N a multiple of 4 (the reduce's 4-wide path), odd (scalar stores)
+  const cases: { n: number; k: number; tile: GemmTile }[] = [
+    { n: 520, k: 488, tile: { warpN: 32, k: 32, stages: 4, rows: 64, splitK: 3 } },
+    { n: 520, k: 488, tile: { warpN: 32, k: 32, stages: 4, rows: 128, splitK: 4 } },
+    { n: 97, k: 200, tile: { warpN: 32, k: 32, stages: 4, rows: 64, splitK: 5 } },
+  ];
+  for (const c of cases) {
+    it(`match the interpreter: bf16 x·Wᵀ [${c.n}×${c.k}] + bias, ${c.tile.rows}-row tiles, K split ${c.tile.splitK} ways, at 1, 3, 17, 100, 255 tokens`, async () => {
+      const node = linearNode("bf16", c.n, c.k, true);
+      for (const tokens of [1, 3, 17, 100, 255]) {
+        const rand = seededRandom(tokens * 13 + c.n);
+        const params = { x: randomTensor("bf16", [tokens, c.k], rand), w: randomTensor("bf16", [c.n, c.k], rand), bias: randomTensor("bf16", [c.n], rand, -4, 4) };
+        const symbols = { tokens };
+        const kernels = emitFusedLinear(node, { path: "gemm-mma", gemmTile: c.tile, symbolBounds: { tokens: 256 } });
+        expect(kernels.launches).toHaveLength(2);
+        const gpu = await runNodeKernels(node, kernels, [params.x, params.w, params.bias], symbols);
+        expectClose(gpu, interpretNode(node, { params }, symbols), 1e-2, `${tokens} tokens`);
+      }
+    });
+  }
+});
+
 describeGpu("groupedLinear on the GPU", () => {
-  for (const [maxTokens, tokensList] of [[8, [1, 3, 8]], [64, [50, 17]], [512, [300]]] as const) {
-    it(`computes each layer as its own linear would (bf16, ${maxTokens <= 256 ? `one grouped GEMV, up to ${maxTokens} rows` : "a GEMM per layer"})`, async () => {
+  // up to 32 rows one grouped GEMV; at 256 one grouped split-K GEMM and its reduce (K 1024: 32 k-tiles, 4 splits);
+  // past it a GEMM per layer
+  const launchesAt = (maxTokens: number) => (maxTokens <= 32 ? 1 : maxTokens <= 256 ? 2 : 3);
+  for (const [maxTokens, tokensList] of [[8, [1, 3, 8]], [32, [30, 17]], [256, [255, 3]], [512, [300]]] as const) {
+    it(`computes each layer as its own linear would (bf16, ${maxTokens <= 32 ? `one grouped GEMV, up to ${maxTokens} rows` : maxTokens <= 256 ? "one grouped split-K GEMM and reduce" : "a GEMM per layer"})`, async () => {
       const device = Device.open(0);
       const ns = [520, 16, 48];
-      const graph = threeLinears("bf16", ns, 256, maxTokens);
+      const k = maxTokens === 256 ? 1024 : 256;
+      const graph = threeLinears("bf16", ns, k, maxTokens);
       const { plan } = await compile(graph, { arch: device.info.arch, cacheDir: false });
       expect(plan.opCounts["groupedLinear"]).toBe(3);
-      expect(plan.entries[0]!.buckets[0]!.launches.filter((l) => l.op === "groupedLinear")).toHaveLength(maxTokens <= 256 ? 1 : 3);
+      expect(plan.entries[0]!.buckets[0]!.launches.filter((l) => l.op === "groupedLinear")).toHaveLength(launchesAt(maxTokens));
       const exec = await PlanExecutor.load(plan, device, { cacheDir: false });
       try {
         const rand = seededRandom(maxTokens);
-        const params = Object.fromEntries(ns.flatMap((n, i) => [[`w${i}`, randomTensor("bf16", [n, 256], rand)], [`b${i}`, randomTensor("bf16", [n], rand, -4, 4)]]));
+        const params = Object.fromEntries(ns.flatMap((n, i) => [[`w${i}`, randomTensor("bf16", [n, k], rand)], [`b${i}`, randomTensor("bf16", [n], rand, -4, 4)]]));
         exec.setParams(params);
         for (const tokens of tokensList) {
-          const inputs = { x: randomTensor("bf16", [tokens, 256], rand) };
+          const inputs = { x: randomTensor("bf16", [tokens, k], rand) };
           const gpu = exec.run("e", inputs);
           const ref = interpret(graph, "e", inputs, params);
           ns.forEach((_, i) => expectClose(gpu[`y${i}`]!, ref[`y${i}`]!, 1e-2, `y${i} at ${tokens} tokens`));

@@ -34,18 +34,17 @@ function i32Arg(a: ArgBinding | undefined, sym: SymbolValues): number {
 }
 
 describe("matmul codegen (pure)", () => {
-  it("chooses the tensor-core GEMV where it beats the GEMM (≤ 64 rows, ≤ 32 for wide outputs, ≤ 128 for narrow ones), other GEMVs for M ≤ 8, and tensor cores for bf16/f16 when aligned", () => {
+  it("chooses the tensor-core GEMV where it beats the (split-K) GEMM (≤ 32 rows), other GEMVs for M ≤ 8, and tensor cores for bf16/f16 when aligned", () => {
     const path = (c: MmCase, bounds?: Record<string, number>): MatmulPath => matmulPath(matmulNode(c), bounds ? { symbolBounds: bounds } : {});
     expect(path(linear("bf16", [1], 5760, 2880))).toBe("gemv-mma");
     expect(path(linear("f16", [8], 5760, 2880))).toBe("gemv-mma");
     expect(path(linear("bf16", [9], 5760, 2880))).toBe("gemv-mma");
-    expect(path(linear("bf16", [64], 5760, 2880))).toBe("gemv-mma");
-    expect(path(linear("bf16", [65], 5760, 2880))).toBe("gemm-mma");
-    expect(path(linear("bf16", [128], 2880, 4096))).toBe("gemv-mma"); // o_proj
-    expect(path(linear("bf16", [129], 2880, 4096))).toBe("gemm-mma");
+    expect(path(linear("bf16", [32], 5760, 2880))).toBe("gemv-mma");
+    expect(path(linear("bf16", [33], 5760, 2880))).toBe("gemm-mma");
+    expect(path(linear("bf16", [64], 2880, 4096))).toBe("gemm-mma"); // o_proj
     expect(path(linear("bf16", ["rows"], 201088, 2880), { rows: 32 })).toBe("gemv-mma");
     expect(path(linear("bf16", ["rows"], 201088, 2880), { rows: 64 })).toBe("gemm-mma"); // lm_head
-    expect(path(linear("bf16", ["rows"], 2880, 2880), { rows: 64 })).toBe("gemv-mma");
+    expect(path(linear("bf16", ["rows"], 2880, 2880), { rows: 64 })).toBe("gemm-mma");
     expect(path(linear("bf16", ["tokens"], 2880, 2880))).toBe("gemm-mma");
     expect(path(linear("bf16", ["rows"], 201088, 2880), { rows: 4 })).toBe("gemv-mma");
     expect(path(linear("bf16", ["rows"], 201088, 2880), { rows: 4096 })).toBe("gemm-mma");
@@ -75,7 +74,7 @@ describe("matmul codegen (pure)", () => {
     expect(gemvKsplit(180, 4096, 32)).toBe(8); // 16 warps' partials of 32 x rows exceed the static shared memory
     expect(gemvKsplit(180, 512, 8)).toBe(8); // short rows: a warp would get one or two chunks
     expect(gemvKsplit(12568, 2880, 8)).toBe(8);
-    const wide = emitMatmul(matmulNode(linear("bf16", ["rows"], 2880, 2880)), { symbolBounds: { rows: 128 } }).launches[0]!;
+    const wide = emitMatmul(matmulNode(linear("bf16", ["rows"], 2880, 2880)), { path: "gemv-mma", symbolBounds: { rows: 128 } }).launches[0]!;
     expect(wide.kernel.source).toContain("#define MMT 64");
     expect(wide.kernel.name).toMatch(/_m64$/);
     expect(wide.grid.map((g) => evalSize(g, { rows: 130 }))).toEqual([3, 180, 1]);
