@@ -85,7 +85,11 @@ function bucketCases(m: number): Case[] {
     const label = `bucket ${m}: ${name} ${m}×${k} · [${n}, ${k}]ᵀ`;
     const chosen = gemmTileFor({ dtype: "bf16", rows: ["tokens"], batch: [], n, k, transposeB: true, bShared: true, bFormat: "dense" }, "gemm-mma", m);
     const split = chosen.splitK ?? 1;
-    const others: GemmTile[] = name === "lm_head" ? [] : [
+    const wide: GemmTile[] = [
+      DEFAULT_GEMM_TILE, { warpN: 64, k: 32, stages: 4 }, { warpN: 64, k: 64, stages: 3 }, { warpN: 32, k: 32, stages: 4, rows: 64 },
+      { warpN: 64, k: 32, stages: 4, rows: 64 }, { warpN: 64, k: 32, stages: 3, rows: 64 },
+    ];
+    const others: GemmTile[] = name === "lm_head" ? wide.filter((t) => JSON.stringify(t) !== JSON.stringify(chosen)) : [
       DEFAULT_GEMM_TILE,
       ...[Math.max(2, Math.floor(split / 2)), 2 * split].filter((x) => x !== split && x <= MAX_SPLIT_K).map((x) => ({ ...chosen, splitK: x })),
       ...(m <= 64 ? [{ ...chosen, rows: 128 as const }] : []),

@@ -146,8 +146,10 @@ describeNvrtc("fusedLinear kernels compile", () => {
       emitFusedLinear(linearNode("bf16", 2880, 4096, true), { path: "gemm-mma", symbolBounds: { tokens: 64 } }),
       emitFusedLinear(linearNode("bf16", 97, 200, true), { path: "gemm-mma", gemmTile: tile(64, 5) }),
       emitFusedLinear(linearNode("bf16", 520, 488, true), { path: "gemm-mma", gemmTile: tile(128, 4) }),
+      // lm_head at 64 rows in 64 × 256 tiles (a bench variant)
+      emitFusedLinear(linearNode("bf16", 201088, 2880, true), { path: "gemm-mma", gemmTile: { warpN: 64, k: 32, stages: 4, rows: 64 } }),
     ];
-    expect(await compileNodeKernels(kernels)).toBe(8);
+    expect(await compileNodeKernels(kernels)).toBe(9);
   });
 
   it("for the grouped q/k/v GEMV of gpt-oss 20b, and its grouped split-K GEMM and reduce", async () => {
@@ -180,23 +182,25 @@ describeGpu("fusedLinear on the GPU", () => {
   }
 });
 
-describeGpu("split-K GEMMs on the GPU", () => {
+describeGpu("split-K and skinny GEMM tiles on the GPU", () => {
   // 64- and 128-row tiles; K of 15¼ k-tiles (488) and of 7 (200: with 5 splits of 2, the last takes none and adds
   // zeros); N a multiple of 4 (the reduce's 4-wide path), odd (scalar stores)
   const cases: { n: number; k: number; tile: GemmTile }[] = [
     { n: 520, k: 488, tile: { warpN: 32, k: 32, stages: 4, rows: 64, splitK: 3 } },
     { n: 520, k: 488, tile: { warpN: 32, k: 32, stages: 4, rows: 128, splitK: 4 } },
     { n: 97, k: 200, tile: { warpN: 32, k: 32, stages: 4, rows: 64, splitK: 5 } },
+    // 64 × 256 tiles, no split (a bench/codegen-matmul.ts variant for lm_head at 64 rows)
+    { n: 520, k: 488, tile: { warpN: 64, k: 32, stages: 4, rows: 64 } },
   ];
   for (const c of cases) {
-    it(`match the interpreter: bf16 x·Wᵀ [${c.n}×${c.k}] + bias, ${c.tile.rows}-row tiles, K split ${c.tile.splitK} ways, at 1, 3, 17, 100, 255 tokens`, async () => {
+    it(`match the interpreter: bf16 x·Wᵀ [${c.n}×${c.k}] + bias, ${c.tile.rows}×${4 * c.tile.warpN} tiles, K split ${c.tile.splitK ?? 1} ways, at 1, 3, 17, 100, 255 tokens`, async () => {
       const node = linearNode("bf16", c.n, c.k, true);
       for (const tokens of [1, 3, 17, 100, 255]) {
         const rand = seededRandom(tokens * 13 + c.n);
         const params = { x: randomTensor("bf16", [tokens, c.k], rand), w: randomTensor("bf16", [c.n, c.k], rand), bias: randomTensor("bf16", [c.n], rand, -4, 4) };
         const symbols = { tokens };
         const kernels = emitFusedLinear(node, { path: "gemm-mma", gemmTile: c.tile, symbolBounds: { tokens: 256 } });
-        expect(kernels.launches).toHaveLength(2);
+        expect(kernels.launches).toHaveLength((c.tile.splitK ?? 1) > 1 ? 2 : 1);
         const gpu = await runNodeKernels(node, kernels, [params.x, params.w, params.bias], symbols);
         expectClose(gpu, interpretNode(node, { params }, symbols), 1e-2, `${tokens} tokens`);
       }
