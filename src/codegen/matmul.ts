@@ -286,13 +286,16 @@ function gemmTileTag(t: GemmTile): string {
 }
 
 /**
- * The kernels of one dense x·Wᵀ (+ bias) on `path`: its one launch, or for a split-K GEMM tile that launch (f32
- * partial sums into scratch 0, [splitK, M, N]) and the reduce after it, which adds the splits in order and stores
- * the result (plus the bias) as the single launch would round it.
+ * The kernels of one dense x·Wᵀ (+ bias when extra.hasBias) on `path`, with `tile` or the bucket's (gemmTileFor of
+ * the rows' bound): its one launch, or for a split-K GEMM tile that launch (f32 partial sums into scratch 0,
+ * [splitK, M, N]) and the reduce after it, which adds the splits in order and stores the result (plus the bias) as
+ * the single launch would round it.
  */
-export function linearKernels(s: MatmulShape, path: MatmulPath, family: "gemv" | "gemm", extra: Record<string, unknown>, tile: GemmTile = DEFAULT_GEMM_TILE, binding?: MatmulBinding, mBound = GEMV_MAX_M): NodeKernels {
-  const template = path.startsWith("gemv") ? "gemv.cu.njk" : "gemm.cu.njk";
-  const main = matmulLaunch(s, path, template, family, extra, tile, binding, mBound);
+function linearKernels(s: MatmulShape, path: MatmulPath, extra: Record<string, unknown>, opts: MatmulOptions, binding?: MatmulBinding): NodeKernels {
+  const gemv = path.startsWith("gemv");
+  const mBound = rowsBound(s.rows, opts.symbolBounds);
+  const tile = opts.gemmTile ?? gemmTileFor(s, path, mBound);
+  const main = matmulLaunch(s, path, gemv ? "gemv.cu.njk" : "gemm.cu.njk", gemv ? "gemv" : "gemm", extra, tile, binding, mBound);
   const splitK = path === "gemm-mma" ? tile.splitK ?? 1 : 1;
   if (splitK === 1) return { launches: [main], scratchBytes: [] };
   const n = s.n as number;
@@ -300,16 +303,22 @@ export function linearKernels(s: MatmulShape, path: MatmulPath, family: "gemv" |
   const vec = n % 4 === 0 ? 4 : 1;
   const name = ["gemm_splitk_reduce", hasBias ? "bias" : "", s.dtype, `n${n}`, `sk${splitK}`, vec !== 1 ? `v${vec}` : ""].filter((p) => p !== "").join("_");
   const source = renderTemplate("gemm.cu.njk", { ...templateContext(s, path, name, vec, tile), variant: "splitk_reduce", hasBias });
-  const outBinding: ArgBinding = binding ? binding.out : { kind: "output" };
-  const bias: ArgBinding[] = hasBias ? [{ kind: "input", index: binding ? binding.bias : 2 }] : [];
-  const reduce: KernelLaunch = {
-    kernel: { name, family, source, entry: name },
-    grid: [sizeExpr(s.rows, n, 256 * vec), constSize(1), constSize(1)],
+  const outputs: ArgBinding[] = [binding ? binding.out : { kind: "output" }, ...(hasBias ? [{ kind: "input", index: binding ? binding.bias : 2 } as const] : [])];
+  return { launches: [main, splitReduceLaunch(name, source, s, n, vec, outputs)], scratchBytes: [sizeExpr(s.rows, splitK * n * 4)] };
+}
+
+/**
+ * The reduce launch after a split-K GEMM over `columns` columns (all layers' for a grouped one): one thread per `vec`
+ * outputs, reading scratch 0 and writing `outputs` (each layer's output and bias), then (M, columns).
+ */
+function splitReduceLaunch(name: string, source: string, s: MatmulShape, columns: number, vec: number, outputs: readonly ArgBinding[]): KernelLaunch {
+  return {
+    kernel: { name, family: "gemm", source, entry: name },
+    grid: [sizeExpr(s.rows, columns, 256 * vec), constSize(1), constSize(1)],
     block: [256, 1, 1],
     sharedBytes: 0,
-    args: [{ kind: "scratch", index: 0 }, outBinding, ...bias, { kind: "i32", value: sizeExpr(s.rows) }, { kind: "i32", value: sizeExpr([s.n]) }],
+    args: [{ kind: "scratch", index: 0 }, ...outputs, { kind: "i32", value: sizeExpr(s.rows) }, { kind: "i32", value: sizeExpr([columns]) }],
   };
-  return { launches: [main, reduce], scratchBytes: [sizeExpr(s.rows, splitK * n * 4)] };
 }
 
 type MatmulNode = NodeOf<"matmul">;
@@ -356,9 +365,7 @@ export function emitFusedLinear(node: NodeOf<"fusedLinear">, opts: MatmulOptions
   const shape = contractionShape(x, w, node.attrs.transposeB, node.dtype, (msg) => {
     throw new Error(`tsgc codegen: fusedLinear (x ${x.dtype}${formatShape(x.shape)}, w ${w.dtype}${formatShape(w.shape)}): ${msg}`);
   });
-  const path = opts.path ?? choosePath(shape, opts.symbolBounds);
-  const mBound = rowsBound(shape.rows, opts.symbolBounds);
-  return linearKernels(shape, path, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile ?? gemmTileFor(shape, path, mBound), undefined, mBound);
+  return linearKernels(shape, opts.path ?? choosePath(shape, opts.symbolBounds), { hasBias: true }, opts);
 }
 
 /** The contraction shape of layer `r` of a groupedLinear node. */
@@ -373,10 +380,8 @@ function groupedLayerShape(node: NodeOf<"groupedLinear">, r: number): MatmulShap
 export function emitGroupedLinearLayer(node: NodeOf<"groupedLinear">, opts: MatmulOptions = {}): NodeKernels {
   const r = node.attrs.result;
   const shape = groupedLayerShape(node, r);
-  const path = opts.path ?? choosePath(shape, opts.symbolBounds);
   const binding: MatmulBinding = { x: 0, w: 1 + 2 * r, bias: 2 + 2 * r, out: { kind: "output" } };
-  const mBound = rowsBound(shape.rows, opts.symbolBounds);
-  return linearKernels(shape, path, path.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile ?? gemmTileFor(shape, path, mBound), binding, mBound);
+  return linearKernels(shape, opts.path ?? choosePath(shape, opts.symbolBounds), { hasBias: true }, opts, binding);
 }
 
 /**
@@ -393,10 +398,7 @@ export function emitGroupedLinear(layers: readonly NodeOf<"groupedLinear">[], op
   if (split) return split;
   if (!paths.every((p) => p === "gemv-mma") || shapes.some((s) => !isStatic(s.n))) {
     // a launch (set) per layer, one after another, so the split-K ones share scratch 0
-    const perLayer = shapes.map((s, r) => {
-      const mBound = rowsBound(s.rows, opts.symbolBounds);
-      return linearKernels(s, paths[r]!, paths[r]!.startsWith("gemv") ? "gemv" : "gemm", { hasBias: true }, opts.gemmTile ?? gemmTileFor(s, paths[r]!, mBound), { x: 0, w: 1 + 2 * r, bias: 2 + 2 * r, out: out(r) }, mBound);
-    });
+    const perLayer = shapes.map((s, r) => linearKernels(s, paths[r]!, { hasBias: true }, opts, { x: 0, w: 1 + 2 * r, bias: 2 + 2 * r, out: out(r) }));
     // (every layer's partials are [splitK, M, N_r] of the same M: the largest scale is the largest buffer)
     const scratch = perLayer.flatMap((k) => k.scratchBytes);
     const widest = scratch.reduce<SizeExpr | undefined>((a, b) => (a === undefined || b.scale > a.scale ? b : a), undefined);
@@ -454,23 +456,13 @@ function groupedSplitGemm(shapes: readonly MatmulShape[], paths: readonly Matmul
     ],
   };
   const reduceName = ["gemm_splitk_reduce_grouped_bias", s.dtype, ...nTag, `sk${splitK}`, "v4"].join("_");
-  const reduce: KernelLaunch = {
-    kernel: { name: reduceName, family: "gemm", source: renderTemplate("gemm.cu.njk", { ...ctx(reduceName, 4), variant: "splitk_reduce", hasBias: true }), entry: reduceName },
-    grid: [sizeExpr(s.rows, nTotal, 256 * 4), constSize(1), constSize(1)],
-    block: [256, 1, 1],
-    sharedBytes: 0,
-    args: [
-      { kind: "scratch", index: 0 }, ...ns.flatMap((_, r): ArgBinding[] => [out(r), { kind: "input", index: 2 + 2 * r }]),
-      { kind: "i32", value: sizeExpr(s.rows) }, { kind: "i32", value: constSize(nTotal) },
-    ],
-  };
+  const reduceSource = renderTemplate("gemm.cu.njk", { ...ctx(reduceName, 4), variant: "splitk_reduce", hasBias: true });
+  const reduce = splitReduceLaunch(reduceName, reduceSource, s, nTotal, 4, ns.flatMap((_, r): ArgBinding[] => [out(r), { kind: "input", index: 2 + 2 * r }]));
   return { launches: [gemm, reduce], scratchBytes: [sizeExpr(s.rows, splitK * nTotal * 4)] };
 }
 
 /** Emits a matmul node: one launch of the GEMV or GEMM kernel its shape calls for. */
 export function emitMatmul(node: MatmulNode, opts: MatmulOptions = {}): NodeKernels {
   const shape = matmulShape(node);
-  const path = opts.path ?? choosePath(shape, opts.symbolBounds);
-  const mBound = rowsBound(shape.rows, opts.symbolBounds);
-  return linearKernels(shape, path, path.startsWith("gemv") ? "gemv" : "gemm", {}, opts.gemmTile ?? gemmTileFor(shape, path, mBound), undefined, mBound);
+  return linearKernels(shape, opts.path ?? choosePath(shape, opts.symbolBounds), {}, opts);
 }
