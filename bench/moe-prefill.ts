@@ -70,6 +70,9 @@ async function main(): Promise<void> {
     // other row tiles (a64 needs an A ring: all of K would not fit)
     { name: "a8", tiling: () => ({ bm: 8 }) },
     { name: "a8unit", tiling: () => ({ bm: 8, dequant: "unit" }) },
+    // immediate tables of the raw bf16's bytes and mx_dequant2's factors
+    { name: "raw", tiling: () => ({ dequant: "raw" }) },
+    { name: "a8raw", tiling: () => ({ bm: 8, dequant: "raw" }) },
     { name: "a32s8", tiling: () => ({ bm: 32, aStages: 8 }) },
     { name: "a64s3", tiling: () => ({ bm: 64, aStages: 3, minBlocks: 1 }) },
   ];

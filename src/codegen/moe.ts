@@ -220,6 +220,17 @@ export const MXFP4_LUT = {
   unitPairs: [0x3f000000, 0x3fc03f80, 0x40404000, 0x40c04080],
   /** the scale codes whose tables come from unitPairs by exponent arithmetic (0.5·2^(s−127) normal, 6·2^(s−127) finite) */
   fastScales: [2, 252],
+  /**
+   * The "raw" dequantization (mx_dequant8_raw): a code's raw bf16 (mx_fp4x2_raw: the value × 2^−126, magnitude bits at
+   * 6..8, sign at 15) has a low byte set by code bits 0..1 alone (bits 6, 7) and a high byte by bits 2..3 alone (bits 8,
+   * 15), so each is one of 4 bytes: tables small enough to be prmt's immediate second word, looked up with selector
+   * nibbles 4 + index (the first word zero).
+   */
+  rawLo: 0xc0804000,
+  rawHi: 0x81800100,
+  /** selector nibbles: index bits of each code (after >> 2 for the high bytes), and 4 to select the second word */
+  rawIndex: 0x33333333,
+  rawSecond: 0x44444444,
 } as const;
 
 /** The prmt tables mx_make_lut builds from the packed pairs of the positive codes (0,1), (2,3), (4,5), (6,7). */
@@ -283,14 +294,31 @@ export function mxfp4LutDequant8(w: number, pairs: readonly [number, number, num
 }
 
 /**
+ * The model of mx_dequant8_raw: word w (8 codes, code 2j in the low nibble of byte j) → 4 packed raw pairs (bf16 bits
+ * of each code's value × 2^−126, mx_fp4x2_raw of byte j), by two immediate-table prmt look-ups and two interleaves per
+ * half word.
+ */
+export function mxfp4RawDequant8(w: number): [number, number, number, number] {
+  const L = MXFP4_LUT;
+  const ls = ((w & L.rawIndex) | L.rawSecond) >>> 0, hs = (((w >>> 2) & L.rawIndex) | L.rawSecond) >>> 0;
+  const out: number[] = [];
+  for (let h = 0; h < 2; h++) {
+    const lo = prmt(0, L.rawLo, h === 0 ? ls : ls >>> 16), hi = prmt(0, L.rawHi, h === 0 ? hs : hs >>> 16);
+    out.push(prmt(lo, hi, L.interleave[0]), prmt(lo, hi, L.interleave[1]));
+  }
+  return out as [number, number, number, number];
+}
+
+/**
  * The stream variant's tiles: rows per tile, weight-row groups per warp, A stages, blocks per SM, weight chunks in
  * flight, how MXFP4 becomes bf16/f16: per byte (mx_dequant2), by prmt table look-up per 32-bit word from tables built
- * for each block's scale (the tiled grouped GEMMs' "lut"), or ("unit", bf16 only) from constant tables of the values at
- * scale 1 times one bf16x2 multiply by the block's 2^(s−127) — bit for bit the same values — and which mma operand the
- * weights fill:
+ * for each block's scale (the tiled grouped GEMMs' "lut"), ("unit", bf16 only) from constant tables of the values at
+ * scale 1 times one bf16x2 multiply by the block's 2^(s−127), or ("raw", bf16 only) from immediate tables of each
+ * byte of the raw bf16 (mxfp4RawDequant8) times mx_dequant2's one multiply (two for a scale code above 128) — bit for
+ * bit the same values — and which mma operand the weights fill:
  * - "b": tile rows are the mma's m (bm 16, 32 or 64), each warp's nj groups of 8 weight rows its n;
  * - "a": weight rows are the mma's m, each warp's nj groups of 16 of them, tile rows its n (bm a multiple of 8 up to
- *   64); "lut" or "unit"; aStages at least the chunks of K (128 values each) stages the whole K once a tile.
+ *   64); "lut", "unit" or "raw"; aStages at least the chunks of K (128 values each) stages the whole K once a tile.
  */
 export interface StreamTiling {
   readonly tokens: number;
@@ -299,7 +327,7 @@ export interface StreamTiling {
   readonly aStages: number;
   readonly minBlocks: number;
   readonly pf: number;
-  readonly dequant: "byte" | "lut" | "unit";
+  readonly dequant: "byte" | "lut" | "unit" | "raw";
   readonly weights: "a" | "b";
 }
 
@@ -328,8 +356,9 @@ export function streamTiling(tokens: number, k = 2880, dtype: DType = "bf16"): S
   const bm = 16;
   const chunks = Math.ceil(k / 128);
   const aStages = 2 * chunks * bm * 256 <= MAX_SHARED_BYTES ? Math.max(2, chunks) : 8;
-  // bf16: constant tables and a multiply by the block scale (3–6% faster than a table per block, Run 7c)
-  return { tokens, bm, nj: 1, aStages, minBlocks: 2, pf: 4, dequant: dtype === "bf16" ? "unit" : "lut", weights: "a" };
+  // bf16: immediate tables of the raw bf16's bytes and mx_dequant2's multiply (fewer instructions a word than "unit"'s
+  // constant tables, which were 3–6% faster than a table per block, Run 7c; bench/NOTES.md Run 9)
+  return { tokens, bm, nj: 1, aStages, minBlocks: 2, pf: 4, dequant: dtype === "bf16" ? "raw" : "lut", weights: "a" };
 }
 
 /**
@@ -442,9 +471,9 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
   };
 }
 
-/** The stream kernels' name suffix: m{bm}n{nj}p{pf}, l(ut), and for weights as the mma's A a{aStages}b{minBlocks}. */
+/** The stream kernels' name suffix: m{bm}n{nj}p{pf}, l(ut), u(nit) or r(aw), and for weights as the mma's A a{aStages}b{minBlocks}. */
 export function streamTilingTag(t: StreamTiling): string {
-  return `_m${t.bm}n${t.nj}p${t.pf}${t.dequant === "lut" ? "l" : t.dequant === "unit" ? "u" : ""}${t.weights === "a" ? `a${t.aStages}b${t.minBlocks}` : ""}`;
+  return `_m${t.bm}n${t.nj}p${t.pf}${{ byte: "", lut: "l", unit: "u", raw: "r" }[t.dequant]}${t.weights === "a" ? `a${t.aStages}b${t.minBlocks}` : ""}`;
 }
 
 /** Dynamic shared memory of a weights-as-A stream GEMM over K values: aStages 128-value chunks of bm rows, at most K's. */
@@ -454,8 +483,8 @@ export function streamSharedBytes(t: StreamTiling, k: number): number {
 
 function checkStreamTiling(t: StreamTiling): void {
   const bad = (what: string) => { throw new Error(`tsgc codegen: moeExperts: streamTiling ${JSON.stringify(t)}: ${what}`); };
-  if (t.dequant !== "byte" && t.dequant !== "lut" && t.dequant !== "unit") bad(`dequant must be "byte", "lut" or "unit", got ${JSON.stringify(t.dequant)}`);
-  if (t.dequant === "unit" && t.weights !== "a") bad(`the "unit" dequantization is a weights "a" option`);
+  if (!["byte", "lut", "unit", "raw"].includes(t.dequant)) bad(`dequant must be "byte", "lut", "unit" or "raw", got ${JSON.stringify(t.dequant)}`);
+  if ((t.dequant === "unit" || t.dequant === "raw") && t.weights !== "a") bad(`the "${t.dequant}" dequantization is a weights "a" option`);
   if (t.weights !== "a" && t.weights !== "b") bad(`weights must be "a" or "b"`);
   if (!(Number.isInteger(t.pf) && t.pf >= 1 && t.pf <= 8)) bad(`pf must be an integer in [1, 8]`);
   if (!(Number.isInteger(t.minBlocks) && t.minBlocks >= 0 && t.minBlocks <= 8)) bad(`minBlocks must be an integer in [0, 8]`);
@@ -466,7 +495,7 @@ function checkStreamTiling(t: StreamTiling): void {
   } else {
     if (!(Number.isInteger(t.bm) && t.bm >= 8 && t.bm <= 64 && t.bm % 8 === 0)) bad(`bm must be a multiple of 8 in [8, 64]`);
     if (t.nj !== 1 && t.nj !== 2) bad(`nj must be 1 or 2`);
-    if (t.dequant === "byte") bad(`weights "a" takes the "lut" or "unit" dequantization`);
+    if (t.dequant === "byte") bad(`weights "a" takes the "lut", "unit" or "raw" dequantization`);
     if (!(Number.isInteger(t.aStages) && t.aStages >= 2)) bad(`aStages must be an integer ≥ 2`);
   }
 }
@@ -510,7 +539,7 @@ function emitGrouped(
   if (!(Number.isInteger(bpf) && bpf >= 1 && bpf <= 16)) throw new Error(`tsgc codegen: moeExperts: B prefetch depth ${bpf} must be an integer in [1, 16]`);
   if (tiled) checkTiling(tiled);
   if (stream) checkStreamTiling(stream);
-  if (stream?.dequant === "unit" && s.dtype !== "bf16") throw new Error(`tsgc codegen: moeExperts: the "unit" dequantization's tables are bf16; ${s.dtype} activations take "lut"`);
+  if ((stream?.dequant === "unit" || stream?.dequant === "raw") && s.dtype !== "bf16") throw new Error(`tsgc codegen: moeExperts: the "${stream.dequant}" dequantization's tables are bf16; ${s.dtype} activations take "lut"`);
   const { typeTag, base, constTag } = tags;
   const mma = s.dtype !== "f32";
   const variant = stream ? "stream" : mma ? "mma" : "simt";

@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { evalSize, type NodeKernels } from "../../src/lower/kernel.js";
 import {
   emitMoeExperts, GROUPED_BM, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, GROUPED_TILING, type GroupedTiling, groupedSharedBytes, moePath, MXFP4_DOWN_ROWS,
-  MXFP4_GATEUP_PAIRS, MXFP4_LUT, mxfp4ExponentPairs, mxfp4LutDequant8, mxfp4LutPairs, previousStreamTiling, prmt, STREAM_MAX_ROWS, STREAM_MIN_TOKENS, streamSharedBytes, streamTiling,
+  MXFP4_GATEUP_PAIRS, MXFP4_LUT, mxfp4ExponentPairs, mxfp4LutDequant8, mxfp4RawDequant8, mxfp4LutPairs, previousStreamTiling, prmt, STREAM_MAX_ROWS, STREAM_MIN_TOKENS, streamSharedBytes, streamTiling,
   type StreamTiling,
 } from "../../src/codegen/moe.js";
 import { decodeE2m1, decodeE8m0, type DType, roundTo } from "../../src/ir/dtype.js";
@@ -326,6 +326,26 @@ describe("MXFP4 prmt-table dequantization (pure)", () => {
 });
 
 
+describe("MXFP4 immediate-table (\"raw\") dequantization (pure)", () => {
+  it("gives mx_fp4x2_raw's bits for every byte value in every position of a word, so mx_dequant2's factors then give its bits", () => {
+    const raw = (byte: number) => ((Math.imul(byte, 0x40040) & 0x01c001c0) | (Math.imul(byte, 0x1001000) & 0x80008000)) >>> 0;
+    const rand = seededRandom(7);
+    for (let byte = 0; byte < 256; byte++) {
+      for (let j = 0; j < 4; j++) {
+        const bytes = [0, 1, 2, 3].map((i) => (i === j ? byte : Math.floor(rand() * 256)));
+        const w = (bytes[0]! | (bytes[1]! << 8) | (bytes[2]! << 16) | (bytes[3]! << 24)) >>> 0;
+        expect(mxfp4RawDequant8(w).map((v) => v.toString(16)), `word ${w.toString(16)}`).toEqual(bytes.map((b) => raw(b).toString(16)));
+      }
+    }
+    // the tables: the low byte from code bits 0..1 (bits 6, 7), the high byte from bits 2..3 (bits 8, 15)
+    for (let c = 0; c < 16; c++) {
+      const r = raw(c) & 0xffff;
+      expect((MXFP4_LUT.rawLo >>> (8 * (c & 3))) & 0xff).toBe(r & 0xff);
+      expect((MXFP4_LUT.rawHi >>> (8 * (c >> 2))) & 0xff).toBe(r >>> 8);
+    }
+  });
+});
+
 describe("moeExperts stream path, decode sizes (pure)", () => {
   it("gpt-oss-20b bf16 at each decode bucket (its own at 16..128, forced elsewhere): route and bucket (or logits and a selecting bucket), streamed gate_up and down, combine", () => {
     for (const [bound, routing] of [1, 2, 4, 8, 16, 32, 64, 128, 256].flatMap((b) => [[b, "route"], [b, "logits"]] as const)) {
@@ -335,8 +355,8 @@ describe("moeExperts stream path, decode sizes (pure)", () => {
       const selects = routing === "logits";
       expect(k.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual([selects ? "moe_logits" : "moe_route", selects ? "moe_bucketsel" : "moe_bucket", "moe_ggateup", "moe_gdown", "moe_combine"]);
       const { bm } = streamTiling(bound);
-      // weights as the mma's A, 16-row tiles, all 23 chunks of K's A staged, constant tables (bf16)
-      expect(k.launches[2]!.kernel.entry).toMatch(/^moe_ggateup_stream_.*_m16n1p4ua23b2$/);
+      // weights as the mma's A, 16-row tiles, all 23 chunks of K's A staged, immediate raw tables (bf16)
+      expect(k.launches[2]!.kernel.entry).toMatch(/^moe_ggateup_stream_.*_m16n1p4ra23b2$/);
       expect(k.launches[2]!.sharedBytes).toBe(23 * 16 * 256);
       for (const t of new Set([1, Math.max(1, bound - 1), bound])) {
         const sym = { tokens: t };
@@ -387,8 +407,9 @@ describe("moeExperts stream path, decode sizes (pure)", () => {
     expect(lut.launches[3]!.kernel.entry).toMatch(/^moe_gdown_stream_.*_m16n2p4l$/);
     expect(lut.launches[2]!.kernel.source).toContain("mx_dequant8(");
     expect(emitMoeExperts(node, { tokens: 16 }, { path: "stream", streamTiling: b }).launches[2]!.kernel.source).not.toContain("mx_dequant8(");
-    expect(() => emitMoeExperts(node, { tokens: 16 }, { path: "stream", streamTiling: { dequant: "table" as "lut" } })).toThrow(/streamTiling .*: dequant must be "byte", "lut" or "unit", got "table"/);
+    expect(() => emitMoeExperts(node, { tokens: 16 }, { path: "stream", streamTiling: { dequant: "table" as "lut" } })).toThrow(/streamTiling .*: dequant must be "byte", "lut", "unit" or "raw", got "table"/);
     expect(() => emitMoeExperts(node, { tokens: 16 }, { path: "stream", streamTiling: { ...b, dequant: "unit" } })).toThrow(/the "unit" dequantization is a weights "a" option/);
+    expect(() => emitMoeExperts(node, { tokens: 16 }, { path: "stream", streamTiling: { ...b, dequant: "raw" } })).toThrow(/the "raw" dequantization is a weights "a" option/);
   });
 
   it("weights as the mma's A: kernel names carry the tiling, A staged in dynamic shared memory (all of K, or a ring), tilings checked", () => {
@@ -406,21 +427,27 @@ describe("moeExperts stream path, decode sizes (pure)", () => {
     expect(gate.kernel.source).toContain("mx_scaled_pair(");
     const bad = (t: Partial<StreamTiling>) => () => emitMoeExperts(node, { tokens: 64 }, { path: "stream", streamTiling: { ...a, ...t } });
     expect(bad({ bm: 12 })).toThrow(/bm must be a multiple of 8 in \[8, 64\]/);
-    expect(bad({ dequant: "byte" })).toThrow(/weights "a" takes the "lut" or "unit" dequantization/);
+    expect(bad({ dequant: "byte" })).toThrow(/weights "a" takes the "lut", "unit" or "raw" dequantization/);
     // the "unit" tables are bf16 values: f16 activations take "lut"
     const unit = emitMoeExperts(node, { tokens: 64 }, { path: "stream", streamTiling: { ...a, dequant: "unit" } });
     expect(unit.launches[2]!.kernel.entry).toMatch(/_m16n1p4ua64b2$/);
     expect(unit.launches[2]!.kernel.source).toContain("mx_unit_scale(");
     const f16 = moeNode({ dtype: "f16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "mxfp4", bias: "f16" });
     expect(() => emitMoeExperts(f16, { tokens: 64 }, { path: "stream", streamTiling: { dequant: "unit" } })).toThrow(/"unit" dequantization's tables are bf16; f16 activations take "lut"/);
+    // the "raw" immediate tables: each byte of the raw bf16, mx_dequant2's factors (the second in a copy of the chunk)
+    const raw = emitMoeExperts(node, { tokens: 64 }, { path: "stream", streamTiling: { ...a, dequant: "raw" } });
+    expect(raw.launches[2]!.kernel.entry).toMatch(/_m16n1p4ra64b2$/);
+    expect(raw.launches[3]!.kernel.entry).toMatch(/^moe_gdown_stream_.*_m16n1p4ra64b2$/);
+    for (const l of [raw.launches[2]!, raw.launches[3]!]) expect(l.kernel.source).toMatch(/mx_dequant8_raw\(w, dqConst, out\)[^]*st_chunk_a<true>\(wq\[p\]/);
+    expect(() => emitMoeExperts(f16, { tokens: 64 }, { path: "stream", streamTiling: { dequant: "raw" } })).toThrow(/"raw" dequantization's tables are bf16; f16 activations take "lut"/);
     expect(bad({ nj: 4 })).toThrow(/nj must be 1 or 2/);
     expect(bad({ bm: 64, aStages: 64 })).toThrow(/need 376832 bytes of shared memory \(at most 227 KiB\)/);
     expect(bad({ weights: "c" as "a" })).toThrow(/weights must be "a" or "b"/);
   });
 
-  it("tiles of 16 rows at every bucket, all of K's A staged where two blocks fit an SM (else an 8-chunk ring), constant tables for bf16", () => {
-    for (const t of [1, 16, 128, 512]) expect(streamTiling(t)).toMatchObject({ tokens: t, weights: "a", dequant: "unit", bm: 16, nj: 1, aStages: 23, minBlocks: 2, pf: 4 });
-    // f16 activations: tables per block scale ("unit"'s are bf16 values)
+  it("tiles of 16 rows at every bucket, all of K's A staged where two blocks fit an SM (else an 8-chunk ring), immediate raw tables for bf16", () => {
+    for (const t of [1, 16, 128, 512]) expect(streamTiling(t)).toMatchObject({ tokens: t, weights: "a", dequant: "raw", bm: 16, nj: 1, aStages: 23, minBlocks: 2, pf: 4 });
+    // f16 activations: tables per block scale ("raw"'s are bf16 bytes)
     expect(streamTiling(64, 2880, "f16").dequant).toBe("lut");
     // 2·28 chunks of 16 rows exceed 227 KiB
     expect(streamTiling(64, 28 * 128).aStages).toBe(28);
@@ -444,6 +471,7 @@ describeNvrtc("moeExperts kernels compile (NVRTC)", () => {
       emitMoeExperts(moeNode({ dtype: "f16", t: "tokens", d: 320, inter: 96, e: 8, k: 4, format: "mxfp4", bias: "f16" }), { tokens: 64 }, { streamTiling: { weights: "a", dequant: "lut", bm: 24, aStages: 2 } }),
       // the constant-table dequantization, and the previous kernels (weights as B)
       emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: 64 }, { path: "stream", streamTiling: { dequant: "unit" } }),
+      emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: 64 }, { path: "stream", streamTiling: { dequant: "raw" } }),
       ...[16, 128].map((b) => emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: b }, { path: "stream", streamTiling: previousStreamTiling(b) })),
     ];
     // combine is shared by all of 20b's buckets, logits by buckets ≥ 8
@@ -486,12 +514,13 @@ describeNvrtc("moeExperts kernels compile (NVRTC)", () => {
 
 // ---- inputs and the oracle -----------------------------------------------------------------------
 
-function randomInputs(node: NodeOf<"moeExperts">, sym: SymbolValues, seed: number): HostTensor[] {
+/** Random inputs of a moeExperts node: MXFP4 scale codes in [scales[0], scales[1]) (119..124 unless given). */
+function randomInputs(node: NodeOf<"moeExperts">, sym: SymbolValues, seed: number, scales: readonly [number, number] = [119, 125]): HostTensor[] {
   const rand = seededRandom(seed);
   return node.inputs.map((n, idx) => {
     const shape = evalShape(n.shape, sym);
     if (n.dtype === "fp4e2m1x2") return randomTensor(n.dtype, shape, rand, 0, 256);
-    if (n.dtype === "e8m0") return randomTensor(n.dtype, shape, rand, 119, 125);
+    if (n.dtype === "e8m0") return randomTensor(n.dtype, shape, rand, scales[0], scales[1]);
     // x and router in ±1, biases in ±0.5; dense weights scaled so activations reach the ±7 clamp now and then
     const denseWeight = node.attrs.weightFormat === "dense" && (idx === 3 || idx === 5);
     const amp = idx <= 2 ? 1 : denseWeight ? 4 / Math.sqrt(shape[1]!) : 0.5;
@@ -820,8 +849,8 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
   // last 128-value chunk of K (10 and 3 MXFP4 blocks) and partial column tiles (2·96 = 192 gate_up rows)
   // weights as the mma's A: 8..64-row tiles (rows past 8·⌈rows/8⌉ skipped), whole-K A staging (aStages 64) and rings
   const WEIGHTS_A = { weights: "a", dequant: "lut" } as const;
-  const streamCases: { dtype: DType; bias?: DType; d: number; inter: number; counts: readonly number[]; tiling?: (bucket: number) => Partial<StreamTiling>; label?: string; routing?: "logits" }[] = [
-    // the default: weights as the mma's A, 16-row tiles, all of K's A staged, constant tables (bf16) or per block scale (f16)
+  const streamCases: { dtype: DType; bias?: DType; d: number; inter: number; counts: readonly number[]; tiling?: (bucket: number) => Partial<StreamTiling>; label?: string; routing?: "logits"; scales?: [number, number] }[] = [
+    // the default: weights as the mma's A, 16-row tiles, all of K's A staged, immediate raw tables (bf16) or per block scale (f16)
     { dtype: "bf16", d: 320, inter: 96, counts: [1, 3, 17, 100, 255] },
     { dtype: "bf16", d: 256, inter: 128, counts: [2, 50] },
     { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100] },
@@ -830,7 +859,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
     { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100], tiling: previousStreamTiling, label: "weights b, logits", routing: "logits" },
     { dtype: "bf16", d: 320, inter: 96, counts: [3, 17, 100], tiling: (b) => ({ ...previousStreamTiling(b), dequant: "lut" }), label: "weights b, lut" },
     { dtype: "f16", bias: "f16", d: 320, inter: 96, counts: [3, 100], tiling: (b) => ({ ...previousStreamTiling(b), dequant: "lut" }), label: "weights b, lut" },
-    // other tilings of weights as A (bf16: constant tables by default), and tables built per block scale
+    // other tilings of weights as A (bf16: immediate raw tables by default), and tables built per block scale
     { dtype: "bf16", d: 320, inter: 96, counts: [1, 3, 17, 100], tiling: () => ({ bm: 8 }), label: "weights a, 8 rows" },
     { dtype: "bf16", d: 320, inter: 96, counts: [3, 17, 255], tiling: () => ({ bm: 16, nj: 2 }), label: "weights a, 16 rows, 2 tiles a warp" },
     { dtype: "bf16", d: 320, inter: 96, counts: [17, 100], tiling: () => ({ bm: 24, aStages: 2 }), label: "weights a, 24 rows, 2-stage ring" },
@@ -840,6 +869,12 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
     { dtype: "bf16", d: 256, inter: 128, counts: [1, 50], tiling: () => ({ bm: 8, minBlocks: 3, pf: 3 }), label: "weights a, 8 rows, 3 chunks ahead" },
     { dtype: "bf16", d: 320, inter: 96, counts: [1, 3, 17, 100, 255], tiling: () => ({ dequant: "lut" }), label: "weights a, a table per block scale" },
     { dtype: "bf16", d: 256, inter: 128, counts: [2, 50], tiling: () => ({ bm: 8, dequant: "lut" }), label: "weights a, 8 rows, a table per block scale" },
+    // the default bf16 tables (immediate, of the raw bf16's bytes) at scale codes 0 .. 135: past 128 a chunk takes
+    // mx_dequant2's second multiply (most chunks of a warp mix both kinds of rows at 122 .. 131); and "unit"'s
+    { dtype: "bf16", d: 320, inter: 96, counts: [1, 3, 17, 100, 255], tiling: () => ({ dequant: "unit" }), label: "weights a, constant tables" },
+    { dtype: "bf16", d: 320, inter: 96, counts: [3, 100], tiling: () => ({ dequant: "raw" }), label: "weights a, raw tables, scales 122..131", scales: [122, 132] },
+    { dtype: "bf16", d: 256, inter: 128, counts: [17], tiling: () => ({ dequant: "raw" }), label: "weights a, raw tables, scales 0..135", scales: [0, 136] },
+    { dtype: "bf16", d: 320, inter: 96, counts: [17], tiling: () => ({ dequant: "unit" }), label: "weights a, constant tables, scales 0..135", scales: [0, 136] },
   ];
   for (const c of streamCases) {
     it(`stream path${c.label ? ` (${c.label})` : ""}, MXFP4 ${c.dtype} (hidden ${c.d}, intermediate ${c.inter}, 8 experts top-4) at ${c.counts.join(", ")} tokens, each with its bucket's tiling, against the interpreter`, async () => {
@@ -849,7 +884,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
         const kernels = emitMoeExperts(node, { tokens: bucket }, { path: "stream", ...(c.tiling ? { streamTiling: c.tiling(bucket) } : {}), ...(c.routing ? { streamRouting: c.routing } : {}) });
         expect(kernels.launches[2]!.kernel.entry).toMatch(/^moe_ggateup_stream_/);
         const sym = { tokens: n };
-        const inputs = randomInputs(node, sym, 53 * n + c.d);
+        const inputs = randomInputs(node, sym, 53 * n + c.d, c.scales);
         const ref = interpretNode(node, { inputs: Object.fromEntries(MXFP4_NAMES.map((name, i) => [name, inputs[i]!])) }, sym);
         const gpu = await runNodeKernels(node, kernels, inputs, sym);
         const skip = nearTies(inputs, c.dtype, c.d, 8, 4, n);
