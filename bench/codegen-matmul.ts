@@ -87,7 +87,8 @@ function bucketCases(m: number): Case[] {
     const split = chosen.splitK ?? 1;
     const wide: GemmTile[] = [
       DEFAULT_GEMM_TILE, { warpN: 64, k: 32, stages: 4 }, { warpN: 64, k: 64, stages: 3 }, { warpN: 32, k: 32, stages: 4, rows: 64 },
-      { warpN: 64, k: 32, stages: 4, rows: 64 }, { warpN: 64, k: 32, stages: 3, rows: 64 },
+      { warpN: 64, k: 32, stages: 4, rows: 64 }, { warpN: 64, k: 32, stages: 3, rows: 64 }, { warpN: 64, k: 64, stages: 3, rows: 64 },
+      { warpN: 64, k: 64, stages: 4, rows: 64 }, { warpN: 32, k: 64, stages: 4, rows: 64 }, { warpN: 64, k: 64, stages: 4 },
     ];
     const others: GemmTile[] = name === "lm_head" ? wide.filter((t) => JSON.stringify(t) !== JSON.stringify(chosen)) : [
       DEFAULT_GEMM_TILE,

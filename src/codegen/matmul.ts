@@ -261,15 +261,26 @@ export const SPLIT_K_TARGET_BLOCKS = 132;
 const SPLIT_K_MIN_TILES = 8;
 
 /**
- * The tensor-core GEMM tile for a contraction at an M bound (a bucket's): the default for wide M, batches, plain or
- * MXFP4 B, or enough column tiles; for a dense x·Wᵀ at decode sizes (M ≤ GEMV_MMA_MAX_M) whose N / 128 × M / 128
- * blocks would leave SMs idle, 64-row tiles up to 64 rows and K split until about SPLIT_K_TARGET_BLOCKS blocks run.
+ * The tiles of a dense x·Wᵀ at decode sizes with columns enough for every SM (lm_head's 201088), up to 64 rows and
+ * up to 256: k 64 either way; 64 × 128 in 4 stages, then 128 × 256 in 3. Measured on an H200 (bench/codegen-matmul.ts
+ * "bucket N: lm_head", bench/NOTES.md Run 9) against the default, 64-row and 128 × 256 × 32 tiles: lm_head at 64 rows
+ * 293 µs against the default's 452 (the weight floor at the measured read rate: 287), at 128 rows 441 / 478, at 256
+ * 869 / 939 (64-row tiles read the weights once per 64 rows: 913 and 1823 at 128 and 256 with k 32).
+ */
+export const WIDE_DECODE_GEMM_TILES: { readonly upTo64: GemmTile; readonly upTo256: GemmTile } = {
+  upTo64: { warpN: 32, k: 64, stages: 4, rows: 64 },
+  upTo256: { warpN: 64, k: 64, stages: 3 },
+};
+
+/**
+ * The tensor-core GEMM tile for a contraction at an M bound (a bucket's): the default for wide M, batches or plain or
+ * MXFP4 B; for a dense x·Wᵀ at decode sizes (M ≤ GEMV_MMA_MAX_M), WIDE_DECODE_GEMM_TILES when N / 128 × M / 128 blocks
+ * fill the SMs, else 64-row tiles up to 64 rows and K split until about SPLIT_K_TARGET_BLOCKS blocks run.
  */
 export function gemmTileFor(s: MatmulShape, path: MatmulPath, mBound: number): GemmTile {
   if (path !== "gemm-mma" || s.bFormat !== "dense" || !s.transposeB || !s.bShared || !isStatic(s.n) || !isStatic(s.k) || mBound > GEMV_MMA_MAX_M) return DEFAULT_GEMM_TILE;
   const columnTiles = Math.ceil(s.n / (4 * DEFAULT_GEMM_TILE.warpN));
-  // enough blocks already (lm_head's 1571 column tiles): the default tile
-  if (columnTiles * Math.ceil(mBound / 128) >= SPLIT_K_TARGET_BLOCKS) return DEFAULT_GEMM_TILE;
+  if (columnTiles * Math.ceil(mBound / 128) >= SPLIT_K_TARGET_BLOCKS) return mBound <= 64 ? WIDE_DECODE_GEMM_TILES.upTo64 : WIDE_DECODE_GEMM_TILES.upTo256;
   const rows = mBound <= 64 ? 64 : 128;
   const blocks = columnTiles * Math.ceil(mBound / rows);
   const kTiles = Math.ceil(s.k / DEFAULT_GEMM_TILE.k);

@@ -1,6 +1,6 @@
 // fusedLinear: the matmul kernels with the bias added in their store epilogue, against the interpreter.
 import { describe, expect, it } from "vitest";
-import { DEFAULT_GEMM_TILE, emitFusedLinear, emitGroupedLinear, type GemmTile, gemmTileFor, MAX_SPLIT_K, SPLIT_K_TARGET_BLOCKS } from "../../src/codegen/matmul.js";
+import { DEFAULT_GEMM_TILE, emitFusedLinear, emitGroupedLinear, type GemmTile, gemmTileFor, MAX_SPLIT_K, SPLIT_K_TARGET_BLOCKS, WIDE_DECODE_GEMM_TILES } from "../../src/codegen/matmul.js";
 import { compile } from "../../src/compile/compile.js";
 import { interpret } from "../../src/ir/interpret.js";
 import { Device, PlanExecutor } from "../../runtime/index.js";
@@ -104,8 +104,12 @@ describe("split-K GEMM tiles (pure)", () => {
     expect(gemmTileFor(shape(5120, 2880), "gemm-mma", 256)).toMatchObject({ rows: 128, splitK: Math.ceil(SPLIT_K_TARGET_BLOCKS / 80) });
     // o_proj: 23 column tiles, 128 k-tiles
     expect(gemmTileFor(shape(2880, 4096), "gemm-mma", 128)).toMatchObject({ rows: 128, splitK: 6 });
-    // lm_head: 1571 column tiles are blocks enough
-    expect(gemmTileFor(shape(201088, 2880), "gemm-mma", 64)).toEqual(DEFAULT_GEMM_TILE);
+    // lm_head: 1571 column tiles are blocks enough, in 64 × 128 × 64 tiles up to 64 rows, 128 × 256 × 64 up to 256;
+    // prefill's the default
+    for (const m of [33, 64]) expect(gemmTileFor(shape(201088, 2880), "gemm-mma", m)).toEqual({ warpN: 32, k: 64, stages: 4, rows: 64 });
+    for (const m of [65, 128, 256]) expect(gemmTileFor(shape(201088, 2880), "gemm-mma", m)).toEqual({ warpN: 64, k: 64, stages: 3 });
+    expect([WIDE_DECODE_GEMM_TILES.upTo64, WIDE_DECODE_GEMM_TILES.upTo256].map((t) => t.splitK ?? 1)).toEqual([1, 1]);
+    expect(gemmTileFor(shape(201088, 2880), "gemm-mma", 2048)).toEqual(DEFAULT_GEMM_TILE);
     // few k-tiles: each split keeps 8 (K 512 → 16 k-tiles → 2 splits)
     expect(gemmTileFor(shape(512, 512), "gemm-mma", 16)).toMatchObject({ rows: 64, splitK: 2 });
     expect(gemmTileFor(shape(5120, 2880), "gemm-mma", 2048).splitK ?? 1).toBe(1);
@@ -148,8 +152,10 @@ describeNvrtc("fusedLinear kernels compile", () => {
       emitFusedLinear(linearNode("bf16", 520, 488, true), { path: "gemm-mma", gemmTile: tile(128, 4) }),
       // lm_head at 64 rows in 64 × 256 tiles (a bench variant)
       emitFusedLinear(linearNode("bf16", 201088, 2880, true), { path: "gemm-mma", gemmTile: { warpN: 64, k: 32, stages: 4, rows: 64 } }),
+      // lm_head's own tiles at buckets 64 and 256
+      ...[64, 256].map((m) => emitFusedLinear(linearNode("bf16", 201088, 2880, true), { path: "gemm-mma", symbolBounds: { tokens: m } })),
     ];
-    expect(await compileNodeKernels(kernels)).toBe(9);
+    expect(await compileNodeKernels(kernels)).toBe(11);
   });
 
   it("for the grouped q/k/v GEMV of gpt-oss 20b, and its grouped split-K GEMM and reduce", async () => {
@@ -191,6 +197,10 @@ describeGpu("split-K and skinny GEMM tiles on the GPU", () => {
     { n: 97, k: 200, tile: { warpN: 32, k: 32, stages: 4, rows: 64, splitK: 5 } },
     // 64 × 256 tiles, no split (a bench/codegen-matmul.ts variant for lm_head at 64 rows)
     { n: 520, k: 488, tile: { warpN: 64, k: 32, stages: 4, rows: 64 } },
+    // k 64 tiles of 64 rows (lm_head's up to 64 rows: 64 × 128 × 64 s4); K 488 is 7⅝ k-tiles of 64
+    { n: 520, k: 488, tile: { warpN: 64, k: 64, stages: 3, rows: 64 } },
+    { n: 97, k: 488, tile: { warpN: 64, k: 64, stages: 4, rows: 64 } },
+    { n: 520, k: 488, tile: { warpN: 32, k: 64, stages: 4, rows: 64 } },
   ];
   for (const c of cases) {
     it(`match the interpreter: bf16 x·Wᵀ [${c.n}×${c.k}] + bias, ${c.tile.rows}×${4 * c.tile.warpN} tiles, K split ${c.tile.splitK ?? 1} ways, at 1, 3, 17, 100, 255 tokens`, async () => {
