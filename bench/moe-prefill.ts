@@ -1,13 +1,13 @@
 // gpt-oss-20b MoE on one GPU: the moeExperts launches of one layer (hidden 2880, intermediate 2880, 32
 // experts, top-4, MXFP4 experts, bf16 activations) at several token counts, token loop vs grouped GEMMs vs
-// the weight-streaming variant (for counts up to 512, emitted for the count's power-of-two
+// the weight-streaming variant (for counts up to 512; both emitted for the count's power-of-two
 // bucket, as a plan would), with seeded random weights made on the device. GB/s counts the weight bytes of
 // the experts the step touches. Each path is captured into a CUDA graph
 // (route .. combine) and replayed; per-launch times come from graphs of one launch each.
 // FLOPs: 2·T·K·(2I·D + D·I) (the expert GEMMs; routing is ~1%).
 //
 // The tensor-core grouped GEMMs also run as the previous kernel (grouped/p1: 64×128×32 tiles, per-byte dequantization)
-// and at other tilings (grouped/<tiling tag>, MoeOptions.groupedTiling) beside the default (GROUPED_TILING). A third argument (or MOE_BENCH_RUNS)
+// and at other tilings over GROUPED_TILING (grouped/<tiling tag>, MoeOptions.groupedTiling) beside the bucket's default (groupedTiling). A third argument (or MOE_BENCH_RUNS)
 // keeps only the runs whose label contains one of its comma-separated words (the token loop, the reference, and
 // the default grouped and stream kernels, the baselines, always run), e.g. "grouped/m" (every tiling), "m64k64s3l,m32k64"
 // or "stream/b" (the previous stream kernels).
@@ -75,24 +75,33 @@ async function main(): Promise<void> {
     { name: "a8raw", tiling: () => ({ bm: 8, dequant: "raw" }) },
     { name: "a32s8", tiling: () => ({ bm: 32, aStages: 8 }) },
     { name: "a64s3", tiling: () => ({ bm: 64, aStages: 3, minBlocks: 1 }) },
+    // 32-row tiles with all of K staged (one block an SM), one or two 16-row weight tiles a warp
+    { name: "a32w", tiling: () => ({ bm: 32, aStages: 64, minBlocks: 1 }) },
+    { name: "a32wn2", tiling: () => ({ bm: 32, aStages: 64, minBlocks: 1, nj: 2 }) },
+    // four 16-row weight tiles a warp (shared memory read per mma a quarter of one tile's), 2 chunks ahead
+    { name: "a32n4w", tiling: () => ({ bm: 32, aStages: 64, minBlocks: 1, nj: 4, pf: 2 }) },
+    { name: "a64n2s3", tiling: () => ({ bm: 64, aStages: 3, minBlocks: 1, nj: 2, pf: 2 }) },
   ];
   // the previous tensor-core grouped GEMMs (64×128×32, per-byte dequantization) at B prefetch depth GROUPED_B_PREFETCH: the baseline
   const GROUPED_VARIANTS = [GROUPED_B_PREFETCH];
   // other tilings of the tiled grouped GEMMs (the default is GROUPED_TILING), timed beside it
   const TILED: readonly Partial<GroupedTiling>[] = [
     { minBlocks: 0 }, { dequant: "byte" }, { bm: 32 }, { bm: 32, dequant: "byte" }, { bk: 32 }, { bm: 32, bk: 32 }, { aStages: 2 }, { aStages: 4 },
+    { skipEmpty: true }, { bm: 128, minBlocks: 2 }, { bm: 128, minBlocks: 2, skipEmpty: true }, { bm: 128, minBlocks: 1, skipEmpty: true },
   ];
-  const tiledKey = (v: Partial<GroupedTiling>) => `grouped/${groupedTilingTag({ ...GROUPED_TILING, ...v }).slice(1)}`;
-  // one kernel set per path, and per bucket for the stream variant (its tiles follow the bucket)
+  // (each a full tiling over GROUPED_TILING, whatever the bucket's default)
+  const tiledFull = (v: Partial<GroupedTiling>): GroupedTiling => ({ ...GROUPED_TILING, ...v });
+  const tiledKey = (v: Partial<GroupedTiling>) => `grouped/${groupedTilingTag(tiledFull(v)).slice(1)}`;
+  // one kernel set per path, and per bucket for the grouped and stream variants (their tiles follow the bucket)
   const sets = new Map<string, NodeKernels>();
-  const setKey = (p: MoePath, tokens: number) => (p === "stream" ? `stream@${bucketOf(tokens)}` : p);
+  const setKey = (p: MoePath, tokens: number) => (p === "token-loop" ? p : `${p}@${bucketOf(tokens)}`);
   // the stream variant runs to 16 rows an expert (STREAM_MAX_ROWS); timed to 512 tokens to see the crossover
   const streamLimit = 512;
   for (const t of tokenCounts) {
     for (const p of ["token-loop", "grouped", "stream"] as const) {
       if (p === "stream" && t > streamLimit) continue;
       const key = setKey(p, t);
-      if (!sets.has(key) && wanted(p)) sets.set(key, emitMoeExperts(node, p === "stream" ? { tokens: bucketOf(t) } : bounds, { path: p }));
+      if (!sets.has(key) && wanted(p)) sets.set(key, emitMoeExperts(node, p === "token-loop" ? bounds : { tokens: bucketOf(t) }, { path: p }));
     }
     for (const p of GROUPED_VARIANTS) {
       const key = `grouped/p${p}`;
@@ -100,9 +109,10 @@ async function main(): Promise<void> {
     }
     for (const v of TILED) {
       const key = tiledKey(v);
-      if (!sets.has(key) && wanted(key)) sets.set(key, emitMoeExperts(node, bounds, { path: "grouped", groupedTiling: v }));
+      if (!sets.has(key) && wanted(key)) sets.set(key, emitMoeExperts(node, bounds, { path: "grouped", groupedTiling: tiledFull(v) }));
     }
-    if (t <= streamLimit) {
+    // named variants run at any count (the default to streamLimit)
+    if (t <= streamLimit || runFilter.length > 0) {
       for (const v of VARIANTS) {
         const key = `${setKey("stream", t)}/${v.name}`;
         if (!sets.has(key) && wanted(`stream/${v.name}`)) sets.set(key, emitMoeExperts(node, { tokens: bucketOf(t) }, { path: "stream", streamTiling: v.tiling(bucketOf(t)), ...(v.routing ? { streamRouting: v.routing } : {}) }));
@@ -194,7 +204,7 @@ async function main(): Promise<void> {
     const flop = 2 * tokens * K * (2 * I * D + D * I);
     const outs = new Map<string, Float64Array>();
     const runs: { readonly label: string; readonly path: MoePath; readonly key: string }[] = (["token-loop", "grouped", "stream"] as const)
-      .filter((p) => p !== "stream" || tokens <= streamLimit)
+      .filter((p) => p !== "stream" || tokens <= streamLimit || runFilter.length > 0)
       .flatMap((p) => [
         { label: p, path: p, key: setKey(p, tokens) },
         ...(p === "stream" ? VARIANTS.map((v) => ({ label: `stream/${v.name}`, path: p, key: `${setKey(p, tokens)}/${v.name}` })) : []),

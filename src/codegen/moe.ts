@@ -161,7 +161,7 @@ export interface MoeOptions {
    * instead of the tiled kernel: the baseline bench/moe-prefill.ts times the tiled one against.
    */
   readonly groupedPrefetch?: number;
-  /** Override the tiled tensor-core grouped GEMMs' tiling (a tuning hook for benchmarks): fields left out take GROUPED_TILING's. */
+  /** Override the tiled tensor-core grouped GEMMs' tiling (a tuning hook for benchmarks): fields left out take groupedTiling's for the bound. */
   readonly groupedTiling?: Partial<GroupedTiling>;
 }
 
@@ -169,22 +169,39 @@ export interface MoeOptions {
  * The tiled tensor-core grouped GEMMs: BM × 128 × BK block tiles (8 warps as 2 × 4; BK = 64 reads a whole 16-byte
  * MXFP4 block and its scale per thread and k-tile), an A cp.async ring of aStages, two B stages in padded shared rows
  * (dynamic shared memory), MXFP4 dequantized per byte (mx_dequant2, as the measured kernel) or by prmt table look-up
- * ("lut": the same bits, see mxfp4LutDequant8), and `minBlocks` for __launch_bounds__ (0: none).
+ * ("lut": the same bits, see mxfp4LutDequant8), and `minBlocks` for __launch_bounds__ (0: none). With `skipEmpty` a
+ * warp whose half of the tile has no rows (an expert with at most BM / 2 rows left) skips its ldmatrix and mma.
  */
 export interface GroupedTiling {
-  readonly bm: 32 | 64;
+  readonly bm: 32 | 64 | 128;
   readonly bk: 32 | 64;
   readonly aStages: 2 | 3 | 4;
   readonly dequant: "byte" | "lut";
   readonly minBlocks: number;
+  readonly skipEmpty: boolean;
 }
 /**
- * The tiled grouped GEMMs' default tiling. Measured on an H200 (bench/moe-prefill.ts, one gpt-oss-20b layer, bench/NOTES.md
+ * The tiled grouped GEMMs' base tiling (see groupedTiling for a bucket's). Measured on an H200 (bench/moe-prefill.ts, one gpt-oss-20b layer, bench/NOTES.md
  * Run 6): 0.484 ms at 256 tokens, 0.745 at 512, 2.112 at 2048, against 0.596, 0.901 and 2.534 for the previous kernel
  * (64×128×32, per-byte dequantization); BM 32 and BK 32 were slower, A stages 2–4 and per-byte dequantization
  * within 5%, and 3 blocks per SM (80 registers) the fastest.
  */
-export const GROUPED_TILING: GroupedTiling = { bm: 64, bk: 64, aStages: 3, dequant: "lut", minBlocks: 3 };
+export const GROUPED_TILING: GroupedTiling = { bm: 64, bk: 64, aStages: 3, dequant: "lut", minBlocks: 3, skipEmpty: false };
+
+/** Rows an expert expects (the token bound · top-k / experts) from which the tiled GEMMs take 128-row tiles. */
+export const GROUPED_BM128_MIN_ROWS = 128;
+
+/**
+ * The tiled GEMMs' tiling for a bucket whose experts expect `rowsPerExpert` rows. Measured on an H200 (bench/moe-prefill.ts,
+ * one gpt-oss-20b layer, bench/NOTES.md Run 10): these kernels are bound by shared memory (ncu at 2048 tokens: L1 85%,
+ * DRAM 6%), so from GROUPED_BM128_MIN_ROWS rows 128-row tiles (a 64×32 warp tile reads 192 bytes of shared memory per
+ * mma against 256; two blocks an SM) take 2048 tokens from 2.097 to 1.919 ms; below it GROUPED_TILING with skipEmpty
+ * (the half of an expert's last tile that has no rows does no mma) takes 256 tokens from 0.493 to 0.476 ms and 512 from
+ * 0.743 to 0.718, where 128-row tiles lose (0.694 and 0.763).
+ */
+export function groupedTiling(rowsPerExpert: number): GroupedTiling {
+  return rowsPerExpert >= GROUPED_BM128_MIN_ROWS ? { ...GROUPED_TILING, bm: 128, minBlocks: 2 } : { ...GROUPED_TILING, skipEmpty: true };
+}
 
 /** The most dynamic shared memory a block may take on sm_90 (227 KiB). */
 const MAX_SHARED_BYTES = 227 * 1024;
@@ -194,9 +211,9 @@ export function groupedSharedBytes(t: GroupedTiling): number {
   return 2 * (t.bk + 8) * (t.aStages * t.bm + 2 * GROUPED_BN_MMA);
 }
 
-/** The tiled kernel's name suffix: m{bm}k{bk}s{aStages}, l(ut) or b(yte), and b{minBlocks} when set. */
+/** The tiled kernel's name suffix: m{bm}k{bk}s{aStages}, l(ut) or b(yte), b{minBlocks} when set, z with skipEmpty. */
 export function groupedTilingTag(t: GroupedTiling): string {
-  return `_m${t.bm}k${t.bk}s${t.aStages}${t.dequant === "lut" ? "l" : "b"}${t.minBlocks > 0 ? `b${t.minBlocks}` : ""}`;
+  return `_m${t.bm}k${t.bk}s${t.aStages}${t.dequant === "lut" ? "l" : "b"}${t.minBlocks > 0 ? `b${t.minBlocks}` : ""}${t.skipEmpty ? "z" : ""}`;
 }
 
 /**
@@ -437,7 +454,7 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
     if (opts.groupedTiling && s.dtype === "f32") fail(node, `groupedTiling applies to the tensor-core grouped GEMMs (bf16/f16 activations)`);
     if (opts.groupedTiling && opts.groupedPrefetch !== undefined) fail(node, `groupedTiling's kernel loads B one k-tile ahead; groupedPrefetch applies to the previous kernel only`);
     // f32 activations take the SIMT GEMMs; groupedPrefetch asks for the previous tensor-core kernel
-    const tiling = s.dtype === "f32" || opts.groupedPrefetch !== undefined ? undefined : { ...GROUPED_TILING, ...opts.groupedTiling };
+    const tiling = s.dtype === "f32" || opts.groupedPrefetch !== undefined ? undefined : { ...groupedTiling((dimBound(s.t, bounds) * s.k) / s.e), ...opts.groupedTiling };
     return emitGrouped(s, ctx, route, { typeTag, base: `${base}${epTag}`, constTag }, undefined, opts.groupedPrefetch ?? GROUPED_B_PREFETCH, tiling);
   }
   if (path === "stream") {
@@ -494,7 +511,7 @@ function checkStreamTiling(t: StreamTiling): void {
     if (!(Number.isInteger(t.aStages) && t.aStages >= 2 && t.aStages <= 8)) bad(`aStages must be an integer in [2, 8]`);
   } else {
     if (!(Number.isInteger(t.bm) && t.bm >= 8 && t.bm <= 64 && t.bm % 8 === 0)) bad(`bm must be a multiple of 8 in [8, 64]`);
-    if (t.nj !== 1 && t.nj !== 2) bad(`nj must be 1 or 2`);
+    if (t.nj !== 1 && t.nj !== 2 && t.nj !== 4) bad(`nj must be 1, 2 or 4`);
     if (t.dequant === "byte") bad(`weights "a" takes the "lut", "unit" or "raw" dequantization`);
     if (!(Number.isInteger(t.aStages) && t.aStages >= 2)) bad(`aStages must be an integer ≥ 2`);
   }
@@ -502,7 +519,10 @@ function checkStreamTiling(t: StreamTiling): void {
 
 function checkTiling(t: GroupedTiling): void {
   const bad = (what: string) => { throw new Error(`tsgc codegen: moeExperts: groupedTiling ${JSON.stringify(t)}: ${what}`); };
-  if (t.bm !== 32 && t.bm !== 64) bad(`bm must be 32 or 64`);
+  if (t.bm !== 32 && t.bm !== 64 && t.bm !== 128) bad(`bm must be 32, 64 or 128`);
+  // 128-row tiles hold 64 f32 accumulators a thread: more than two blocks an SM would spill them
+  if (t.bm === 128 && t.minBlocks > 2) bad(`bm 128 takes minBlocks 0, 1 or 2`);
+  if (typeof t.skipEmpty !== "boolean") bad(`skipEmpty must be a boolean`);
   if (t.bk !== 32 && t.bk !== 64) bad(`bk must be 32 or 64`);
   if (![2, 3, 4].includes(t.aStages)) bad(`aStages must be 2, 3 or 4`);
   if (t.dequant !== "byte" && t.dequant !== "lut") bad(`dequant must be "byte" or "lut"`);
@@ -554,7 +574,7 @@ function emitGrouped(
     return bytes;
   };
   const gemmShared = tiled ? groupedSharedBytes(tiled) : 0;
-  const tiledCtx = tiled ? { tiled: true, bk: tiled.bk, aStages: tiled.aStages, dequant: tiled.dequant, minBlocks: tiled.minBlocks } : { tiled: false };
+  const tiledCtx = tiled ? { tiled: true, bk: tiled.bk, aStages: tiled.aStages, dequant: tiled.dequant, minBlocks: tiled.minBlocks, skipEmpty: tiled.skipEmpty } : { tiled: false };
   const gctx = { ...ctx, bm, stages: 3, variant, bpf, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), ...tiledCtx, lut: MXFP4_LUT, unitLut: mxfp4LutTables(MXFP4_LUT.unitPairs), selects };
   const input = (index: number): ArgBinding => ({ kind: "input", index });
   const scratch = (index: number): ArgBinding => ({ kind: "scratch", index });

@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { evalSize, type NodeKernels } from "../../src/lower/kernel.js";
 import {
-  emitMoeExperts, GROUPED_BM, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, GROUPED_TILING, type GroupedTiling, groupedSharedBytes, moePath, MXFP4_DOWN_ROWS,
+  emitMoeExperts, GROUPED_BM, GROUPED_BM128_MIN_ROWS, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, GROUPED_TILING, type GroupedTiling, groupedSharedBytes, groupedTiling, moePath, MXFP4_DOWN_ROWS,
   MXFP4_GATEUP_PAIRS, MXFP4_LUT, mxfp4ExponentPairs, mxfp4LutDequant8, mxfp4RawDequant8, mxfp4LutPairs, previousStreamTiling, prmt, STREAM_MAX_ROWS, STREAM_MIN_TOKENS, streamSharedBytes, streamTiling,
   type StreamTiling,
 } from "../../src/codegen/moe.js";
@@ -135,7 +135,7 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
     expect(k.launches.map((l) => l.kernel.entry.split("_").slice(0, 2).join("_"))).toEqual(["moe_route", "moe_bucket", "moe_ggateup", "moe_gdown", "moe_combine"]);
     for (const t of [1, 7, 2048, 4096]) {
       const sym = { tokens: t };
-      const rowTiles = Math.ceil((4 * t) / GROUPED_BM) + 32; // every expert's segment may end in a partial tile
+      const rowTiles = Math.ceil((4 * t) / 128) + 32; // 128-row tiles at 512 rows an expert; every segment may end in a partial tile
       expect(k.launches.map((l) => l.grid.map((g) => evalSize(g, sym)))).toEqual([
         [t, 1, 1],
         [1, 1, 1],
@@ -148,7 +148,9 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
     }
     expect(k.launches.map((l) => l.block[0])).toEqual([1024, 1024, 256, 256, 256]);
     // the tiled GEMMs take dynamic shared memory (more than 48 KiB: the executor opts them in)
-    expect(k.launches.map((l) => l.sharedBytes)).toEqual([0, 0, groupedSharedBytes(GROUPED_TILING), groupedSharedBytes(GROUPED_TILING), 0]);
+    const wide = groupedTiling((4096 * 4) / 32);
+    expect(wide).toEqual({ ...GROUPED_TILING, bm: 128, minBlocks: 2 });
+    expect(k.launches.map((l) => l.sharedBytes)).toEqual([0, 0, groupedSharedBytes(wide), groupedSharedBytes(wide), 0]);
     expect(k.launches[1]!.args).toEqual([
       { kind: "scratch", index: 0 }, { kind: "scratch", index: 2 }, { kind: "scratch", index: 3 }, { kind: "scratch", index: 4 }, { kind: "i32", value: { dims: ["tokens"], scale: 4, divisor: 1 } },
     ]);
@@ -163,7 +165,7 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
     expect(k.launches[4]!.args).toEqual([{ kind: "scratch", index: 6 }, { kind: "output" }]);
     const gate = k.launches[2]!.kernel.source;
     expect(gate).toContain("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32");
-    expect(gate).toContain("#define BM 64");
+    expect(gate).toContain("#define BM 128");
     expect(gate).toContain("__int_as_float(0x40e00000)"); // limit 7 in bf16
     expect(gate).not.toMatch(/#include\s*</);
     // the route kernel is the token loop's own
@@ -184,13 +186,20 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
 /** Tiled grouped-GEMM variants the tests cover (the benchmark times these beside the default kernel). */
 const TILED_VARIANTS: readonly Partial<GroupedTiling>[] = [
   {}, { dequant: "byte" }, { bm: 32 }, { bk: 32 }, { bm: 32, bk: 32 }, { minBlocks: 3 }, { aStages: 2 }, { aStages: 4, bm: 32 },
+  { skipEmpty: true }, { bm: 128, minBlocks: 2 }, { bm: 128, minBlocks: 2, skipEmpty: true, bk: 32 },
 ];
 
 describe("moeExperts tiled grouped GEMMs (pure)", () => {
   const node = moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" });
-  it("are the default; groupedPrefetch asks for the previous kernel (64-row tiles, B prefetch in its name, static shared memory)", () => {
+  it("are the default, with tiles by the rows an expert expects; groupedPrefetch asks for the previous kernel (64-row tiles, B prefetch in its name, static shared memory)", () => {
     const tiled = emitMoeExperts(node, PREFILL);
-    expect(tiled.launches[2]!.kernel.entry).toMatch(/_m64k64s3lb3$/);
+    expect(tiled.launches[2]!.kernel.entry).toMatch(/_m128k64s3lb2$/);
+    // 32 experts, top-4: 128 rows an expert from 1024 tokens; below, 64-row tiles that skip a warp's empty half
+    expect(emitMoeExperts(node, { tokens: 1024 }).launches[2]!.kernel.entry).toMatch(/_m128k64s3lb2$/);
+    expect(emitMoeExperts(node, { tokens: 1023 }).launches[3]!.kernel.entry).toMatch(/_m64k64s3lb3z$/);
+    expect(emitMoeExperts(node, { tokens: 1023 }).launches[3]!.kernel.source).toContain("#define SKIP_EMPTY true");
+    expect(emitMoeExperts(node, { tokens: 1023 }).launches[1]!.kernel.entry).toBe("moe_bucket_e32k4_m64");
+    expect(groupedTiling(GROUPED_BM128_MIN_ROWS - 1)).toEqual({ ...GROUPED_TILING, skipEmpty: true });
     expect(tiled.launches[2]!.kernel.source).toContain("mt_smem");
     const k = emitMoeExperts(node, PREFILL, { groupedPrefetch: 1 });
     expect(k.launches[2]!.kernel.entry).toMatch(/_p1$/);
@@ -201,8 +210,8 @@ describe("moeExperts tiled grouped GEMMs (pure)", () => {
   it("encode the tiling in the names, size dynamic shared memory, and cut row tiles of bm for the bucket and grids", () => {
     for (const v of TILED_VARIANTS) {
       const t = { ...GROUPED_TILING, ...v };
-      const k = emitMoeExperts(node, PREFILL, { groupedTiling: v });
-      const tag = `_m${t.bm}k${t.bk}s${t.aStages}${t.dequant === "lut" ? "l" : "b"}${t.minBlocks ? `b${t.minBlocks}` : ""}`;
+      const k = emitMoeExperts(node, PREFILL, { groupedTiling: t });
+      const tag = `_m${t.bm}k${t.bk}s${t.aStages}${t.dequant === "lut" ? "l" : "b"}${t.minBlocks ? `b${t.minBlocks}` : ""}${t.skipEmpty ? "z" : ""}`;
       expect(k.launches[2]!.kernel.entry).toMatch(new RegExp(`^moe_ggateup_mma_bf16_\\w+_e32k4d2880i2880_40e00000_3fd9db23${tag}$`));
       expect(k.launches[3]!.kernel.entry).toMatch(new RegExp(`^moe_gdown_mma_bf16_\\w+_e32k4d2880i2880${tag}$`));
       expect(k.launches[1]!.kernel.entry).toBe(`moe_bucket_e32k4_m${t.bm}`);
@@ -233,7 +242,8 @@ describe("moeExperts tiled grouped GEMMs (pure)", () => {
   it("reject f32 activations, a B prefetch depth, and tilings out of range, naming the node or the tiling", () => {
     expect(() => emitMoeExperts(moeNode({ dtype: "f32", t: "tokens", ...MOE_20B, format: "mxfp4" }), PREFILL, { groupedTiling: {} })).toThrow(/moeExperts \(mxfp4, x f32.*groupedTiling applies to the tensor-core/);
     expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: {}, groupedPrefetch: 4 })).toThrow(/groupedPrefetch applies to the previous kernel only/);
-    expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { bm: 16 as 32 } })).toThrow(/groupedTiling .*bm must be 32 or 64/);
+    expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { bm: 16 as 32 } })).toThrow(/groupedTiling .*bm must be 32, 64 or 128/);
+    expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { bm: 128, minBlocks: 3 } })).toThrow(/groupedTiling .*bm 128 takes minBlocks 0, 1 or 2/);
     expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { bk: 128 as 64 } })).toThrow(/bk must be 32 or 64/);
     expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { minBlocks: 1.5 } })).toThrow(/minBlocks/);
   });
@@ -440,7 +450,7 @@ describe("moeExperts stream path, decode sizes (pure)", () => {
     expect(raw.launches[3]!.kernel.entry).toMatch(/^moe_gdown_stream_.*_m16n1p4ra64b2$/);
     for (const l of [raw.launches[2]!, raw.launches[3]!]) expect(l.kernel.source).toMatch(/mx_dequant8_raw\(w, dqConst, out\)[^]*st_chunk_a<true>\(wq\[p\]/);
     expect(() => emitMoeExperts(f16, { tokens: 64 }, { path: "stream", streamTiling: { dequant: "raw" } })).toThrow(/"raw" dequantization's tables are bf16; f16 activations take "lut"/);
-    expect(bad({ nj: 4 })).toThrow(/nj must be 1 or 2/);
+    expect(bad({ nj: 3 as 4 })).toThrow(/nj must be 1, 2 or 4/);
     expect(bad({ bm: 64, aStages: 64 })).toThrow(/need 376832 bytes of shared memory \(at most 227 KiB\)/);
     expect(bad({ weights: "c" as "a" })).toThrow(/weights must be "a" or "b"/);
   });
@@ -491,7 +501,7 @@ describeNvrtc("moeExperts kernels compile (NVRTC)", () => {
 
   it("tiled grouped GEMMs: each variant for gpt-oss-20b bf16, the reduced model in f16, and a K with a partial last k-tile", async () => {
     const kernels: NodeKernels[] = [
-      ...TILED_VARIANTS.map((v) => emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), PREFILL, { groupedTiling: v })),
+      ...TILED_VARIANTS.map((v) => emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), PREFILL, { groupedTiling: { ...GROUPED_TILING, ...v } })),
       ...[{}, { dequant: "byte" as const }, { bk: 32 as const, bm: 32 as const }].map((v) =>
         emitMoeExperts(moeNode({ dtype: "f16", t: "tokens", d: 256, inter: 128, e: 8, k: 4, format: "mxfp4", bias: "f16" }), PREFILL, { groupedTiling: v })),
       emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", d: 320, inter: 96, e: 8, k: 4, format: "mxfp4" }), PREFILL, { groupedTiling: {} }),
@@ -781,7 +791,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
         const skip = nearTies(inputs, c.dtype, c.d, 8, 4, n);
         const base = dropRows(await runNodeKernels(node, emitMoeExperts(node, PREFILL), inputs, sym), skip, c.d);
         for (const v of c.variants) {
-          const kernels = emitMoeExperts(node, PREFILL, { groupedTiling: v });
+          const kernels = emitMoeExperts(node, PREFILL, { groupedTiling: { ...GROUPED_TILING, ...v } });
           const gpu = await runNodeKernels(node, kernels, inputs, sym);
           const what = `tiled ${kernels.launches[2]!.kernel.entry.split("_").pop()} mxfp4 ${c.dtype} d${c.d} tokens=${n} (${skip.size} near-tie rows left out)`;
           const [g, r] = [dropRows(gpu, skip, c.d), dropRows(ref, skip, c.d)];
