@@ -443,12 +443,15 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
   const routeThreads = Math.min(1024, Math.max(THREADS, 32 * s.e));
   const rwBytes = ins[1]!.dtype === "f32" ? 4 : 2;
   const routeVec = s.d % (16 / rwBytes) === 0 ? 16 / rwBytes : 1;
+  // tokens a route block: several where the expert rows sit in registers, x is 16-bit and the bound is prefill-sized
+  const routeTokens = s.dtype !== "f32" && routeVec > 1 && routeThreads >= 32 * s.e ? routeTokensPerBlock(dimBound(s.t, bounds)) : 1;
+  const routeName = routeTokens > 1 ? `${routeEntry}_r${routeTokens}` : routeEntry;
   const route: KernelLaunch = {
-    kernel: { name: routeEntry, family: "moe", source: renderTemplate("moe-route.cu.njk", { ...ctx, entry: routeEntry, stage: "route", routeThreads, routeVec }), entry: routeEntry },
-    grid: [tokens, constSize(1), constSize(1)],
+    kernel: { name: routeName, family: "moe", source: renderTemplate("moe-route.cu.njk", { ...ctx, entry: routeName, stage: "route", routeThreads, routeVec, routeTokens }), entry: routeName },
+    grid: [routeTokens > 1 ? sizeExpr([s.t], 1, routeTokens) : tokens, constSize(1), constSize(1)],
     block: [routeThreads, 1, 1],
     sharedBytes: 0,
-    args: [input(0), input(1), input(2), scratch(0), scratch(1)],
+    args: [input(0), input(1), input(2), scratch(0), scratch(1), ...(routeTokens > 1 ? [{ kind: "i32" as const, value: tokens }] : [])],
   };
   if (path === "grouped") {
     if (opts.groupedTiling && s.dtype === "f32") fail(node, `groupedTiling applies to the tensor-core grouped GEMMs (bf16/f16 activations)`);
@@ -528,6 +531,18 @@ function checkTiling(t: GroupedTiling): void {
   if (t.dequant !== "byte" && t.dequant !== "lut") bad(`dequant must be "byte" or "lut"`);
   if (!(Number.isInteger(t.minBlocks) && t.minBlocks >= 0 && t.minBlocks <= 8)) bad(`minBlocks must be an integer in [0, 8]`);
   if (groupedSharedBytes(t) > MAX_SHARED_BYTES) bad(`needs ${groupedSharedBytes(t)} bytes of shared memory (at most 227 KiB)`);
+}
+
+/**
+ * Tokens a route block takes (its expert rows loaded once for all of them) at a token bound: one up to ROUTE_BLOCK_TOKENS_FROM
+ * (a block a token fills the SMs there), then a block for every ROUTE_BLOCK_TOKENS_FROM / 2 tokens of the bound, at most 8.
+ * One block a token re-reads the router (184 KB for 20b) per token from L2: measured on an H200 (bench/moe-prefill.ts, one
+ * gpt-oss-20b layer, bench/NOTES.md Run 10), 2048 tokens 0.113 → 0.048 ms with 8 tokens a block, 512: 0.031 → 0.019 with 2.
+ */
+export const ROUTE_BLOCK_TOKENS_FROM = 512;
+export function routeTokensPerBlock(bound: number): number {
+  if (bound < ROUTE_BLOCK_TOKENS_FROM) return 1;
+  return Math.min(8, 2 ** Math.floor(Math.log2((2 * bound) / ROUTE_BLOCK_TOKENS_FROM)));
 }
 
 /** The router logits launch of the stream path: scratch `into` = f32 [T, E]. */

@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { evalSize, type NodeKernels } from "../../src/lower/kernel.js";
 import {
-  emitMoeExperts, GROUPED_BM, GROUPED_BM128_MIN_ROWS, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, GROUPED_TILING, type GroupedTiling, groupedSharedBytes, groupedTiling, moePath, MXFP4_DOWN_ROWS,
+  emitMoeExperts, GROUPED_BM, GROUPED_BM128_MIN_ROWS, ROUTE_BLOCK_TOKENS_FROM, routeTokensPerBlock, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, GROUPED_TILING, type GroupedTiling, groupedSharedBytes, groupedTiling, moePath, MXFP4_DOWN_ROWS,
   MXFP4_GATEUP_PAIRS, MXFP4_LUT, mxfp4ExponentPairs, mxfp4LutDequant8, mxfp4RawDequant8, mxfp4LutPairs, previousStreamTiling, prmt, STREAM_MAX_ROWS, STREAM_MIN_TOKENS, streamSharedBytes, streamTiling,
   type StreamTiling,
 } from "../../src/codegen/moe.js";
@@ -137,7 +137,7 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
       const sym = { tokens: t };
       const rowTiles = Math.ceil((4 * t) / 128) + 32; // 128-row tiles at 512 rows an expert; every segment may end in a partial tile
       expect(k.launches.map((l) => l.grid.map((g) => evalSize(g, sym)))).toEqual([
-        [t, 1, 1],
+        [Math.ceil(t / 8), 1, 1], // 8 tokens a route block at a 4096-token bound
         [1, 1, 1],
         [Math.ceil(5760 / GROUPED_BN_MMA), rowTiles, 1],
         [Math.ceil(2880 / GROUPED_BN_MMA), rowTiles, 1],
@@ -168,8 +168,18 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
     expect(gate).toContain("#define BM 128");
     expect(gate).toContain("__int_as_float(0x40e00000)"); // limit 7 in bf16
     expect(gate).not.toMatch(/#include\s*</);
-    // the route kernel is the token loop's own
-    expect(k.launches[0]!.kernel.source).toBe(emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE, LOOP).launches[0]!.kernel.source);
+    // the route kernel takes 8 tokens a block and the token count; below ROUTE_BLOCK_TOKENS_FROM it is the token loop's own
+    expect(k.launches[0]!.kernel.entry).toMatch(/^moe_route_\w+_e32k4d2880_r8$/);
+    expect(k.launches[0]!.args.at(-1)).toEqual({ kind: "i32", value: { dims: ["tokens"], scale: 1, divisor: 1 } });
+    expect(k.launches[0]!.kernel.source).toContain("#define MOE_RT 8");
+    const loopRoute = emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), DECODE, LOOP).launches[0]!;
+    const small = emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: ROUTE_BLOCK_TOKENS_FROM - 1 }).launches[0]!;
+    expect(small.kernel.source).toBe(loopRoute.kernel.source);
+    expect(small.grid[0]).toEqual(loopRoute.grid[0]);
+    expect(small.args).toHaveLength(5);
+    expect([256, 511, 512, 1023, 1024, 2048, 4096, 1 << 20].map(routeTokensPerBlock)).toEqual([1, 1, 2, 2, 4, 8, 8, 8]);
+    // gpt-oss-120b's 128 experts do not keep their rows in registers: one token a block at any bound
+    expect(emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, e: 128, format: "mxfp4" }), PREFILL).launches[0]!.kernel.entry).toMatch(/_e128k4d2880$/);
   });
 
   it("f32 takes the SIMT GEMMs, f16 the f16 tensor cores; scratch h and y follow x's dtype", () => {
