@@ -88,6 +88,8 @@ async function main(): Promise<void> {
   const TILED: readonly Partial<GroupedTiling>[] = [
     { minBlocks: 0 }, { dequant: "byte" }, { bm: 32 }, { bm: 32, dequant: "byte" }, { bk: 32 }, { bm: 32, bk: 32 }, { aStages: 2 }, { aStages: 4 },
     { skipEmpty: true }, { bm: 128, minBlocks: 2 }, { bm: 128, minBlocks: 2, skipEmpty: true }, { bm: 128, minBlocks: 1, skipEmpty: true },
+    // 256 weight rows a block: warp tiles of 32 × 64 and (128-row tiles) 64 × 64
+    { bn: 256, minBlocks: 2 }, { bn: 256, minBlocks: 2, skipEmpty: true }, { bm: 128, bn: 256, minBlocks: 1 },
   ];
   // (each a full tiling over GROUPED_TILING, whatever the bucket's default)
   const tiledFull = (v: Partial<GroupedTiling>): GroupedTiling => ({ ...GROUPED_TILING, ...v });

@@ -174,6 +174,8 @@ export interface MoeOptions {
  */
 export interface GroupedTiling {
   readonly bm: 32 | 64 | 128;
+  /** Weight rows (output columns) a block: 256 gives each warp a (bm / 2) × 64 tile, half the B bytes ldmatrix reads per mma. */
+  readonly bn: 128 | 256;
   readonly bk: 32 | 64;
   readonly aStages: 2 | 3 | 4;
   readonly dequant: "byte" | "lut";
@@ -186,7 +188,7 @@ export interface GroupedTiling {
  * (64×128×32, per-byte dequantization); BM 32 and BK 32 were slower, A stages 2–4 and per-byte dequantization
  * within 5%, and 3 blocks per SM (80 registers) the fastest.
  */
-export const GROUPED_TILING: GroupedTiling = { bm: 64, bk: 64, aStages: 3, dequant: "lut", minBlocks: 3, skipEmpty: false };
+export const GROUPED_TILING: GroupedTiling = { bm: 64, bn: 128, bk: 64, aStages: 3, dequant: "lut", minBlocks: 3, skipEmpty: false };
 
 /** Rows an expert expects (the token bound · top-k / experts) from which the tiled GEMMs take 128-row tiles. */
 export const GROUPED_BM128_MIN_ROWS = 128;
@@ -208,12 +210,12 @@ const MAX_SHARED_BYTES = 227 * 1024;
 
 /** Dynamic shared memory of a tiled grouped GEMM: A stages of BM rows and two B stages of 128, rows of BK + 8 elements. */
 export function groupedSharedBytes(t: GroupedTiling): number {
-  return 2 * (t.bk + 8) * (t.aStages * t.bm + 2 * GROUPED_BN_MMA);
+  return 2 * (t.bk + 8) * (t.aStages * t.bm + 2 * t.bn);
 }
 
-/** The tiled kernel's name suffix: m{bm}k{bk}s{aStages}, l(ut) or b(yte), b{minBlocks} when set, z with skipEmpty. */
+/** The tiled kernel's name suffix: m{bm}, n{bn} when not 128, k{bk}s{aStages}, l(ut) or b(yte), b{minBlocks} when set, z with skipEmpty. */
 export function groupedTilingTag(t: GroupedTiling): string {
-  return `_m${t.bm}k${t.bk}s${t.aStages}${t.dequant === "lut" ? "l" : "b"}${t.minBlocks > 0 ? `b${t.minBlocks}` : ""}${t.skipEmpty ? "z" : ""}`;
+  return `_m${t.bm}${t.bn === 128 ? "" : `n${t.bn}`}k${t.bk}s${t.aStages}${t.dequant === "lut" ? "l" : "b"}${t.minBlocks > 0 ? `b${t.minBlocks}` : ""}${t.skipEmpty ? "z" : ""}`;
 }
 
 /**
@@ -523,8 +525,12 @@ function checkStreamTiling(t: StreamTiling): void {
 function checkTiling(t: GroupedTiling): void {
   const bad = (what: string) => { throw new Error(`tsgc codegen: moeExperts: groupedTiling ${JSON.stringify(t)}: ${what}`); };
   if (t.bm !== 32 && t.bm !== 64 && t.bm !== 128) bad(`bm must be 32, 64 or 128`);
-  // 128-row tiles hold 64 f32 accumulators a thread: more than two blocks an SM would spill them
-  if (t.bm === 128 && t.minBlocks > 2) bad(`bm 128 takes minBlocks 0, 1 or 2`);
+  if (t.bn !== 128 && t.bn !== 256) bad(`bn must be 128 or 256`);
+  // a thread's f32 accumulators: bm · bn / 256 (64 at 128 × 128 or 64 × 256: more than two blocks an SM would spill
+  // them; 128 at 128 × 256: more than one)
+  const accumulators = (t.bm * t.bn) / 256;
+  if (accumulators >= 128 && t.minBlocks > 1) bad(`bm ${t.bm} × bn ${t.bn} takes minBlocks 0 or 1`);
+  else if (accumulators >= 64 && t.minBlocks > 2) bad(`bm ${t.bm} × bn ${t.bn} takes minBlocks 0, 1 or 2`);
   if (typeof t.skipEmpty !== "boolean") bad(`skipEmpty must be a boolean`);
   if (t.bk !== 32 && t.bk !== 64) bad(`bk must be 32 or 64`);
   if (![2, 3, 4].includes(t.aStages)) bad(`aStages must be 2, 3 or 4`);
@@ -579,7 +585,7 @@ function emitGrouped(
   const mma = s.dtype !== "f32";
   const variant = stream ? "stream" : mma ? "mma" : "simt";
   const bm = stream ? stream.bm : tiled ? tiled.bm : GROUPED_BM;
-  const bn = stream ? (stream.weights === "a" ? 128 : 64) * stream.nj : mma ? GROUPED_BN_MMA : GROUPED_BN_SIMT;
+  const bn = stream ? (stream.weights === "a" ? 128 : 64) * stream.nj : tiled ? tiled.bn : mma ? GROUPED_BN_MMA : GROUPED_BN_SIMT;
   const tiling = stream ? streamTilingTag(stream) : tiled ? groupedTilingTag(tiled) : variant === "mma" ? `_p${bpf}` : "";
   // the weights-as-A stream kernels stage A in dynamic shared memory: aStages chunks, or all of K's
   const streamShared = (k: number) => {
@@ -589,7 +595,7 @@ function emitGrouped(
     return bytes;
   };
   const gemmShared = tiled ? groupedSharedBytes(tiled) : 0;
-  const tiledCtx = tiled ? { tiled: true, bk: tiled.bk, aStages: tiled.aStages, dequant: tiled.dequant, minBlocks: tiled.minBlocks, skipEmpty: tiled.skipEmpty } : { tiled: false };
+  const tiledCtx = tiled ? { tiled: true, bn: tiled.bn, bk: tiled.bk, aStages: tiled.aStages, dequant: tiled.dequant, minBlocks: tiled.minBlocks, skipEmpty: tiled.skipEmpty } : { tiled: false };
   const gctx = { ...ctx, bm, stages: 3, variant, bpf, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), ...tiledCtx, lut: MXFP4_LUT, unitLut: mxfp4LutTables(MXFP4_LUT.unitPairs), selects };
   const input = (index: number): ArgBinding => ({ kind: "input", index });
   const scratch = (index: number): ArgBinding => ({ kind: "scratch", index });

@@ -197,6 +197,7 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
 const TILED_VARIANTS: readonly Partial<GroupedTiling>[] = [
   {}, { dequant: "byte" }, { bm: 32 }, { bk: 32 }, { bm: 32, bk: 32 }, { minBlocks: 3 }, { aStages: 2 }, { aStages: 4, bm: 32 },
   { skipEmpty: true }, { bm: 128, minBlocks: 2 }, { bm: 128, minBlocks: 2, skipEmpty: true, bk: 32 },
+  { bn: 256, minBlocks: 2 }, { bm: 128, bn: 256, minBlocks: 1 },
 ];
 
 describe("moeExperts tiled grouped GEMMs (pure)", () => {
@@ -221,19 +222,20 @@ describe("moeExperts tiled grouped GEMMs (pure)", () => {
     for (const v of TILED_VARIANTS) {
       const t = { ...GROUPED_TILING, ...v };
       const k = emitMoeExperts(node, PREFILL, { groupedTiling: t });
-      const tag = `_m${t.bm}k${t.bk}s${t.aStages}${t.dequant === "lut" ? "l" : "b"}${t.minBlocks ? `b${t.minBlocks}` : ""}${t.skipEmpty ? "z" : ""}`;
+      const tag = `_m${t.bm}${t.bn === 256 ? "n256" : ""}k${t.bk}s${t.aStages}${t.dequant === "lut" ? "l" : "b"}${t.minBlocks ? `b${t.minBlocks}` : ""}${t.skipEmpty ? "z" : ""}`;
       expect(k.launches[2]!.kernel.entry).toMatch(new RegExp(`^moe_ggateup_mma_bf16_\\w+_e32k4d2880i2880_40e00000_3fd9db23${tag}$`));
       expect(k.launches[3]!.kernel.entry).toMatch(new RegExp(`^moe_gdown_mma_bf16_\\w+_e32k4d2880i2880${tag}$`));
       expect(k.launches[1]!.kernel.entry).toBe(`moe_bucket_e32k4_m${t.bm}`);
-      const smem = 2 * (t.bk + 8) * (t.aStages * t.bm + 2 * 128);
+      const smem = 2 * (t.bk + 8) * (t.aStages * t.bm + 2 * t.bn);
       expect(groupedSharedBytes(t)).toBe(smem);
       expect(k.launches.map((l) => l.sharedBytes)).toEqual([0, 0, smem, smem, 0]);
       for (const n of [17, 256, 2048]) {
         const rowTiles = Math.ceil((4 * n) / t.bm) + 32;
-        expect(k.launches.slice(2, 4).map((l) => l.grid.map((g) => evalSize(g, { tokens: n })))).toEqual([[45, rowTiles, 1], [23, rowTiles, 1]]);
+        expect(k.launches.slice(2, 4).map((l) => l.grid.map((g) => evalSize(g, { tokens: n })))).toEqual([[Math.ceil(5760 / t.bn), rowTiles, 1], [Math.ceil(2880 / t.bn), rowTiles, 1]]);
       }
       const src = k.launches[2]!.kernel.source;
       expect(src).toContain(`#define BM ${t.bm}`);
+      expect(src).toContain(`#define BN ${t.bn}`);
       expect(src).toContain(`#define BK ${t.bk}`);
       expect(src).toContain(`#define AST ${t.aStages}`);
       expect(src).toContain("extern __shared__");
@@ -253,7 +255,9 @@ describe("moeExperts tiled grouped GEMMs (pure)", () => {
     expect(() => emitMoeExperts(moeNode({ dtype: "f32", t: "tokens", ...MOE_20B, format: "mxfp4" }), PREFILL, { groupedTiling: {} })).toThrow(/moeExperts \(mxfp4, x f32.*groupedTiling applies to the tensor-core/);
     expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: {}, groupedPrefetch: 4 })).toThrow(/groupedPrefetch applies to the previous kernel only/);
     expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { bm: 16 as 32 } })).toThrow(/groupedTiling .*bm must be 32, 64 or 128/);
-    expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { bm: 128, minBlocks: 3 } })).toThrow(/groupedTiling .*bm 128 takes minBlocks 0, 1 or 2/);
+    expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { bm: 128, minBlocks: 3 } })).toThrow(/groupedTiling .*bm 128 × bn 128 takes minBlocks 0, 1 or 2/);
+    expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { bm: 128, bn: 256, minBlocks: 2 } })).toThrow(/bm 128 × bn 256 takes minBlocks 0 or 1/);
+    expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { bn: 192 as 128 } })).toThrow(/bn must be 128 or 256/);
     expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { bk: 128 as 64 } })).toThrow(/bk must be 32 or 64/);
     expect(() => emitMoeExperts(node, PREFILL, { groupedTiling: { minBlocks: 1.5 } })).toThrow(/minBlocks/);
   });
