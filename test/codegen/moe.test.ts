@@ -33,12 +33,12 @@ interface MoeCase {
 const DENSE_NAMES = ["x", "router_w", "router_b", "gate_up_w", "gate_up_b", "down_w", "down_b"] as const;
 const MXFP4_NAMES = ["x", "router_w", "router_b", "gate_up_blocks", "gate_up_scales", "gate_up_b", "down_blocks", "down_scales", "down_b"] as const;
 
-function moeNode(c: MoeCase): NodeOf<"moeExperts"> {
+function moeNode(c: MoeCase & { readonly router?: DType }): NodeOf<"moeExperts"> {
   const table = new NodeTable();
   const i = (name: string, dtype: DType, shape: Dim[]) => table.make("input", { name, dtype, shape }, []);
   const { d, inter, e } = c;
   const bias = c.bias ?? "f32";
-  const head = [i("x", c.dtype, [c.t, d]), i("router_w", c.dtype, [e, d]), i("router_b", bias, [e])];
+  const head = [i("x", c.dtype, [c.t, d]), i("router_w", c.router ?? c.dtype, [e, d]), i("router_b", bias, [e])];
   const experts =
     c.format === "dense"
       ? [i("gate_up_w", c.dtype, [e, d, 2 * inter]), i("gate_up_b", bias, [e, 2 * inter]), i("down_w", c.dtype, [e, inter, d]), i("down_b", bias, [e, d])]
@@ -178,6 +178,8 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
     expect(small.grid[0]).toEqual(loopRoute.grid[0]);
     expect(small.args).toHaveLength(5);
     expect([256, 511, 512, 1023, 1024, 2048, 4096, 1 << 20].map(routeTokensPerBlock)).toEqual([1, 1, 2, 2, 4, 8, 8, 8]);
+    // an f32 router (4 weights a 16-byte chunk, not x's 8): one token a block
+    expect(emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4", router: "f32" }), PREFILL).launches[0]!.grid[0]).toEqual({ dims: ["tokens"], scale: 1, divisor: 1 });
     // gpt-oss-120b's 128 experts do not keep their rows in registers: one token a block at any bound
     expect(emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, e: 128, format: "mxfp4" }), PREFILL).launches[0]!.kernel.entry).toMatch(/_e128k4d2880$/);
   });
