@@ -5,7 +5,7 @@
 # status) to $OUT, so a step that runs long costs only itself.
 #
 #   source .gpu/env.sh && bash bench/gpu-session.sh [STEP…]
-#     steps: tier bench20b serve serve512 yardstick http b1 long moe matmul bench120b (default: tier bench20b http b1 long serve)
+#     steps: tier bench20b serve serve512 yardstick http b1 long moe grouped matmul bench120b (default: tier bench20b http b1 long serve)
 set -uo pipefail
 out=${OUT:-/tmp/tsgc-session}
 mkdir -p "$out"
@@ -24,7 +24,8 @@ step() {
 
 run_step() {
   case $1 in
-    tier) step tier 270 npx vitest run --reporter=verbose ;;
+    # a cold NVRTC cache on a fresh host took 140 s on one H200 host and over 230 s on another (bench/NOTES.md Run 10)
+    tier) step tier 400 npx vitest run --reporter=verbose ;;
     # every batch is timed with and without programmatic dependent launch (the no-PDL column)
     bench20b) step bench20b 170 node bin/tsgc.js bench gpt-oss-20b --prefill 2048 --profile 1,256 ;;
     bench120b) step bench120b 200 node bin/tsgc.js bench gpt-oss-120b --batches 1,2,4,8,16,32,64,128 --prefill 2048 ;;
@@ -43,8 +44,10 @@ run_step() {
     b1) step b1 60 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1 --input-len 1024 --output-len 512 --warmup ;;
     # one layer's MoE: token loop, grouped GEMMs and stream kernels (the defaults), the previous stream kernels
     moe) step moe 110 node dist/bench/moe-prefill.js 1,8,16,64,256,512,2048 5 stream/b ;;
+    # the tiled grouped GEMMs' wider tiles (256 weight rows a block) beside the buckets' defaults, prefill-sized counts
+    grouped) step grouped 120 node dist/bench/moe-prefill.js 256,512,1024,2048 3 n256,m128k64s3lb2 ;;
     matmul) step matmul 90 node dist/bench/codegen-matmul.js bucket ;;
-    *) echo "unknown step $1 (tier bench20b serve serve512 yardstick http b1 long moe matmul bench120b)"; return 1 ;;
+    *) echo "unknown step $1 (tier bench20b serve serve512 yardstick http b1 long moe grouped matmul bench120b)"; return 1 ;;
   esac
 }
 
