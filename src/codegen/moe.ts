@@ -445,9 +445,9 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
   const routeThreads = Math.min(1024, Math.max(THREADS, 32 * s.e));
   const rwBytes = ins[1]!.dtype === "f32" ? 4 : 2;
   const routeVec = s.d % (16 / rwBytes) === 0 ? 16 / rwBytes : 1;
-  // tokens a route block: several where the expert rows sit in registers, x and the router are 16-bit (a 16-byte chunk
-  // holds the same 8 elements of both) and the bound is prefill-sized
-  const routeTokens = s.dtype !== "f32" && rwBytes === 2 && routeVec === 8 && routeThreads >= 32 * s.e ? routeTokensPerBlock(dimBound(s.t, bounds)) : 1;
+  // tokens a route block: several where the expert rows sit in registers, x and the router are 16-bit (routeVec 8: a
+  // 16-byte chunk holds the same 8 elements of both) and the bound is prefill-sized
+  const routeTokens = s.dtype !== "f32" && routeVec === 8 && routeThreads >= 32 * s.e ? routeTokensPerBlock(dimBound(s.t, bounds)) : 1;
   const routeName = routeTokens > 1 ? `${routeEntry}_r${routeTokens}` : routeEntry;
   const route: KernelLaunch = {
     kernel: { name: routeName, family: "moe", source: renderTemplate("moe-route.cu.njk", { ...ctx, entry: routeName, stage: "route", routeThreads, routeVec, routeTokens }), entry: routeName },
