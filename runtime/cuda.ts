@@ -8,7 +8,10 @@ import type { CompiledImage } from "./nvrtc.js";
 export interface DeviceInfo extends Omit<NativeDeviceInfo, "major" | "minor"> {
   ordinal: number;
   computeCapability: { major: number; minor: number };
-  /** The NVRTC target for this device, e.g. "sm_90". */
+  /**
+   * The NVRTC target for this device, e.g. "sm_80"; compute capability 9.0 (H100, H200) gets its architecture-specific
+   * target "sm_90a" (warpgroup MMA: its cubins run on 9.0 devices only, which this one is).
+   */
   arch: string;
 }
 
@@ -20,7 +23,7 @@ export function deviceCount(): number {
 export function deviceInfo(ordinal: number): DeviceInfo {
   const raw = native().deviceInfo(ordinal);
   const { major, minor, ...rest } = raw;
-  return { ordinal, ...rest, computeCapability: { major, minor }, arch: `sm_${major}${minor}` };
+  return { ordinal, ...rest, computeCapability: { major, minor }, arch: `sm_${major}${minor}${major === 9 && minor === 0 ? "a" : ""}` };
 }
 
 export function listDevices(): DeviceInfo[] {

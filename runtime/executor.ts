@@ -18,6 +18,7 @@ import { bindShape, evalShape, formatShape, numElements } from "../src/ir/shape.
 import { ARENA_ALIGNMENT, Arena } from "./arena.js";
 import type { CudaEvent, CudaGraph, Device, Kernel, KernelArg, PinnedBuffer, Stream } from "./cuda.js";
 import { loadKernels } from "./kernel-cache.js";
+import { parseArch } from "./nvrtc.js";
 import type { NcclComm } from "./nccl.js";
 import { type InputTensor, InputStaging, OutputFetch } from "./staging.js";
 
@@ -172,7 +173,10 @@ export class PlanExecutor {
   }
 
   static async load(plan: Plan, device: Device, opts: ExecutorOptions = {}): Promise<PlanExecutor> {
-    if (plan.arch !== device.info.arch) throw new Error(`the plan was compiled for ${plan.arch} but device ${device.ordinal} is ${device.info.arch}; recompile with --arch ${device.info.arch}`);
+    // a plan for the device's compute capability runs, with or without its architecture-specific features (sm_90, sm_90a)
+    if (parseArch(plan.arch).capability !== parseArch(device.info.arch).capability) {
+      throw new Error(`the plan was compiled for ${plan.arch} but device ${device.ordinal} is ${device.info.arch}; recompile with --arch ${device.info.arch}`);
+    }
     const loadSymbols = { ...(opts.loadSymbols ?? {}) };
     for (const name of planLoadSymbols(plan)) {
       const value = loadSymbols[name];
@@ -198,7 +202,7 @@ export class PlanExecutor {
     const loaded = await loadKernels(
       device,
       plan.kernels.map((k) => ({ name: k.name, source: k.source, entry: k.entry })),
-      opts.cacheDir === undefined ? {} : { cache: opts.cacheDir },
+      { arch: plan.arch, ...(opts.cacheDir === undefined ? {} : { cache: opts.cacheDir }) },
     );
     for (const e of plan.entries) {
       for (const b of e.buckets) for (const l of b.launches) if (l.sharedBytes > 48 * 1024) loaded.kernels[l.kernel]!.setMaxDynamicSharedBytes(l.sharedBytes);

@@ -33,7 +33,7 @@ interface CompileFlags {
   rank?: number;
 }
 
-/** The local GPU's architecture, or sm_90 (H100) when there is none. */
+/** The local GPU's architecture (sm_90a on an H100 or H200), or sm_90 (H100, without its architecture-specific features) when there is none. */
 function defaultArch(): string {
   try {
     if (deviceCount() > 0) return deviceInfo(0).arch;
@@ -88,7 +88,7 @@ export function registerCompileCommand(program: Command): void {
     .description("compile a model (built-in name or .ts/.js model file) into fused CUDA kernels and a plan")
     .argument("<model>", "built-in model name (see `tsgc models`) or a model file")
     .option("--config <config.json>", "a Hugging Face gpt-oss config.json to build the model from")
-    .option("--arch <sm_XX>", "target GPU architecture (default: the local GPU's, else sm_90)")
+    .option("--arch <sm_XX>", "target GPU architecture, e.g. sm_80, sm_90a (default: the local GPU's, else sm_90)")
     .option("--max-context <n>", "gpt-oss: most tokens (prompt and output) one sequence holds", positiveInt("--max-context"))
     .option("--max-batch <n>", "gpt-oss: most sequences one step runs", positiveInt("--max-batch"))
     .option("--max-step-tokens <n>", "gpt-oss: most tokens one step runs (the bucketed dim: 1, 2, 4, … up to it)", positiveInt("--max-step-tokens"))
@@ -114,7 +114,7 @@ A model file is a program: compiling it runs its code with your permissions, as 
 Compile only model files you trust. Built-in models (\`tsgc models\`) run no outside code.`)
     .action(async (model: string, flags: CompileFlags) => {
       const arch = flags.arch ?? defaultArch();
-      if (!/^sm_\d+$/.test(arch)) throw new Error(`--arch must look like sm_90, got "${arch}"`);
+      if (!/^sm_\d+a?$/.test(arch)) throw new Error(`--arch must look like sm_90 or sm_90a, got "${arch}"`);
       const tp = flags.tp ?? 1;
       if ((flags.ep !== undefined || flags.rank !== undefined) && tp === 1) throw new Error(`--ep and --rank need --tp N with N > 1`);
       const expertGroups = flags.ep === true ? tp : (flags.ep ?? 1);

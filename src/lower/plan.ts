@@ -39,7 +39,7 @@ export const planSchema = z.strictObject({
   model: z.string(),
   /** Structural hash of the input graph (its entry outputs), the plan cache's key with the options. */
   graphHash: z.string(),
-  arch: z.string().regex(/^sm_\d+$/),
+  arch: z.string().regex(/^sm_\d+a?$/),
   codegenVersion: z.string(),
   symbols: z.record(z.string(), z.number().int().positive()),
   /** Node counts by op of the fused graph the plan was made from. */

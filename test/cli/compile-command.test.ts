@@ -82,6 +82,6 @@ describe("tsgc compile", () => {
   it("names a bad model argument", () => {
     expect(tsgc(["compile", "no-such-model"]).stderr).toContain('unknown model "no-such-model"');
     expect(tsgc(["compile", "missing.ts"]).stderr).toContain("model file missing.ts does not exist");
-    expect(tsgc(["compile", "gpt-oss-tiny", "--arch", "hopper"]).stderr).toContain('--arch must look like sm_90, got "hopper"');
+    expect(tsgc(["compile", "gpt-oss-tiny", "--arch", "hopper"]).stderr).toContain('--arch must look like sm_90 or sm_90a, got "hopper"');
   });
 });
