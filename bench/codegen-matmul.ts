@@ -67,7 +67,7 @@ const input = (name: string, dtype: DType, shape: (number | string)[]) =>
 function linearCase(label: string, m: number | string, n: number, k: number, symbols: SymbolValues = {}, perGraph = 20, gemmTile?: GemmTile, path?: MatmulPath): Case {
   const node = table.make("matmul", { transposeB: true }, [input("x", "bf16", [m, k]), input("w", "bf16", [n, k])]);
   const rows = typeof m === "number" ? m : symbols[m]!;
-  const tile = gemmTile ? ` tile ${gemmTile.rows ?? 128}×${4 * gemmTile.warpN}×${gemmTile.k} s${gemmTile.stages}${(gemmTile.splitK ?? 1) > 1 ? ` split ${gemmTile.splitK}` : ""}` : "";
+  const tile = gemmTile ? ` tile ${gemmTile.rows ?? 128}×${4 * gemmTile.warpN}×${gemmTile.k} s${gemmTile.stages}${(gemmTile.splitK ?? 1) > 1 ? ` split ${gemmTile.splitK}` : ""}${gemmTile.wgmma === true ? " wgmma" : ""}` : "";
   // a symbolic M is planned at its bucket (its value here), as a bucketed plan would
   const opts = { ...(gemmTile ? { gemmTile } : {}), ...(path ? { path } : {}), symbolBounds: symbols };
   return { label: label + tile + (path ? ` ${path}` : ""), node, kernels: emitMatmul(node, opts), symbols, flops: 2 * rows * n * k, perGraph };
@@ -95,10 +95,15 @@ function bucketCases(m: number): Case[] {
       ...[Math.max(2, Math.floor(split / 2)), 2 * split].filter((x) => x !== split && x <= MAX_SPLIT_K).map((x) => ({ ...chosen, splitK: x })),
       ...(m <= 64 ? [{ ...chosen, rows: 128 as const }] : []),
     ];
+    // warpgroup MMAs (sm_90a): 128 rows, k 64, the bucket's split
+    const wgmma: GemmTile[] = name === "lm_head"
+      ? [{ warpN: 64, k: 64, stages: 3, wgmma: true }, { warpN: 32, k: 64, stages: 4, wgmma: true }]
+      : [{ warpN: 32, k: 64, stages: 4, wgmma: true }, ...(split > 1 ? [{ warpN: 32, k: 64, stages: 4, wgmma: true, splitK: split } as const] : [])];
     return [
       linearCase(label, "tokens", n, k, { tokens: m }, perGraph, undefined, "gemv-mma"),
       linearCase(label, "tokens", n, k, { tokens: m }, perGraph, undefined, "gemm-mma"),
       ...others.map((t) => linearCase(label, "tokens", n, k, { tokens: m }, perGraph, t, "gemm-mma")),
+      ...(device.info.arch === "sm_90a" ? wgmma.map((t) => linearCase(label, "tokens", n, k, { tokens: m }, perGraph, t, "gemm-mma")) : []),
     ];
   });
 }
@@ -111,6 +116,8 @@ const TILES: GemmTile[] = [
   { warpN: 64, k: 32, stages: 4 },
   { warpN: 64, k: 64, stages: 3 },
 ];
+// warpgroup MMAs (sm_90a only)
+const WGMMA_TILES: GemmTile[] = [{ warpN: 32, k: 64, stages: 4, wgmma: true }, { warpN: 64, k: 64, stages: 3, wgmma: true }];
 
 function mxfp4Case(label: string, m: number | string, n: number, k: number, symbols: SymbolValues = {}, perGraph = 20): Case {
   const node = table.make("mxfp4Matmul", {}, [input("x", "bf16", [m, k]), input("blocks", "fp4e2m1x2", [n, k / 32, 16]), input("scales", "e8m0", [n, k / 32])]);
@@ -132,6 +139,8 @@ function normCases(rows: number): Case[] {
   ];
 }
 
+const device = Device.open(0);
+const tilesHere = [...TILES, ...(device.info.arch === "sm_90a" ? WGMMA_TILES : [])];
 const allCases: Case[] = [
   linearCase("GEMV bf16 1×2880 · [5760, 2880]ᵀ", 1, 5760, 2880),
   linearCase("GEMV bf16 4×2880 · [5760, 2880]ᵀ", 4, 5760, 2880),
@@ -139,8 +148,8 @@ const allCases: Case[] = [
   mxfp4Case("GEMV MXFP4 1×2880 · [5760, 2880]ᵀ", 1, 5760, 2880),
   mxfp4Case("GEMV MXFP4 4×2880 · [5760, 2880]ᵀ", 4, 5760, 2880),
   mxfp4Case("GEMV MXFP4 1×2880 · [2880, 2880]ᵀ", 1, 2880, 2880),
-  ...TILES.map((t) => linearCase("GEMM bf16 4096×2880 · [2880, 2880]ᵀ", "tokens", 2880, 2880, { tokens: 4096 }, 10, t)),
-  ...TILES.map((t) => linearCase("GEMM bf16 4096×2880 · [5760, 2880]ᵀ", "tokens", 5760, 2880, { tokens: 4096 }, 10, t)),
+  ...tilesHere.map((t) => linearCase("GEMM bf16 4096×2880 · [2880, 2880]ᵀ", "tokens", 2880, 2880, { tokens: 4096 }, 10, t)),
+  ...tilesHere.map((t) => linearCase("GEMM bf16 4096×2880 · [5760, 2880]ᵀ", "tokens", 5760, 2880, { tokens: 4096 }, 10, t)),
   mxfp4Case("GEMM MXFP4 4096×2880 · [5760, 2880]ᵀ", "tokens", 5760, 2880, { tokens: 4096 }, 10),
   ...normCases(1),
   ...normCases(4096),
@@ -151,7 +160,6 @@ const allCases: Case[] = [
 const only = (process.argv[2] ?? "").split(",").filter((w) => w !== "");
 const cases = only.length > 0 ? allCases.filter((c) => only.some((w) => c.label.includes(w))) : allCases;
 
-const device = Device.open(0);
 const stream = device.createStream();
 const init = await loadKernels(device, ["init_b16", "init_f32", "init_u8"].map((entry) => ({ name: entry, source: INIT, entry })), { cache: false });
 const initKernel = (name: string): Kernel => init.byName.get(name)!;

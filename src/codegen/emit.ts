@@ -11,7 +11,7 @@ import { emitDequantMxfp4 } from "./dequant.js";
 import {
   emitBinary, emitBroadcast, emitCast, emitCompare, emitConstant, emitFusedElementwise, emitIota, emitLiteral, emitTernary, emitUnary,
 } from "./elementwise.js";
-import type { NodeKernels } from "../lower/kernel.js";
+import { type LowerTarget, type NodeKernels, PORTABLE_TARGET } from "../lower/kernel.js";
 import { emitFusedLinear, emitGroupedLinear, emitGroupedLinearLayer, emitMatmul } from "./matmul.js";
 import { emitMoeExperts } from "./moe.js";
 import { emitConcat, emitGather, emitScatter, emitScatterInPlace, emitSlice, emitTranspose, emitUniqueIndices } from "./movement.js";
@@ -23,14 +23,17 @@ import { emitFusedRmsNorm, emitResidualRmsNormPair } from "./rmsnorm.js";
 import { emitFusedRope } from "./rope.js";
 import { emitTopk, emitTopkPair } from "./topk.js";
 
-/** Symbol bounds let an emitter pick a kernel for small symbolic sizes (a GEMV when rows ≤ 8). */
-type Lowering<K extends Op> = (n: NodeOf<K>, bounds: Readonly<Record<string, number>>) => NodeLowering;
+/** Symbol bounds let an emitter pick a kernel for small symbolic sizes (a GEMV when rows ≤ 8); the target, its instructions. */
+type Lowering<K extends Op> = (n: NodeOf<K>, bounds: Readonly<Record<string, number>>, target: LowerTarget) => NodeLowering;
 
 const LEAF: NodeLowering = { kind: "leaf" };
 const VIEW: NodeLowering = { kind: "view" };
 /** Collectives run on NCCL between the kernels (runtime/executor.ts), no kernel of ours. */
 const COLLECTIVE: NodeLowering = { kind: "collective" };
 const kernels = <K extends Op>(emit: (n: NodeOf<K>, bounds: Readonly<Record<string, number>>) => NodeKernels): Lowering<K> => (n, bounds) => ({ kind: "kernels", kernels: emit(n, bounds) });
+/** The dense linear layers: their GEMM tiles depend on the target's instructions (wgmma on sm_90a). */
+const linearKernels = <K extends Op>(emit: (n: NodeOf<K>, o: { symbolBounds: Readonly<Record<string, number>>; wgmma: boolean }) => NodeKernels): Lowering<K> =>
+  (n, bounds, target) => ({ kind: "kernels", kernels: emit(n, { symbolBounds: bounds, wgmma: target.wgmma }) });
 
 export const LOWERINGS: { readonly [K in Op]: Lowering<K> } = {
   input: () => LEAF,
@@ -45,7 +48,7 @@ export const LOWERINGS: { readonly [K in Op]: Lowering<K> } = {
   compare: kernels(emitCompare),
   cast: kernels(emitCast),
   reduce: kernels(emitReduce),
-  matmul: kernels((n, bounds) => emitMatmul(n, { symbolBounds: bounds })),
+  matmul: linearKernels(emitMatmul),
   reshape: () => VIEW,
   transpose: kernels(emitTranspose),
   slice: (n, bounds) => (isLeadingSlice(n) ? VIEW : { kind: "kernels", kernels: emitSlice(n) }),
@@ -63,8 +66,8 @@ export const LOWERINGS: { readonly [K in Op]: Lowering<K> } = {
   uniqueIndices: kernels(emitUniqueIndices),
   moeExperts: kernels(emitMoeExperts),
   mxfp4Matmul: kernels((n, bounds) => emitMxfp4Matmul(n, { symbolBounds: bounds })),
-  fusedLinear: kernels((n, bounds) => emitFusedLinear(n, { symbolBounds: bounds })),
-  groupedLinear: kernels((n, bounds) => emitGroupedLinearLayer(n, { symbolBounds: bounds })),
+  fusedLinear: linearKernels(emitFusedLinear),
+  groupedLinear: linearKernels(emitGroupedLinearLayer),
   fusedRope: kernels(emitFusedRope),
   fusedElementwise: kernels(emitFusedElementwise),
   allReduce: () => COLLECTIVE,
@@ -84,13 +87,13 @@ export function lowerInPlaceUpdate(node: NodeOf<"scatter">, bounds: Readonly<Rec
 }
 
 /** Joint kernels for sibling nodes: a residual norm's sum and normed value, top-k's values and indices, the layers of a groupedLinear. */
-export function lowerSiblings(siblings: readonly Node[], bounds: Readonly<Record<string, number>> = {}): { primary: Node; kernels: NodeKernels } | undefined {
+export function lowerSiblings(siblings: readonly Node[], bounds: Readonly<Record<string, number>> = {}, target: LowerTarget = PORTABLE_TARGET): { primary: Node; kernels: NodeKernels } | undefined {
   const byResult = (r: string) => siblings.find((n) => (n.attrs as Readonly<Record<string, unknown>>)["result"] === r);
   const op = siblings[0]!.op;
   if (op === "groupedLinear") {
     const layers = siblings as readonly NodeOf<"groupedLinear">[];
     if (layers.length !== (layers[0]!.inputs.length - 1) / 2) return undefined; // not every layer is used here: each alone
-    return { primary: layers.find((n) => n.attrs.result === 0)!, kernels: emitGroupedLinear(layers, { symbolBounds: bounds }) };
+    return { primary: layers.find((n) => n.attrs.result === 0)!, kernels: emitGroupedLinear(layers, { symbolBounds: bounds, wgmma: target.wgmma }) };
   }
   if (siblings.length !== 2) return undefined;
   if (op === "fusedRmsNorm") {
@@ -106,10 +109,10 @@ export function lowerSiblings(siblings: readonly Node[], bounds: Readonly<Record
   return undefined;
 }
 
-/** How code generation lowers `node` given the graph's symbol bounds; errors name the op and its call site. */
-export function lowerNode(node: Node, bounds: Readonly<Record<string, number>>): NodeLowering {
+/** How code generation lowers `node` given the graph's symbol bounds and the target; errors name the op and its call site. */
+export function lowerNode(node: Node, bounds: Readonly<Record<string, number>>, target: LowerTarget = PORTABLE_TARGET): NodeLowering {
   try {
-    return (LOWERINGS[node.op] as Lowering<Op>)(node as NodeOf<Op>, bounds);
+    return (LOWERINGS[node.op] as Lowering<Op>)(node as NodeOf<Op>, bounds, target);
   } catch (err) {
     const site = node.site ? ` (built at ${node.site.file}:${node.site.line})` : "";
     throw new Error(`code generation for ${node.op} ${node.dtype}[${node.shape.join(", ")}]${site}: ${err instanceof Error ? err.message : String(err)}`);

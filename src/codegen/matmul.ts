@@ -28,6 +28,7 @@ import type { Node, NodeOf } from "../ir/node.js";
 import { type Dim, formatShape, type SymbolBounds, dimBound } from "../ir/shape.js";
 import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, type SizeExpr, sizeExpr } from "../lower/kernel.js";
 import { CUDA_STORAGE_TYPE, renderTemplate } from "./templates.js";
+import { wgmmaShapes } from "./wgmma.js";
 
 export type MatmulPath = "gemv-mma" | "gemv-rows" | "gemv-cols" | "gemm-mma" | "gemm-simt";
 
@@ -38,6 +39,8 @@ export interface MatmulOptions {
   readonly gemmTile?: GemmTile;
   /** Force a path (benchmarks comparing variants); by default the shape and bounds pick it. */
   readonly path?: MatmulPath;
+  /** The target has warpgroup MMA (sm_90a, lower/kernel.ts LowerTarget): gemmTileFor may take wgmma tiles. */
+  readonly wgmma?: boolean;
 }
 
 /**
@@ -50,12 +53,17 @@ export interface GemmTile {
   readonly stages: number;
   readonly rows?: 64 | 128;
   readonly splitK?: number;
+  /**
+   * Warpgroup MMAs (sm_90a; dense x·Wᵀ, 16-bit, rows 128, k 64, stages ≥ 3): each warpgroup's 64 rows × all 4·warpN
+   * columns one wgmma a k16 step, both operands read from the shared tiles by the tensor cores (gemm.cu.njk).
+   */
+  readonly wgmma?: boolean;
 }
 export const DEFAULT_GEMM_TILE: GemmTile = { warpN: 32, k: 32, stages: 4 };
 
-/** Dynamic shared memory of the tensor-core GEMM: `stages` × (A tile + B tile) in 16-bit elements. */
+/** Dynamic shared memory of the tensor-core GEMM: `stages` × (A tile + B tile) in 16-bit elements (wgmma: 1024 bytes more, to align them). */
 export function gemmSharedBytes(t: GemmTile): number {
-  return t.stages * ((t.rows ?? 128) + 4 * t.warpN) * t.k * 2;
+  return t.stages * ((t.rows ?? 128) + 4 * t.warpN) * t.k * 2 + (t.wgmma === true ? 1024 : 0);
 }
 
 /** Largest M that takes a GEMV path (any variant); rows of x per block of the rows/cols variants. */
@@ -164,6 +172,8 @@ function templateContext(s: MatmulShape, path: MatmulPath, entry: string, vec: n
     tileStages: tile.stages,
     tileRows: tile.rows ?? 128,
     splitK: tile.splitK ?? 1,
+    wgmma: tile.wgmma === true,
+    wgmmaShapes: tile.wgmma === true ? wgmmaShapes([4 * tile.warpN], s.dtype === "f16" ? "f16" : "bf16") : [],
   };
 }
 
@@ -182,10 +192,13 @@ export function matmulLaunch(s: MatmulShape, path: MatmulPath, template: string,
   const tileValid = [32, 64].includes(tile.warpN) && [32, 64].includes(tile.k) && Number.isInteger(tile.stages) && tile.stages >= 2 &&
     [64, 128].includes(tile.rows ?? 128) && Number.isInteger(splitK) && splitK >= 1 && splitK <= MAX_SPLIT_K;
   if (!tileValid) throw new Error(`tsgc codegen: bad GEMM tile ${JSON.stringify(tile)}`);
+  if (tile.wgmma === true && !(path === "gemm-mma" && s.bFormat === "dense" && s.transposeB && s.dtype !== "f32" && (tile.rows ?? 128) === 128 && tile.k === 64 && tile.stages >= 3)) {
+    throw new Error(`tsgc codegen: a wgmma GEMM takes a dense x·Wᵀ in bf16 or f16 with rows 128, k 64 and at least 3 stages (tile ${JSON.stringify(tile)})`);
+  }
   if (splitK > 1 && !(s.bFormat === "dense" && s.transposeB && s.bShared && isStatic(s.n) && isStatic(s.k))) {
     throw new Error(`tsgc codegen: a split-K GEMM takes a dense x·Wᵀ with static N and K and no batch (tile ${JSON.stringify(tile)})`);
   }
-  const defaultTile = tile.warpN === DEFAULT_GEMM_TILE.warpN && tile.k === DEFAULT_GEMM_TILE.k && tile.stages === DEFAULT_GEMM_TILE.stages && (tile.rows ?? 128) === 128 && splitK === 1;
+  const defaultTile = tile.warpN === DEFAULT_GEMM_TILE.warpN && tile.k === DEFAULT_GEMM_TILE.k && tile.stages === DEFAULT_GEMM_TILE.stages && (tile.rows ?? 128) === 128 && splitK === 1 && tile.wgmma !== true;
   if (s.bFormat === "mxfp4" && !defaultTile) throw new Error(`tsgc codegen: the MXFP4 GEMM takes only the default tile`);
   const dtCode = DT_CODES[s.dtype];
   if (dtCode === undefined) throw new Error(`tsgc codegen: no matmul kernel for ${s.dtype}`);
@@ -277,23 +290,44 @@ export const WIDE_DECODE_GEMM_TILES: { readonly upTo64: GemmTile; readonly upTo2
  * MXFP4 B; for a dense x·Wᵀ at decode sizes (M ≤ GEMV_MMA_MAX_M), WIDE_DECODE_GEMM_TILES when N / 128 × M / 128 blocks
  * fill the SMs, else 64-row tiles up to 64 rows and K split until about SPLIT_K_TARGET_BLOCKS blocks run.
  */
-export function gemmTileFor(s: MatmulShape, path: MatmulPath, mBound: number): GemmTile {
-  if (path !== "gemm-mma" || s.bFormat !== "dense" || !s.transposeB || !s.bShared || !isStatic(s.n) || !isStatic(s.k) || mBound > GEMV_MMA_MAX_M) return DEFAULT_GEMM_TILE;
+export function gemmTileFor(s: MatmulShape, path: MatmulPath, mBound: number, wgmma = false): GemmTile {
+  const denseXWt = path === "gemm-mma" && s.bFormat === "dense" && s.transposeB && s.dtype !== "f32";
+  if (!denseXWt || !s.bShared || !isStatic(s.n) || !isStatic(s.k) || mBound > GEMV_MMA_MAX_M) {
+    return wgmma && denseXWt && mBound > GEMV_MMA_MAX_M ? WGMMA_GEMM_TILES.prefill : DEFAULT_GEMM_TILE;
+  }
   const columnTiles = Math.ceil(s.n / (4 * DEFAULT_GEMM_TILE.warpN));
-  if (columnTiles * Math.ceil(mBound / 128) >= SPLIT_K_TARGET_BLOCKS) return mBound <= 64 ? WIDE_DECODE_GEMM_TILES.upTo64 : WIDE_DECODE_GEMM_TILES.upTo256;
+  if (columnTiles * Math.ceil(mBound / 128) >= SPLIT_K_TARGET_BLOCKS) {
+    if (mBound <= 64) return WIDE_DECODE_GEMM_TILES.upTo64;
+    return wgmma ? WGMMA_GEMM_TILES.decode : WIDE_DECODE_GEMM_TILES.upTo256;
+  }
   const rows = mBound <= 64 ? 64 : 128;
   const blocks = columnTiles * Math.ceil(mBound / rows);
   const kTiles = Math.ceil(s.k / DEFAULT_GEMM_TILE.k);
   const splitK = Math.max(1, Math.min(Math.ceil(SPLIT_K_TARGET_BLOCKS / blocks), MAX_SPLIT_K, Math.floor(kTiles / SPLIT_K_MIN_TILES)));
+  // 128-row tiles take the wgmma tile with the same split where the target has it
+  if (rows === 128 && wgmma) return splitK === 1 ? WGMMA_GEMM_TILES.decode : { ...WGMMA_GEMM_TILES.decode, splitK };
   return rows === 128 && splitK === 1 ? DEFAULT_GEMM_TILE : { ...DEFAULT_GEMM_TILE, rows, splitK };
 }
+
+/**
+ * The wgmma tiles (sm_90a) of a dense x·Wᵀ: 128 × 128 × 64 in 4 stages for decode buckets of more than 64 rows (with
+ * their split), 128 × 256 × 64 in 3 past GEMV_MMA_MAX_M rows (prefill). Measured on an H200 (bench/codegen-matmul.ts,
+ * bench/NOTES.md Run 11) against the mma.sync tiles the bucket took: at 256 rows q/k/v 44.6 → 33.8 µs (split 2; 28.6
+ * unsplit), q 31.8 → 26.1, k 10.4 → 8.3, o_proj 41.0 → 28.7, lm_head 872.6 → 826.0; at 4096 rows [2880, 2880]ᵀ 201.7 →
+ * 156.0 and [5760, 2880]ᵀ 416.7 → 338.7. At 64 rows they lose (q/k/v 19.8 against 17.8, lm_head 381 against 303):
+ * buckets up to 64 rows keep their 64-row tiles.
+ */
+export const WGMMA_GEMM_TILES: { readonly decode: GemmTile; readonly prefill: GemmTile } = {
+  decode: { warpN: 32, k: 64, stages: 4, wgmma: true },
+  prefill: { warpN: 64, k: 64, stages: 3, wgmma: true },
+};
 
 /** Most ways a GEMM's K may be split. */
 export const MAX_SPLIT_K = 16;
 
-/** A non-default GEMM tile's name part: t{4·warpN}x{k}s{stages}, r{rows} when not 128, and sk{splitK} when split. */
+/** A non-default GEMM tile's name part: t{4·warpN}x{k}s{stages}, r{rows} when not 128, sk{splitK} when split, w for wgmma. */
 function gemmTileTag(t: GemmTile): string {
-  return `t${4 * t.warpN}x${t.k}s${t.stages}${(t.rows ?? 128) !== 128 ? `r${t.rows}` : ""}${(t.splitK ?? 1) > 1 ? `sk${t.splitK}` : ""}`;
+  return `t${4 * t.warpN}x${t.k}s${t.stages}${(t.rows ?? 128) !== 128 ? `r${t.rows}` : ""}${(t.splitK ?? 1) > 1 ? `sk${t.splitK}` : ""}${t.wgmma === true ? "w" : ""}`;
 }
 
 /**
@@ -305,7 +339,7 @@ function gemmTileTag(t: GemmTile): string {
 function linearKernels(s: MatmulShape, path: MatmulPath, extra: Record<string, unknown>, opts: MatmulOptions, binding?: MatmulBinding): NodeKernels {
   const gemv = path.startsWith("gemv");
   const mBound = rowsBound(s.rows, opts.symbolBounds);
-  const tile = opts.gemmTile ?? gemmTileFor(s, path, mBound);
+  const tile = opts.gemmTile ?? gemmTileFor(s, path, mBound, opts.wgmma === true);
   const main = matmulLaunch(s, path, gemv ? "gemv.cu.njk" : "gemm.cu.njk", gemv ? "gemv" : "gemm", extra, tile, binding, mBound);
   const splitK = path === "gemm-mma" ? tile.splitK ?? 1 : 1;
   if (splitK === 1) return { launches: [main], scratchBytes: [] };
@@ -449,7 +483,7 @@ function groupedSplitGemm(shapes: readonly MatmulShape[], paths: readonly Matmul
   // the split for all columns: the layers' tiles of 128 columns, counted as one N's (each layer's rounded up)
   const bn = 4 * DEFAULT_GEMM_TILE.warpN;
   const tiles = ns.map((n) => Math.ceil(n / bn));
-  const tile = gemmTileFor({ ...s, n: tiles.reduce((a, b) => a + b, 0) * bn }, "gemm-mma", mBound);
+  const tile = gemmTileFor({ ...s, n: tiles.reduce((a, b) => a + b, 0) * bn }, "gemm-mma", mBound, opts.wgmma === true);
   const splitK = tile.splitK ?? 1;
   if (splitK === 1) return undefined;
   const layers = ns.map((n, r) => ({ n, firstTile: tiles.slice(0, r).reduce((a, b) => a + b, 0), tiles: tiles[r], colBase: ns.slice(0, r).reduce((a, b) => a + b, 0) }));

@@ -12,7 +12,7 @@ import { lowerInPlaceUpdate, lowerNode, lowerSiblings } from "../codegen/emit.js
 import { dtypeBytes } from "../ir/dtype.js";
 import { bucketLadder, type EntryPoint, type Graph } from "../ir/graph.js";
 import { evalShape, numElements } from "../ir/shape.js";
-import { evalSize, type KernelSource, type SizeExpr, sizeExpr, sourceHash } from "../lower/kernel.js";
+import { evalSize, type KernelSource, lowerTarget, type SizeExpr, sizeExpr, sourceHash } from "../lower/kernel.js";
 import { type EntriesMemoryPlan, planEntries } from "../lower/memory-plan.js";
 import { type Plan, type PlanArg, PLAN_FORMAT, PLAN_VERSION } from "../lower/plan.js";
 import { type ScheduledEntry, scheduleEntryAt } from "../lower/schedule.js";
@@ -42,13 +42,14 @@ interface Unit {
 
 /** Builds the plan from a fused graph: schedules per bucket, memory plan, kernel table, resolved arguments. */
 export function buildPlan(fused: Graph, input: Graph, arch: string, splitOutputs?: RankSet["splitOutputs"]): { plan: Plan; memory: EntriesMemoryPlan } {
+  const target = lowerTarget(arch);
   const units: Unit[] = fused.entries.flatMap((e, entry) =>
     bucketBounds(fused, e).map((bounds) => ({
       entry,
       bounds,
       schedule: scheduleEntryAt(fused, e, bounds, {
-        node: (n) => lowerNode(n, bounds),
-        siblings: (nodes) => lowerSiblings(nodes, bounds),
+        node: (n) => lowerNode(n, bounds, target),
+        siblings: (nodes) => lowerSiblings(nodes, bounds, target),
         inPlaceUpdate: (n) => lowerInPlaceUpdate(n, bounds),
       }),
     })),

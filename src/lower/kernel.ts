@@ -123,3 +123,14 @@ export function sourceHash(k: KernelSource): string {
 export function linearGrid(count: SizeExpr, block: number): readonly [SizeExpr, SizeExpr, SizeExpr] {
   return [{ dims: count.dims, scale: count.scale, divisor: count.divisor * block }, constSize(1), constSize(1)];
 }
+
+/** What the compile target offers code generation beyond the symbol bounds: instruction families a kernel may use. */
+export interface LowerTarget {
+  /** Warpgroup MMA (wgmma): sm_90a, compute capability 9.0's architecture-specific target (H100, H200). */
+  readonly wgmma: boolean;
+}
+/** The instructions every target from sm_80 has. */
+export const PORTABLE_TARGET: LowerTarget = { wgmma: false };
+export function lowerTarget(arch: string): LowerTarget {
+  return { wgmma: arch === "sm_90a" };
+}

@@ -1,6 +1,6 @@
 // fusedLinear: the matmul kernels with the bias added in their store epilogue, against the interpreter.
 import { describe, expect, it } from "vitest";
-import { DEFAULT_GEMM_TILE, emitFusedLinear, emitGroupedLinear, type GemmTile, gemmTileFor, MAX_SPLIT_K, SPLIT_K_TARGET_BLOCKS, WIDE_DECODE_GEMM_TILES } from "../../src/codegen/matmul.js";
+import { DEFAULT_GEMM_TILE, emitFusedLinear, emitGroupedLinear, type GemmTile, gemmTileFor, MAX_SPLIT_K, SPLIT_K_TARGET_BLOCKS, WGMMA_GEMM_TILES, WIDE_DECODE_GEMM_TILES } from "../../src/codegen/matmul.js";
 import { compile } from "../../src/compile/compile.js";
 import { interpret } from "../../src/ir/interpret.js";
 import { Device, PlanExecutor } from "../../runtime/index.js";
@@ -116,6 +116,25 @@ describe("split-K GEMM tiles (pure)", () => {
     expect(gemmTileFor({ ...shape(5120, 2880), bShared: false, batch: [4] }, "gemm-mma", 64).splitK ?? 1).toBe(1);
     expect(gemmTileFor({ ...shape(5120, 2880), bFormat: "mxfp4" }, "gemm-mma", 64).splitK ?? 1).toBe(1);
     expect(gemmTileFor(shape(5120, 2880), "gemv-mma", 64).splitK ?? 1).toBe(1);
+  });
+
+  it("on a target with warpgroup MMA (sm_90a): wgmma tiles for 128-row tiles (with their split) and prefill, 64-row ones kept", () => {
+    const wg = (n: number, k: number, m: number) => gemmTileFor(shape(n, k), "gemm-mma", m, true);
+    expect(wg(5120, 2880, 256)).toEqual({ ...WGMMA_GEMM_TILES.decode, splitK: Math.ceil(SPLIT_K_TARGET_BLOCKS / 80) });
+    expect(wg(2880, 4096, 128)).toEqual({ ...WGMMA_GEMM_TILES.decode, splitK: 6 });
+    expect(wg(201088, 2880, 256)).toEqual(WGMMA_GEMM_TILES.decode);
+    expect(wg(5120, 2880, 2048)).toEqual(WGMMA_GEMM_TILES.prefill);
+    // up to 64 rows the 64-row tiles (a wgmma tile has 128)
+    expect(wg(5120, 2880, 64)).toEqual(gemmTileFor(shape(5120, 2880), "gemm-mma", 64));
+    expect(wg(201088, 2880, 64)).toEqual(WIDE_DECODE_GEMM_TILES.upTo64);
+    // not for MXFP4 or plain B
+    expect(gemmTileFor({ ...shape(5120, 2880), bFormat: "mxfp4" }, "gemm-mma", 2048, true)).toEqual(DEFAULT_GEMM_TILE);
+    expect(gemmTileFor({ ...shape(5120, 2880), transposeB: false }, "gemm-mma", 2048, true)).toEqual(DEFAULT_GEMM_TILE);
+    for (const t of [WGMMA_GEMM_TILES.decode, WGMMA_GEMM_TILES.prefill]) expect(t).toMatchObject({ wgmma: true, k: 64 });
+    // the plan's kernels follow: the same layer lowered for sm_90a and for another target
+    const node = linearNode("bf16", 5120, 2880, true);
+    expect(emitFusedLinear(node, { symbolBounds: { tokens: 2048 }, wgmma: true }).launches[0]!.kernel.source).toContain("wgmma.mma_async");
+    expect(emitFusedLinear(node, { symbolBounds: { tokens: 2048 } }).launches[0]!.kernel.source).not.toContain("wgmma");
   });
 
   it("emit the GEMM's f32 partials into scratch and a reduce that adds the bias; reject splits the kernel cannot take", () => {

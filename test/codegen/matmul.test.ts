@@ -8,7 +8,8 @@ import type { DType } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom } from "../../src/ir/host-tensor.js";
 import { type NodeOf, NodeTable } from "../../src/ir/node.js";
 import { type Dim, evalShape, type SymbolValues } from "../../src/ir/shape.js";
-import { describeGpu, describeNvrtc } from "../tiers.js";
+import { Device } from "../../runtime/index.js";
+import { describeGpu, describeNvrtc, gpuAvailable } from "../tiers.js";
 import { compileNodeKernels, expectClose, interpretNode, runNodeKernels } from "./harness.js";
 
 interface MmCase {
@@ -122,6 +123,14 @@ describe("matmul codegen (pure)", () => {
     expect(wide.grid.map((g) => evalSize(g, { tokens: 4096 }))).toEqual([12, 32, 1]);
     expect(wide.kernel.source).toContain("#define WNT 64");
     expect(() => emitMatmul(node, { gemmTile: { warpN: 48 as 32, k: 32, stages: 4 } })).toThrow(/bad GEMM tile/);
+    // warpgroup MMAs: 128 rows, k 64, a dense x·Wᵀ in 16 bits; 1024 bytes more shared memory, to align the stages
+    const wg = emitMatmul(node, { gemmTile: { warpN: 32, k: 64, stages: 4, wgmma: true } }).launches[0]!;
+    expect(wg.kernel.entry).toMatch(/_t128x64s4w$/);
+    expect(wg.sharedBytes).toBe(4 * 256 * 64 * 2 + 1024);
+    expect(wg.kernel.source).toContain("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16");
+    expect(emitMatmul(node, { gemmTile: { warpN: 32, k: 64, stages: 4 } }).launches[0]!.kernel.source).not.toContain("wgmma");
+    expect(() => emitMatmul(node, { gemmTile: { warpN: 32, k: 32, stages: 4, wgmma: true } })).toThrow(/a wgmma GEMM takes .* rows 128, k 64 and at least 3 stages/);
+    expect(() => emitMatmul(node, { gemmTile: { warpN: 32, k: 64, stages: 4, rows: 64, wgmma: true } })).toThrow(/a wgmma GEMM takes/);
   });
 
   it("rejects integer matmuls, naming the node", () => {
@@ -205,6 +214,20 @@ describeGpu("matmul kernels match the interpreter (GPU)", () => {
         await check(linear("bf16", ["tokens"], 392, 2880), { tokens: t }, "gemm-mma", t, tile);
         await check(linear("bf16", ["tokens"], 300, 200), { tokens: t }, "gemm-mma", t + 1, tile);
         await check({ dtype: "bf16", a: ["tokens", 320], b: [320, 264], transposeB: false }, { tokens: t }, "gemm-mma", t + 2, tile);
+      }
+    }
+  });
+
+  // warpgroup MMAs need sm_90's architecture-specific target (H100, H200)
+  const hopper = gpuAvailable() && Device.open(0).info.arch === "sm_90a";
+  it.skipIf(!hopper)("GEMM tiles of warpgroup MMAs (sm_90a): 128 and 256 columns, split K, f16, with M, N and K tails", async () => {
+    const tiles: GemmTile[] = [{ warpN: 32, k: 64, stages: 4, wgmma: true }, { warpN: 64, k: 64, stages: 3, wgmma: true }, { warpN: 32, k: 64, stages: 3, wgmma: true, splitK: 3 }];
+    for (const tile of tiles) {
+      for (const t of [3, 200, 783]) {
+        await check(linear("bf16", ["tokens"], 392, 2880), { tokens: t }, "gemm-mma", t, tile);
+        // K 200: a partial last k-tile (zero-filled past K)
+        await check(linear("bf16", ["tokens"], 300, 200), { tokens: t }, "gemm-mma", t + 1, tile);
+        await check(linear("f16", ["tokens"], 136, 1000), { tokens: t }, "gemm-mma", t + 2, tile);
       }
     }
   });
