@@ -293,7 +293,8 @@ export const WIDE_DECODE_GEMM_TILES: { readonly upTo64: GemmTile; readonly upTo2
 export function gemmTileFor(s: MatmulShape, path: MatmulPath, mBound: number, wgmma = false): GemmTile {
   const denseXWt = path === "gemm-mma" && s.bFormat === "dense" && s.transposeB && s.dtype !== "f32";
   if (!denseXWt || !s.bShared || !isStatic(s.n) || !isStatic(s.k) || mBound > GEMV_MMA_MAX_M) {
-    return wgmma && denseXWt && mBound > GEMV_MMA_MAX_M ? WGMMA_GEMM_TILES.prefill : DEFAULT_GEMM_TILE;
+    // (batched weights keep the default: the wgmma tiles were measured and tested on shared ones)
+    return wgmma && denseXWt && s.bShared && mBound > GEMV_MMA_MAX_M ? WGMMA_GEMM_TILES.prefill : DEFAULT_GEMM_TILE;
   }
   const columnTiles = Math.ceil(s.n / (4 * DEFAULT_GEMM_TILE.warpN));
   if (columnTiles * Math.ceil(mBound / 128) >= SPLIT_K_TARGET_BLOCKS) {

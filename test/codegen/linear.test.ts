@@ -127,9 +127,10 @@ describe("split-K GEMM tiles (pure)", () => {
     // up to 64 rows the 64-row tiles (a wgmma tile has 128)
     expect(wg(5120, 2880, 64)).toEqual(gemmTileFor(shape(5120, 2880), "gemm-mma", 64));
     expect(wg(201088, 2880, 64)).toEqual(WIDE_DECODE_GEMM_TILES.upTo64);
-    // not for MXFP4 or plain B
+    // not for MXFP4, plain or batched B
     expect(gemmTileFor({ ...shape(5120, 2880), bFormat: "mxfp4" }, "gemm-mma", 2048, true)).toEqual(DEFAULT_GEMM_TILE);
     expect(gemmTileFor({ ...shape(5120, 2880), transposeB: false }, "gemm-mma", 2048, true)).toEqual(DEFAULT_GEMM_TILE);
+    expect(gemmTileFor({ ...shape(5120, 2880), bShared: false, batch: [4] }, "gemm-mma", 2048, true)).toEqual(DEFAULT_GEMM_TILE);
     for (const t of [WGMMA_GEMM_TILES.decode, WGMMA_GEMM_TILES.prefill]) expect(t).toMatchObject({ wgmma: true, k: 64 });
     // the plan's kernels follow: the same layer lowered for sm_90a and for another target
     const node = linearNode("bf16", 5120, 2880, true);
