@@ -20,7 +20,7 @@ import { type DeviceFill, deviceFill } from "../src/engine/device-random.js";
 import {
   emitMoeExperts, GROUPED_B_PREFETCH, GROUPED_TILING, type GroupedTiling, groupedTilingTag, type MoePath, previousStreamTiling, type StreamTiling,
 } from "../src/codegen/moe.js";
-import { evalSize, type NodeKernels } from "../src/lower/kernel.js";
+import { evalSize, lowerTarget, type NodeKernels } from "../src/lower/kernel.js";
 import { type DType } from "../src/ir/dtype.js";
 import { tensorFromBytes } from "../src/ir/host-tensor.js";
 import { type NodeOf, NodeTable } from "../src/ir/node.js";
@@ -57,6 +57,8 @@ async function main(): Promise<void> {
   const maxT = Math.max(...tokenCounts);
   const device = Device.open(0);
   const node = moeNode();
+  // the default kernels are a plan's for this card (warpgroup MMAs on sm_90a)
+  const wgmma = lowerTarget(device.info.arch).wgmma;
   const bounds = { tokens: maxT };
   const bucketOf = (t: number) => 2 ** Math.ceil(Math.log2(t));
   // tiling variants of the stream kernels, timed beside the bucket's default (a record for tuning)
@@ -90,6 +92,13 @@ async function main(): Promise<void> {
     { skipEmpty: true }, { bm: 128, minBlocks: 2 }, { bm: 128, minBlocks: 2, skipEmpty: true }, { bm: 128, minBlocks: 1, skipEmpty: true },
     // 256 weight rows a block: warp tiles of 32 × 64 and (128-row tiles) 64 × 64
     { bn: 256, minBlocks: 2 }, { bn: 256, minBlocks: 2, skipEmpty: true }, { bm: 128, bn: 256, minBlocks: 1 },
+    // warpgroup MMAs (sm_90a only)
+    ...(wgmma
+      ? [
+        { bm: 128, minBlocks: 2, wgmma: true }, { bm: 128, bn: 256, minBlocks: 1, wgmma: true },
+        { bm: 64, minBlocks: 3, wgmma: true }, { bm: 64, minBlocks: 2, wgmma: true }, { bm: 64, bn: 256, minBlocks: 1, wgmma: true },
+      ] as const
+      : []),
   ];
   // (each a full tiling over GROUPED_TILING, whatever the bucket's default)
   const tiledFull = (v: Partial<GroupedTiling>): GroupedTiling => ({ ...GROUPED_TILING, ...v });
@@ -103,7 +112,7 @@ async function main(): Promise<void> {
     for (const p of ["token-loop", "grouped", "stream"] as const) {
       if (p === "stream" && t > streamLimit) continue;
       const key = setKey(p, t);
-      if (!sets.has(key) && wanted(p)) sets.set(key, emitMoeExperts(node, p === "token-loop" ? bounds : { tokens: bucketOf(t) }, { path: p }));
+      if (!sets.has(key) && wanted(p)) sets.set(key, emitMoeExperts(node, p === "token-loop" ? bounds : { tokens: bucketOf(t) }, { path: p, wgmma }));
     }
     for (const p of GROUPED_VARIANTS) {
       const key = `grouped/p${p}`;

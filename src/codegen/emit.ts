@@ -64,7 +64,7 @@ export const LOWERINGS: { readonly [K in Op]: Lowering<K> } = {
   pagedAttention: kernels(emitPagedAttention),
   seqTokenRanges: kernels(emitSeqTokenRanges),
   uniqueIndices: kernels(emitUniqueIndices),
-  moeExperts: kernels(emitMoeExperts),
+  moeExperts: (n, bounds, target) => ({ kind: "kernels", kernels: emitMoeExperts(n, bounds, { wgmma: target.wgmma }) }),
   mxfp4Matmul: kernels((n, bounds) => emitMxfp4Matmul(n, { symbolBounds: bounds })),
   fusedLinear: linearKernels(emitFusedLinear),
   groupedLinear: linearKernels(emitGroupedLinearLayer),

@@ -46,6 +46,7 @@ import { f32Literal } from "./attention.js";
 import { loadExpr, storeExpr } from "./elementwise.js";
 import { type ArgBinding, constSize, type KernelLaunch, type NodeKernels, sizeExpr } from "../lower/kernel.js";
 import { CUDA_STORAGE_TYPE, renderTemplate } from "./templates.js";
+import { wgmmaShapes } from "./wgmma.js";
 
 const THREADS = 256;
 const WARPS = THREADS / 32;
@@ -163,6 +164,8 @@ export interface MoeOptions {
   readonly groupedPrefetch?: number;
   /** Override the tiled tensor-core grouped GEMMs' tiling (a tuning hook for benchmarks): fields left out take groupedTiling's for the bound. */
   readonly groupedTiling?: Partial<GroupedTiling>;
+  /** The target has warpgroup MMAs (sm_90a): the tiled grouped GEMMs may take them (groupedTiling). */
+  readonly wgmma?: boolean;
 }
 
 /**
@@ -181,6 +184,12 @@ export interface GroupedTiling {
   readonly dequant: "byte" | "lut";
   readonly minBlocks: number;
   readonly skipEmpty: boolean;
+  /**
+   * Warpgroup MMAs (sm_90a; bm 64 or 128, bk 64, aStages ≥ 3): a warpgroup's 64 tile rows (bm 128: its half; bm 64: all)
+   * × bn (bm 64: half of them) weight rows, one m64nNk16 a k16 step, both operands from 128-byte-swizzled shared tiles
+   * (three B stages).
+   */
+  readonly wgmma: boolean;
 }
 /**
  * The tiled grouped GEMMs' base tiling (see groupedTiling for a bucket's). Measured on an H200 (bench/moe-prefill.ts, one gpt-oss-20b layer, bench/NOTES.md
@@ -188,10 +197,16 @@ export interface GroupedTiling {
  * (64×128×32, per-byte dequantization); BM 32 and BK 32 were slower, A stages 2–4 and per-byte dequantization
  * within 5%, and 3 blocks per SM (80 registers) the fastest.
  */
-export const GROUPED_TILING: GroupedTiling = { bm: 64, bn: 128, bk: 64, aStages: 3, dequant: "lut", minBlocks: 3, skipEmpty: false };
+export const GROUPED_TILING: GroupedTiling = { bm: 64, bn: 128, bk: 64, aStages: 3, dequant: "lut", minBlocks: 3, skipEmpty: false, wgmma: false };
 
 /** Rows an expert expects (the token bound · top-k / experts) from which the tiled GEMMs take 128-row tiles. */
 export const GROUPED_BM128_MIN_ROWS = 128;
+/**
+ * On a wgmma target: rows an expert expects from which the tiled GEMMs take 64-row tiles of warpgroup MMAs, and from
+ * which 128-row ones.
+ */
+export const GROUPED_WGMMA_MIN_ROWS = 32;
+export const GROUPED_WGMMA_BM128_MIN_ROWS = 64;
 
 /**
  * The tiled GEMMs' tiling for a bucket whose experts expect `rowsPerExpert` rows. Measured on an H200 (bench/moe-prefill.ts,
@@ -200,22 +215,35 @@ export const GROUPED_BM128_MIN_ROWS = 128;
  * mma against 256; two blocks an SM) take 2048 tokens from 2.097 to 1.919 ms; below it GROUPED_TILING with skipEmpty
  * (the half of an expert's last tile that has no rows does no mma) takes 256 tokens from 0.493 to 0.476 ms and 512 from
  * 0.743 to 0.718, where 128-row tiles lose (0.694 and 0.763).
+ * On a wgmma target the tiles of warpgroup MMAs read shared memory less (bench/NOTES.md Run 12): 128-row ones from
+ * GROUPED_WGMMA_BM128_MIN_ROWS (512 tokens 0.714 → 0.580 ms, 1024 1.131 → 0.877, 2048 1.867 → 1.462), 64-row ones (two
+ * blocks an SM) from GROUPED_WGMMA_MIN_ROWS (256 tokens 0.466 → 0.452); at 16 rows (128 tokens) they lose to both the
+ * mma.sync tiles and the stream kernels (0.447 against 0.369 and 0.319).
  */
-export function groupedTiling(rowsPerExpert: number): GroupedTiling {
+export function groupedTiling(rowsPerExpert: number, wgmma = false): GroupedTiling {
+  if (wgmma && rowsPerExpert >= GROUPED_WGMMA_BM128_MIN_ROWS) return { ...GROUPED_TILING, bm: 128, minBlocks: 2, wgmma: true };
+  if (wgmma && rowsPerExpert >= GROUPED_WGMMA_MIN_ROWS) return { ...GROUPED_TILING, minBlocks: 2, wgmma: true };
   return rowsPerExpert >= GROUPED_BM128_MIN_ROWS ? { ...GROUPED_TILING, bm: 128, minBlocks: 2 } : { ...GROUPED_TILING, skipEmpty: true };
 }
 
 /** The most dynamic shared memory a block may take on sm_90 (227 KiB). */
 const MAX_SHARED_BYTES = 227 * 1024;
 
+/** The N of a wgmma tiling's warpgroup MMAs: all bn weight rows with 128-row tiles, half of them with 64-row tiles. */
+function wgmmaN(t: GroupedTiling): number {
+  return t.bm === 128 ? t.bn : t.bn / 2;
+}
+
 /** Dynamic shared memory of a tiled grouped GEMM: A stages of BM rows and two B stages of 128, rows of BK + 8 elements. */
 export function groupedSharedBytes(t: GroupedTiling): number {
+  // wgmma: unpadded 128-byte rows, three B stages, and 1024 bytes to align the stages
+  if (t.wgmma) return 128 * (t.aStages * t.bm + 3 * t.bn) + 1024;
   return 2 * (t.bk + 8) * (t.aStages * t.bm + 2 * t.bn);
 }
 
 /** The tiled kernel's name suffix: m{bm}, n{bn} when not 128, k{bk}s{aStages}, l(ut) or b(yte), b{minBlocks} when set, z with skipEmpty. */
 export function groupedTilingTag(t: GroupedTiling): string {
-  return `_m${t.bm}${t.bn === 128 ? "" : `n${t.bn}`}k${t.bk}s${t.aStages}${t.dequant === "lut" ? "l" : "b"}${t.minBlocks > 0 ? `b${t.minBlocks}` : ""}${t.skipEmpty ? "z" : ""}`;
+  return `_m${t.bm}${t.bn === 128 ? "" : `n${t.bn}`}k${t.bk}s${t.aStages}${t.dequant === "lut" ? "l" : "b"}${t.minBlocks > 0 ? `b${t.minBlocks}` : ""}${t.skipEmpty ? "z" : ""}${t.wgmma ? "w" : ""}`;
 }
 
 /**
@@ -460,7 +488,7 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
     if (opts.groupedTiling && s.dtype === "f32") fail(node, `groupedTiling applies to the tensor-core grouped GEMMs (bf16/f16 activations)`);
     if (opts.groupedTiling && opts.groupedPrefetch !== undefined) fail(node, `groupedTiling's kernel loads B one k-tile ahead; groupedPrefetch applies to the previous kernel only`);
     // f32 activations take the SIMT GEMMs; groupedPrefetch asks for the previous tensor-core kernel
-    const tiling = s.dtype === "f32" || opts.groupedPrefetch !== undefined ? undefined : { ...groupedTiling((dimBound(s.t, bounds) * s.k) / s.e), ...opts.groupedTiling };
+    const tiling = s.dtype === "f32" || opts.groupedPrefetch !== undefined ? undefined : { ...groupedTiling((dimBound(s.t, bounds) * s.k) / s.e, opts.wgmma), ...opts.groupedTiling };
     return emitGrouped(s, ctx, route, { typeTag, base: `${base}${epTag}`, constTag }, undefined, opts.groupedPrefetch ?? GROUPED_B_PREFETCH, tiling);
   }
   if (path === "stream") {
@@ -537,6 +565,8 @@ function checkTiling(t: GroupedTiling): void {
   if (![2, 3, 4].includes(t.aStages)) bad(`aStages must be 2, 3 or 4`);
   if (t.dequant !== "byte" && t.dequant !== "lut") bad(`dequant must be "byte" or "lut"`);
   if (!(Number.isInteger(t.minBlocks) && t.minBlocks >= 0 && t.minBlocks <= 8)) bad(`minBlocks must be an integer in [0, 8]`);
+  if (typeof t.wgmma !== "boolean") bad(`wgmma must be a boolean`);
+  if (t.wgmma && !(t.bm !== 32 && t.bk === 64 && t.aStages >= 3)) bad(`wgmma takes bm 64 or 128, bk 64 and aStages 3 or 4`);
   if (groupedSharedBytes(t) > MAX_SHARED_BYTES) bad(`needs ${groupedSharedBytes(t)} bytes of shared memory (at most 227 KiB)`);
 }
 
@@ -596,7 +626,12 @@ function emitGrouped(
     return bytes;
   };
   const gemmShared = tiled ? groupedSharedBytes(tiled) : 0;
-  const tiledCtx = tiled ? { tiled: true, bn: tiled.bn, bk: tiled.bk, aStages: tiled.aStages, dequant: tiled.dequant, minBlocks: tiled.minBlocks, skipEmpty: tiled.skipEmpty } : { tiled: false };
+  const tiledCtx = tiled
+    ? {
+      tiled: true, bn: tiled.bn, bk: tiled.bk, aStages: tiled.aStages, dequant: tiled.dequant, minBlocks: tiled.minBlocks, skipEmpty: tiled.skipEmpty,
+      wgmma: tiled.wgmma, wgN: wgmmaN(tiled), wgmmaShapes: tiled.wgmma ? wgmmaShapes([wgmmaN(tiled)], s.dtype === "f16" ? "f16" : "bf16") : [],
+    }
+    : { tiled: false, wgmma: false };
   const gctx = { ...ctx, bm, stages: 3, variant, bpf, mmaType: s.dtype === "f16" ? "f16" : "bf16", ...(stream ?? {}), ...tiledCtx, lut: MXFP4_LUT, unitLut: mxfp4LutTables(MXFP4_LUT.unitPairs), selects };
   const input = (index: number): ArgBinding => ({ kind: "input", index });
   const scratch = (index: number): ArgBinding => ({ kind: "scratch", index });

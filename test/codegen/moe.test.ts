@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { evalSize, type NodeKernels } from "../../src/lower/kernel.js";
 import {
-  emitMoeExperts, GROUPED_BM, GROUPED_BM128_MIN_ROWS, ROUTE_BLOCK_TOKENS_FROM, routeTokensPerBlock, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, GROUPED_TILING, type GroupedTiling, groupedSharedBytes, groupedTiling, moePath, MXFP4_DOWN_ROWS,
+  emitMoeExperts, GROUPED_BM, GROUPED_BM128_MIN_ROWS, GROUPED_WGMMA_BM128_MIN_ROWS, GROUPED_WGMMA_MIN_ROWS, ROUTE_BLOCK_TOKENS_FROM, routeTokensPerBlock, GROUPED_BN_MMA, GROUPED_BN_SIMT, GROUPED_MIN_TOKENS, GROUPED_TILING, type GroupedTiling, groupedSharedBytes, groupedTiling, moePath, MXFP4_DOWN_ROWS,
   MXFP4_GATEUP_PAIRS, MXFP4_LUT, mxfp4ExponentPairs, mxfp4LutDequant8, mxfp4RawDequant8, mxfp4LutPairs, previousStreamTiling, prmt, STREAM_MAX_ROWS, STREAM_MIN_TOKENS, streamSharedBytes, streamTiling,
   type StreamTiling,
 } from "../../src/codegen/moe.js";
@@ -15,7 +15,8 @@ import { decodeE2m1, decodeE8m0, type DType, roundTo } from "../../src/ir/dtype.
 import { type HostTensor, randomTensor, seededRandom, tensorFromBytes, tensorToBytes } from "../../src/ir/host-tensor.js";
 import { type NodeOf, NodeTable } from "../../src/ir/node.js";
 import { type Dim, evalShape, numElements, type SymbolValues } from "../../src/ir/shape.js";
-import { describeGpu, describeNvrtc } from "../tiers.js";
+import { Device } from "../../runtime/index.js";
+import { describeGpu, describeNvrtc, gpuAvailable } from "../tiers.js";
 import { compileNodeKernels, expectClose, interpretNode, runNodeKernels, runRawKernels } from "./harness.js";
 
 interface MoeCase {
@@ -213,6 +214,23 @@ describe("moeExperts tiled grouped GEMMs (pure)", () => {
     expect(emitMoeExperts(node, { tokens: 1023 }).launches[3]!.kernel.source).toContain("#define SKIP_EMPTY true");
     expect(emitMoeExperts(node, { tokens: 1023 }).launches[1]!.kernel.entry).toBe("moe_bucket_e32k4_m64");
     expect(groupedTiling(GROUPED_BM128_MIN_ROWS - 1)).toEqual({ ...GROUPED_TILING, skipEmpty: true });
+    // a wgmma target (sm_90a): 128-row tiles of warpgroup MMAs from 64 rows an expert (512 tokens), 64-row ones from 32
+    // (256 tokens), the mma.sync tiles below
+    expect(groupedTiling(GROUPED_WGMMA_BM128_MIN_ROWS, true)).toEqual({ ...GROUPED_TILING, bm: 128, minBlocks: 2, wgmma: true });
+    expect(groupedTiling(GROUPED_WGMMA_MIN_ROWS, true)).toEqual({ ...GROUPED_TILING, minBlocks: 2, wgmma: true });
+    expect(emitMoeExperts(node, { tokens: 256 }, { wgmma: true }).launches[3]!.kernel.entry).toMatch(/_m64k64s3lb2w$/);
+    const hopper = emitMoeExperts(node, { tokens: 512 }, { wgmma: true });
+    expect(hopper.launches.slice(2, 4).map((l) => l.kernel.entry.split("_").pop())).toEqual(["m128k64s3lb2w", "m128k64s3lb2w"]);
+    expect(hopper.launches[2]!.kernel.source).toContain("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16");
+    expect(hopper.launches[2]!.sharedBytes).toBe(128 * (3 * 128 + 3 * 128) + 1024);
+    expect(emitMoeExperts(node, { tokens: 511 }, { wgmma: true }).launches[2]!.kernel.entry).toMatch(/_m64k64s3lb2w$/);
+    expect(emitMoeExperts(node, { tokens: 255 }, { path: "grouped", wgmma: true }).launches[2]!.kernel.entry).toMatch(/_m64k64s3lb3z$/);
+    expect(emitMoeExperts(node, { tokens: 255 }, { path: "grouped", wgmma: true }).launches[2]!.kernel.source).not.toContain("wgmma");
+    // 64-row tiles: each warpgroup all 64 rows × half the 128 weight rows
+    const m64 = emitMoeExperts(node, PREFILL, { groupedTiling: { bm: 64, minBlocks: 3, wgmma: true } });
+    expect(m64.launches[2]!.kernel.source).toContain("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16");
+    expect(m64.launches[2]!.kernel.source).toContain("#define WG_N 64");
+    expect(m64.launches[2]!.sharedBytes).toBe(128 * (3 * 64 + 3 * 128) + 1024);
     expect(tiled.launches[2]!.kernel.source).toContain("mt_smem");
     const k = emitMoeExperts(node, PREFILL, { groupedPrefetch: 1 });
     expect(k.launches[2]!.kernel.entry).toMatch(/_p1$/);
@@ -797,6 +815,18 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
     { dtype: "bf16", d: 320, inter: 96, variants: [{}, { bk: 32 }, { bm: 32, dequant: "byte" }], tokens: [17, 255] },
     { dtype: "f16", bias: "f16", d: 256, inter: 128, variants: [{}, { dequant: "byte" }, { bm: 32, bk: 32 }], tokens: [17, 100] },
   ];
+  // warpgroup MMAs (sm_90a only): 128 × 128, 128 × 256, 64 × 128 and 64 × 256, four A stages; a K tail (hidden 320), f16
+  const hopper = gpuAvailable() && Device.open(0).info.arch === "sm_90a";
+  const WGMMA_TILED: readonly Partial<GroupedTiling>[] = [
+    { bm: 128, minBlocks: 2, wgmma: true }, { bm: 64, minBlocks: 3, wgmma: true }, { bm: 128, bn: 256, minBlocks: 1, wgmma: true }, { bm: 64, bn: 256, aStages: 4, minBlocks: 1, wgmma: true },
+  ];
+  if (hopper) {
+    tiledCases.push(
+      { dtype: "bf16", d: 256, inter: 128, variants: WGMMA_TILED, tokens: [17, 100, 255] },
+      { dtype: "bf16", d: 320, inter: 96, variants: WGMMA_TILED.slice(0, 2), tokens: [17, 255] },
+      { dtype: "f16", bias: "f16", d: 256, inter: 128, variants: WGMMA_TILED.slice(0, 2), tokens: [17, 100] },
+    );
+  }
   for (const c of tiledCases) {
     it(`tiled grouped GEMMs, MXFP4 ${c.dtype} (hidden ${c.d}, intermediate ${c.inter}), ${c.variants.length} tilings at ${c.tokens.join(", ")} tokens against the interpreter`, async () => {
       const node = moeNode({ dtype: c.dtype, t: "tokens", d: c.d, inter: c.inter, e: 8, k: 4, format: "mxfp4", ...(c.bias ? { bias: c.bias } : {}) });
