@@ -5,7 +5,8 @@
 # status) to $OUT, so a step that runs long costs only itself.
 #
 #   source .gpu/env.sh && bash bench/gpu-session.sh [STEP…]
-#     steps: tier bench20b serve serve512 yardstick http b1 long moe grouped matmul bench120b (default: tier bench20b http b1 long serve)
+#     steps: tier bench20b serve serve512 serve120b yardstick http b1 long moe grouped ncu-moe matmul bench120b
+#     (default: tier bench20b http b1 long serve)
 set -uo pipefail
 out=${OUT:-/tmp/tsgc-session}
 mkdir -p "$out"
@@ -33,6 +34,8 @@ run_step() {
     serve) step serve 200 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1000 --input-len 1024 --output-len 1024 --warmup ;;
     # the same with 512 sequences a step (longer decode steps amortize each expert's weights over more tokens)
     serve512) step serve512 200 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1000 --input-len 1024 --output-len 1024 --warmup --max-batch 512 ;;
+    # gpt-oss-120b at 512 sequences: the warm-up pass alone (every prompt and 16 tokens) took 57.5 s (bench/NOTES.md Run 12)
+    serve120b) step serve120b 420 node bin/tsgc.js bench serve gpt-oss-120b --num-requests 1000 --input-len 1024 --output-len 1024 --warmup --max-batch 512 ;;
     # transformers' continuous batching beside tsgc on a smaller workload (its dense bf16 experts are slow to serve)
     # (its cache would take all free memory, leaving too little for eager attention over 1024-token prefill chunks)
     yardstick) HF_FLAGS="--max-memory-percent 0.5 --max-batch-tokens 1024" step yardstick 200 bash bench/serve-vs-transformers.sh gpt-oss-20b 64 1024 256 ;;
@@ -44,10 +47,15 @@ run_step() {
     b1) step b1 60 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1 --input-len 1024 --output-len 512 --warmup ;;
     # one layer's MoE: token loop, grouped GEMMs and stream kernels (the defaults), the previous stream kernels
     moe) step moe 110 node dist/bench/moe-prefill.js 1,8,16,64,256,512,2048 5 stream/b ;;
-    # the tiled grouped GEMMs' wider tiles (256 weight rows a block) beside the buckets' defaults, prefill-sized counts
-    grouped) step grouped 120 node dist/bench/moe-prefill.js 256,512,1024,2048 3 n256,m128k64s3lb2 ;;
+    # the tiled grouped GEMMs' tilings beside the buckets' defaults (wgmma ones on sm_90a), decode- and prefill-sized counts
+    grouped) step grouped 150 node dist/bench/moe-prefill.js 128,256,512,1024,2048 3 m64k64s3lb3z,lb2w,lb1w ;;
+    # where the grouped gate_up's time goes at batch 256 (20b, 32 rows an expert) and the stream gate_up's at 120b's
+    # batch 64 (2 rows an expert): stall reasons, pipe and memory throughput
+    ncu-moe) step ncu-moe 240 bash -c 'S="--section SpeedOfLight --section WarpStateStats --section SchedulerStats --section Occupancy --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis"
+      ncu $S -k regex:ggateup_mma --launch-count 2 node dist/bench/moe-prefill.js 256 1 m64k64s3lb3z
+      MOE_BENCH_EXPERTS=128 ncu $S -k regex:ggateup_stream --launch-count 1 node dist/bench/moe-prefill.js 64 1 none' ;;
     matmul) step matmul 90 node dist/bench/codegen-matmul.js bucket ;;
-    *) echo "unknown step $1 (tier bench20b serve serve512 yardstick http b1 long moe grouped matmul bench120b)"; return 1 ;;
+    *) echo "unknown step $1 (tier bench20b serve serve512 serve120b yardstick http b1 long moe grouped ncu-moe matmul bench120b)"; return 1 ;;
   esac
 }
 
