@@ -234,14 +234,16 @@ function wgmmaN(t: GroupedTiling): number {
   return t.bm === 128 ? t.bn : t.bn / 2;
 }
 
-/** Dynamic shared memory of a tiled grouped GEMM: A stages of BM rows and two B stages of 128, rows of BK + 8 elements. */
+/**
+ * Dynamic shared memory of a tiled grouped GEMM: A stages of BM rows and two B stages of BN, rows of BK + 8 elements; with
+ * wgmma, unpadded 128-byte rows, three B stages and 1024 bytes to align them.
+ */
 export function groupedSharedBytes(t: GroupedTiling): number {
-  // wgmma: unpadded 128-byte rows, three B stages, and 1024 bytes to align the stages
   if (t.wgmma) return 128 * (t.aStages * t.bm + 3 * t.bn) + 1024;
   return 2 * (t.bk + 8) * (t.aStages * t.bm + 2 * t.bn);
 }
 
-/** The tiled kernel's name suffix: m{bm}, n{bn} when not 128, k{bk}s{aStages}, l(ut) or b(yte), b{minBlocks} when set, z with skipEmpty. */
+/** The tiled kernel's name suffix: m{bm}, n{bn} when not 128, k{bk}s{aStages}, l(ut) or b(yte), b{minBlocks} when set, z with skipEmpty, w with wgmma. */
 export function groupedTilingTag(t: GroupedTiling): string {
   return `_m${t.bm}${t.bn === 128 ? "" : `n${t.bn}`}k${t.bk}s${t.aStages}${t.dequant === "lut" ? "l" : "b"}${t.minBlocks > 0 ? `b${t.minBlocks}` : ""}${t.skipEmpty ? "z" : ""}${t.wgmma ? "w" : ""}`;
 }
