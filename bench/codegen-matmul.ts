@@ -10,7 +10,7 @@ import { Arena } from "../runtime/arena.js";
 import { CudaGraph, Device, type Kernel, type KernelArg } from "../runtime/cuda.js";
 import { loadKernels } from "../runtime/kernel-cache.js";
 import { nvrtcVersion } from "../runtime/nvrtc.js";
-import { evalSize, type NodeKernels } from "../src/lower/kernel.js";
+import { evalSize, lowerTarget, type NodeKernels } from "../src/lower/kernel.js";
 import { DEFAULT_GEMM_TILE, emitMatmul, type GemmTile, gemmTileFor, MAX_SPLIT_K, type MatmulPath } from "../src/codegen/matmul.js";
 import { emitMxfp4Matmul } from "../src/codegen/mxfp4-matmul.js";
 import { emitFusedRmsNorm, emitResidualRmsNormPair } from "../src/codegen/rmsnorm.js";
@@ -103,7 +103,7 @@ function bucketCases(m: number): Case[] {
       linearCase(label, "tokens", n, k, { tokens: m }, perGraph, undefined, "gemv-mma"),
       linearCase(label, "tokens", n, k, { tokens: m }, perGraph, undefined, "gemm-mma"),
       ...others.map((t) => linearCase(label, "tokens", n, k, { tokens: m }, perGraph, t, "gemm-mma")),
-      ...(device.info.arch === "sm_90a" ? wgmma.map((t) => linearCase(label, "tokens", n, k, { tokens: m }, perGraph, t, "gemm-mma")) : []),
+      ...(wgmmaHere ? wgmma.map((t) => linearCase(label, "tokens", n, k, { tokens: m }, perGraph, t, "gemm-mma")) : []),
     ];
   });
 }
@@ -140,7 +140,9 @@ function normCases(rows: number): Case[] {
 }
 
 const device = Device.open(0);
-const tilesHere = [...TILES, ...(device.info.arch === "sm_90a" ? WGMMA_TILES : [])];
+// the card's target has warpgroup MMA (sm_90a), as a plan's lowering decides it
+const wgmmaHere = lowerTarget(device.info.arch).wgmma;
+const tilesHere = [...TILES, ...(wgmmaHere ? WGMMA_TILES : [])];
 const allCases: Case[] = [
   linearCase("GEMV bf16 1×2880 · [5760, 2880]ᵀ", 1, 5760, 2880),
   linearCase("GEMV bf16 4×2880 · [5760, 2880]ᵀ", 4, 5760, 2880),

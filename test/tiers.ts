@@ -11,7 +11,9 @@ import { existsSync, readdirSync, statSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { describe, it } from "vitest";
+import { deviceInfo } from "../runtime/cuda.js";
 import { native } from "../runtime/native.js";
+import { lowerTarget } from "../src/lower/kernel.js";
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -59,6 +61,11 @@ export function nvrtcAvailable(): boolean {
 
 export function gpuAvailable(): boolean {
   return gpuCount() > 0;
+}
+
+/** GPU 0's target has warpgroup MMA (sm_90a: an H100 or H200), so the wgmma kernel variants can run. */
+export function gpuHasWgmma(): boolean {
+  return gpuAvailable() && lowerTarget(deviceInfo(0).arch).wgmma;
 }
 
 export const requireNvrtc = process.env["TSGC_REQUIRE_NVRTC"] === "1";

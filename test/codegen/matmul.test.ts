@@ -8,8 +8,7 @@ import type { DType } from "../../src/ir/dtype.js";
 import { type HostTensor, randomTensor, seededRandom } from "../../src/ir/host-tensor.js";
 import { type NodeOf, NodeTable } from "../../src/ir/node.js";
 import { type Dim, evalShape, type SymbolValues } from "../../src/ir/shape.js";
-import { Device } from "../../runtime/index.js";
-import { describeGpu, describeNvrtc, gpuAvailable } from "../tiers.js";
+import { describeGpu, describeNvrtc, gpuHasWgmma } from "../tiers.js";
 import { compileNodeKernels, expectClose, interpretNode, runNodeKernels } from "./harness.js";
 
 interface MmCase {
@@ -219,7 +218,7 @@ describeGpu("matmul kernels match the interpreter (GPU)", () => {
   });
 
   // warpgroup MMAs need sm_90's architecture-specific target (H100, H200)
-  const hopper = gpuAvailable() && Device.open(0).info.arch === "sm_90a";
+  const hopper = gpuHasWgmma();
   it.skipIf(!hopper)("GEMM tiles of warpgroup MMAs (sm_90a): 128 and 256 columns, split K, f16, with M, N and K tails", async () => {
     const tiles: GemmTile[] = [{ warpN: 32, k: 64, stages: 4, wgmma: true }, { warpN: 64, k: 64, stages: 3, wgmma: true }, { warpN: 32, k: 64, stages: 3, wgmma: true, splitK: 3 }];
     for (const tile of tiles) {

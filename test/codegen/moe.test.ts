@@ -15,8 +15,7 @@ import { decodeE2m1, decodeE8m0, type DType, roundTo } from "../../src/ir/dtype.
 import { type HostTensor, randomTensor, seededRandom, tensorFromBytes, tensorToBytes } from "../../src/ir/host-tensor.js";
 import { type NodeOf, NodeTable } from "../../src/ir/node.js";
 import { type Dim, evalShape, numElements, type SymbolValues } from "../../src/ir/shape.js";
-import { Device } from "../../runtime/index.js";
-import { describeGpu, describeNvrtc, gpuAvailable } from "../tiers.js";
+import { describeGpu, describeNvrtc, gpuHasWgmma } from "../tiers.js";
 import { compileNodeKernels, expectClose, interpretNode, runNodeKernels, runRawKernels } from "./harness.js";
 
 interface MoeCase {
@@ -816,7 +815,7 @@ describeGpu("moeExperts kernels match the interpreter (GPU)", () => {
     { dtype: "f16", bias: "f16", d: 256, inter: 128, variants: [{}, { dequant: "byte" }, { bm: 32, bk: 32 }], tokens: [17, 100] },
   ];
   // warpgroup MMAs (sm_90a only): 128 × 128, 128 × 256, 64 × 128 and 64 × 256, four A stages; a K tail (hidden 320), f16
-  const hopper = gpuAvailable() && Device.open(0).info.arch === "sm_90a";
+  const hopper = gpuHasWgmma();
   const WGMMA_TILED: readonly Partial<GroupedTiling>[] = [
     { bm: 128, minBlocks: 2, wgmma: true }, { bm: 64, minBlocks: 3, wgmma: true }, { bm: 128, bn: 256, minBlocks: 1, wgmma: true }, { bm: 64, bn: 256, aStages: 4, minBlocks: 1, wgmma: true },
   ];
