@@ -139,6 +139,26 @@ export function serveWorkload(spec: WorkloadSpec, stream: number = WORKLOAD_STRE
   return prompts.map((promptIds, index) => ({ index, promptIds, outputLen: outputLens[index]!, arrivalMs: arrivals[index]! }));
 }
 
+/** Prompt tokens of each warm-up request (warmupWorkload): the decode steps' graphs do not depend on context lengths. */
+export const WARMUP_PROMPT_TOKENS = 16;
+/** Output tokens of the warm-up's first request; request i generates i more, so each finishes one decode step later. */
+export const WARMUP_OUTPUT_TOKENS = 16;
+
+/**
+ * The warm-up before a measured run: min(requests, maxSeqs) short prompts at once (other ids than the measured
+ * ones: the warm-up stream), request i generating WARMUP_OUTPUT_TOKENS + i tokens. Once they are all admitted, one
+ * sequence finishes a step, so the decode-only steps run every sequence count from the most the measured run
+ * holds at once down to 1 and capture each count's CUDA graph (a step's graph depends on its token, sequence and
+ * logit-row counts, not on context lengths). It costs a few seconds where a pass over the workload's own prompts
+ * (120b at 512 sequences: 57.5 s of prefill) would take minutes.
+ */
+export function warmupWorkload(spec: WorkloadSpec, maxSeqs: number): BenchRequest[] {
+  const count = Math.min(spec.numRequests, maxSeqs);
+  const promptLen = clamp(Math.min(spec.inputLen, WARMUP_PROMPT_TOKENS), 1, spec.maxContext - 1);
+  const prompts = promptTokens(new Array<number>(count).fill(promptLen), spec.vocabSize, streamSeed(spec.seed, WORKLOAD_STREAMS.warmup));
+  return prompts.map((promptIds, index) => ({ index, promptIds, outputLen: clamp(WARMUP_OUTPUT_TOKENS + index, 1, spec.maxContext - promptLen), arrivalMs: 0 }));
+}
+
 /**
  * A fingerprint of the requests (prompts and output lengths, not arrivals): FNV-1a's multiply and xor over 32-bit
  * words — the count, then each request's prompt length, output length and ids — as 8 hex digits. The yardstick

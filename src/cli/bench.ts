@@ -12,7 +12,7 @@ import { findBuiltinModel } from "../../models/index.js";
 import { formatGptOssBench, runGptOssBench } from "../bench/gpt-oss-bench.js";
 import {
   type BenchRequest, directSubmitter, formatServeBench, httpSubmitter, progressReporter, runServeWorkload, SERVE_DATASETS, type ServeDataset,
-  type ServeRunReport, serveBenchResult, serveWorkload, WORKLOAD_STREAMS, type WorkloadSpec, workloadHash,
+  type ServeRunReport, serveBenchResult, serveWorkload, WARMUP_PROMPT_TOKENS, warmupWorkload, WORKLOAD_STREAMS, type WorkloadSpec, workloadHash,
 } from "../bench/serve-bench.js";
 import type { Engine } from "../engine/api.js";
 import { gpuPresent, openEngine } from "../engine/open.js";
@@ -95,8 +95,6 @@ interface ServeBenchFlags extends EngineFlags {
   json?: boolean;
 }
 
-/** Output tokens of each warm-up request: enough to run every sequence's decode a few steps. */
-const WARMUP_OUTPUT_TOKENS = 16;
 
 const requestRateFlag = (v: string): number => (v.trim() === "inf" ? Infinity : numberFlag("--request-rate", (n) => Number.isFinite(n) && n > 0, 'a positive number of requests per second, or "inf"')(v));
 
@@ -152,7 +150,7 @@ function registerServeBench(bench: Command): void {
     .option("--seed <n>", "seed of the workload (prompts, lengths, arrivals) and of a built-in model's random weights", seedFlag, 0)
     .option("--http", "send the workload through the OpenAI HTTP server (127.0.0.1, an ephemeral port) as streaming /v1/completions clients")
     .option("--compare-http", "run the workload through the engine's API, then through HTTP (other prompts of the same lengths, so no prefix-cache hits on the first run's), on the one loaded engine, and report both and their ratio")
-    .option("--warmup", `first run the workload's shape untimed (other prompts, ${WARMUP_OUTPUT_TOKENS} output tokens each), so the measured runs find most step shapes' CUDA graphs already captured`)
+    .option("--warmup", `first run a short untimed warm-up (up to --max-batch ${WARMUP_PROMPT_TOKENS}-token prompts, one finishing each step), so the measured runs find every decode step size's CUDA graph already captured`)
     .option("--json", "print one JSON object on stdout");
   engineFlags(cmd).action(async (model: string, flags: ServeBenchFlags) => {
     if (flags.http && flags.compareHttp) throw new Error("give --http or --compare-http, not both");
@@ -171,7 +169,7 @@ function registerServeBench(bench: Command): void {
     try {
       const loadMs = performance.now() - started;
       if (flags.warmup) {
-        const warm = serveWorkload({ ...spec, requestRate: Infinity }, WORKLOAD_STREAMS.warmup).map((r) => ({ ...r, outputLen: Math.min(r.outputLen, WARMUP_OUTPUT_TOKENS) }));
+        const warm = warmupWorkload(spec, layout.maxSeqsPerStep);
         await runServeWorkload(engine, warm, directSubmitter(engine, "warmup"), { mode: "direct", ...(flags.concurrency !== undefined ? { concurrency: flags.concurrency } : {}), onProgress: progressReporter("warm-up", warm.length, write, tty) });
       }
       const runs: ServeRunReport[] = [];

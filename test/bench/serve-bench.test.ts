@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type BenchRequest, directSubmitter, distribution, httpSubmitter, mulberry32, percentile, progressReporter, type RequestTiming, runServeWorkload,
-  serveWorkload, SseParser, StatsPeaks, streamSeed, summarizeRun, type WorkloadSpec, WORKLOAD_STREAMS, workloadHash, workloadLengths,
+  serveWorkload, SseParser, StatsPeaks, streamSeed, summarizeRun, type WorkloadSpec, WARMUP_OUTPUT_TOKENS, WARMUP_PROMPT_TOKENS, warmupWorkload, WORKLOAD_STREAMS, workloadHash, workloadLengths,
 } from "../../src/bench/serve-bench.js";
 import type { EngineStats } from "../../src/engine/api.js";
 import type { ServingEngine } from "../../src/engine/engine.js";
@@ -42,6 +42,20 @@ describe("the workload generator", () => {
     // pinned: the Python yardstick prints these hashes for these workloads
     expect(workloadHash(serveWorkload(spec({ numRequests: 4 })))).toBe("2a412c86");
     expect(workloadHash(serveWorkload({ numRequests: 8, dataset: "sharegpt-like", inputLen: 100, outputLen: 50, vocabSize: 201088, maxContext: 4096, requestRate: 2, seed: 7 }))).toBe("6803144e");
+  });
+
+  it("warms up with short prompts, one request finishing each step, at most the engine's sequences", () => {
+    const big = spec({ numRequests: 1000, inputLen: 1024, outputLen: 1024, maxContext: 2048, vocabSize: 100 });
+    const warm = warmupWorkload(big, 512);
+    expect(warm.length).toBe(512);
+    expect(warm.every((r) => r.promptIds.length === WARMUP_PROMPT_TOKENS && r.arrivalMs === 0 && r.promptIds.every((t) => t >= 0 && t < 100))).toBe(true);
+    expect(warm.map((r) => r.outputLen)).toEqual([...Array(512).keys()].map((i) => WARMUP_OUTPUT_TOKENS + i));
+    // the warm-up stream's ids, not the measured prompts' first tokens
+    expect(warm[0]!.promptIds).not.toEqual(serveWorkload(big)[0]!.promptIds.slice(0, WARMUP_PROMPT_TOKENS));
+    expect(warmupWorkload(big, 512)).toEqual(warm);
+    // fewer requests than sequences; prompts shorter than 16; a small context clips the outputs
+    expect(warmupWorkload(spec({ numRequests: 3, inputLen: 4 }), 512).map((r) => [r.promptIds.length, r.outputLen])).toEqual([[4, 16], [4, 17], [4, 18]]);
+    expect(warmupWorkload(spec({ numRequests: 30, maxContext: 40 }), 16).map((r) => r.outputLen).slice(6, 10)).toEqual([22, 23, 24, 24]);
   });
 
   it("gives fixed lengths exactly, prompt ids inside the vocabulary, all arrivals at 0 at an infinite rate", () => {
