@@ -5,7 +5,7 @@
 # status) to $OUT, so a step that runs long costs only itself.
 #
 #   source .gpu/env.sh && bash bench/gpu-session.sh [STEP…]
-#     steps: tier bench20b serve serve512 serve120b yardstick http b1 long moe grouped ncu-moe matmul bench120b
+#     steps: tier bench20b serve serve256 serve120b yardstick http b1 long moe grouped ncu-moe matmul bench120b
 #     (default: tier bench20b http b1 long serve)
 set -uo pipefail
 out=${OUT:-/tmp/tsgc-session}
@@ -32,10 +32,10 @@ run_step() {
     bench120b) step bench120b 200 node bin/tsgc.js bench gpt-oss-120b --batches 1,2,4,8,16,32,64,128 --prefill 2048 ;;
     # issue 11's workload: 1000 requests of 1024 + 1024 tokens sent at once, through the engine's API
     serve) step serve 200 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1000 --input-len 1024 --output-len 1024 --warmup ;;
-    # the same with 512 sequences a step (longer decode steps amortize each expert's weights over more tokens)
-    serve512) step serve512 200 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1000 --input-len 1024 --output-len 1024 --warmup --max-batch 512 ;;
-    # gpt-oss-120b at 512 sequences: the warm-up pass alone (every prompt and 16 tokens) took 57.5 s (bench/NOTES.md Run 12)
-    serve120b) step serve120b 420 node bin/tsgc.js bench serve gpt-oss-120b --num-requests 1000 --input-len 1024 --output-len 1024 --warmup --max-batch 512 ;;
+    # the same with 256 sequences a step (shorter steps: a shorter time per output token, less throughput)
+    serve256) step serve256 200 node bin/tsgc.js bench serve gpt-oss-20b --num-requests 1000 --input-len 1024 --output-len 1024 --warmup --max-batch 256 ;;
+    # the same on gpt-oss-120b (213 s on one H200, a cold compile of its plan included: bench/NOTES.md Run 13)
+    serve120b) step serve120b 540 node bin/tsgc.js bench serve gpt-oss-120b --num-requests 1000 --input-len 1024 --output-len 1024 --warmup ;;
     # transformers' continuous batching beside tsgc on a smaller workload (its dense bf16 experts are slow to serve)
     # (its cache would take all free memory, leaving too little for eager attention over 1024-token prefill chunks)
     yardstick) HF_FLAGS="--max-memory-percent 0.5 --max-batch-tokens 1024" step yardstick 200 bash bench/serve-vs-transformers.sh gpt-oss-20b 64 1024 256 ;;
@@ -55,7 +55,7 @@ run_step() {
       ncu $S -k regex:ggateup_mma --launch-count 2 node dist/bench/moe-prefill.js 256 1 m64k64s3lb3z
       MOE_BENCH_EXPERTS=128 ncu $S -k regex:ggateup_stream --launch-count 1 node dist/bench/moe-prefill.js 64 1 none' ;;
     matmul) step matmul 90 node dist/bench/codegen-matmul.js bucket ;;
-    *) echo "unknown step $1 (tier bench20b serve serve512 serve120b yardstick http b1 long moe grouped ncu-moe matmul bench120b)"; return 1 ;;
+    *) echo "unknown step $1 (tier bench20b serve serve256 serve120b yardstick http b1 long moe grouped ncu-moe matmul bench120b)"; return 1 ;;
   esac
 }
 

@@ -33,7 +33,7 @@ export const positiveInt = (flag: string) => (v: string) => {
 export function boundFlags(cmd: Command): Command {
   return cmd
     .option("--max-context <n>", "most tokens (prompt and output) one sequence holds (default 4096)", positiveInt("--max-context"))
-    .option("--max-batch <n>", "most sequences decoded together, one step (default 256 on cuda, 16 on cpu)", positiveInt("--max-batch"))
+    .option("--max-batch <n>", "most sequences decoded together, one step (default 512 on cuda, 16 on cpu; fewer give a shorter time per output token under load)", positiveInt("--max-batch"))
     .option("--max-step-tokens <n>", "most tokens one step runs, decodes and prefill chunks together (default 2048 on cuda, 256 on cpu)", positiveInt("--max-step-tokens"))
     .option("--block-size <n>", "tokens per KV block (default 16)", positiveInt("--block-size"));
 }

@@ -36,6 +36,14 @@ import { type PagedDecoderLayout, poolSlotsSymbol } from "./contract.js";
 import { deviceFill, fillPlanRandom } from "./device-random.js";
 import { type EngineOptions, ServingEngine } from "./engine.js";
 
+/**
+ * Sequences a step runs unless maxSeqs says otherwise. On cuda, 512: one H200 serving 1000 × (1024 + 1024) tokens at
+ * once gave gpt-oss-20b 12,061 output tok/s at 512 against 10,551 at 256, and gpt-oss-120b 5,605 (bench/NOTES.md Runs
+ * 12, 13), at a longer time per output token under full load (20b p50 38.7 against 23.7 ms). On cpu (the interpreter,
+ * tiny models), 16.
+ */
+export const DEFAULT_MAX_SEQS = { cuda: 512, cpu: 16 } as const;
+
 export interface OpenEngineOptions extends EngineOptions {
   /** A built-in model (default gpt-oss-tiny); ignored with `checkpoint` or `config`. */
   readonly model?: string;
@@ -64,7 +72,7 @@ export interface OpenEngineOptions extends EngineOptions {
   readonly dequantize?: boolean;
   /** Most tokens (prompt and output) one sequence holds. Default 4096. */
   readonly maxContext?: number;
-  /** Most sequences one step runs (the plan's bound). Default 256 on cuda, 16 on cpu. */
+  /** Most sequences one step runs (the plan's bound). Default DEFAULT_MAX_SEQS: 512 on cuda, 16 on cpu. */
   readonly maxSeqs?: number;
   /** Most tokens one step runs (the plan's bound). Default 2048 on cuda, 256 on cpu. */
   readonly maxStepTokens?: number;
@@ -173,7 +181,7 @@ export async function openEngine(o: OpenEngineOptions = {}): Promise<OpenedEngin
     dtype,
     ...(o.dequantize ? { experts: "dense" as const } : {}),
     maxContext,
-    maxSeqsPerStep: o.maxSeqs ?? (device === "cuda" ? 256 : 16),
+    maxSeqsPerStep: o.maxSeqs ?? DEFAULT_MAX_SEQS[device],
     maxTokensPerStep: o.maxStepTokens ?? (device === "cuda" ? 2048 : 256),
     blockSize: o.blockSize ?? 16,
   };
