@@ -330,8 +330,10 @@ export class Scheduler {
    * Plans the step after the one in flight before that one completes, so the device can start it as soon as it
    * finishes, with no host round trip between them: every sequence of the step in flight decodes the token it is
    * about to sample (StepPlan.feedback). Only where that is what `schedule` would plan anyway, whatever the tokens
-   * are: no request waits for admission or recomputation (it would be admitted next) and every sequence of the step
-   * in flight samples (no prefill continues). Sequences that end with the token in flight whatever
+   * are: every sequence of the step in flight samples (no prefill continues), and no request waits for admission or
+   * recomputation, or they wait for a slot that none of these tokens frees: every slot is taken and no sequence of
+   * the step in flight ends with its token whatever it is. (A stop token that ends one frees its slot a step late:
+   * the waiting head is admitted in the step after the one planned ahead.) Sequences that end with the token in flight whatever
    * it is (maxTokens, maxContext) are left out, and so are, from the first one whose block does not fit, the
    * newer ones (they decode in the step after, planned as usual). A sequence that a stop token, a stop string or an
    * abort ends meanwhile has its row of this step ignored at `complete`; its blocks are freed as usual, and the
@@ -339,9 +341,19 @@ export class Scheduler {
    * Undefined (nothing planned) when the step in flight does not qualify or no sequence is left.
    */
   scheduleAhead(): StepPlan | undefined {
-    if (this.pending.length !== 1 || this.waiting.length > 0) return undefined;
+    if (this.pending.length !== 1) return undefined;
     const before = this.pending[0]!;
     if (before.plan.seqs.some((e) => !e.sample)) return undefined;
+    // requests waiting (1000 sent at once to 512 slots) are admitted as soon as a slot frees: plan ahead only while
+    // every slot stays taken whatever the tokens in flight are
+    if (this.waiting.length > 0) {
+      if (this.running.length < this.config.maxSeqs) return undefined;
+      const freesASlot = before.plan.seqs.some((entry, i) => {
+        const seq = before.seqs[i]!;
+        return seq.state !== "running" || this.endAt(seq, seq.generated + 1, entry.start + entry.tokenIds.length + 1) !== undefined;
+      });
+      if (freesASlot) return undefined;
+    }
     const seqs: ScheduledSeq[] = [];
     const planned: Sequence[] = [];
     const feedback: number[] = [];

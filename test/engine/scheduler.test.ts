@@ -298,12 +298,27 @@ describe("Scheduler", () => {
     expect(s.stats().blocks["full"]!.used).toBe(0);
   });
 
-  it("plans nothing ahead while a request waits or a prefill continues", () => {
+  it("plans ahead with requests waiting only while every slot stays taken; nothing while a prefill continues", () => {
+    // every slot taken, and a's token in flight is not its last: a decodes ahead, b still waits
     const waiting = new Scheduler(config({ maxSeqs: 1 }));
-    waiting.add({ id: "a", promptIds: [1, 2], maxTokens: 5 });
+    waiting.add({ id: "a", promptIds: [1, 2], maxTokens: 2 });
     waiting.add({ id: "b", promptIds: [3], maxTokens: 5 });
-    waiting.schedule();
+    const first = waiting.schedule()!;
+    const ahead = waiting.scheduleAhead()!;
+    expect(ahead.seqs.map((q) => [q.id, q.start, q.tokenIds])).toEqual([["a", 2, [FED_BACK_TOKEN]]]);
+    expect(waiting.stats().waiting).toBe(1);
+    waiting.complete(first, [9]);
+    // a's token in flight is its last (maxTokens 2): its slot frees, so nothing is planned ahead and b is admitted next
     expect(waiting.scheduleAhead()).toBeUndefined();
+    expect(waiting.complete(ahead, [10]).finished.map((f) => f.id)).toEqual(["a"]);
+    expect(waiting.schedule()!.seqs.map((q) => q.id)).toEqual(["b"]);
+    waiting.audit();
+    // a free slot: the waiting request is admitted by the next step, not planned around
+    const free = new Scheduler(config({ maxSeqs: 2, groups: [{ name: "full", numBlocks: 1 }] }));
+    free.add({ id: "a", promptIds: [1, 2], maxTokens: 2 });
+    free.add({ id: "b", promptIds: range(10, 3), maxTokens: 1 });
+    expect(free.schedule()!.seqs.map((q) => q.id)).toEqual(["a"]); // b waits for blocks
+    expect(free.scheduleAhead()).toBeUndefined();
     const chunked = new Scheduler(config({ maxTokensPerStep: 4 }));
     chunked.add({ id: "a", promptIds: range(1, 10), maxTokens: 5 });
     expect(chunked.schedule()!.seqs[0]!.sample).toBe(false);
