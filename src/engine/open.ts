@@ -38,9 +38,9 @@ import { type EngineOptions, ServingEngine } from "./engine.js";
 
 /**
  * Sequences a step runs unless maxSeqs says otherwise. On cuda, 512: one H200 serving 1000 × (1024 + 1024) tokens at
- * once gave gpt-oss-20b 12,061 output tok/s at 512 against 10,551 at 256, and gpt-oss-120b 5,605 (bench/NOTES.md Runs
- * 12, 13), at a longer time per output token under full load (20b p50 38.7 against 23.7 ms). On cpu (the interpreter,
- * tiny models), 16.
+ * once gave gpt-oss-20b 12,348 output tok/s at 512 (bench/NOTES.md Run 13) against 10,551 at 256 (Run 12), and
+ * gpt-oss-120b 5,605 at 512, at a longer time per output token under full load (20b p50 37.0 against 23.7 ms). On cpu
+ * (the interpreter, tiny models), 16.
  */
 export const DEFAULT_MAX_SEQS = { cuda: 512, cpu: 16 } as const;
 
