@@ -95,7 +95,6 @@ interface ServeBenchFlags extends EngineFlags {
   json?: boolean;
 }
 
-
 const requestRateFlag = (v: string): number => (v.trim() === "inf" ? Infinity : numberFlag("--request-rate", (n) => Number.isFinite(n) && n > 0, 'a positive number of requests per second, or "inf"')(v));
 
 const seedFlag = (v: string): number => {
