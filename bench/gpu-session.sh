@@ -51,7 +51,7 @@ run_step() {
     grouped) step grouped 150 node dist/bench/moe-prefill.js 128,256,512,1024,2048 3 m64k64s3lb3z,lb2w,lb1w ;;
     # where the grouped gate_up's time goes at batch 256 (20b, 32 rows an expert) and the stream gate_up's at 120b's
     # batch 64 (2 rows an expert): stall reasons, pipe and memory throughput
-    ncu-moe) step ncu-moe 240 bash -c 'S="--section SpeedOfLight --section WarpStateStats --section SchedulerStats --section Occupancy --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis"
+    ncu-moe) step ncu-moe 240 bash -c 'S="--section SpeedOfLight --section WarpStateStats --section SchedulerStats --section Occupancy --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section InstructionStats --section LaunchStats"
       ncu $S -k regex:ggateup_mma --launch-count 2 node dist/bench/moe-prefill.js 256 1 m64k64s3lb3z
       MOE_BENCH_EXPERTS=128 ncu $S -k regex:ggateup_stream --launch-count 1 node dist/bench/moe-prefill.js 64 1 none' ;;
     matmul) step matmul 90 node dist/bench/codegen-matmul.js bucket ;;
