@@ -344,26 +344,22 @@ export class Scheduler {
     if (this.pending.length !== 1) return undefined;
     const before = this.pending[0]!;
     if (before.plan.seqs.some((e) => !e.sample)) return undefined;
+    // the sequences that go on whatever their tokens in flight are: index in the step in flight, positions computed
+    // once it completes (its token the sequence's last, at `at`)
+    const goingOn: { readonly i: number; readonly at: number }[] = [];
+    before.plan.seqs.forEach((entry, i) => {
+      const seq = before.seqs[i]!;
+      const at = entry.start + entry.tokenIds.length;
+      if (seq.state === "running" && this.endAt(seq, seq.generated + 1, at + 1) === undefined) goingOn.push({ i, at });
+    });
     // requests waiting (1000 sent at once to 512 slots) are admitted as soon as a slot frees: plan ahead only while
-    // every slot stays taken whatever the tokens in flight are
-    if (this.waiting.length > 0) {
-      if (this.running.length < this.config.maxSeqs) return undefined;
-      const freesASlot = before.plan.seqs.some((entry, i) => {
-        const seq = before.seqs[i]!;
-        return seq.state !== "running" || this.endAt(seq, seq.generated + 1, entry.start + entry.tokenIds.length + 1) !== undefined;
-      });
-      if (freesASlot) return undefined;
-    }
+    // every slot stays taken
+    if (this.waiting.length > 0 && (this.running.length < this.config.maxSeqs || goingOn.length < before.plan.seqs.length)) return undefined;
     const seqs: ScheduledSeq[] = [];
     const planned: Sequence[] = [];
     const feedback: number[] = [];
-    for (let i = 0; i < before.plan.seqs.length; i++) {
-      const entry = before.plan.seqs[i]!;
+    for (const { i, at } of goingOn) {
       const seq = before.seqs[i]!;
-      if (seq.state !== "running") continue;
-      // once the step in flight completes: `at` positions computed and its token the sequence's last, at `at`
-      const at = entry.start + entry.tokenIds.length;
-      if (this.endAt(seq, seq.generated + 1, at + 1) !== undefined) continue;
       if (!this.kv.allocate(seq.kv!, at + 1)) break;
       seqs.push({ id: seq.id, start: at, tokenIds: [FED_BACK_TOKEN], sample: true, blockTables: [...seq.kv!.tables] });
       planned.push(seq);
