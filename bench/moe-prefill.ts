@@ -10,7 +10,7 @@
 // and at other tilings over GROUPED_TILING (grouped/<tiling tag>, MoeOptions.groupedTiling) beside the bucket's default (groupedTiling). A third argument (or MOE_BENCH_RUNS)
 // keeps only the runs whose label contains one of its comma-separated words (the token loop, the reference, and
 // the default grouped and stream kernels, the baselines, always run), e.g. "grouped/m" (every tiling), "m64k64s3l,m32k64"
-// or "stream/b" (the previous stream kernels).
+// or "stream/b" (the previous stream kernels); "grouped/route" times the bucket's default kernels with route blocks of 1, 2, 4 and 8 tokens.
 //
 // MOE_BENCH_EXPERTS=128 gives gpt-oss-120b's 128 experts (the same expert shapes).
 //
@@ -122,6 +122,11 @@ async function main(): Promise<void> {
       const key = tiledKey(v);
       if (!sets.has(key) && wanted(key)) sets.set(key, emitMoeExperts(node, bounds, { path: "grouped", groupedTiling: tiledFull(v) }));
     }
+    // the bucket's default kernels with the route blocks taking 1, 2, 4 or 8 tokens (MoeOptions.routeTokens)
+    for (const r of [1, 2, 4, 8] as const) {
+      const key = `${setKey("grouped", t)}/route${r}`;
+      if (!sets.has(key) && wanted(`grouped/route${r}`)) sets.set(key, emitMoeExperts(node, { tokens: bucketOf(t) }, { path: "grouped", wgmma, routeTokens: r }));
+    }
     // named variants run at any count (the default to streamLimit)
     if (t <= streamLimit || runFilter.length > 0) {
       for (const v of VARIANTS) {
@@ -221,6 +226,7 @@ async function main(): Promise<void> {
         ...(p === "stream" ? VARIANTS.map((v) => ({ label: `stream/${v.name}`, path: p, key: `${setKey(p, tokens)}/${v.name}` })) : []),
         ...(p === "grouped" ? GROUPED_VARIANTS.map((v) => ({ label: `grouped/p${v}`, path: p, key: `grouped/p${v}` })) : []),
         ...(p === "grouped" ? TILED.map((v) => ({ label: tiledKey(v), path: p, key: tiledKey(v) })) : []),
+        ...(p === "grouped" ? ([1, 2, 4, 8] as const).map((r) => ({ label: `grouped/route${r}`, path: p, key: `${setKey(p, tokens)}/route${r}` })) : []),
       ])
       .filter((r) => sets.has(r.key) && wanted(r.label));
     for (const { label, path: p, key } of runs) {

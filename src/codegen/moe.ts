@@ -166,6 +166,8 @@ export interface MoeOptions {
   readonly groupedTiling?: Partial<GroupedTiling>;
   /** The target has warpgroup MMAs (sm_90a): the tiled grouped GEMMs may take them (groupedTiling). */
   readonly wgmma?: boolean;
+  /** Override the tokens a route block takes (a tuning hook for benchmarks; by default routeTokensPerBlock of the bound). */
+  readonly routeTokens?: 1 | 2 | 4 | 8;
 }
 
 /**
@@ -477,7 +479,11 @@ export function emitMoeExperts(node: NodeOf<"moeExperts">, bounds: SymbolBounds 
   const routeVec = s.d % (16 / rwBytes) === 0 ? 16 / rwBytes : 1;
   // tokens a route block: several where the expert rows sit in registers, x and the router are 16-bit (routeVec 8: a
   // 16-byte chunk holds the same 8 elements of both) and the bound is prefill-sized
-  const routeTokens = s.dtype !== "f32" && routeVec === 8 && routeThreads >= 32 * s.e ? routeTokensPerBlock(dimBound(s.t, bounds)) : 1;
+  const blockTokens = s.dtype !== "f32" && routeVec === 8 && routeThreads >= 32 * s.e;
+  if (opts.routeTokens !== undefined && !([1, 2, 4, 8].includes(opts.routeTokens) && (blockTokens || opts.routeTokens === 1))) {
+    fail(node, `routeTokens ${opts.routeTokens}: 1, 2, 4 or 8, and more than 1 only with 16-bit x, rows of 8-element chunks and a warp per expert`);
+  }
+  const routeTokens = blockTokens ? (opts.routeTokens ?? routeTokensPerBlock(dimBound(s.t, bounds))) : 1;
   const routeName = routeTokens > 1 ? `${routeEntry}_r${routeTokens}` : routeEntry;
   const route: KernelLaunch = {
     kernel: { name: routeName, family: "moe", source: renderTemplate("moe-route.cu.njk", { ...ctx, entry: routeName, stage: "route", routeThreads, routeVec, routeTokens }), entry: routeName },
@@ -576,9 +582,10 @@ function checkTiling(t: GroupedTiling): void {
  * Tokens a route block takes (its expert rows loaded once for all of them) at a token bound: one up to ROUTE_BLOCK_TOKENS_FROM
  * (a block a token fills the SMs there), then a block for every ROUTE_BLOCK_TOKENS_FROM / 2 tokens of the bound, at most 8.
  * One block a token re-reads the router (184 KB for 20b) per token from L2: measured on an H200 (bench/moe-prefill.ts, one
- * gpt-oss-20b layer, bench/NOTES.md Run 10), 2048 tokens 0.113 → 0.048 ms with 8 tokens a block, 512: 0.031 → 0.019 with 2.
+ * gpt-oss-20b layer, bench/NOTES.md Run 10), 2048 tokens 0.113 → 0.048 ms with 8 tokens a block, 512: 0.031 → 0.019 with 2;
+ * from 256 (Run 14, MoeOptions.routeTokens): 256 tokens 0.017 → 0.011 with 2, 512 0.019 → 0.016 with 4, 1024 0.029 → 0.026 with 8.
  */
-export const ROUTE_BLOCK_TOKENS_FROM = 512;
+export const ROUTE_BLOCK_TOKENS_FROM = 256;
 export function routeTokensPerBlock(bound: number): number {
   if (bound < ROUTE_BLOCK_TOKENS_FROM) return 1;
   return Math.min(8, 2 ** Math.floor(Math.log2((2 * bound) / ROUTE_BLOCK_TOKENS_FROM)));

@@ -177,11 +177,17 @@ describe("moeExperts grouped-GEMM prefill path (pure)", () => {
     expect(small.kernel.source).toBe(loopRoute.kernel.source);
     expect(small.grid[0]).toEqual(loopRoute.grid[0]);
     expect(small.args).toHaveLength(5);
-    expect([256, 511, 512, 1023, 1024, 2048, 4096, 1 << 20].map(routeTokensPerBlock)).toEqual([1, 1, 2, 2, 4, 8, 8, 8]);
+    expect([128, 255, 256, 511, 512, 1024, 2048, 1 << 20].map(routeTokensPerBlock)).toEqual([1, 1, 2, 2, 4, 8, 8, 8]);
     // an f32 router (4 weights a 16-byte chunk, not x's 8): one token a block
     expect(emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4", router: "f32" }), PREFILL).launches[0]!.grid[0]).toEqual({ dims: ["tokens"], scale: 1, divisor: 1 });
     // gpt-oss-120b's 128 experts do not keep their rows in registers: one token a block at any bound
     expect(emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, e: 128, format: "mxfp4" }), PREFILL).launches[0]!.kernel.entry).toMatch(/_e128k4d2880$/);
+    // routeTokens overrides the bound's choice (a benchmark hook), where the rows sit in registers
+    const two = emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), { tokens: 256 }, { routeTokens: 2 }).launches[0]!;
+    expect(two.kernel.entry).toMatch(/_e32k4d2880_r2$/);
+    expect(two.grid[0]).toEqual({ dims: ["tokens"], scale: 1, divisor: 2 });
+    expect(() => emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, e: 128, format: "mxfp4" }), PREFILL, { routeTokens: 4 })).toThrow(/routeTokens 4: 1, 2, 4 or 8, and more than 1 only with/);
+    expect(() => emitMoeExperts(moeNode({ dtype: "bf16", t: "tokens", ...MOE_20B, format: "mxfp4" }), PREFILL, { routeTokens: 3 as 2 })).toThrow(/routeTokens 3/);
   });
 
   it("f32 takes the SIMT GEMMs, f16 the f16 tensor cores; scratch h and y follow x's dtype", () => {
@@ -408,7 +414,7 @@ describe("moeExperts stream path, decode sizes (pure)", () => {
         const rowTiles = bound * 4 <= 32 ? pairs : Math.ceil((pairs + 32 * bm) / bm);
         expect(rowTiles).toBeGreaterThanOrEqual(Math.min(pairs, Math.ceil(pairs / bm) + 32));
         expect(k.launches.map((l) => l.grid.map((g) => evalSize(g, sym)))).toEqual([
-          selects ? [8, Math.ceil(t / Math.min(8, bound)), 1] : [t, 1, 1],
+          selects ? [8, Math.ceil(t / Math.min(8, bound)), 1] : [Math.ceil(t / routeTokensPerBlock(bound)), 1, 1],
           [1, 1, 1],
           [Math.ceil(5760 / 128), rowTiles, 1],
           [Math.ceil(2880 / 128), rowTiles, 1],
@@ -423,7 +429,9 @@ describe("moeExperts stream path, decode sizes (pure)", () => {
         ]);
         expect(k.launches[1]!.args.slice(0, 3)).toEqual([{ kind: "scratch", index: 7 }, { kind: "scratch", index: 0 }, { kind: "scratch", index: 1 }]);
       } else {
-        expect(k.launches[0]!.args).toEqual([{ kind: "input", index: 0 }, { kind: "input", index: 1 }, { kind: "input", index: 2 }, { kind: "scratch", index: 0 }, { kind: "scratch", index: 1 }]);
+        // from ROUTE_BLOCK_TOKENS_FROM a route block takes several tokens and the token count
+        const several = routeTokensPerBlock(bound) > 1 ? [{ kind: "i32", value: { dims: ["tokens"], scale: 1, divisor: 1 } }] : [];
+        expect(k.launches[0]!.args).toEqual([{ kind: "input", index: 0 }, { kind: "input", index: 1 }, { kind: "input", index: 2 }, { kind: "scratch", index: 0 }, { kind: "scratch", index: 1 }, ...several]);
         expect(k.launches[1]!.args.slice(0, 2)).toEqual([{ kind: "scratch", index: 0 }, { kind: "scratch", index: 2 }]);
       }
       const gate = k.launches[2]!.kernel.source;
